@@ -1,0 +1,559 @@
+"""The locator's store: edges, session directory, team presence, audit, metrics, config.
+
+Every query is a plain ``fn(txn)`` function below; :class:`LocatorStore` runs them
+through :meth:`Database.runInteraction` and returns Deferreds. Times in the API are
+float seconds since the epoch (``clock.seconds()``); the database keeps whole
+milliseconds. Writes that edges may repeat after a reconnect (registration, audit,
+metrics, session start/end) are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from ct.storage.database import Database
+
+# Known audit kinds; edges of newer versions may send others (stored as they come).
+AUDIT_KINDS = frozenset({
+    "session_started", "session_ended", "participant_joined", "participant_left",
+    "participant_removed", "edge_registered", "edge_suspended", "edge_resumed",
+    "edge_unavailable", "dashboard_login", "dashboard_login_failed", "config_changed",
+})
+
+# Configuration keys the dashboard edits.
+CONFIG_REGIONS = "regions"
+CONFIG_ADVANCED = "advanced"
+CONFIG_INTEGRATIONS = "integrations"
+
+MAX_QUERY_LIMIT = 1000
+_KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def to_ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def from_ms(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+# ------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class EdgeRecord:
+    edge_id: str
+    public_url: str
+    region: str
+    version: str
+    first_seen: float
+    last_seen: float
+    suspended: bool = False
+    load: float | None = None
+    lag_ms: float | None = None
+    connections: int = 0
+    sessions: int = 0
+    users: int = 0
+    stats_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    edge_id: str
+    team: str | None
+    started_at: float
+    ended_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit entry; ``entry_id`` is the UUID string the edge gave it."""
+
+    entry_id: str
+    at: float
+    kind: str
+    edge_id: str | None = None
+    session_id: str | None = None
+    user: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # set when read back: the store's insertion order
+
+    def __post_init__(self):
+        if not isinstance(self.entry_id, str) or not 0 < len(self.entry_id) <= 64:
+            raise ValueError(f"audit entry id must be a string of 1-64 characters, "
+                             f"got {self.entry_id!r}")
+        if not isinstance(self.kind, str) or not _KIND.match(self.kind):
+            raise ValueError(f"audit kind must match {_KIND.pattern}, got {self.kind!r}")
+        for name in ("edge_id", "session_id", "user"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or len(value) > 255):
+                raise ValueError(f"audit {name} must be a string of at most 255 characters")
+        if not isinstance(self.details, Mapping):
+            raise ValueError("audit details must be a JSON object")
+
+
+@dataclass(frozen=True)
+class MetricSnapshot:
+    """The numbers one edge reported at one time; ``snapshot_id`` makes it idempotent."""
+
+    snapshot_id: str
+    edge_id: str
+    at: float
+    users_online: int = 0
+    sessions: int = 0
+    connections: int = 0
+    lag_ms: float | None = None
+    sessions_hosted_total: int = 0
+    downloads_total: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.snapshot_id, str) or not 0 < len(self.snapshot_id) <= 64:
+            raise ValueError(f"snapshot id must be a string of 1-64 characters, "
+                             f"got {self.snapshot_id!r}")
+        if not isinstance(self.edge_id, str) or not 0 < len(self.edge_id) <= 255:
+            raise ValueError("snapshot edge_id must be a string of 1-255 characters")
+
+
+@dataclass(frozen=True)
+class MetricBucket:
+    """Chart point: per edge the peak in the bucket (lag: the mean), summed over edges
+    (lag: the highest edge mean). ``edges`` is how many edges reported."""
+
+    start: float
+    users_online: int
+    sessions: int
+    connections: int
+    lag_ms: float | None
+    sessions_hosted_total: int
+    downloads_total: int
+    edges: int
+
+
+# ------------------------------------------------------------------ txn functions
+
+_EDGE_COLUMNS = ("edge_id, public_url, region, version, first_seen, last_seen, suspended, "
+                 "load_factor, lag_ms, connections, sessions, users, stats_at")
+
+
+def _edge(row) -> EdgeRecord:
+    return EdgeRecord(
+        edge_id=row[0], public_url=row[1], region=row[2], version=row[3],
+        first_seen=from_ms(row[4]), last_seen=from_ms(row[5]), suspended=bool(row[6]),
+        load=row[7], lag_ms=row[8], connections=int(row[9]), sessions=int(row[10]),
+        users=int(row[11]), stats_at=from_ms(row[12]),
+    )
+
+
+def get_edge_txn(txn, edge_id: str) -> EdgeRecord | None:
+    txn.execute(f"SELECT {_EDGE_COLUMNS} FROM edges WHERE edge_id = ?", (edge_id,))
+    row = txn.fetchone()
+    return _edge(row) if row else None
+
+
+def register_edge_txn(txn, edge_id, public_url, region, version, now_ms) -> EdgeRecord:
+    sql = txn.engine.upsert(
+        "edges", ["edge_id", "public_url", "region", "version", "first_seen", "last_seen"],
+        ["edge_id"], ["public_url", "region", "version", "last_seen"])
+    txn.execute(sql, (edge_id, public_url, region, version, now_ms, now_ms))
+    return get_edge_txn(txn, edge_id)
+
+
+def update_edge_stats_txn(txn, edge_id, load, lag_ms, connections, sessions, users,
+                          now_ms) -> bool:
+    txn.execute(
+        "UPDATE edges SET load_factor = ?, lag_ms = ?, connections = ?, sessions = ?, "
+        "users = ?, stats_at = ?, last_seen = ? WHERE edge_id = ?",
+        (load, lag_ms, connections, sessions, users, now_ms, now_ms, edge_id))
+    return txn.rowcount > 0
+
+
+def set_suspended_txn(txn, edge_id, suspended: bool) -> bool:
+    txn.execute("SELECT suspended FROM edges WHERE edge_id = ?", (edge_id,))
+    if txn.fetchone() is None:
+        return False
+    txn.execute("UPDATE edges SET suspended = ? WHERE edge_id = ?",
+                (1 if suspended else 0, edge_id))
+    return True
+
+
+def list_edges_txn(txn) -> list[EdgeRecord]:
+    txn.execute(f"SELECT {_EDGE_COLUMNS} FROM edges ORDER BY edge_id")
+    return [_edge(r) for r in txn.fetchall()]
+
+
+def remove_edge_txn(txn, edge_id) -> bool:
+    txn.execute("DELETE FROM edges WHERE edge_id = ?", (edge_id,))
+    return txn.rowcount > 0
+
+
+def _session(row) -> SessionRecord:
+    return SessionRecord(session_id=row[0], edge_id=row[1], team=row[2],
+                         started_at=from_ms(row[3]), ended_at=from_ms(row[4]))
+
+
+_SESSION_COLUMNS = "session_id, edge_id, team, started_at, ended_at"
+
+
+def session_started_txn(txn, session_id, edge_id, team, started_ms) -> None:
+    txn.execute(txn.engine.insert_ignore(
+        "session_directory", ["session_id", "edge_id", "team", "started_at"], 1, "session_id"),
+        (session_id, edge_id, team, started_ms))
+    # An end replayed before its start left a placeholder row: complete it.
+    txn.execute("UPDATE session_directory SET team = ?, started_at = ? "
+                "WHERE session_id = ? AND started_at > ?",
+                (team, started_ms, session_id, started_ms))
+
+
+def session_ended_txn(txn, session_id, edge_id, ended_ms) -> None:
+    txn.execute(txn.engine.insert_ignore(
+        "session_directory", ["session_id", "edge_id", "started_at", "ended_at"], 1,
+        "session_id"), (session_id, edge_id, ended_ms, ended_ms))
+    txn.execute("UPDATE session_directory SET ended_at = ? "
+                "WHERE session_id = ? AND ended_at IS NULL", (ended_ms, session_id))
+
+
+def get_session_txn(txn, session_id) -> SessionRecord | None:
+    txn.execute(f"SELECT {_SESSION_COLUMNS} FROM session_directory WHERE session_id = ?",
+                (session_id,))
+    row = txn.fetchone()
+    return _session(row) if row else None
+
+
+def list_sessions_txn(txn, active_only, team, edge_id, limit) -> list[SessionRecord]:
+    where, args = [], []
+    if active_only:
+        where.append("ended_at IS NULL")
+    if team is not None:
+        where.append("team = ?")
+        args.append(team)
+    if edge_id is not None:
+        where.append("edge_id = ?")
+        args.append(edge_id)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    txn.execute(f"SELECT {_SESSION_COLUMNS} FROM session_directory{clause} "
+                f"ORDER BY started_at DESC, session_id LIMIT {int(limit)}", args)
+    return [_session(r) for r in txn.fetchall()]
+
+
+def end_sessions_on_edge_txn(txn, edge_id, ended_ms) -> int:
+    txn.execute("UPDATE session_directory SET ended_at = ? "
+                "WHERE edge_id = ? AND ended_at IS NULL", (ended_ms, edge_id))
+    return txn.rowcount
+
+
+def sessions_started_per_bucket_txn(txn, since_ms, until_ms, bucket_ms) -> list[tuple[int, int]]:
+    bucket = txn.engine.int_div("started_at - ?", "?")
+    txn.execute(f"SELECT {bucket} AS b, COUNT(*) FROM session_directory "
+                f"WHERE started_at >= ? AND started_at < ? GROUP BY b ORDER BY b",
+                (since_ms, bucket_ms, since_ms, until_ms))
+    return [(int(b), int(n)) for b, n in txn.fetchall()]
+
+
+def assign_team_txn(txn, team, edge_id, now_ms) -> None:
+    txn.execute(txn.engine.upsert("team_presence", ["team", "edge_id", "assigned_at"],
+                                  ["team"], ["edge_id", "assigned_at"]),
+                (team, edge_id, now_ms))
+
+
+def get_team_edge_txn(txn, team) -> str | None:
+    txn.execute("SELECT edge_id FROM team_presence WHERE team = ?", (team,))
+    row = txn.fetchone()
+    return row[0] if row else None
+
+
+def list_team_assignments_txn(txn) -> dict[str, str]:
+    txn.execute("SELECT team, edge_id FROM team_presence ORDER BY team")
+    return {team: edge for team, edge in txn.fetchall()}
+
+
+def unassign_edge_teams_txn(txn, edge_id) -> int:
+    txn.execute("DELETE FROM team_presence WHERE edge_id = ?", (edge_id,))
+    return txn.rowcount
+
+
+_AUDIT_INSERT = ["entry_id", "at", "kind", "edge_id", "session_id", "user_name", "details"]
+
+
+def insert_audit_batch_txn(txn, rows: Sequence[tuple]) -> int:
+    return txn.insert_ignore_many("audit_entries", _AUDIT_INSERT, rows, "entry_id")
+
+
+def query_audit_txn(txn, since_ms, until_ms, kinds, user, edge_id, session_id, after_seq,
+                    limit, offset) -> list[AuditEntry]:
+    where, args = [], []
+    if since_ms is not None:
+        where.append("at >= ?")
+        args.append(since_ms)
+    if until_ms is not None:
+        where.append("at < ?")
+        args.append(until_ms)
+    if kinds:
+        where.append("kind IN (" + ", ".join("?" for _ in kinds) + ")")
+        args.extend(kinds)
+    for column, value in (("user_name", user), ("edge_id", edge_id), ("session_id", session_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if after_seq is not None:
+        where.append("seq > ?")
+        args.append(after_seq)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    txn.execute(
+        "SELECT seq, entry_id, at, kind, edge_id, session_id, user_name, details "
+        f"FROM audit_entries{clause} ORDER BY at DESC, seq DESC "
+        f"LIMIT {int(limit)} OFFSET {int(offset)}", args)
+    return [
+        AuditEntry(entry_id=r[1], at=from_ms(r[2]), kind=r[3], edge_id=r[4], session_id=r[5],
+                   user=r[6], details=json.loads(r[7]) if r[7] else {}, seq=int(r[0]))
+        for r in txn.fetchall()
+    ]
+
+
+def prune_txn(txn, table, before_ms) -> int:
+    txn.execute(f"DELETE FROM {table} WHERE at < ?", (before_ms,))
+    return txn.rowcount
+
+
+_METRIC_INSERT = ["snapshot_id", "edge_id", "at", "users_online", "sessions", "connections",
+                  "lag_ms", "sessions_hosted_total", "downloads_total"]
+
+
+def insert_metrics_batch_txn(txn, rows: Sequence[tuple]) -> int:
+    return txn.insert_ignore_many("metric_snapshots", _METRIC_INSERT, rows, "snapshot_id")
+
+
+def query_metrics_txn(txn, since_ms, until_ms, bucket_ms, edge_id) -> list[tuple]:
+    bucket = txn.engine.int_div("at - ?", "?")
+    args: list[Any] = [since_ms, bucket_ms, since_ms, until_ms]
+    edge_clause = ""
+    if edge_id is not None:
+        edge_clause = " AND edge_id = ?"
+        args.append(edge_id)
+    txn.execute(
+        f"SELECT {bucket} AS b, edge_id, MAX(users_online), MAX(sessions), MAX(connections), "
+        "AVG(lag_ms), MAX(sessions_hosted_total), MAX(downloads_total) "
+        f"FROM metric_snapshots WHERE at >= ? AND at < ?{edge_clause} "
+        "GROUP BY b, edge_id ORDER BY b, edge_id", args)
+    return txn.fetchall()
+
+
+def get_config_txn(txn, key) -> str | None:
+    txn.execute("SELECT value FROM config_entries WHERE name = ?", (key,))
+    row = txn.fetchone()
+    return row[0] if row else None
+
+
+def set_config_txn(txn, key, text, now_ms) -> None:
+    txn.execute(txn.engine.upsert("config_entries", ["name", "value", "updated_at"], ["name"],
+                                  ["value", "updated_at"]), (key, text, now_ms))
+
+
+def all_config_txn(txn) -> list[tuple[str, str]]:
+    txn.execute("SELECT name, value FROM config_entries ORDER BY name")
+    return txn.fetchall()
+
+
+# ------------------------------------------------------------------ the store
+
+
+class LocatorStore:
+    """Deferred-returning access to the locator's data."""
+
+    def __init__(self, db: Database, clock):
+        self.db = db
+        self._clock = clock
+
+    def _now_ms(self, at: float | None) -> int:
+        return to_ms(self._clock.seconds() if at is None else at)
+
+    # edges
+
+    def register_edge(self, edge_id: str, public_url: str, region: str, version: str,
+                      now: float | None = None):
+        """Record an edge that connected; fires with its :class:`EdgeRecord` (which
+        carries the ``suspended`` flag an operator may have set before a restart)."""
+        return self.db.runInteraction("register_edge", register_edge_txn, edge_id, public_url,
+                                      region, version, self._now_ms(now))
+
+    def update_edge_stats(self, edge_id: str, load: float | None, lag_ms: float | None,
+                          connections: int, sessions: int, users: int,
+                          now: float | None = None):
+        """Fires with False when the edge is unknown (not registered)."""
+        return self.db.runInteraction("update_edge_stats", update_edge_stats_txn, edge_id,
+                                      load, lag_ms, int(connections), int(sessions),
+                                      int(users), self._now_ms(now))
+
+    def set_suspended(self, edge_id: str, suspended: bool):
+        """Fires with False when the edge is unknown."""
+        return self.db.runInteraction("set_suspended", set_suspended_txn, edge_id,
+                                      bool(suspended))
+
+    def get_edge(self, edge_id: str):
+        return self.db.runInteraction("get_edge", get_edge_txn, edge_id)
+
+    def list_edges(self):
+        return self.db.runInteraction("list_edges", list_edges_txn)
+
+    def remove_edge(self, edge_id: str):
+        return self.db.runInteraction("remove_edge", remove_edge_txn, edge_id)
+
+    # session directory and team presence
+
+    def session_started(self, session_id: str, edge_id: str, team: str | None = None,
+                        started_at: float | None = None):
+        return self.db.runInteraction("session_started", session_started_txn, session_id,
+                                      edge_id, team, self._now_ms(started_at))
+
+    def session_ended(self, session_id: str, edge_id: str, ended_at: float | None = None):
+        return self.db.runInteraction("session_ended", session_ended_txn, session_id, edge_id,
+                                      self._now_ms(ended_at))
+
+    def get_session(self, session_id: str):
+        return self.db.runInteraction("get_session", get_session_txn, session_id)
+
+    def list_sessions(self, active_only: bool = True, team: str | None = None,
+                      edge_id: str | None = None, limit: int = 500):
+        return self.db.runInteraction("list_sessions", list_sessions_txn, active_only, team,
+                                      edge_id, _limit(limit))
+
+    def end_sessions_on_edge(self, edge_id: str, ended_at: float | None = None):
+        """Mark every open session of a failed edge ended; fires with how many."""
+        return self.db.runInteraction("end_sessions_on_edge", end_sessions_on_edge_txn,
+                                      edge_id, self._now_ms(ended_at))
+
+    def sessions_started_per_bucket(self, since: float, until: float, bucket_seconds: float):
+        """Fires with ``[(bucket_start, count)]`` for buckets that have sessions."""
+        since_ms, bucket_ms = to_ms(since), max(1, to_ms(bucket_seconds))
+        d = self.db.runInteraction("sessions_started_per_bucket",
+                                   sessions_started_per_bucket_txn, since_ms, to_ms(until),
+                                   bucket_ms)
+        return d.addCallback(lambda rows: [((since_ms + b * bucket_ms) / 1000.0, n)
+                                           for b, n in rows])
+
+    def assign_team(self, team: str, edge_id: str, now: float | None = None):
+        return self.db.runInteraction("assign_team", assign_team_txn, team, edge_id,
+                                      self._now_ms(now))
+
+    def get_team_edge(self, team: str):
+        return self.db.runInteraction("get_team_edge", get_team_edge_txn, team)
+
+    def list_team_assignments(self):
+        return self.db.runInteraction("list_team_assignments", list_team_assignments_txn)
+
+    def unassign_edge_teams(self, edge_id: str):
+        return self.db.runInteraction("unassign_edge_teams", unassign_edge_teams_txn, edge_id)
+
+    # audit
+
+    def insert_audit_batch(self, entries: Iterable[AuditEntry]):
+        """Store entries not stored before (by ``entry_id``); fires with how many were new.
+
+        One transaction per batch, one multi-row statement per up to 1000 entries.
+        A repeated id is ignored, within the batch or across batches: first wins.
+        """
+        rows, seen = [], set()
+        for e in entries:
+            if e.entry_id in seen:
+                continue
+            seen.add(e.entry_id)
+            rows.append((e.entry_id, to_ms(e.at), e.kind, e.edge_id, e.session_id, e.user,
+                         json.dumps(dict(e.details), separators=(",", ":"), sort_keys=True)))
+        if not rows:
+            from twisted.internet import defer
+
+            return defer.succeed(0)
+        return self.db.runInteraction("insert_audit_batch", insert_audit_batch_txn, rows)
+
+    def query_audit(self, since: float | None = None, until: float | None = None,
+                    kind: str | Sequence[str] | None = None, user: str | None = None,
+                    edge: str | None = None, session: str | None = None,
+                    limit: int = 100, offset: int = 0, after_seq: int | None = None):
+        """Newest first; ``since`` inclusive, ``until`` exclusive; ``after_seq`` for
+        "what is new since I last looked" (readers remember the highest ``seq``)."""
+        kinds = [kind] if isinstance(kind, str) else list(kind or [])
+        return self.db.runInteraction(
+            "query_audit", query_audit_txn,
+            None if since is None else to_ms(since), None if until is None else to_ms(until),
+            kinds, user, edge, session, after_seq, _limit(limit), max(0, int(offset)))
+
+    def prune_audit(self, before: float):
+        return self.db.runInteraction("prune_audit", prune_txn, "audit_entries", to_ms(before))
+
+    # metrics
+
+    def insert_metrics_batch(self, snapshots: Iterable[MetricSnapshot]):
+        """Idempotent by ``snapshot_id``; fires with how many were new."""
+        rows, seen = [], set()
+        for s in snapshots:
+            if s.snapshot_id in seen:
+                continue
+            seen.add(s.snapshot_id)
+            rows.append((s.snapshot_id, s.edge_id, to_ms(s.at), int(s.users_online),
+                         int(s.sessions), int(s.connections), s.lag_ms,
+                         int(s.sessions_hosted_total), int(s.downloads_total)))
+        if not rows:
+            from twisted.internet import defer
+
+            return defer.succeed(0)
+        return self.db.runInteraction("insert_metrics_batch", insert_metrics_batch_txn, rows)
+
+    def query_metrics(self, since: float, until: float, bucket_seconds: float,
+                      edge: str | None = None):
+        """Fires with :class:`MetricBucket` per bucket that has data, oldest first."""
+        since_ms, bucket_ms = to_ms(since), max(1, to_ms(bucket_seconds))
+        d = self.db.runInteraction("query_metrics", query_metrics_txn, since_ms, to_ms(until),
+                                   bucket_ms, edge)
+        return d.addCallback(_buckets, since_ms, bucket_ms)
+
+    def prune_metrics(self, before: float):
+        return self.db.runInteraction("prune_metrics", prune_txn, "metric_snapshots",
+                                      to_ms(before))
+
+    # configuration
+
+    def get_config(self, key: str, default: Any = None):
+        """Fires with the JSON value stored under ``key``, or ``default``."""
+        d = self.db.runInteraction("get_config", get_config_txn, key)
+        return d.addCallback(lambda text: default if text is None else json.loads(text))
+
+    def set_config(self, key: str, value: Any, now: float | None = None):
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return self.db.runInteraction("set_config", set_config_txn, key, text,
+                                      self._now_ms(now))
+
+    def get_all_config(self):
+        d = self.db.runInteraction("get_all_config", all_config_txn)
+        return d.addCallback(lambda rows: {k: json.loads(v) for k, v in rows})
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(MAX_QUERY_LIMIT, int(limit)))
+
+
+def _buckets(rows, since_ms: int, bucket_ms: int) -> list[MetricBucket]:
+    grouped: dict[int, list] = {}
+    for row in rows:
+        grouped.setdefault(int(row[0]), []).append(row)
+    out = []
+    for b in sorted(grouped):
+        per_edge = grouped[b]
+        lags = [float(r[5]) for r in per_edge if r[5] is not None]
+        out.append(MetricBucket(
+            start=(since_ms + b * bucket_ms) / 1000.0,
+            users_online=sum(int(r[2]) for r in per_edge),
+            sessions=sum(int(r[3]) for r in per_edge),
+            connections=sum(int(r[4]) for r in per_edge),
+            lag_ms=max(lags) if lags else None,
+            sessions_hosted_total=sum(int(r[6]) for r in per_edge),
+            downloads_total=sum(int(r[7]) for r in per_edge),
+            edges=len(per_edge),
+        ))
+    return out
