@@ -241,7 +241,7 @@ def make_options(settings: Sequence[Setting], synopsis: str, description: str = 
             self.environ = os.environ if environ is None else environ
 
         def postOptions(self):
-            given = {s.key: self[s.key] for s in rows}
+            given = {s.key: self[s.option] for s in rows}
             self.update(resolve(rows, given, self.environ))
 
     Options.synopsis = synopsis

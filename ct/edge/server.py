@@ -1,0 +1,227 @@
+"""The edge as one object: relay, presence, lag, audit trail and health, wired together.
+
+Adapters (websocket protocols, HTTP resources, the locator link) receive this object;
+it holds no sockets of its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from ct import __version__
+from ct.common.lag import LagMonitor
+from ct.common.tokens import check_team_token
+from ct.edge.presence import PresenceHub
+from ct.edge.relay import Limits, Participant, Relay, Session
+from ct.protocol import errors
+from ct.protocol.errors import ProtocolError
+from ct.protocol.wire import MAX_TOKEN, field_str
+
+_log = Logger()
+_audit_log = Logger(namespace="ct.audit")
+
+
+@dataclass
+class EdgeConfig:
+    """Everything the edge object needs, as plain values (``tap.py`` maps settings here)."""
+
+    limits: Limits = field(default_factory=Limits)
+    team_secret: str | None = None
+    rate_limit: float = 500.0
+    rate_burst: int = 5000
+    handshake_timeout: float = 10.0
+    ping_interval: float = 20.0
+    region: str = "default"
+    trusted_proxies: tuple = ()
+    min_client_version: str | None = None
+    edge_id: str | None = None
+
+
+def _version_tuple(text: str) -> tuple:
+    parts = []
+    for piece in text.replace("-", ".").split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+class EdgeServer:
+    """Sessions, presence and health of one edge process."""
+
+    def __init__(self, clock, config: EdgeConfig = EdgeConfig()):
+        self.clock = clock
+        self.config = config
+        self.edge_id = config.edge_id or uuid.uuid4().hex[:12]
+        self.relay = Relay(clock, config.limits)
+        self.presence = PresenceHub(clock)
+        self.lag = LagMonitor(clock)
+        self.relay.host_check = self._check_host
+        self.relay.add_listener(self._on_relay_event)
+        self.audit_sinks: list[Callable[[dict[str, Any]], None]] = []
+        self.handshake_hooks: list[Callable[[Any, Participant], None]] = []
+        self.started_at = clock.seconds()
+        self.probe = None  # set by the tap when self-probing is on
+        self._proxies = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
+
+    # -- read by the websocket adapters
+    @property
+    def team_secret(self):
+        return self.config.team_secret
+
+    @property
+    def rate_limit(self):
+        return self.config.rate_limit
+
+    @property
+    def rate_burst(self):
+        return self.config.rate_burst
+
+    @property
+    def handshake_timeout(self):
+        return self.config.handshake_timeout
+
+    @property
+    def ping_interval(self):
+        return self.config.ping_interval
+
+    def client_address(self, request) -> str:
+        """The client's IP: the socket peer, or X-Forwarded-For from a trusted proxy."""
+        peer = request.peer
+        host = peer.split(":")[1] if peer.count(":") >= 2 else peer
+        if peer.startswith("tcp6:"):
+            host = peer[5:].rsplit(":", 1)[0].strip("[]")
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded and self._trusted(host):
+            for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+                if not self._trusted(hop):
+                    return hop
+        return host
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxies)
+
+    def after_handshake(self, conn, participant: Participant) -> None:
+        for hook in self.handshake_hooks:
+            hook(conn, participant)
+
+    # -- policies applied when a session is hosted
+
+    def _check_host(self, message: dict[str, Any]) -> None:
+        team = message.get("team")
+        if team is not None:
+            token = field_str(message, "teamToken", MAX_TOKEN)
+            if not self.team_secret:
+                raise ProtocolError(errors.PRESENCE_DISABLED, "team sessions need team presence, "
+                                    "which is not configured on this edge (CT_TEAM_SECRET)")
+            if not check_team_token(self.team_secret, team, token):
+                raise ProtocolError(errors.FORBIDDEN, f"wrong token for team {team!r}")
+        minimum = self.config.min_client_version
+        if minimum:
+            version = message.get("clientVersion")
+            if not isinstance(version, str) or _version_tuple(version) < _version_tuple(minimum):
+                raise ProtocolError(errors.CLIENT_TOO_OLD, f"hosting needs client version "
+                                    f"{minimum} or newer (got {version!r})")
+
+    # -- events: audit trail and presence
+
+    def _on_relay_event(self, kind: str, session: Session, p: Participant | None,
+                        reason: str | None) -> None:
+        if session.internal:
+            return
+        if kind in ("participant-away", "participant-back"):
+            _log.info("{kind}: {name} (#{pid}) in session {sid}", kind=kind, name=p.name,
+                      pid=p.id, sid=session.id)
+            return
+        entry = {"id": uuid.uuid4().hex, "time": self.clock.seconds(), "edge": self.edge_id,
+                 "kind": kind.replace("-", "_"), "session": session.id,
+                 "user": p.name if p else None, "details": {}}
+        if kind == "session-started":
+            entry["details"] = {"team": session.team, "client": session.host_client,
+                                "title": session.title}
+            _audit_log.info("session created: {sid} by {user} ({client})", sid=session.id,
+                            user=p.name, client=session.host_client or "unknown client")
+        elif kind == "participant-joined":
+            entry["details"] = {"client": p.client, "participant": p.id}
+            _audit_log.info("participant joined: {user} (#{pid}) in session {sid}",
+                            user=p.name, pid=p.id, sid=session.id)
+        elif kind == "participant-left":
+            entry["details"] = {"reason": reason, "participant": p.id}
+            _audit_log.info("participant left: {user} (#{pid}) from session {sid} ({reason})",
+                            user=p.name, pid=p.id, sid=session.id, reason=reason)
+        elif kind == "session-ended":
+            entry["details"] = {"reason": reason, "frames": session.frames,
+                                "duration": round(self.clock.seconds() - session.created_at, 3)}
+            _audit_log.info("session ended: {sid} ({reason})", sid=session.id, reason=reason)
+        for sink in self.audit_sinks:
+            sink(entry)
+        if session.team:
+            if kind == "session-started":
+                self.presence.session_started(session.team, session.summary())
+            elif kind == "session-ended":
+                self.presence.session_ended(session.team, session.id, reason)
+            else:
+                self.presence.session_updated(session.team, session.summary())
+
+    # -- numbers for health, metrics and the locator
+
+    def snapshot(self) -> dict[str, Any]:
+        relay = self.relay
+        stats = relay.stats
+        in_sessions = relay.users()
+        return {
+            "edge": self.edge_id,
+            "region": self.config.region,
+            "version": __version__,
+            "sessions": len(relay.sessions),
+            "people": relay.people,
+            "connections": relay.connected,
+            "presence_connections": self.presence.connections(),
+            "users_online": len(in_sessions) + self.presence.online_users(),
+            "users_in_sessions": len(in_sessions),
+            "lag_ms": round(self.lag.lag_ms, 3),
+            "sessions_hosted_total": stats.sessions_hosted,
+            "frames_in_total": stats.frames_in,
+            "deliveries_total": stats.deliveries,
+            "bytes_in_total": stats.bytes_in,
+            "bytes_out_total": stats.bytes_out,
+            "resumes_total": stats.resumes,
+            "resumes_unrecovered_total": stats.resumes_unrecovered,
+            "errors": dict(stats.errors),
+            "max_people": relay.limits.max_people,
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body) for ``/health``: the relay path must work, the reactor keep up."""
+        body = {"status": "ok", "role": "edge", "version": __version__, "edge": self.edge_id,
+                "uptime": round(self.clock.seconds() - self.started_at, 3),
+                "sessions": len(self.relay.sessions), "connections": self.relay.connected,
+                "lag_ms": round(self.lag.lag_ms, 3), "checks": {}}
+        healthy = True
+        if self.lag.max_lag_ms > 2000:
+            healthy = False
+            body["checks"]["reactor"] = f"timers late by up to {self.lag.max_lag_ms:.0f} ms"
+        else:
+            body["checks"]["reactor"] = "ok"
+        if self.probe is not None:
+            ok, detail = self.probe.status()
+            body["checks"]["relay"] = detail
+            healthy = healthy and ok
+        if not healthy:
+            body["status"] = "failing"
+        return healthy, body
+
+    def usage_line(self) -> None:
+        snap = self.snapshot()
+        _log.info("usage: {online} users online, {insession} users in {sessions} sessions, "
+                  "{conns} session connections", online=snap["users_online"],
+                  insession=snap["users_in_sessions"], sessions=snap["sessions"],
+                  conns=snap["connections"])

@@ -1,0 +1,64 @@
+"""HTTP side of the edge: websocket routes, ``/health``, ``/ct-health/``, ``/clients/``."""
+
+from __future__ import annotations
+
+import json
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web import resource
+from twisted.web.static import File
+
+from ct import __version__
+
+
+class JSONResource(resource.Resource):
+    """A leaf answering GET with JSON from a callable returning ``(ok, body)``."""
+
+    isLeaf = True
+
+    def __init__(self, produce):
+        super().__init__()
+        self._produce = produce
+
+    def render_GET(self, request):
+        ok, body = self._produce()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+
+    render_HEAD = render_GET
+
+
+class Root(resource.Resource):
+    """``/``: a short JSON description of the service; children are the routes."""
+
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+
+    def getChild(self, path, request):
+        if path == b"":
+            return self
+        return resource.NoResource("no such route on this server")
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        body = {"service": f"ct {self.role}", "version": __version__,
+                "health": "/health", "protocol": "docs/protocol.md"}
+        return json.dumps(body).encode() + b"\n"
+
+
+def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | None,
+                    no_clients: bool) -> resource.Resource:
+    root = Root("edge")
+    ws = resource.Resource()
+    ws.putChild(b"session", WebSocketResource(session_factory))
+    ws.putChild(b"presence", WebSocketResource(presence_factory))
+    root.putChild(b"ws", ws)
+    health = JSONResource(edge.health)
+    root.putChild(b"health", health)
+    root.putChild(b"ct-health", health)
+    if clients_dir and not no_clients:
+        root.putChild(b"clients", File(clients_dir))
+    return root

@@ -1,0 +1,227 @@
+"""Websocket adapters: Autobahn protocols that feed the relay and the presence hub.
+
+Each protocol is thin: it decodes, applies the per-connection rate limit and the
+handshake timeout, hands the message to the pure core and turns every
+:class:`ProtocolError` into an error frame plus, when fatal, a documented close code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+
+from ct.common.ratelimit import TokenBucket
+from ct.common.tokens import check_team_token
+from ct.protocol import errors
+from ct.protocol.errors import ProtocolError
+from ct.protocol.wire import (
+    MAX_NAME,
+    check_version,
+    decode_control,
+    encode_control,
+    field_str,
+)
+
+_log = Logger()
+
+
+class _GuardedProtocol(WebSocketServerProtocol):
+    """Common parts: peer address, handshake timer, rate limit, error handling."""
+
+    peer_host = "?"
+    _handshake_call = None
+    _closing = False
+
+    def onConnect(self, request):
+        self.peer_host = self.factory.edge.client_address(request)
+        return None
+
+    def onOpen(self):
+        edge = self.factory.edge
+        self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
+        self._handshake_call = edge.clock.callLater(edge.handshake_timeout, self._handshake_expired)
+
+    def _handshake_expired(self):
+        self._handshake_call = None
+        self.fail(ProtocolError(errors.HANDSHAKE_TIMEOUT, "no first message within "
+                                f"{self.factory.edge.handshake_timeout:g} s"))
+
+    def _handshake_done(self):
+        if self._handshake_call is not None and self._handshake_call.active():
+            self._handshake_call.cancel()
+        self._handshake_call = None
+
+    def onMessage(self, payload: bytes, isBinary: bool):
+        if self._closing:
+            return
+        try:
+            if not self.bucket.take():
+                raise ProtocolError(errors.RATE_LIMITED, "more than "
+                                    f"{self.factory.edge.rate_limit:g} messages/s sustained")
+            self.handle(payload, isBinary)
+        except ProtocolError as e:
+            self.fail(e)
+        except Exception:
+            _log.failure("internal error handling a message from {peer}", peer=self.peer_host)
+            self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the edge log"))
+
+    def fail(self, e: ProtocolError) -> None:
+        """Send the error; close the connection when the error is fatal."""
+        self.factory.edge.relay.count_error(e.code)
+        if e.fatal:
+            _log.info("closing {peer}: {code} ({message})", peer=self.peer_host,
+                      code=e.code.name, message=e.message)
+            self.close(e.code, e.message)
+        else:
+            self.send_control({"type": "error", "code": e.code.name, "message": e.message})
+
+    # -- Connection interface used by the core
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        if not self._closing:
+            self.sendMessage(encode_control(message), False)
+
+    def send_raw(self, payload: bytes) -> None:
+        if not self._closing:
+            self.sendMessage(payload, False)
+
+    def close(self, code: errors.ErrorCode, message: str) -> None:
+        if self._closing:
+            return
+        self.send_control({"type": "error", "code": code.name, "message": message})
+        self._closing = True
+        self._handshake_done()
+        self.sendCloseFrame(code=code.close_code, reasonUtf8=code.name.encode(), isReply=False)
+
+    def onClose(self, wasClean, code, reason):
+        self._closing = True
+        self._handshake_done()
+        try:
+            self.closed()
+        except Exception:
+            _log.failure("error cleaning up after {peer}", peer=self.peer_host)
+
+    def closed(self) -> None:
+        """Hook: the connection is gone."""
+
+
+class SessionProtocol(_GuardedProtocol):
+    """``/ws/session``: host, join or resume; then data frames and control messages."""
+
+    participant = None
+
+    def handle(self, payload: bytes, isBinary: bool) -> None:
+        relay = self.factory.edge.relay
+        p = self.participant
+        if p is not None:
+            if isBinary:
+                relay.data(p, payload)
+                return
+            message = decode_control(payload)
+            kind = message["type"]
+            if kind == "ack":
+                relay.ack(p, message)
+            elif kind == "leave":
+                self.participant = None
+                relay.leave(p)
+                self.close_normally("left")
+            elif kind == "end":
+                if p.role != "host":
+                    raise ProtocolError(errors.NOT_ALLOWED, "only the host can end the session")
+                relay.end(p.session, "ended-by-host")
+            elif kind == "kick":
+                relay.kick(p, message)
+            elif kind == "ping":
+                self.send_control({"type": "pong"})
+            else:
+                raise ProtocolError(errors.BAD_MESSAGE, f"unknown message type {kind!r}")
+            return
+        if isBinary:
+            raise ProtocolError(errors.BAD_MESSAGE, "first message must be host, join or resume")
+        message = decode_control(payload)
+        kind = message["type"]
+        if kind not in ("host", "join", "resume"):
+            raise ProtocolError(errors.BAD_MESSAGE, "first message must be host, join or "
+                                f"resume, not {kind!r}")
+        check_version(message)
+        self._handshake_done()
+        self.participant = getattr(relay, kind)(self, message)
+        if kind != "resume":
+            self.factory.edge.after_handshake(self, self.participant)
+
+    def send(self, message) -> None:
+        if self._closing:
+            return
+        prepared = message.prepared
+        if prepared is None:
+            prepared = message.prepared = self.factory.prepareMessage(
+                message.payload, message.is_binary)
+        self.sendPreparedMessage(prepared)
+
+    def close_normally(self, why: str) -> None:
+        self._closing = True
+        self.sendCloseFrame(code=1000, reasonUtf8=why.encode(), isReply=False)
+
+    def closed(self) -> None:
+        p, self.participant = self.participant, None
+        if p is not None:
+            self.factory.edge.relay.connection_lost(p, self)
+
+
+class PresenceProtocol(_GuardedProtocol):
+    """``/ws/presence``: one team member's presence subscription."""
+
+    team = None
+    user = None
+    client = None
+
+    def handle(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            raise ProtocolError(errors.BAD_MESSAGE, "presence takes JSON text messages only")
+        message = decode_control(payload)
+        kind = message["type"]
+        if self.team is not None:
+            if kind == "ping":
+                self.send_control({"type": "pong"})
+                return
+            raise ProtocolError(errors.BAD_MESSAGE, f"unknown message type {kind!r}")
+        if kind != "presence":
+            raise ProtocolError(errors.BAD_MESSAGE, "first message must be 'presence'")
+        check_version(message)
+        edge = self.factory.edge
+        team = field_str(message, "team", MAX_NAME)
+        token = field_str(message, "token", 128)
+        user = field_str(message, "user", MAX_NAME)
+        client = field_str(message, "client", MAX_NAME, required=False)
+        if not edge.team_secret:
+            raise ProtocolError(errors.PRESENCE_DISABLED, "team presence is not configured on "
+                                "this edge (CT_TEAM_SECRET)")
+        if not check_team_token(edge.team_secret, team, token):
+            raise ProtocolError(errors.FORBIDDEN, f"wrong token for team {team!r}")
+        self._handshake_done()
+        self.team, self.user, self.client = team, user, client
+        edge.presence.subscribe(team, self)
+
+    def closed(self) -> None:
+        if self.team is not None:
+            self.factory.edge.presence.unsubscribe(self.team, self)
+            self.team = None
+
+
+def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocketServerFactory:
+    factory = WebSocketServerFactory(url, reactor=reactor)
+    factory.protocol = protocol
+    factory.edge = edge
+    factory.setProtocolOptions(
+        maxFramePayloadSize=max_bytes,
+        maxMessagePayloadSize=max_bytes,
+        autoPingInterval=edge.ping_interval,
+        autoPingTimeout=edge.ping_interval,
+        openHandshakeTimeout=edge.handshake_timeout,
+        closeHandshakeTimeout=5,
+        utf8validateIncoming=True,
+        failByDrop=False,
+    )
+    return factory
