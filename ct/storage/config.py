@@ -240,8 +240,8 @@ def _pem_or_path(section: Mapping[str, Any], *names: str) -> str | None:
         value = _string(section, name)
         if value is None:
             continue
-        if value.lstrip().startswith("-----BEGIN"):
-            return value
+        if value.startswith("-----BEGIN"):
+            return section[name]  # inline PEM, kept byte for byte
         if not os.path.isfile(value):
             raise ConfigError(f"database.{name}: file not found: {value}")
         return value
