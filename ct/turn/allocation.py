@@ -23,13 +23,14 @@ class Allocation:
     """One client's allocation (identified by its 5-tuple ``key``).
 
     ``permissions`` maps a peer IP to its expiry; ``channels`` maps a channel number to the
-    peer ``(host, port)``; ``peer_channels`` is the reverse map. ``relay`` and ``sink`` are
-    left to the server (the relay socket and the way back to the client).
+    peer ``(host, port)``; ``peer_channels`` is the reverse map. ``relay``, ``sink`` (bytes to
+    the client) and ``peer_send`` (bytes to a peer) are left to the server; ``budget`` is the
+    bytes it may still relay in the current bandwidth window.
     """
 
     __slots__ = ("key", "username", "realm", "integrity_key", "expires", "permissions",
                  "channels", "channel_expiry", "peer_channels", "relay", "relay_address",
-                 "sink", "budget", "logged", "__weakref__")
+                 "sink", "peer_send", "allocate_tid", "allocate_response", "budget", "logged")
 
     def __init__(self, key: Hashable, username: str, realm: str, integrity_key: bytes,
                  expires: float):
@@ -45,7 +46,10 @@ class Allocation:
         self.relay: Any = None
         self.relay_address: tuple[str, int] | None = None
         self.sink: Any = None
-        self.budget = 0
+        self.peer_send: Any = None
+        self.allocate_tid = b""
+        self.allocate_response = b""
+        self.budget = float("inf")
         self.logged: set | None = None
 
     def refresh(self, lifetime: float, now: float) -> None:

@@ -1,0 +1,666 @@
+"""Twisted adapters of the STUN/TURN relay: UDP listener, TCP/TLS framing, relay sockets.
+
+:class:`TurnServer` answers STUN/TURN requests and owns the allocations; the adapters
+(:class:`UdpListener`, :class:`TurnStreamProtocol`, :class:`RelayProtocol`) move bytes.
+The ChannelData paths (client -> peer and peer -> client) avoid parsing and write to the
+sockets directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ct.turn import auth, stun
+from ct.turn.allocation import DEFAULT_LIFETIME, MAX_LIFETIME, Allocation, AllocationTable
+from ct.turn.metrics import TurnStats
+from ct.turn.policy import PeerPolicy
+
+_log = Logger()
+
+_CHANNEL_HEADER = struct.Struct("!HH")
+_pack_channel = _CHANNEL_HEADER.pack
+_unpack_channel = _CHANNEL_HEADER.unpack_from
+_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+MAX_DATAGRAM = 65535
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+@dataclass
+class TurnConfig:
+    """What the server needs to know; built by ``tap.py`` from the settings."""
+
+    realm: str = "ct"
+    software: str = "ct-turn"
+    relay_host: str = "127.0.0.1"
+    external_host: str | None = None
+    relay_ports: tuple[int, int] = (49152, 65535)
+    max_allocations: int = 0
+    user_quota: int = 0
+    bandwidth: int = 0
+    default_lifetime: int = DEFAULT_LIFETIME
+    max_lifetime: int = MAX_LIFETIME
+    nonce_lifetime: float = 600.0
+    alternate_server: tuple[str, int] | None = None
+    sweep_interval: float = 1.0
+
+
+def _udp_sender(sock: socket.socket, addr: tuple[str, int], stats: TurnStats) -> Callable:
+    """A callable sending one datagram to ``addr``; a full buffer drops it."""
+    sendto = sock.sendto
+
+    def send(data: bytes) -> None:
+        try:
+            sendto(data, addr)
+        except OSError:
+            stats.dropped_packets += 1
+
+    return send
+
+
+class TurnServer:
+    """STUN/TURN request handling and the allocations of one relay."""
+
+    def __init__(self, config: TurnConfig, credentials: auth.Credentials, policy: PeerPolicy,
+                 reactor: Any, stats: TurnStats | None = None,
+                 nonces: auth.NonceMinter | None = None):
+        self.config = config
+        self.credentials = credentials
+        self.policy = policy
+        self.reactor = reactor
+        self.stats = stats if stats is not None else TurnStats()
+        self.nonces = nonces or auth.NonceMinter(config.nonce_lifetime)
+        self.table = AllocationTable(self.stats, config.max_allocations, config.user_quota)
+        self.advertised_host = config.external_host or config.relay_host
+        self.relay_family = socket.AF_INET6 if ":" in config.relay_host else socket.AF_INET
+        self._software = config.software.encode("utf-8")
+        self._ports_in_use: set[int] = set()
+        low, high = config.relay_ports
+        self._next_port = random.randint(low, high)
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = reactor
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if not self._sweeper.running:
+            self._sweeper.start(self.config.sweep_interval, now=False)
+
+    def stop(self) -> None:
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for allocation in list(self.table.by_key.values()):
+            self.delete(allocation, "server stopping")
+
+    def sweep(self) -> None:
+        """Expire allocations, permissions and channels; refill bandwidth budgets."""
+        for allocation in self.table.expire(self.reactor.seconds()):
+            self._release(allocation)
+            _log.info("turn: allocation of {user} for {client} expired",
+                      user=allocation.username, client=_show(allocation.key))
+        bandwidth = self.config.bandwidth
+        if bandwidth:
+            budget = bandwidth * self.config.sweep_interval
+            for allocation in self.table.by_key.values():
+                allocation.budget = budget
+
+    def delete(self, allocation: Allocation, why: str) -> None:
+        if self.table.remove(allocation):
+            self._release(allocation)
+            _log.info("turn: allocation of {user} for {client} deleted ({why})",
+                      user=allocation.username, client=_show(allocation.key), why=why)
+
+    def client_gone(self, key: Hashable) -> None:
+        """A stream client disconnected: its allocation goes with it."""
+        allocation = self.table.get(key)
+        if allocation is not None:
+            self.delete(allocation, "connection closed")
+
+    def _release(self, allocation: Allocation) -> None:
+        port = allocation.relay
+        allocation.relay = None
+        allocation.peer_send = None
+        allocation.sink = None
+        if port is not None:
+            self._ports_in_use.discard(port.getHost().port)
+            port.protocol.allocation = None
+            port.stopListening()
+
+    # ------------------------------------------------------------ refusals
+
+    def _refuse(self, reason: str, code: int, method: int, client: Any,
+                username: str | None) -> None:
+        self.stats.refused(reason)
+        _log.info("turn: refused {method} from {client} user={user}: {code} {reason}",
+                  method=stun.METHOD_NAMES.get(method, hex(method)), client=_show(client),
+                  user=username, code=code, reason=reason)
+
+    def drop_once(self, allocation: Allocation, reason: str) -> None:
+        """Count a dropped packet; log the first drop of each reason per allocation."""
+        self.stats.dropped_packets += 1
+        if allocation.logged is None:
+            allocation.logged = set()
+        if reason not in allocation.logged:
+            allocation.logged.add(reason)
+            self.stats.refused(reason)
+            _log.info("turn: dropping packets of {user} for {client}: {reason} "
+                      "(logged once per allocation)",
+                      user=allocation.username, client=_show(allocation.key), reason=reason)
+
+    # ------------------------------------------------------------ STUN messages
+
+    def handle_stun(self, data: bytes, addr: tuple[str, int], key: Hashable,
+                    link: Any) -> bytes | None:
+        """Answer one STUN message from a client; return the reply bytes, if any.
+
+        ``key`` identifies the client's 5-tuple; ``link`` is the listener or connection,
+        with ``stream`` (bool) and ``sink_for(addr)``. Never raises for bad input.
+        """
+        try:
+            message = stun.parse_message(data)
+        except stun.StunError:
+            self.stats.dropped_packets += 1
+            return None
+        try:
+            return self._dispatch(message, addr, key, link)
+        except stun.StunError as e:
+            self._refuse(f"malformed attribute: {e}", 400, message.method, addr, None)
+            if message.cls == stun.REQUEST:
+                return self._error(message, 400)
+            return None
+
+    def _dispatch(self, message: stun.Message, addr, key, link) -> bytes | None:
+        if message.fingerprint_at >= 0 and not stun.check_fingerprint(message):
+            self.stats.dropped_packets += 1
+            return None
+        method = message.method
+        if message.cls == stun.INDICATION:
+            if method == stun.SEND:
+                self._send_indication(message, key)
+            return None
+        if message.cls != stun.REQUEST:
+            return None
+        if message.unknown:
+            self._refuse("unknown comprehension-required attributes", 420, method, addr, None)
+            return self._error(message, 420, extra=[
+                (stun.UNKNOWN_ATTRIBUTES, stun.encode_unknown_attributes(message.unknown))])
+        if method == stun.BINDING:
+            self.stats.binding_requests += 1
+            return self._reply(message, stun.SUCCESS, [
+                (stun.XOR_MAPPED_ADDRESS,
+                 stun.encode_xor_address(addr[0], addr[1], message.transaction_id))])
+        handler = self._handlers.get(method)
+        if handler is None:
+            self._refuse("unknown method", 400, method, addr, None)
+            return self._error(message, 400)
+        now = self.reactor.seconds()
+        result = auth.authenticate(message, self.credentials, self.nonces, now)
+        if result.error:
+            if result.reason:
+                if result.error == 401:
+                    self.stats.auth_failures += 1
+                self._refuse(result.reason, result.error, method, addr, result.username)
+            if result.error in (401, 438):
+                return self._error(message, result.error, extra=auth.challenge_attributes(
+                    self.credentials.realm, self.nonces.mint(now)))
+            return self._error(message, result.error)
+        allocation = self.table.get(key)
+        if allocation is not None and allocation.username != result.username:
+            self._refuse("user differs from the allocation's", 441, method, addr,
+                         result.username)
+            return self._error(message, 441, result)
+        return handler(self, message, result, allocation, addr, key, link, now)
+
+    # ------------------------------------------------------------ replies
+
+    def _reply(self, message: stun.Message, cls: int, attrs: list,
+               result: auth.AuthResult | None = None) -> bytes:
+        attrs = attrs + [(stun.SOFTWARE, self._software)]
+        if result is not None and result.key is not None:
+            return stun.encode_message(message.method, cls, message.transaction_id, attrs,
+                                       key=result.key, integrity=result.integrity)
+        return stun.encode_message(message.method, cls, message.transaction_id, attrs)
+
+    def _error(self, message: stun.Message, code: int, result: auth.AuthResult | None = None,
+               extra: list = ()) -> bytes:
+        attrs = [(stun.ERROR_CODE, stun.encode_error(code))] + list(extra)
+        return self._reply(message, stun.ERROR, attrs, result)
+
+    def _fail(self, message, code, reason, result, addr) -> bytes:
+        self._refuse(reason, code, message.method, addr, result.username)
+        return self._error(message, code, result)
+
+    # ------------------------------------------------------------ TURN methods
+
+    def _allocate(self, message, result, allocation, addr, key, link, now) -> bytes:
+        attrs = message.attributes
+        if allocation is not None:
+            if message.transaction_id == allocation.allocate_tid:
+                return allocation.allocate_response  # retransmission
+            return self._fail(message, 437, "allocation exists", result, addr)
+        transport = attrs.get(stun.REQUESTED_TRANSPORT)
+        if transport is None:
+            return self._fail(message, 400, "no REQUESTED-TRANSPORT", result, addr)
+        if stun.decode_requested_transport(transport) != stun.PROTOCOL_UDP:
+            return self._fail(message, 442, "only UDP relaying", result, addr)
+        family = attrs.get(stun.REQUESTED_ADDRESS_FAMILY)
+        if family is not None:
+            if stun.RESERVATION_TOKEN in attrs:
+                return self._fail(message, 400, "family with reservation token", result, addr)
+            wanted = stun.decode_family(family)
+            ours = stun.FAMILY_IPV6 if self.relay_family == socket.AF_INET6 else stun.FAMILY_IPV4
+            if wanted != ours:
+                return self._fail(message, 440, "address family not served", result, addr)
+        if stun.RESERVATION_TOKEN in attrs:
+            return self._fail(message, 508, "reservations not supported", result, addr)
+        quota = self.table.quota_refusal(result.username)
+        if quota is not None:
+            return self._fail(message, 486, quota, result, addr)
+        if self.config.alternate_server is not None:
+            host, port = self.config.alternate_server
+            self._refuse("redirected to the alternate server", 300, message.method, addr,
+                         result.username)
+            return self._error(message, 300, result, extra=[
+                (stun.ALTERNATE_SERVER, stun.encode_address(host, port))])
+        lifetime = self._lifetime(attrs.get(stun.LIFETIME), allocate=True)
+        allocation = Allocation(key, result.username, self.credentials.realm, result.key,
+                                now + lifetime)
+        port = self._open_relay(allocation, link.stream, stun.EVEN_PORT in attrs,
+                                stun.DONT_FRAGMENT in attrs)
+        if port is None:
+            return self._fail(message, 508, "no relay port free", result, addr)
+        allocation.sink = link.sink_for(addr)
+        if self.config.bandwidth:
+            allocation.budget = self.config.bandwidth * self.config.sweep_interval
+        self.table.add(allocation)
+        tid = message.transaction_id
+        response = self._reply(message, stun.SUCCESS, [
+            (stun.XOR_RELAYED_ADDRESS,
+             stun.encode_xor_address(self.advertised_host, allocation.relay_address[1], tid)),
+            (stun.LIFETIME, stun.encode_u32(lifetime)),
+            (stun.XOR_MAPPED_ADDRESS, stun.encode_xor_address(addr[0], addr[1], tid)),
+        ], result)
+        allocation.allocate_tid = tid
+        allocation.allocate_response = response
+        _log.info("turn: allocated {relay} for {user} at {client} ({lifetime} s)",
+                  relay=allocation.relay_address, user=result.username, client=_show(key),
+                  lifetime=lifetime)
+        return response
+
+    def _lifetime(self, raw: bytes | None, allocate: bool) -> int:
+        config = self.config
+        if raw is None:
+            return config.default_lifetime
+        requested = stun.decode_u32(raw)
+        if allocate:
+            requested = max(requested, config.default_lifetime)
+        return min(requested, config.max_lifetime)
+
+    def _refresh(self, message, result, allocation, addr, key, link, now) -> bytes:
+        if allocation is None:
+            return self._fail(message, 437, "no allocation to refresh", result, addr)
+        family = message.attributes.get(stun.REQUESTED_ADDRESS_FAMILY)
+        if family is not None and stun.decode_family(family) != (
+                stun.FAMILY_IPV6 if self.relay_family == socket.AF_INET6 else stun.FAMILY_IPV4):
+            return self._fail(message, 443, "address family mismatch", result, addr)
+        lifetime = self._lifetime(message.attributes.get(stun.LIFETIME), allocate=False)
+        if lifetime == 0:
+            self.delete(allocation, "refreshed with lifetime 0")
+        else:
+            allocation.refresh(lifetime, now)
+        return self._reply(message, stun.SUCCESS, [(stun.LIFETIME, stun.encode_u32(lifetime))],
+                           result)
+
+    def _peer_refusal(self, host: str) -> tuple[int, str] | None:
+        if (":" in host) != (self.relay_family == socket.AF_INET6):
+            return 443, f"peer address family mismatch {host}"
+        reason = self.policy.refusal(host)
+        if reason is not None:
+            return 403, reason
+        return None
+
+    def _create_permission(self, message, result, allocation, addr, key, link, now) -> bytes:
+        if allocation is None:
+            return self._fail(message, 437, "no allocation", result, addr)
+        hosts = []
+        # Every XOR-PEER-ADDRESS counts, not only the first: walk the raw attributes.
+        for value in _all_attributes(message, stun.XOR_PEER_ADDRESS):
+            host, _ = stun.decode_xor_address(value, message.transaction_id)
+            refusal = self._peer_refusal(host)
+            if refusal is not None:
+                return self._fail(message, refusal[0], refusal[1], result, addr)
+            hosts.append(host)
+        if not hosts:
+            return self._fail(message, 400, "no XOR-PEER-ADDRESS", result, addr)
+        for host in hosts:
+            self.table.add_permission(allocation, host, now)
+        return self._reply(message, stun.SUCCESS, [], result)
+
+    def _channel_bind(self, message, result, allocation, addr, key, link, now) -> bytes:
+        if allocation is None:
+            return self._fail(message, 437, "no allocation", result, addr)
+        attrs = message.attributes
+        raw_number = attrs.get(stun.CHANNEL_NUMBER)
+        raw_peer = attrs.get(stun.XOR_PEER_ADDRESS)
+        if raw_number is None or raw_peer is None:
+            return self._fail(message, 400, "CHANNEL-NUMBER and XOR-PEER-ADDRESS needed",
+                              result, addr)
+        number = stun.decode_channel_number(raw_number)
+        peer = stun.decode_xor_address(raw_peer, message.transaction_id)
+        refusal = self._peer_refusal(peer[0])
+        if refusal is not None:
+            return self._fail(message, refusal[0], refusal[1], result, addr)
+        why = allocation.bind_check(number, peer)
+        if why is not None:
+            return self._fail(message, 400, why, result, addr)
+        self.table.bind_channel(allocation, number, peer, now)
+        return self._reply(message, stun.SUCCESS, [], result)
+
+    _handlers = {
+        stun.ALLOCATE: _allocate,
+        stun.REFRESH: _refresh,
+        stun.CREATE_PERMISSION: _create_permission,
+        stun.CHANNEL_BIND: _channel_bind,
+    }
+
+    def _send_indication(self, message: stun.Message, key: Hashable) -> None:
+        allocation = self.table.get(key)
+        if allocation is None:
+            self.stats.dropped_packets += 1
+            return
+        raw_peer = message.attributes.get(stun.XOR_PEER_ADDRESS)
+        payload = message.attributes.get(stun.DATA_ATTR)
+        if raw_peer is None or payload is None:
+            self.drop_once(allocation, "Send indication without peer or data")
+            return
+        peer = stun.decode_xor_address(raw_peer, message.transaction_id)
+        if peer[0] not in allocation.permissions:
+            self.drop_once(allocation, f"no permission for peer {peer[0]}")
+            return
+        self.relay_to_peer(allocation, payload, peer)
+
+    # ------------------------------------------------------------ data paths
+
+    def relay_to_peer(self, allocation: Allocation, payload: bytes, peer) -> None:
+        size = len(payload)
+        allocation.budget -= size
+        if allocation.budget < 0:
+            self.drop_once(allocation, "bandwidth limit")
+            return
+        allocation.peer_send(payload, peer)
+        stats = self.stats
+        stats.packets_to_peer += 1
+        stats.bytes_to_peer += size
+
+    def _open_relay(self, allocation: Allocation, stream: bool, even: bool,
+                    dont_fragment: bool):
+        """Bind a relay UDP socket on a free port of the range; None if none is free."""
+        low, high = self.config.relay_ports
+        span = high - low + 1
+        tries = 0
+        protocol = RelayProtocol(self, allocation, stream)
+        for _ in range(span):
+            port_number = self._next_port
+            self._next_port = low if port_number >= high else port_number + 1
+            if port_number in self._ports_in_use or (even and port_number & 1):
+                continue
+            tries += 1
+            if tries > 64:
+                break
+            try:
+                port = self.reactor.listenUDP(port_number, protocol,
+                                              interface=self.config.relay_host,
+                                              maxPacketSize=MAX_DATAGRAM)
+            except CannotListenError:
+                continue
+            self._ports_in_use.add(port_number)
+            sock = port.socket
+            if dont_fragment and hasattr(socket, "IP_MTU_DISCOVER"):
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, 2)
+                except OSError:
+                    pass
+            allocation.relay = port
+            allocation.relay_address = (self.config.relay_host, port_number)
+            allocation.peer_send = _peer_sender(sock, self.stats)
+            return port
+        return None
+
+
+def _peer_sender(sock: socket.socket, stats: TurnStats) -> Callable:
+    sendto = sock.sendto
+
+    def send(payload: bytes, peer: tuple[str, int]) -> None:
+        try:
+            sendto(payload, peer)
+        except OSError:
+            stats.dropped_packets += 1
+
+    return send
+
+
+def _all_attributes(message: stun.Message, attr_type: int) -> list[bytes]:
+    """Every value of ``attr_type`` before MESSAGE-INTEGRITY (parse keeps only the first)."""
+    data = message.raw
+    end = message.integrity_at if message.integrity_at >= 0 else len(data)
+    if message.integrity256_at >= 0:
+        end = min(end, message.integrity256_at)
+    if message.fingerprint_at >= 0:
+        end = min(end, message.fingerprint_at)
+    values = []
+    pos = stun.HEADER_LENGTH
+    while pos + 4 <= end:
+        kind, length = _CHANNEL_HEADER.unpack_from(data, pos)
+        if kind == attr_type:
+            values.append(data[pos + 4:pos + 4 + length])
+        pos += 4 + stun.padded(length)
+    return values
+
+
+def _show(key: Any) -> str:
+    if isinstance(key, tuple):
+        return f"udp:{key[0]}:{key[1]}"
+    return str(key)
+
+
+class RelayProtocol(DatagramProtocol):
+    """The relay socket of one allocation: peer datagrams go back to the client."""
+
+    def __init__(self, server: TurnServer, allocation: Allocation, stream: bool):
+        self.server = server
+        self.stats = server.stats
+        self.allocation: Allocation | None = allocation
+        self.stream = stream
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        allocation = self.allocation
+        if allocation is None:
+            return
+        if addr[0] not in allocation.permissions:
+            self.server.drop_once(allocation, f"peer {addr[0]} has no permission")
+            return
+        size = len(data)
+        allocation.budget -= size
+        if allocation.budget < 0:
+            self.server.drop_once(allocation, "bandwidth limit")
+            return
+        channel = allocation.peer_channels.get(addr)
+        if channel is not None:
+            if self.stream:
+                message = _pack_channel(channel, size) + data + _PADS[size & 3]
+            else:
+                message = _pack_channel(channel, size) + data
+        else:
+            message = stun.encode_message(
+                stun.DATA, stun.INDICATION, os.urandom(12),
+                [(stun.XOR_PEER_ADDRESS, stun.encode_xor_address(addr[0], addr[1], b"")),
+                 (stun.DATA_ATTR, data)], add_fingerprint=False)
+        allocation.sink(message)
+        stats = self.stats
+        stats.packets_to_client += 1
+        stats.bytes_to_client += size
+
+
+class UdpListener(DatagramProtocol):
+    """The server's UDP port: STUN requests and ChannelData from clients."""
+
+    stream = False
+
+    def __init__(self, server: TurnServer):
+        self.server = server
+        self.allocations = server.table.by_key
+        self.stats = server.stats
+        self._sendto: Callable | None = None
+
+    def startProtocol(self) -> None:
+        sock = self.transport.socket
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            except OSError:
+                pass
+        self._sendto = sock.sendto
+
+    def sink_for(self, addr: tuple[str, int]) -> Callable:
+        return _udp_sender(self.transport.socket, addr, self.stats)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) < 4:
+            return
+        first = data[0]
+        if 0x40 <= first <= 0x4F:
+            allocation = self.allocations.get(addr)
+            if allocation is None:
+                self.stats.dropped_packets += 1
+                return
+            channel, length = _unpack_channel(data)
+            peer = allocation.channels.get(channel)
+            if peer is None or length + 4 > len(data):
+                self.server.drop_once(allocation, "ChannelData on an unbound channel")
+                return
+            if peer[0] not in allocation.permissions:
+                self.server.drop_once(allocation, f"no permission for peer {peer[0]}")
+                return
+            allocation.budget -= length
+            if allocation.budget < 0:
+                self.server.drop_once(allocation, "bandwidth limit")
+                return
+            allocation.peer_send(data[4:4 + length], peer)
+            stats = self.stats
+            stats.packets_to_peer += 1
+            stats.bytes_to_peer += length
+            return
+        if first >= 0x40:
+            self.stats.dropped_packets += 1
+            return
+        try:
+            reply = self.server.handle_stun(data, addr, addr, self)
+        except Exception:
+            _log.failure("turn: error handling a UDP message from {addr}", addr=addr)
+            return
+        if reply is not None:
+            try:
+                self._sendto(reply, addr)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED):
+                    _log.warn("turn: cannot answer {addr}: {e}", addr=addr, e=e)
+
+
+class TurnStreamProtocol(Protocol):
+    """One TCP or TLS client: STUN messages and padded ChannelData on a stream."""
+
+    stream = True
+
+    def __init__(self, server: TurnServer):
+        self.server = server
+        self.stats = server.stats
+        self._buffer = b""
+        self.peer: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"tcp:{self.peer[0]}:{self.peer[1]}" if self.peer else "tcp:?"
+
+    def connectionMade(self) -> None:
+        address = self.transport.getPeer()
+        self.peer = (address.host, address.port)
+        try:
+            self.transport.setTcpNoDelay(True)
+        except Exception:
+            pass
+
+    def sink_for(self, addr) -> Callable:
+        return self.transport.write
+
+    def connectionLost(self, reason=None) -> None:
+        self.server.client_gone(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        size = len(buffer)
+        pos = 0
+        server = self.server
+        while size - pos >= 4:
+            first = buffer[pos]
+            length = (buffer[pos + 2] << 8) | buffer[pos + 3]
+            if first < 0x40:
+                end = pos + stun.HEADER_LENGTH + length
+                if end > size:
+                    break
+                try:
+                    reply = server.handle_stun(buffer[pos:end], self.peer, self, self)
+                except Exception:
+                    _log.failure("turn: error handling a message from {client}", client=self)
+                    reply = None
+                if reply is not None:
+                    self.transport.write(reply)
+            elif first <= 0x4F:
+                end = pos + 4 + ((length + 3) & ~3)
+                if end > size:
+                    break
+                self._channel_data(buffer, pos, length)
+            else:
+                _log.info("turn: closing {client}: bytes that are neither STUN nor "
+                          "ChannelData", client=self)
+                self.stats.refused("unframeable stream data")
+                self._buffer = b""
+                self.transport.loseConnection()
+                return
+            pos = end
+            if getattr(self.transport, "disconnecting", False):
+                break
+        self._buffer = buffer[pos:] if pos < size else b""
+
+    def _channel_data(self, buffer: bytes, pos: int, length: int) -> None:
+        allocation = self.server.table.by_key.get(self)
+        if allocation is None:
+            self.stats.dropped_packets += 1
+            return
+        channel = (buffer[pos] << 8) | buffer[pos + 1]
+        peer = allocation.channels.get(channel)
+        if peer is None:
+            self.server.drop_once(allocation, "ChannelData on an unbound channel")
+            return
+        if peer[0] not in allocation.permissions:
+            self.server.drop_once(allocation, f"no permission for peer {peer[0]}")
+            return
+        self.server.relay_to_peer(allocation, buffer[pos + 4:pos + 4 + length], peer)
+
+
+class TurnStreamFactory(Factory):
+    def __init__(self, server: TurnServer):
+        self.server = server
+
+    def buildProtocol(self, addr):
+        protocol = TurnStreamProtocol(self.server)
+        protocol.factory = self
+        return protocol

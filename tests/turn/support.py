@@ -1,0 +1,138 @@
+"""Test helpers for the TURN server: a scripted client, a clocked reactor, waiting."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, task
+
+from ct.turn import auth, stun
+from ct.turn.policy import PeerPolicy
+from ct.turn.server import TurnConfig, TurnServer
+
+
+class ClockedReactor:
+    """Time from a ``Clock``, sockets from the real reactor."""
+
+    def __init__(self, clock, real):
+        self.clock = clock
+        self.real = real
+
+    def seconds(self):
+        return self.clock.seconds()
+
+    def callLater(self, *args, **kwargs):
+        return self.clock.callLater(*args, **kwargs)
+
+    def listenUDP(self, *args, **kwargs):
+        return self.real.listenUDP(*args, **kwargs)
+
+
+class FakeLink:
+    """Stands for a client's listener/connection: records what is sent to the client."""
+
+    def __init__(self, stream=False):
+        self.stream = stream
+        self.sent = []
+
+    def sink_for(self, addr):
+        return self.sent.append
+
+
+def make_server(reactor, allow=("127.0.0.0/8",), users=None, secret="s3cret", **config):
+    config.setdefault("relay_host", "127.0.0.1")
+    config.setdefault("relay_ports", (50000, 59999))
+    credentials = auth.Credentials("test.realm", users if users is not None else {"alice": "pw"},
+                                   secret=secret)
+    server = TurnServer(TurnConfig(realm="test.realm", **config), credentials,
+                        PeerPolicy(allowed=allow), reactor)
+    return server
+
+
+class ScriptedClient:
+    """Builds signed requests for one client 5-tuple and feeds them to ``server``."""
+
+    def __init__(self, server, addr=("198.51.100.1", 40000), username="alice", password="pw",
+                 link=None, key=None, integrity="sha1", algorithm=None):
+        self.server = server
+        self.addr = addr
+        self.key = addr if key is None else key
+        self.link = link or FakeLink()
+        self.username = username
+        self.password = password
+        self.nonce = None
+        self.realm = None
+        self.integrity = integrity
+        self.algorithm = algorithm
+
+    def raw(self, data):
+        reply = self.server.handle_stun(data, self.addr, self.key, self.link)
+        return None if reply is None else stun.parse_message(reply)
+
+    def request(self, method, attrs=(), sign=True, tid=None, _retried=False):
+        """Send a request; ``attrs`` may be a function of the transaction id.
+
+        A 401/438 challenge is answered once, with a fresh transaction id.
+        """
+        tid = tid or os.urandom(12)
+        body = list(attrs(tid) if callable(attrs) else attrs)
+        key = None
+        if sign and self.nonce is not None:
+            alg = self.algorithm or stun.ALGORITHM_MD5
+            body += [(stun.USERNAME, self.username.encode()), (stun.REALM, self.realm),
+                     (stun.NONCE, self.nonce)]
+            if self.algorithm is not None:
+                body += [(stun.PASSWORD_ALGORITHMS,
+                          stun.encode_password_algorithms(list(auth.SUPPORTED_ALGORITHMS))),
+                         (stun.PASSWORD_ALGORITHM, alg.to_bytes(2, "big") + b"\0\0")]
+            key = stun.long_term_key(self.username, self.realm.decode(), self.password, alg)
+        data = stun.encode_message(method, stun.REQUEST, tid, body, key=key,
+                                   integrity=self.integrity)
+        reply = self.raw(data)
+        self.last_key = key
+        if sign and not _retried and error_code(reply) in (401, 438) and stun.NONCE in reply:
+            self.nonce = reply.get(stun.NONCE)
+            self.realm = reply.get(stun.REALM)
+            return self.request(method, attrs, sign, None, _retried=True)
+        return reply
+
+    def allocate(self, lifetime=None, extra=()):
+        attrs = [(stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))]
+        if lifetime is not None:
+            attrs.append((stun.LIFETIME, stun.encode_u32(lifetime)))
+        return self.request(stun.ALLOCATE, attrs + list(extra))
+
+    def refresh(self, lifetime):
+        return self.request(stun.REFRESH, [(stun.LIFETIME, stun.encode_u32(lifetime))])
+
+    def permit(self, *hosts):
+        return self.request(stun.CREATE_PERMISSION, lambda tid: [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(h, 0, tid)) for h in hosts])
+
+    def bind(self, number, peer):
+        return self.request(stun.CHANNEL_BIND, lambda tid: [
+            (stun.CHANNEL_NUMBER, stun.encode_channel_number(number)),
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer[0], peer[1], tid))])
+
+    def send_indication(self, peer, payload):
+        tid = os.urandom(12)
+        data = stun.encode_message(stun.SEND, stun.INDICATION, tid, [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer[0], peer[1], tid)),
+            (stun.DATA_ATTR, payload)])
+        return self.raw(data)
+
+
+def error_code(message):
+    if message is None or message.cls != stun.ERROR:
+        return 0
+    return stun.decode_error(message.get(stun.ERROR_CODE))[0]
+
+
+@defer.inlineCallbacks
+def wait_for(reactor, predicate, timeout=5.0, step=0.01):
+    """Poll ``predicate`` on the real reactor, at most ``timeout`` seconds."""
+    for _ in range(int(timeout / step)):
+        if predicate():
+            return True
+        yield task.deferLater(reactor, step, lambda: None)
+    return predicate()

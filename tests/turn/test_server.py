@@ -1,0 +1,456 @@
+"""TURN server behaviour: requests, lifetimes (injected clock), policy, quotas, data paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+
+from ct.turn import auth, stun
+from ct.turn.server import TurnServer, TurnStreamFactory, UdpListener
+
+from .support import ClockedReactor, FakeLink, ScriptedClient, error_code, make_server, wait_for
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class PeerSocket(DatagramProtocol):
+    def __init__(self):
+        self.received = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append((data, addr))
+
+
+class ServerTestBase(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.reactor = ClockedReactor(self.clock, reactor)
+        self.server = self.make(**self.config())
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def config(self):
+        return {}
+
+    def make(self, **kwargs):
+        return make_server(self.reactor, **kwargs)
+
+    def peer(self):
+        peer = PeerSocket()
+        port = reactor.listenUDP(0, peer, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return peer, ("127.0.0.1", port.getHost().port)
+
+
+class AllocateTests(ServerTestBase):
+    def test_binding_needs_no_credentials(self):
+        client = ScriptedClient(self.server)
+        reply = client.request(stun.BINDING, sign=False)
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        self.assertEqual(stun.decode_xor_address(reply.get(stun.XOR_MAPPED_ADDRESS),
+                                                 reply.transaction_id), client.addr)
+        self.assertTrue(stun.check_fingerprint(reply))
+        self.assertEqual(reply.get(stun.SOFTWARE), b"ct-turn")
+
+    def test_challenge_then_allocate(self):
+        client = ScriptedClient(self.server)
+        bare = client.request(stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, b"\x11\0\0\0")],
+                              sign=False)
+        self.assertEqual(error_code(bare), 401)
+        self.assertEqual(bare.get(stun.REALM), b"test.realm")
+        self.assertTrue(bare.get(stun.NONCE).startswith(b"obMatJos2"))
+        self.assertEqual(self.server.stats.auth_failures, 0)
+        reply = client.allocate(lifetime=1200)
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        self.assertTrue(stun.check_integrity(reply, client.last_key))
+        relayed = stun.decode_xor_address(reply.get(stun.XOR_RELAYED_ADDRESS),
+                                          reply.transaction_id)
+        self.assertEqual(relayed[0], "127.0.0.1")
+        self.assertTrue(50000 <= relayed[1] <= 59999)
+        self.assertEqual(stun.decode_u32(reply.get(stun.LIFETIME)), 1200)
+        self.assertEqual(stun.decode_xor_address(reply.get(stun.XOR_MAPPED_ADDRESS),
+                                                 reply.transaction_id), client.addr)
+        self.assertEqual(self.server.stats.allocations_active, 1)
+
+    def test_sha256_integrity_answered_in_kind(self):
+        client = ScriptedClient(self.server, integrity="sha256", algorithm=stun.ALGORITHM_SHA256)
+        reply = client.allocate()
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        self.assertEqual(reply.integrity_at, -1)
+        self.assertTrue(stun.check_integrity_sha256(reply, client.last_key))
+
+    def test_rest_api_credentials(self):
+        username, password = auth.rest_credentials("s3cret", "bob", 60, self.clock.seconds())
+        client = ScriptedClient(self.server, username=username, password=password)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        self.clock.advance(61)
+        late = ScriptedClient(self.server, addr=("198.51.100.2", 1), username=username,
+                              password=password)
+        with capturedLogs() as events:
+            self.assertEqual(error_code(late.allocate()), 401)
+        self.assertEqual(self.server.stats.auth_failures, 1)
+        refusals = [e for e in events if "expired REST API credentials" in str(e.get("reason"))]
+        self.assertEqual(len(refusals), 1)
+
+    def test_wrong_password_counts_and_logs_once(self):
+        client = ScriptedClient(self.server, password="nope")
+        with capturedLogs() as events:
+            self.assertEqual(error_code(client.allocate()), 401)
+        self.assertEqual(self.server.stats.auth_failures, 1)
+        self.assertEqual([e["reason"] for e in events if "reason" in e],
+                         ["bad MESSAGE-INTEGRITY"])
+
+    def test_stale_nonce(self):
+        client = ScriptedClient(self.server)
+        self.assertEqual(client.allocate(lifetime=1200).cls, stun.SUCCESS)
+        old_nonce = client.nonce
+        self.clock.advance(601)
+        client.nonce = old_nonce
+        data = stun.encode_message(stun.REFRESH, stun.REQUEST, b"x" * 12, [
+            (stun.USERNAME, b"alice"), (stun.REALM, b"test.realm"), (stun.NONCE, old_nonce)],
+            key=stun.long_term_key("alice", "test.realm", "pw"))
+        reply = client.raw(data)
+        self.assertEqual(error_code(reply), 438)
+        self.assertNotEqual(reply.get(stun.NONCE), old_nonce)
+        self.assertEqual(client.refresh(600).cls, stun.SUCCESS)  # retried with the new nonce
+
+    def test_retransmitted_allocate_and_mismatch(self):
+        client = ScriptedClient(self.server)
+        client.allocate()
+        tid = os.urandom(12)
+        attrs = [(stun.REQUESTED_TRANSPORT, b"\x11\0\0\0")]
+        first = client.request(stun.ALLOCATE, attrs, tid=tid)
+        self.assertEqual(error_code(first), 437)
+        allocation = self.server.table.get(client.addr)
+        again = client.request(stun.ALLOCATE, attrs, tid=allocation.allocate_tid)
+        self.assertEqual(again.raw, allocation.allocate_response)
+
+    def test_bad_requests(self):
+        client = ScriptedClient(self.server)
+        self.assertEqual(error_code(client.request(stun.ALLOCATE, [])), 400)
+        self.assertEqual(error_code(client.request(
+            stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, b"\x06\0\0\0")])), 442)
+        self.assertEqual(error_code(client.request(stun.REFRESH, [])), 437)
+        unknown = client.request(stun.BINDING, [(0x0777, b"x")], sign=False)
+        self.assertEqual(error_code(unknown), 420)
+        self.assertEqual(unknown.get(stun.UNKNOWN_ATTRIBUTES), b"\x07\x77")
+        self.assertIsNone(client.raw(b"\x00\x01\x00\x00garbage"))
+        self.assertEqual(self.server.stats.allocations_active, 0)
+
+    def test_other_user_on_same_allocation(self):
+        ScriptedClient(self.server).allocate()
+        self.server.credentials.users["eve"] = "pw2"
+        eve = ScriptedClient(self.server, username="eve", password="pw2")
+        self.assertEqual(error_code(eve.refresh(600)), 441)
+
+
+class LifetimeTests(ServerTestBase):
+    @defer.inlineCallbacks
+    def test_refresh_zero_deletes_and_frees_port(self):
+        client = ScriptedClient(self.server)
+        client.allocate()
+        port = self.server.table.get(client.addr).relay
+        reply = client.refresh(0)
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        self.assertEqual(stun.decode_u32(reply.get(stun.LIFETIME)), 0)
+        self.assertIsNone(self.server.table.get(client.addr))
+        yield wait_for(reactor, lambda: not port.connected)
+        self.assertFalse(port.connected)
+        self.assertEqual(self.server._ports_in_use, set())
+        self.assertEqual(error_code(client.refresh(600)), 437)
+
+    @defer.inlineCallbacks
+    def test_allocation_freed_after_lifetime(self):
+        client = ScriptedClient(self.server)
+        client.allocate()  # 600 s
+        self.clock.advance(300)
+        self.assertEqual(client.refresh(700).cls, stun.SUCCESS)
+        self.clock.advance(699)
+        self.assertIsNotNone(self.server.table.get(client.addr))
+        port = self.server.table.get(client.addr).relay
+        self.clock.advance(2)
+        self.assertIsNone(self.server.table.get(client.addr))
+        yield wait_for(reactor, lambda: not port.connected)
+        self.assertFalse(port.connected)
+        self.assertEqual(self.server.stats.allocations_active, 0)
+
+    def test_lifetime_clamped(self):
+        client = ScriptedClient(self.server)
+        reply = client.allocate(lifetime=10)
+        self.assertEqual(stun.decode_u32(reply.get(stun.LIFETIME)), 600)
+        reply = client.refresh(100000)
+        self.assertEqual(stun.decode_u32(reply.get(stun.LIFETIME)), 3600)
+
+    @defer.inlineCallbacks
+    def test_permission_and_channel_expire_on_the_data_path(self):
+        peer, peer_addr = self.peer()
+        client = ScriptedClient(self.server)
+        client.allocate(lifetime=3600)
+        allocation = self.server.table.get(client.addr)
+        relay = ("127.0.0.1", allocation.relay_address[1])
+        self.assertEqual(client.bind(0x4001, peer_addr).cls, stun.SUCCESS)
+        sock = peer  # the peer's socket sends to the relay
+        sock.transport.write(b"ping", relay)
+        yield wait_for(reactor, lambda: client.link.sent)
+        self.assertEqual(client.link.sent, [b"\x40\x01\x00\x04ping"])
+        # Without refresh, the permission lapses at 300 s: peer data is dropped.
+        self.clock.advance(301)
+        self.assertEqual(allocation.permissions, {})
+        self.assertIn(0x4001, allocation.channels)
+        sock.transport.write(b"late", relay)
+        dropped = self.server.stats.dropped_packets
+        yield wait_for(reactor, lambda: self.server.stats.dropped_packets > dropped)
+        self.assertEqual(len(client.link.sent), 1)
+        self.clock.advance(300)
+        self.assertEqual(allocation.channels, {})
+        self.assertEqual(self.server.stats.channels_active, 0)
+        self.assertEqual(self.server.stats.permissions_active, 0)
+
+
+class PolicyTests(ServerTestBase):
+    def config(self):
+        return {"allow": ()}
+
+    def test_loopback_and_private_refused_by_default(self):
+        client = ScriptedClient(self.server)
+        client.allocate()
+        with capturedLogs() as events:
+            self.assertEqual(error_code(client.permit("127.0.0.1")), 403)
+            self.assertEqual(error_code(client.bind(0x4000, ("10.1.2.3", 9))), 403)
+        self.assertEqual([e["reason"] for e in events if "reason" in e],
+                         ["loopback peer 127.0.0.1", "private peer 10.1.2.3"])
+        self.assertEqual(client.permit("198.51.100.9").cls, stun.SUCCESS)
+        self.assertEqual(error_code(client.permit("::1")), 443)
+        self.assertEqual(self.server.stats.refusals["loopback peer 127.0.0.1"], 1)
+
+    def test_allow_list_opens_ranges(self):
+        server = self.make(allow=("127.0.0.0/8", "10.0.0.0/8"))
+        self.addCleanup(server.stop)
+        client = ScriptedClient(server)
+        client.allocate()
+        self.assertEqual(client.permit("127.0.0.1", "10.9.9.9").cls, stun.SUCCESS)
+
+    def test_quotas(self):
+        server = self.make(max_allocations=2, user_quota=1)
+        self.addCleanup(server.stop)
+        self.assertEqual(ScriptedClient(server, addr=("1.1.1.1", 1)).allocate().cls, stun.SUCCESS)
+        self.assertEqual(error_code(ScriptedClient(server, addr=("1.1.1.1", 2)).allocate()), 486)
+        server.credentials.users["bob"] = "pw"
+        server.credentials.users["carol"] = "pw"
+        self.assertEqual(ScriptedClient(server, addr=("1.1.1.1", 3), username="bob")
+                         .allocate().cls, stun.SUCCESS)
+        self.assertEqual(error_code(ScriptedClient(server, addr=("1.1.1.1", 4),
+                                                   username="carol").allocate()), 486)
+        self.assertEqual(server.stats.refusals, {"user allocation quota reached": 1,
+                                                 "total allocation cap reached": 1})
+
+    def test_alternate_server(self):
+        server = self.make(alternate_server=("192.0.2.10", 3478))
+        self.addCleanup(server.stop)
+        reply = ScriptedClient(server).allocate()
+        self.assertEqual(error_code(reply), 300)
+        self.assertEqual(stun.decode_address(reply.get(stun.ALTERNATE_SERVER)),
+                         ("192.0.2.10", 3478))
+
+
+class DataPathTests(ServerTestBase):
+    """Real UDP sockets for the client and the peer."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        super().setUp()
+        self.listener = UdpListener(self.server)
+        self.port = reactor.listenUDP(0, self.listener, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.client_socket = PeerSocket()
+        cport = reactor.listenUDP(0, self.client_socket, interface="127.0.0.1")
+        self.addCleanup(cport.stopListening)
+        self.client_addr = ("127.0.0.1", cport.getHost().port)
+        self.server_addr = ("127.0.0.1", self.port.getHost().port)
+        yield None
+
+    @defer.inlineCallbacks
+    def roundtrip(self, data):
+        before = len(self.client_socket.received)
+        self.client_socket.transport.write(data, self.server_addr)
+        yield wait_for(reactor, lambda: len(self.client_socket.received) > before)
+        return stun.parse_message(self.client_socket.received[-1][0])
+
+    @defer.inlineCallbacks
+    def test_udp_channel_and_indications(self):
+        peer, peer_addr = self.peer()
+        client = ScriptedClient(self.server, addr=self.client_addr)
+        # Allocate through the real listener so the sink is a real socket.
+
+        class Link:
+            stream = False
+
+            def sink_for(_, addr):
+                return self.listener.sink_for(addr)
+        client.link = Link()
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        allocation = self.server.table.get(self.client_addr)
+        relay = ("127.0.0.1", allocation.relay_address[1])
+        self.assertEqual(client.bind(0x4000, peer_addr).cls, stun.SUCCESS)
+        # client -> peer by ChannelData (with padding, allowed on UDP)
+        self.client_socket.transport.write(b"\x40\x00\x00\x03abc\x00", self.server_addr)
+        yield wait_for(reactor, lambda: peer.received)
+        self.assertEqual(peer.received[0], (b"abc", relay))
+        # peer -> client as ChannelData
+        peer.transport.write(b"xyz", relay)
+        yield wait_for(reactor, lambda: self.client_socket.received)
+        self.assertEqual(self.client_socket.received[0][0], b"\x40\x00\x00\x03xyz")
+        # client -> peer by Send indication; a second peer without channel gets Data indications
+        peer2, peer2_addr = self.peer()
+        self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
+        client.send_indication(peer2_addr, b"via send")
+        yield wait_for(reactor, lambda: peer2.received)
+        self.assertEqual(peer2.received[0], (b"via send", relay))
+        peer2.transport.write(b"back", relay)
+        yield wait_for(reactor, lambda: len(self.client_socket.received) > 1)
+        data = stun.parse_message(self.client_socket.received[1][0])
+        self.assertEqual((data.method, data.cls), (stun.DATA, stun.INDICATION))
+        self.assertEqual(data.get(stun.DATA_ATTR), b"back")
+        self.assertEqual(stun.decode_xor_address(data.get(stun.XOR_PEER_ADDRESS),
+                                                 data.transaction_id), peer2_addr)
+        stats = self.server.stats
+        self.assertEqual((stats.packets_to_peer, stats.bytes_to_peer), (2, 11))
+        self.assertEqual((stats.packets_to_client, stats.bytes_to_client), (2, 7))
+
+    @defer.inlineCallbacks
+    def test_binding_over_real_udp(self):
+        reply = yield self.roundtrip(stun.encode_message(stun.BINDING, stun.REQUEST, b"b" * 12))
+        self.assertEqual(stun.decode_xor_address(reply.get(stun.XOR_MAPPED_ADDRESS), b"b" * 12),
+                         self.client_addr)
+
+    def test_bandwidth_limit(self):
+        server = self.make(bandwidth=1000)
+        self.addCleanup(server.stop)
+        sent = []
+        client = ScriptedClient(server)
+        client.allocate()
+        allocation = server.table.get(client.addr)
+        allocation.peer_send = lambda payload, peer: sent.append(payload)
+        client.permit("127.0.0.1")
+        for _ in range(5):
+            client.send_indication(("127.0.0.1", 9), b"x" * 300)
+        self.assertEqual(len(sent), 3)
+        server.sweep()  # next window
+        client.send_indication(("127.0.0.1", 9), b"x" * 300)
+        self.assertEqual(len(sent), 4)
+        self.assertEqual(server.stats.refusals["bandwidth limit"], 1)
+
+
+class StreamFramingTests(ServerTestBase):
+    def connect(self):
+        protocol = TurnStreamFactory(self.server).buildProtocol(None)
+        transport = StringTransport(peerAddress=FakeAddress("198.51.100.5", 4444))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_split_and_padded_frames(self):
+        protocol, transport = self.connect()
+        client = ScriptedClient(self.server, addr=("198.51.100.5", 4444), key=protocol,
+                                link=protocol)
+        binding = stun.encode_message(stun.BINDING, stun.REQUEST, b"q" * 12)
+        for i in range(len(binding)):  # one byte at a time
+            protocol.dataReceived(binding[i:i + 1])
+        reply = stun.parse_message(transport.value())
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        transport.clear()
+        client.allocate()
+        allocation = self.server.table.get(protocol)
+        self.assertEqual(allocation.sink, transport.write)
+        client.bind(0x4005, ("127.0.0.1", 7))
+        sent = []
+        allocation.peer_send = lambda payload, peer: sent.append((payload, peer))
+        # two padded ChannelData frames and a STUN message in one chunk, split oddly
+        chunk = (stun.encode_channel_data(0x4005, b"a", pad=True)
+                 + stun.encode_channel_data(0x4005, b"bcdef", pad=True) + binding)
+        protocol.dataReceived(chunk[:5])
+        protocol.dataReceived(chunk[5:11])
+        protocol.dataReceived(chunk[11:])
+        self.assertEqual(sent, [(b"a", ("127.0.0.1", 7)), (b"bcdef", ("127.0.0.1", 7))])
+        self.assertEqual(stun.parse_message(transport.value()).cls, stun.SUCCESS)
+        # peer -> client over a stream is padded
+        allocation.relay.protocol.datagramReceived(b"xyzzy", ("127.0.0.1", 7))
+        transport.clear()
+        allocation.relay.protocol.datagramReceived(b"12345", ("127.0.0.1", 7))
+        self.assertEqual(transport.value(), b"\x40\x05\x00\x0512345\x00\x00\x00")
+        protocol.connectionLost(None)
+        self.assertIsNone(self.server.table.get(protocol))
+
+    def test_garbage_closes_stream(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\xff\xff\xff\xff")
+        self.assertTrue(transport.disconnecting)
+
+
+class FakeAddress:
+    def __init__(self, host, port):
+        self.host = host
+        self.port = port
+
+
+class AioiceTests(unittest.TestCase):
+    """aioice (an independent client) allocates and relays to a UDP peer on loopback."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        udp = reactor.listenUDP(0, UdpListener(self.server), interface="127.0.0.1")
+        self.addCleanup(udp.stopListening)
+        self.udp_port = udp.getHost().port
+        tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
+        self.addCleanup(tcp.stopListening)
+        self.tcp_port = tcp.getHost().port
+
+    @defer.inlineCallbacks
+    def run_client(self, transport, username, password, count=3):
+        port = self.udp_port if transport == "udp" else self.tcp_port
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, [os.path.join(HERE, "aioice_client.py"), "127.0.0.1", str(port),
+                             transport, username, password, str(count)],
+            env=dict(os.environ), reactor=reactor)
+        self.assertEqual(code, 0, err.decode(errors="replace"))
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["echoes"], count)
+        self.assertEqual(result["peer_saw"], [result["relayed"]])
+        yield wait_for(reactor, lambda: self.server.stats.allocations_active == 0)
+        self.assertEqual(self.server.stats.allocations_active, 0)  # deleted by the client
+        return result
+
+    def rest(self):
+        return auth.rest_credentials("s3cret", "carol", 3600, reactor.seconds())
+
+    @defer.inlineCallbacks
+    def test_udp_static(self):
+        yield self.run_client("udp", "alice", "pw")
+        self.assertGreaterEqual(self.server.stats.packets_to_client, 3)
+
+    @defer.inlineCallbacks
+    def test_udp_rest(self):
+        yield self.run_client("udp", *self.rest())
+
+    @defer.inlineCallbacks
+    def test_tcp_static(self):
+        yield self.run_client("tcp", "alice", "pw")
+
+    @defer.inlineCallbacks
+    def test_tcp_rest(self):
+        yield self.run_client("tcp", *self.rest())
