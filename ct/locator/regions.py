@@ -1,0 +1,232 @@
+"""Which region a client is in, from its IP address (pure logic, no sockets).
+
+* :class:`RegionTable`: CIDR lists per region (the dashboard's regions editor), IPv4
+  and IPv6; the longest matching prefix wins.
+* :class:`GeoLookup`: optional MaxMind (GeoIP2/GeoLite2 Country or City) database,
+  mapping the country or continent code of an address to a region.
+* :class:`RegionResolver`: the table first, then GeoIP, then a default.
+* :func:`client_ip`: the client's address behind trusted reverse proxies.
+
+The regions configuration (stored under the ``regions`` config key) maps a region
+name to a CIDR list, or to ``{"cidrs": [...], "countries": [...], "continents": [...]}``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable, Mapping, Sequence
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RegionError(ValueError):
+    """A regions configuration that cannot be used; the message names the entry."""
+
+
+def parse_ip(text: str | IPAddress) -> IPAddress | None:
+    """An address from text such as ``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:443``;
+    IPv4-mapped IPv6 addresses become IPv4. None when it is not an address."""
+    if isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        address = text
+    else:
+        value = text.strip()
+        if value.startswith("["):
+            value = value[1:].split("]", 1)[0]
+        elif value.count(":") == 1:  # IPv4 with a port
+            value = value.split(":", 1)[0]
+        value = value.split("%", 1)[0]  # zone index
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_networks(items: Iterable[str | IPNetwork], what: str = "network") -> tuple[IPNetwork, ...]:
+    """CIDR strings (host bits allowed and cleared; a bare address is a /32 or /128)."""
+    out = []
+    for item in items:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            out.append(item)
+            continue
+        if not isinstance(item, str):
+            raise RegionError(f"{what}: expected a CIDR string such as 10.0.0.0/8, got {item!r}")
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise RegionError(f"{what}: not a CIDR such as 10.0.0.0/8 or 2001:db8::/32: "
+                              f"{item!r}") from None
+    return tuple(out)
+
+
+def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
+
+
+class RegionTable:
+    """Longest-prefix match of an address against each region's CIDR list."""
+
+    def __init__(self, regions: Mapping[str, Iterable[str | IPNetwork]]):
+        # per IP version: prefix length -> {network address as int: region}
+        self._by_length: dict[int, dict[int, dict[int, str]]] = {4: {}, 6: {}}
+        for region, cidrs in regions.items():
+            if not isinstance(region, str) or not region.strip():
+                raise RegionError(f"region names must be non-empty strings, got {region!r}")
+            for network in parse_networks(cidrs, f"region {region!r}"):
+                table = self._by_length[network.version].setdefault(network.prefixlen, {})
+                key = int(network.network_address)
+                other = table.get(key)
+                if other is not None and other != region:
+                    raise RegionError(f"{network} is listed in both region {other!r} "
+                                      f"and region {region!r}")
+                table[key] = region
+        self._lengths = {v: sorted(t, reverse=True) for v, t in self._by_length.items()}
+
+    def lookup(self, ip: str | IPAddress) -> str | None:
+        address = parse_ip(ip)
+        if address is None:
+            return None
+        bits = address.max_prefixlen
+        value = int(address)
+        tables = self._by_length[address.version]
+        for length in self._lengths[address.version]:
+            mask = ((1 << length) - 1) << (bits - length) if length else 0
+            region = tables[length].get(value & mask)
+            if region is not None:
+                return region
+        return None
+
+
+class GeoLookup:
+    """Region of an address from a MaxMind database's country/continent codes.
+
+    ``reader`` is anything with ``get(ip) -> dict | None`` (``maxminddb.Reader``).
+    A country mapping wins over a continent mapping.
+    """
+
+    def __init__(self, reader, countries: Mapping[str, str] | None = None,
+                 continents: Mapping[str, str] | None = None):
+        self._reader = reader
+        self._countries = {k.upper(): v for k, v in (countries or {}).items()}
+        self._continents = {k.upper(): v for k, v in (continents or {}).items()}
+
+    def codes(self, ip: str | IPAddress) -> tuple[str | None, str | None]:
+        """(country ISO code, continent code) of an address, when the database knows."""
+        address = parse_ip(ip)
+        if address is None:
+            return None, None
+        try:
+            record = self._reader.get(str(address))
+        except ValueError:  # e.g. an IPv6 address in an IPv4-only database
+            return None, None
+        if not isinstance(record, dict):
+            return None, None
+        country = _code(record.get("country"), "iso_code") or \
+            _code(record.get("registered_country"), "iso_code")
+        continent = _code(record.get("continent"), "code")
+        return country, continent
+
+    def lookup(self, ip: str | IPAddress) -> str | None:
+        if not self._countries and not self._continents:
+            return None
+        country, continent = self.codes(ip)
+        if country and country.upper() in self._countries:
+            return self._countries[country.upper()]
+        if continent and continent.upper() in self._continents:
+            return self._continents[continent.upper()]
+        return None
+
+
+def _code(section: Any, name: str) -> str | None:
+    if isinstance(section, dict):
+        value = section.get(name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def open_maxmind(path: str):
+    """Open a ``.mmdb`` file (memory-mapped: lookups are quick enough for the reactor)."""
+    import maxminddb
+
+    return maxminddb.open_database(path)
+
+
+class RegionResolver:
+    """The region of a client address: CIDR table, then GeoIP, then ``default``."""
+
+    def __init__(self, table: RegionTable, geo: GeoLookup | None = None,
+                 default: str | None = None):
+        self.table = table
+        self.geo = geo
+        self.default = default
+
+    def region_for(self, ip: str | IPAddress) -> str | None:
+        region = self.table.lookup(ip)
+        if region is None and self.geo is not None:
+            region = self.geo.lookup(ip)
+        return region if region is not None else self.default
+
+
+def resolver_from_config(value: Any, reader=None, default: str | None = None) -> RegionResolver:
+    """Build a resolver from the stored ``regions`` configuration (see module doc)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise RegionError("the regions configuration must be an object of region -> CIDRs")
+    cidrs: dict[str, list] = {}
+    countries: dict[str, str] = {}
+    continents: dict[str, str] = {}
+    for region, spec in value.items():
+        if isinstance(spec, (list, tuple)):
+            spec = {"cidrs": spec}
+        if not isinstance(spec, Mapping):
+            raise RegionError(f"region {region!r}: expected a CIDR list or an object")
+        unknown = set(spec) - {"cidrs", "countries", "continents"}
+        if unknown:
+            raise RegionError(f"region {region!r}: unknown field(s) {', '.join(sorted(unknown))}")
+        cidrs[region] = list(spec.get("cidrs", []))
+        for field, target in (("countries", countries), ("continents", continents)):
+            for code in spec.get(field, []):
+                if not isinstance(code, str) or not code.strip():
+                    raise RegionError(f"region {region!r}: bad {field} code {code!r}")
+                code = code.strip().upper()
+                if code in target and target[code] != region:
+                    raise RegionError(f"{field} code {code} is listed in both region "
+                                      f"{target[code]!r} and region {region!r}")
+                target[code] = region
+    table = RegionTable(cidrs)
+    geo = GeoLookup(reader, countries, continents) if reader is not None else None
+    return RegionResolver(table, geo, default)
+
+
+def client_ip(peer_ip: str, x_forwarded_for: str | Sequence[str] | None,
+              trusted_proxies: Sequence[str | IPNetwork]) -> str:
+    """The client's address: ``X-Forwarded-For`` is honoured only from trusted proxies.
+
+    Starting from the TCP peer, walk the header from the right while each hop is a
+    trusted proxy; the first untrusted address is the client. A malformed entry stops
+    the walk at the last trusted hop (nothing left of it can be believed). Several
+    header lines may be given as a list, in the order received.
+    """
+    trusted = parse_networks(trusted_proxies, "trusted proxy")
+    current = parse_ip(peer_ip)
+    if current is None:
+        return peer_ip
+    if not trusted or not in_networks(current, trusted) or not x_forwarded_for:
+        return str(current)
+    lines = [x_forwarded_for] if isinstance(x_forwarded_for, str) else list(x_forwarded_for)
+    hops = [hop.strip() for line in lines for hop in line.split(",")]
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        address = parse_ip(hop)
+        if address is None:
+            return str(current)
+        current = address
+        if not in_networks(address, trusted):
+            return str(address)
+    return str(current)
