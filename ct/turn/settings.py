@@ -1,3 +1,168 @@
-"""Settings of the TURN/STUN relay (``CT_TURN_*``, ``CT_AV_*``); filled in by the TURN component."""
+"""Settings of the TURN/STUN relay (``CT_TURN_*``) and of the edge's A/V (``CT_AV_*``)."""
 
-TURN_SETTINGS: list = []
+from __future__ import annotations
+
+from ct.common.settings import (
+    Setting,
+    SettingError,
+    parse_bool,
+    parse_existing_file,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_optional_str,
+    parse_size,
+    parse_str,
+)
+
+TURN = frozenset({"turn"})
+TURN_AND_EDGE = frozenset({"turn", "edge"})
+EDGE = frozenset({"edge"})
+
+
+def parse_listen(raw: str) -> str | None:
+    """``3478``, ``127.0.0.1:3478``, ``[::]:3478`` or ``none``; returns ``host:port``."""
+    value = raw.strip()
+    if value.lower() in ("", "none", "off"):
+        return None
+    host, port = split_host_port(value, None)
+    if port is None:
+        raise SettingError(f"expected a port or host:port, got {raw!r}")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_host_port(value: str, default_port: int | None) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare port into ``(host, port)``."""
+    value = value.strip()
+    if value.isdigit():
+        host, port = "0.0.0.0", value
+    elif value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, None
+    if not host:
+        raise SettingError(f"no host in {value!r}")
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingError(f"bad port in {value!r}")
+    return host, int(port)
+
+
+def parse_port_range(raw: str) -> tuple[int, int]:
+    low, sep, high = raw.strip().partition("-")
+    try:
+        lo, hi = int(low), int(high if sep else low)
+    except ValueError:
+        raise SettingError(f"expected a port range such as 49152-65535, got {raw!r}") from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise SettingError(f"port range must lie within 1024-65535 and be ordered, got {raw!r}")
+    return lo, hi
+
+
+def parse_users(raw: str) -> tuple[tuple[str, str], ...]:
+    """``alice:pw1,bob:pw2`` into pairs (a password may contain ``:``)."""
+    users = []
+    for item in parse_list(raw):
+        name, sep, password = item.partition(":")
+        if not sep or not name or not password:
+            raise SettingError("expected user:password pairs separated by commas")
+        users.append((name, password))
+    return tuple(users)
+
+
+def parse_cidr_list(raw: str) -> tuple[str, ...]:
+    from ct.turn.policy import parse_cidrs
+
+    try:
+        return tuple(parse_cidrs(parse_list(raw)))
+    except ValueError as e:
+        raise SettingError(f"expected CIDRs such as 10.0.0.0/8 ({e})") from None
+
+
+def parse_address(raw: str) -> str | None:
+    import ipaddress
+
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise SettingError(f"expected an IP address, got {raw!r}") from None
+
+
+def parse_host_port_optional(raw: str) -> str | None:
+    value = raw.strip()
+    if value.lower() in ("", "none"):
+        return None
+    split_host_port(value, 3478)
+    return value
+
+
+TURN_SETTINGS = [
+    Setting("CT_TURN_ENABLED", "turn-enabled", False, parse_bool,
+            "Run the bundled STUN/TURN relay inside the edge (`twistd ctturn` always runs it).",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_LISTEN_UDP", "turn-listen-udp", "0.0.0.0:3478", parse_listen,
+            "UDP address of the STUN/TURN listener: a port, host:port, or `none`.",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_LISTEN_TCP", "turn-listen-tcp", "0.0.0.0:3478", parse_listen,
+            "TCP address of the STUN/TURN listener: a port, host:port, or `none`.",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_LISTEN_TLS", "turn-listen-tls", "0.0.0.0:5349", parse_listen,
+            "TLS-over-TCP address (used only with a certificate): a port, host:port, or `none`.",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_TLS_CERT", "turn-tls-cert", None, parse_existing_file,
+            "PEM certificate (chain) for TURN over TLS (the edge falls back to CT_TLS_CERT).",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_TLS_KEY", "turn-tls-key", None, parse_existing_file,
+            "PEM private key for TURN over TLS (the edge falls back to CT_TLS_KEY).",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_REALM", "turn-realm", "ct", parse_str,
+            "Realm of the long-term credentials.", TURN_AND_EDGE),
+    Setting("CT_TURN_SECRET", "turn-secret", None, parse_optional_str,
+            "Shared secret of the TURN REST API credentials (coturn's static-auth-secret). "
+            "Unset on an edge: a random one per process.", TURN_AND_EDGE, secret=True),
+    Setting("CT_TURN_USERS", "turn-users", (), parse_users,
+            "Static users as user:password pairs separated by commas.", TURN_AND_EDGE,
+            secret=True),
+    Setting("CT_TURN_RELAY_PORTS", "turn-relay-ports", (49152, 65535), parse_port_range,
+            "UDP port range of relay sockets, e.g. 49152-65535.", TURN_AND_EDGE),
+    Setting("CT_TURN_RELAY_ADDRESS", "turn-relay-address", "0.0.0.0", parse_address,
+            "Local IP address relay sockets bind to.", TURN_AND_EDGE),
+    Setting("CT_TURN_EXTERNAL_ADDRESS", "turn-external-address", None, parse_address,
+            "Public IP address announced as the relayed address (behind NAT: the public one). "
+            "Unset: the relay address, or this host's address if that is a wildcard.",
+            TURN_AND_EDGE),
+    Setting("CT_TURN_ALLOW_PEERS", "turn-allow-peers", (), parse_cidr_list,
+            "CIDRs of peers allowed despite the default deny list (loopback, private, "
+            "link-local, multicast, unspecified), e.g. 10.0.0.0/8.", TURN_AND_EDGE),
+    Setting("CT_TURN_MAX_ALLOCATIONS", "turn-max-allocations", 0, parse_int(0),
+            "Cap on allocations of the relay (0: no cap); beyond it 486.", TURN_AND_EDGE),
+    Setting("CT_TURN_USER_QUOTA", "turn-user-quota", 0, parse_int(0),
+            "Allocations one user name may hold (0: no quota); beyond it 486.", TURN_AND_EDGE),
+    Setting("CT_TURN_BANDWIDTH", "turn-bandwidth", 0, parse_size(0),
+            "Bytes per second one allocation may relay, both directions (0: no limit; "
+            "e.g. 256k).", TURN_AND_EDGE),
+    Setting("CT_TURN_ALTERNATE_SERVER", "turn-alternate-server", None, parse_host_port_optional,
+            "IP:port answered to Allocate requests as ALTERNATE-SERVER (300), e.g. while "
+            "draining this relay.", TURN_AND_EDGE),
+    Setting("CT_TURN_HOST", "turn-host", None, parse_optional_str,
+            "Host name or IP in the ICE server URLs handed to participants (unset: the host "
+            "of CT_SERVER_URL, else CT_TURN_EXTERNAL_ADDRESS).", EDGE),
+    Setting("CT_TURN_CREDENTIAL_TTL", "turn-credential-ttl", 86400.0, parse_float(60.0),
+            "Seconds the TURN credentials handed to participants stay valid.", EDGE),
+    Setting("CT_AV_ENABLED", "av-enabled", False, parse_bool,
+            "Enable audio/video: participants get ICE servers (STUN/TURN) with credentials.",
+            EDGE),
+    Setting("CT_AV_COTURN_SERVER", "av-coturn-server", None, parse_host_port_optional,
+            "External TURN server (host or host:port, default port 3478) used instead of "
+            "the bundled relay.", EDGE),
+    Setting("CT_AV_COTURN_SECRET", "av-coturn-secret", None, parse_optional_str,
+            "Shared secret of the external TURN server (coturn `static-auth-secret`).", EDGE,
+            secret=True),
+]

@@ -1,12 +1,13 @@
 """Helper run as a subprocess by the TURN tests: aioice allocates and echoes via a peer.
 
-Usage: python aioice_client.py HOST PORT TRANSPORT USERNAME PASSWORD [COUNT]
+Usage: python aioice_client.py HOST PORT udp|tcp|tls USERNAME PASSWORD [COUNT]
 Starts a UDP echo peer on 127.0.0.1, allocates on the TURN server with aioice, sends
 COUNT messages to the peer through the relay and prints one JSON line with the results.
 """
 
 import asyncio
 import json
+import ssl
 import sys
 
 from aioice import turn
@@ -43,9 +44,15 @@ async def main(host, port, transport, username, password, count):
     peer = peer_transport.get_extra_info("sockname")
     out = {"ok": False}
     try:
+        context = None
+        if transport == "tls":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            transport = "tcp"
         relay, receiver = await asyncio.wait_for(turn.create_turn_endpoint(
             Receiver, server_addr=(host, port), username=username, password=password,
-            transport=transport), 10)
+            transport=transport, ssl=context), 10)
         out["relayed"] = list(relay.get_extra_info("sockname"))
         out["mapped"] = list(relay.get_extra_info("related_address"))
         echoes = 0
