@@ -1,3 +1,83 @@
-"""Settings of the locator; filled in by the locator component."""
+"""Settings of the locator (rows for ``ct.common.catalog``).
 
-LOCATOR_SETTINGS: list = []
+``CT_DATA_DIR`` defaults to ``.run/locator`` under the working directory, so a
+quick start (``make run``, a checkout) keeps its SQLite file beside the project and
+needs no root; packaged installs set ``CT_DATA_DIR=/var/lib/codetogether`` in the
+systemd unit. The directory is created at start-up when missing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from ct.common.settings import (
+    Setting,
+    SettingError,
+    parse_existing_file,
+    parse_float,
+    parse_list,
+    parse_optional_str,
+)
+
+LOCATOR = frozenset({"locator"})
+DEFAULT_DATA_DIR = os.path.join(".run", "locator")
+MIN_EDGE_SECRET_LENGTH = 16
+
+
+def parse_data_dir(raw: str) -> str:
+    """A directory path; it may not exist yet (start-up creates it), but must not be a file."""
+    value = raw.strip()
+    if not value:
+        raise SettingError("expected a directory path")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise SettingError(f"not a directory: {value}")
+    return value
+
+
+def parse_cidr_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or bare addresses), normalised: ``10.0.0.0/8, ::1``."""
+    out = []
+    for item in parse_list(raw):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingError(f"not a CIDR such as 10.0.0.0/8 or fd00::/8: {item!r}") from None
+    return tuple(out)
+
+
+def parse_edge_secret(raw: str) -> str | None:
+    value = parse_optional_str(raw)
+    if value is not None and len(value) < MIN_EDGE_SECRET_LENGTH:
+        raise SettingError(f"must be at least {MIN_EDGE_SECRET_LENGTH} characters long")
+    return value
+
+
+LOCATOR_SETTINGS = [
+    Setting("CT_LOCATOR_CONFIG", "locator-config", None, parse_existing_file,
+            "Path of locator-config.json (database connection: MySQL/MariaDB or "
+            "PostgreSQL, with TLS options). Unset: an embedded SQLite file in CT_DATA_DIR.",
+            LOCATOR),
+    Setting("CT_DATA_DIR", "data-dir", DEFAULT_DATA_DIR, parse_data_dir,
+            "Directory for the locator's state (the SQLite database when no "
+            "locator-config.json is given); created when missing. Packages use "
+            "/var/lib/codetogether.", LOCATOR),
+    Setting("CT_EDGE_SECRET", "edge-secret", None, parse_edge_secret,
+            "Shared secret (at least 16 characters) edges present to connect to the "
+            "locator; set the same value on every edge. Unset: the locator refuses every "
+            "edge and says so at start-up.", LOCATOR, secret=True),
+    Setting("CT_TRUSTED_PROXIES", "trusted-proxies", (), parse_cidr_list,
+            "CIDRs of reverse proxies whose X-Forwarded-For header is believed when "
+            "finding a client's address (and so its region). Empty: the TCP peer.",
+            LOCATOR),
+    Setting("CT_MAXMIND_DB", "maxmind-db", None, parse_existing_file,
+            "MaxMind GeoIP2/GeoLite2 Country or City database (.mmdb) used to find the "
+            "region of clients no region CIDR matches (countries/continents per region "
+            "on the dashboard).", LOCATOR),
+    Setting("CT_EDGE_DEAD_AFTER", "edge-dead-after", 15.0, parse_float(1.0),
+            "Seconds without a report after which an edge is flagged unavailable: no new "
+            "sessions, team presence moves away.", LOCATOR),
+    Setting("CT_LINK_GRACE", "link-grace", 120.0, parse_float(0.0),
+            "Seconds joins are still routed to an edge whose link to the locator dropped "
+            "(its sessions go on meanwhile).", LOCATOR),
+]

@@ -227,3 +227,47 @@ class ClientIPTests(unittest.SynchronousTestCase):
         self.assertEqual(client_ip("10.0.0.1", "6.6.6.6, nonsense, 10.2.2.2", self.trusted),
                          "10.2.2.2")
         self.assertEqual(client_ip("10.0.0.1", "unknown", self.trusted), "10.0.0.1")
+
+
+class LocatorSettingsTests(unittest.SynchronousTestCase):
+    """The locator's rows through the shared option parser (command line > env > default)."""
+
+    def parse(self, argv, environ):
+        from ct.common.settings import make_options
+        from ct.locator.settings import LOCATOR_SETTINGS
+
+        options = make_options(LOCATOR_SETTINGS, "ctlocator")(environ=environ)
+        options.parseOptions(argv)
+        return {k: v for k, v in options.items() if k in
+                {s.key for s in LOCATOR_SETTINGS}}
+
+    def test_defaults(self):
+        self.assertEqual(self.parse([], {}), {
+            "locator_config": None, "data_dir": ".run/locator", "edge_secret": None,
+            "trusted_proxies": (), "maxmind_db": None, "edge_dead_after": 15.0,
+            "link_grace": 120.0})
+
+    def test_values(self):
+        values = self.parse(["--link-grace", "30"], {
+            "CT_TRUSTED_PROXIES": "10.1.2.3/8; fd00::1", "CT_EDGE_SECRET": "x" * 16,
+            "CT_EDGE_DEAD_AFTER": "45", "CT_LINK_GRACE": "5"})
+        self.assertEqual(values["trusted_proxies"], ("10.0.0.0/8", "fd00::1/128"))
+        self.assertEqual((values["edge_secret"], values["edge_dead_after"],
+                          values["link_grace"]), ("x" * 16, 45.0, 30.0))
+        self.assertEqual(client_ip("10.9.9.9", "198.51.100.1", values["trusted_proxies"]),
+                         "198.51.100.1")
+
+    def test_bad_values_name_the_setting(self):
+        from twisted.python.usage import UsageError
+
+        cases = [({"CT_TRUSTED_PROXIES": "10.0.0.0/8, office"}, "CT_TRUSTED_PROXIES"),
+                 ({"CT_EDGE_SECRET": "short"}, "CT_EDGE_SECRET"),
+                 ({"CT_EDGE_DEAD_AFTER": "0"}, "CT_EDGE_DEAD_AFTER"),
+                 ({"CT_LOCATOR_CONFIG": "/nonexistent.json"}, "CT_LOCATOR_CONFIG"),
+                 ({"CT_DATA_DIR": __file__}, "CT_DATA_DIR")]
+        for environ, name in cases:
+            e = self.assertRaises(UsageError, self.parse, [], environ)
+            self.assertIn(name, str(e))
+        e = self.assertRaises(UsageError, self.parse, [], {"CT_EDGE_SECRET": "short"})
+        self.assertNotIn("short", str(e).split(":", 1)[0])
+        self.assertIn("(hidden)", str(e))
