@@ -155,8 +155,11 @@ def parse_endpoint(raw: str) -> str | None:
     value = raw.strip()
     if value.lower() in ("", "none", "off"):
         return None
+    probe = value
+    if value.startswith("ssl:") and "privateKey=" not in value:
+        probe = "tcp:" + value[4:]  # certificate and key come from their own settings
     try:
-        serverFromString(MemoryReactor(), value)
+        serverFromString(MemoryReactor(), probe)
     except Exception as e:  # serverFromString raises many types for bad strings
         raise SettingError(
             f"not a Twisted endpoint string such as tcp:1080:interface=127.0.0.1 ({e})"
@@ -242,7 +245,18 @@ def make_options(settings: Sequence[Setting], synopsis: str, description: str = 
 
         def postOptions(self):
             given = {s.key: self[s.option] for s in rows}
-            self.update(resolve(rows, given, self.environ))
+            try:
+                self.update(resolve(rows, given, self.environ))
+            except usage.UsageError:
+                self._failed = True
+                raise
+
+        def getUsage(self, width=None):
+            # twistd prints the usage before a UsageError; after a bad setting one line
+            # pointing at the help is clearer than two pages of options.
+            if getattr(self, "_failed", False):
+                return "(see --help for every option, docs/settings.md for every CT_* variable)"
+            return super().getUsage(width)
 
     Options.synopsis = synopsis
     Options.longdesc = description
@@ -268,7 +282,7 @@ def _show_default(s: Setting) -> str:
     if isinstance(s.default, bool):
         return "true" if s.default else "false"
     if isinstance(s.default, tuple):
-        return ",".join(s.default) or "empty"
+        return ",".join(str(x) for x in s.default) or "empty"
     return str(s.default)
 
 

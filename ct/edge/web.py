@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import resource
+from twisted.web import pages, resource
 from twisted.web.static import File
 
 from ct import __version__
@@ -40,7 +40,7 @@ class Root(resource.Resource):
     def getChild(self, path, request):
         if path == b"":
             return self
-        return resource.NoResource("no such route on this server")
+        return pages.notFound("Not found", "no such route on this server")
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")

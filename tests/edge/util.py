@@ -1,0 +1,48 @@
+"""Helpers: run an edge in this test's reactor on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor, task
+
+from ct.edge import tap
+
+BASE_ENV = {
+    "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
+    "CT_PROBE_INTERVAL": "0",
+    "CT_TEAM_SECRET": "test-team-secret",
+}
+
+
+def start_edge(case, **env):
+    """Start an edge service; stop it at the end of ``case``. Returns ``(service, base_url)``."""
+    options = tap.Options(environ={**BASE_ENV, **{k: str(v) for k, v in env.items()}})
+    options.parseOptions([])
+    service = tap.makeService(options, reactor)
+    service.startService()
+    case.addCleanup(service.stopService)
+    port = service.listening.ports["HTTP"].getHost().port
+    return service, f"http://127.0.0.1:{port}"
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout: float = 10.0, step: float = 0.01):
+    """Poll ``predicate`` until true (bounded); fail the test on time-out."""
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        yield sleep(step)
+        waited += step
+
+
+@defer.inlineCallbacks
+def close_all(clients):
+    for c in clients:
+        if c._proto is not None:
+            c._over = True
+            c._proto.transport.loseConnection()
+    yield wait_for(lambda: all(c._proto is None for c in clients), timeout=5)
