@@ -42,7 +42,7 @@ class PeerPolicy:
         self._cache: dict[str, str | None] = {}
 
     def refusal(self, host: str) -> str | None:
-        """Why ``host`` may not be a peer (e.g. ``"loopback peer 127.0.0.1"``), or None."""
+        """Why ``host`` may not be a peer (a category such as ``"loopback peer"``), or None."""
         cached = self._cache.get(host, False)
         if cached is not False:
             return cached
@@ -56,7 +56,7 @@ class PeerPolicy:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            return f"not an IP address {host!r}"
+            return "not an IP address"
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         for network in self.allowed:
@@ -64,7 +64,7 @@ class PeerPolicy:
                 return None
         for network, why in self.denied:
             if address.version == network.version and address in network:
-                return f"{why} peer {host}"
+                return f"{why} peer"
         return None
 
 

@@ -139,13 +139,15 @@ class TurnServer:
     # ------------------------------------------------------------ refusals
 
     def _refuse(self, reason: str, code: int, method: int, client: Any,
-                username: str | None) -> None:
+                username: str | None, detail: str = "") -> None:
+        """Count and log one refused request; ``reason`` is a fixed category, ``detail`` not."""
         self.stats.refused(reason)
-        _log.info("turn: refused {method} from {client} user={user}: {code} {reason}",
+        _log.info("turn: refused {method} from {client} user={user}: {code} {reason}{detail}",
                   method=stun.METHOD_NAMES.get(method, hex(method)), client=_show(client),
-                  user=username, code=code, reason=reason)
+                  user=username, code=code, reason=reason,
+                  detail=f" ({detail})" if detail else "")
 
-    def drop_once(self, allocation: Allocation, reason: str) -> None:
+    def drop_once(self, allocation: Allocation, reason: str, detail: str = "") -> None:
         """Count a dropped packet; log the first drop of each reason per allocation."""
         self.stats.dropped_packets += 1
         if allocation.logged is None:
@@ -153,9 +155,10 @@ class TurnServer:
         if reason not in allocation.logged:
             allocation.logged.add(reason)
             self.stats.refused(reason)
-            _log.info("turn: dropping packets of {user} for {client}: {reason} "
+            _log.info("turn: dropping packets of {user} for {client}: {reason}{detail} "
                       "(logged once per allocation)",
-                      user=allocation.username, client=_show(allocation.key), reason=reason)
+                      user=allocation.username, client=_show(allocation.key), reason=reason,
+                      detail=f" ({detail})" if detail else "")
 
     # ------------------------------------------------------------ STUN messages
 
@@ -174,7 +177,7 @@ class TurnServer:
         try:
             return self._dispatch(message, addr, key, link)
         except stun.StunError as e:
-            self._refuse(f"malformed attribute: {e}", 400, message.method, addr, None)
+            self._refuse("malformed attribute", 400, message.method, addr, None, str(e))
             if message.cls == stun.REQUEST:
                 return self._error(message, 400)
             return None
@@ -236,8 +239,8 @@ class TurnServer:
         attrs = [(stun.ERROR_CODE, stun.encode_error(code))] + list(extra)
         return self._reply(message, stun.ERROR, attrs, result)
 
-    def _fail(self, message, code, reason, result, addr) -> bytes:
-        self._refuse(reason, code, message.method, addr, result.username)
+    def _fail(self, message, code, reason, result, addr, detail="") -> bytes:
+        self._refuse(reason, code, message.method, addr, result.username, detail)
         return self._error(message, code, result)
 
     # ------------------------------------------------------------ TURN methods
@@ -323,7 +326,7 @@ class TurnServer:
 
     def _peer_refusal(self, host: str) -> tuple[int, str] | None:
         if (":" in host) != (self.relay_family == socket.AF_INET6):
-            return 443, f"peer address family mismatch {host}"
+            return 443, "peer address family mismatch"
         reason = self.policy.refusal(host)
         if reason is not None:
             return 403, reason
@@ -338,7 +341,7 @@ class TurnServer:
             host, _ = stun.decode_xor_address(value, message.transaction_id)
             refusal = self._peer_refusal(host)
             if refusal is not None:
-                return self._fail(message, refusal[0], refusal[1], result, addr)
+                return self._fail(message, refusal[0], refusal[1], result, addr, host)
             hosts.append(host)
         if not hosts:
             return self._fail(message, 400, "no XOR-PEER-ADDRESS", result, addr)
@@ -359,7 +362,7 @@ class TurnServer:
         peer = stun.decode_xor_address(raw_peer, message.transaction_id)
         refusal = self._peer_refusal(peer[0])
         if refusal is not None:
-            return self._fail(message, refusal[0], refusal[1], result, addr)
+            return self._fail(message, refusal[0], refusal[1], result, addr, peer[0])
         why = allocation.bind_check(number, peer)
         if why is not None:
             return self._fail(message, 400, why, result, addr)
@@ -385,7 +388,7 @@ class TurnServer:
             return
         peer = stun.decode_xor_address(raw_peer, message.transaction_id)
         if peer[0] not in allocation.permissions:
-            self.drop_once(allocation, f"no permission for peer {peer[0]}")
+            self.drop_once(allocation, "no permission for peer", peer[0])
             return
         self.relay_to_peer(allocation, payload, peer)
 
@@ -487,7 +490,8 @@ class RelayProtocol(DatagramProtocol):
         if allocation is None:
             return
         if addr[0] not in allocation.permissions:
-            self.server.drop_once(allocation, f"peer {addr[0]} has no permission")
+            self.server.drop_once(allocation, "data from a peer without permission",
+                                     addr[0])
             return
         size = len(data)
         allocation.budget -= size
@@ -549,7 +553,7 @@ class UdpListener(DatagramProtocol):
                 self.server.drop_once(allocation, "ChannelData on an unbound channel")
                 return
             if peer[0] not in allocation.permissions:
-                self.server.drop_once(allocation, f"no permission for peer {peer[0]}")
+                self.server.drop_once(allocation, "no permission for peer", peer[0])
                 return
             allocation.budget -= length
             if allocation.budget < 0:
@@ -651,7 +655,7 @@ class TurnStreamProtocol(Protocol):
             self.server.drop_once(allocation, "ChannelData on an unbound channel")
             return
         if peer[0] not in allocation.permissions:
-            self.server.drop_once(allocation, f"no permission for peer {peer[0]}")
+            self.server.drop_once(allocation, "no permission for peer", peer[0])
             return
         self.server.relay_to_peer(allocation, buffer[pos + 4:pos + 4 + length], peer)
 

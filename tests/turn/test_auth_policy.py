@@ -105,8 +105,8 @@ class PolicyTests(unittest.TestCase):
             self.assertIsNotNone(policy.refusal(host), host)
         for host in ("198.51.100.7", "8.8.8.8", "2001:db8::1"):
             self.assertIsNone(policy.refusal(host), host)
-        self.assertEqual(policy.refusal("127.0.0.1"), "loopback peer 127.0.0.1")
-        self.assertEqual(policy.refusal("10.0.0.1"), "private peer 10.0.0.1")
+        self.assertEqual(policy.refusal("127.0.0.1"), "loopback peer")
+        self.assertEqual(policy.refusal("10.0.0.1"), "private peer")
 
     def test_allow_list(self):
         policy = PeerPolicy(allowed=parse_cidrs(["127.0.0.0/8", "10.5.0.0/16"]))
