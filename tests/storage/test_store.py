@@ -63,6 +63,18 @@ class StoreSuite:
         self.assertEqual([tuple(r) for r in rows], [(SCHEMA_VERSION, 1)])
 
     @defer.inlineCallbacks
+    def test_concurrent_start_ups_on_an_empty_database(self):
+        config = dbs.fresh_database(self, self.dialect)
+        results = yield defer.gatherResults(
+            [prepare_database(self.open(config), self.clock) for _ in range(3)],
+            consumeErrors=True)
+        self.assertEqual(results, [SCHEMA_VERSION] * 3)
+        rows = yield LocatorStore(self.open(config), self.clock).db.runInteraction(
+            "count", lambda txn: (txn.execute("SELECT COUNT(*) FROM applied_migrations"),
+                                  txn.fetchone()[0])[1])
+        self.assertEqual(rows, SCHEMA_VERSION)
+
+    @defer.inlineCallbacks
     def test_newer_incompatible_schema_is_refused(self):
         yield self.sql("UPDATE schema_version SET version = ?, compat_version = ?",
                        SCHEMA_VERSION + 3, SCHEMA_VERSION + 2)

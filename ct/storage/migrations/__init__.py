@@ -67,8 +67,20 @@ MIGRATIONS = discover()
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
+_PG_LOCK_KEY = 0x6374_6C6F  # "ctlo": serialises schema work of concurrent locators
+
+
+def _lock(txn) -> None:
+    """PostgreSQL: hold an advisory lock until this transaction ends (concurrent
+    ``CREATE TABLE IF NOT EXISTS`` can otherwise collide)."""
+    if txn.engine.dialect == "postgres":
+        txn.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK_KEY,))
+        txn.fetchall()
+
+
 def _bookkeeping(txn) -> tuple[int, int] | None:
     engine = txn.engine
+    _lock(txn)
     if engine.dialect == "postgres" and engine.config.pg_schema:
         txn.execute(f"CREATE SCHEMA IF NOT EXISTS {engine.config.pg_schema}")
     for sql in engine.create_table("schema_version", [
@@ -87,7 +99,12 @@ def _bookkeeping(txn) -> tuple[int, int] | None:
     return (int(row[0]), int(row[1])) if row else None
 
 
-def _apply(txn, migration: Migration, compat_version: int, now_ms: int) -> None:
+def _apply(txn, migration: Migration, compat_version: int, now_ms: int) -> bool:
+    _lock(txn)
+    # Another locator may have applied it since we looked.
+    txn.execute("SELECT 1 FROM applied_migrations WHERE version = ?", (migration.version,))
+    if txn.fetchone() is not None:
+        return False
     for sql in migration.module.statements(txn.engine):
         txn.execute(sql)
     run = getattr(migration.module, "run", None)
@@ -100,6 +117,7 @@ def _apply(txn, migration: Migration, compat_version: int, now_ms: int) -> None:
                                   ["singleton", "version", "compat_version", "upgraded_at"],
                                   ["singleton"], ["version", "compat_version", "upgraded_at"]),
                 (1, migration.version, compat_version, now_ms))
+    return True
 
 
 @defer.inlineCallbacks
