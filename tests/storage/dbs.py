@@ -7,7 +7,8 @@
   no password), dropped afterwards.
 
 ``CT_TEST_PG`` / ``CT_TEST_MYSQL`` (``host:port``) point elsewhere. A dialect is
-skipped, with the reason, only when its server does not answer.
+skipped, with the reason, only when its server does not answer; with
+``CT_TEST_REQUIRE_DATABASES=1`` (for CI) an unreachable server fails the tests instead.
 """
 
 from __future__ import annotations
@@ -39,16 +40,22 @@ def _admin_connect(dialect: str):
                            database="test", connect_timeout=3, autocommit=True)
 
 
+def _unavailable(reason: str):
+    if os.environ.get("CT_TEST_REQUIRE_DATABASES", "").lower() in ("1", "true", "yes"):
+        raise AssertionError(reason + " (CT_TEST_REQUIRE_DATABASES is set)")
+    raise SkipTest(reason)
+
+
 def admin(dialect: str):
     """An autocommit connection with rights to create and drop schemas; skips if down."""
     if dialect in _unreachable:
-        raise SkipTest(_unreachable[dialect])
+        _unavailable(_unreachable[dialect])
     try:
         return _admin_connect(dialect)
     except Exception as e:
         where = f"{PG_HOST}:{PG_PORT}" if dialect == "postgres" else f"{MYSQL_HOST}:{MYSQL_PORT}"
-        _unreachable[dialect] = f"{dialect} server at {where} not reachable: {e}"
-        raise SkipTest(_unreachable[dialect])
+        _unreachable[dialect] = f"{dialect} server at {where} not reachable: {' '.join(str(e).split())}"
+        _unavailable(_unreachable[dialect])
 
 
 def fresh_database(testcase, dialect: str) -> DatabaseConfig:
