@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from twisted.internet import defer
+
 from ct.storage.database import Database
 
 # Known audit kinds; edges of newer versions may send others (stored as they come).
@@ -467,8 +469,6 @@ class LocatorStore:
             rows.append((e.entry_id, to_ms(e.at), e.kind, e.edge_id, e.session_id, e.user,
                          json.dumps(dict(e.details), separators=(",", ":"), sort_keys=True)))
         if not rows:
-            from twisted.internet import defer
-
             return defer.succeed(0)
         return self.db.runInteraction("insert_audit_batch", insert_audit_batch_txn, rows)
 
@@ -500,8 +500,6 @@ class LocatorStore:
                          int(s.sessions), int(s.connections), s.lag_ms,
                          int(s.sessions_hosted_total), int(s.downloads_total)))
         if not rows:
-            from twisted.internet import defer
-
             return defer.succeed(0)
         return self.db.runInteraction("insert_metrics_batch", insert_metrics_batch_txn, rows)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from ct.storage.database import Database, DatabaseUnavailable
+from ct.storage.database import Database
 from ct.storage.migrations import SCHEMA_VERSION, SchemaTooNew, prepare_database
 from ct.storage.store import AuditEntry, LocatorStore, MetricSnapshot
 from tests.storage import dbs
