@@ -306,7 +306,7 @@ class StoreSuite:
             elif self.dialect == "mysql":
                 txn.execute("SELECT SLEEP(0.3)")
             else:
-                time.sleep(0.1)  # in the pool thread, as a slow query would be
+                time.sleep(0.3)  # in the pool thread, as a slow query would be
             txn.execute("SELECT COUNT(*) FROM edges")
             txn.fetchall()
             return n
