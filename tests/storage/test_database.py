@@ -8,7 +8,7 @@ import socket
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from ct.storage.config import DatabaseConfig, sqlite_config
+from ct.storage.config import DatabaseConfig, TLSConfig, sqlite_config
 from ct.storage.database import Database, DatabaseUnavailable, StorageError
 from ct.storage.engines import MySQLEngine, PostgresEngine, SqliteEngine
 from ct.storage.migrations import prepare_database
@@ -67,6 +67,39 @@ class UnreachableTests(unittest.TestCase):
 
         os.makedirs(directory)
         return self.check(sqlite_config(directory), "sqlite database", "unable to open")
+
+
+class TLSRequiredTests(unittest.TestCase):
+    """sslMode require against a server without TLS is refused, never clear text."""
+
+    @defer.inlineCallbacks
+    def check(self, dialect, query, *expected):
+        conn = dbs.admin(dialect)
+        try:
+            cur = conn.cursor()
+            cur.execute(query)
+            row = cur.fetchone()
+        finally:
+            conn.close()
+        if row and str(row[-1]).lower() not in ("off", "disabled", "no"):
+            raise unittest.SkipTest(f"this {dialect} server offers TLS ({row})")
+        config = dataclasses.replace(dbs.fresh_database(self, dialect),
+                                     tls=TLSConfig(mode="require"))
+        db = Database(config, reactor)
+        self.addCleanup(db.close)
+        e = yield self.assertFailure(prepare_database(db), DatabaseUnavailable)
+        self.assertIn("tls=require", str(e))
+        self.assertTrue(any(x in str(e) for x in expected), str(e))
+
+    def test_postgres(self):
+        return self.check("postgres", "SHOW ssl", "SSL was required")
+
+    def test_mysql(self):
+        # PyMySQL refuses by itself; older releases went on in clear text, which the
+        # engine's Ssl_cipher check catches.
+        return self.check("mysql", "SHOW VARIABLES LIKE 'have_ssl'",
+                          "SSL is required but the server doesn't support it",
+                          "the server does not offer TLS but sslMode is require")
 
 
 class ReconnectSuite:
