@@ -242,8 +242,10 @@ class LocatorSettingsTests(unittest.SynchronousTestCase):
                 {s.key for s in LOCATOR_SETTINGS}}
 
     def test_defaults(self):
+        from ct.locator.settings import DEFAULT_DATA_DIR
+
         self.assertEqual(self.parse([], {}), {
-            "locator_config": None, "data_dir": ".run/locator", "edge_secret": None,
+            "locator_config": None, "data_dir": DEFAULT_DATA_DIR, "edge_secret": None,
             "trusted_proxies": (), "maxmind_db": None, "edge_dead_after": 15.0,
             "link_grace": 120.0})
 
