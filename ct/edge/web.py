@@ -1,4 +1,5 @@
-"""HTTP side of the edge: websocket routes, ``/health``, ``/ct-health/``, ``/clients/``."""
+"""HTTP side of the edge: websocket routes, ``/health``, ``/ct-health/``, ``/clients/``,
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import json
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import pages, resource
-from twisted.web.static import File
 
 from ct import __version__
+from ct.edge.downloads import DownloadCounter, clients_resource
 
 
 class JSONResource(resource.Resource):
@@ -50,7 +51,8 @@ class Root(resource.Resource):
 
 
 def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | None,
-                    no_clients: bool) -> resource.Resource:
+                    no_clients: bool, downloads: DownloadCounter | None = None,
+                    metrics: resource.Resource | None = None) -> resource.Resource:
     root = Root("edge")
     ws = resource.Resource()
     ws.putChild(b"session", WebSocketResource(session_factory))
@@ -59,6 +61,8 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
     health = JSONResource(edge.health)
     root.putChild(b"health", health)
     root.putChild(b"ct-health", health)
+    if metrics is not None:
+        root.putChild(b"metrics", metrics)
     if clients_dir and not no_clients:
-        root.putChild(b"clients", File(clients_dir))
+        root.putChild(b"clients", clients_resource(clients_dir, downloads or DownloadCounter()))
     return root
