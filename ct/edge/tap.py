@@ -11,10 +11,12 @@ from ct import __version__
 from ct.common.catalog import settings_for
 from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
+from ct.edge.downloads import DownloadCounter
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory
+from ct.metrics.setup import edge_metric_set, setup_metrics
 
 _log = Logger()
 
@@ -78,7 +80,10 @@ def makeService(options, reactor=None) -> service.MultiService:
 
     edge = EdgeServer(reactor, edge_config(values))
     top = service.MultiService()
-    site = build_site(edge, values, reactor)
+    top.downloads = DownloadCounter()
+    top.metrics = edge_metric_set(edge, top.downloads)
+    metrics_page = setup_metrics(values, reactor, top.metrics, top)
+    site = build_site(edge, values, reactor, top.downloads, metrics_page)
 
     listeners = []
     if values["http_listen"]:
@@ -112,13 +117,13 @@ def makeService(options, reactor=None) -> service.MultiService:
     return top
 
 
-def build_site(edge: EdgeServer, values, reactor) -> Site:
+def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> Site:
     url = values["server_url"] or "ws://localhost"
     max_bytes = values["max_frame_bytes"]
     session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor)
     presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
-                           values["no_clients"])
+                           values["no_clients"], downloads, metrics_page)
     site = Site(root, reactor=reactor)
     site.displayTracebacks = False
     return site
