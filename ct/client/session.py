@@ -36,7 +36,7 @@ _log = Logger()
 
 CLIENT_NAME = "ct-python-client/0.1"
 # Closes after which the participant may resume (its seat is kept for the resume window).
-RESUMABLE = frozenset({"rate-limited", "shutting-down", "handshake-timeout"})
+RESUMABLE = frozenset({"rate-limited", "handshake-timeout"})
 
 
 @dataclass

@@ -97,6 +97,18 @@ EDGE_SETTINGS = [
             "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/).", EDGE),
     Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", 10.0, parse_float(0.1),
             "Seconds a new websocket has to send its first message.", EDGE),
+    Setting("CT_EDGE_ID", "edge-id", None, parse_optional_str,
+            "This edge's id towards the locator. Unset: generated once and kept in "
+            "CT_DATA_DIR/edge/edge-id.", EDGE),
+    Setting("CT_REPORT_INTERVAL", "report-interval", 2.0, parse_float(0.2),
+            "Seconds between load reports to the locator.", EDGE),
+    Setting("CT_OUTBOX_MAX", "outbox-max", 100_000, parse_int(100),
+            "Audit entries and metric snapshots kept on disk while the locator is "
+            "unreachable; past it the oldest snapshots, then the oldest entries, are dropped "
+            "(counted and logged).", EDGE),
+    Setting("CT_DRAIN_TIMEOUT", "drain-timeout", 0.0, parse_float(0.0),
+            "On stop, seconds to wait for sessions to end by themselves (no new sessions "
+            "meanwhile) before ending the rest.", EDGE),
     Setting("CT_PROBE_INTERVAL", "probe-interval", 15.0, parse_float(0.0),
             "Seconds between self-probes of the relay path reported by `/health` (0: off).",
             EDGE),

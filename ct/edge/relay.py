@@ -178,6 +178,7 @@ class Relay:
         self._hosted_by_peer: dict[str, int] = {}
         self.host_check: Callable[[dict[str, Any]], None] | None = None
         self.probe_token: str | None = None
+        self.draining = False  # stopping: existing sessions go on, no new ones
 
     # ------------------------------------------------------------ handshakes
 
@@ -190,6 +191,9 @@ class Relay:
         probe = message.get("probe")
         internal = (self.probe_token is not None and isinstance(probe, str)
                     and hmac.compare_digest(probe.encode(), self.probe_token.encode()))
+        if self.draining:
+            raise ProtocolError(errors.SHUTTING_DOWN, "this edge is stopping; host the "
+                                "session elsewhere")
         if self.host_check is not None and not internal:
             self.host_check(message)  # may raise (team token, minimum client version)
         if self._hosted_by_peer.get(conn.peer_host, 0) >= self.limits.max_sessions_per_host:
@@ -402,14 +406,9 @@ class Relay:
         self._notify("session-ended", session, None, reason)
 
     def shutdown(self) -> None:
-        """Close every connection (edge stopping); clients resume elsewhere or later."""
+        """End every session (the edge is stopping and its memory goes with it)."""
         for session in list(self.sessions.values()):
-            for p in session.participants.values():
-                if p.conn is not None:
-                    conn, p.conn = p.conn, None
-                    conn.close(errors.SHUTTING_DOWN, "edge shutting down")
-                if p.away_timer is not None and p.away_timer.active():
-                    p.away_timer.cancel()
+            self.end(session, "edge-shutdown")
 
     # ------------------------------------------------------------ views
 

@@ -6,7 +6,6 @@ it holds no sockets of its own.
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from ct import __version__
 from ct.common.lag import LagMonitor
 from ct.common.tokens import check_team_token
 from ct.edge.presence import PresenceHub
+from ct.locator.regions import client_ip
 from ct.edge.relay import Limits, Participant, Relay, Session
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -66,7 +66,6 @@ class EdgeServer:
         self.handshake_hooks: list[Callable[[Any, Participant], None]] = []
         self.started_at = clock.seconds()
         self.probe = None  # set by the tap when self-probing is on
-        self._proxies = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
 
     # -- read by the websocket adapters
     @property
@@ -92,22 +91,10 @@ class EdgeServer:
     def client_address(self, request) -> str:
         """The client's IP: the socket peer, or X-Forwarded-For from a trusted proxy."""
         peer = request.peer
-        host = peer.split(":")[1] if peer.count(":") >= 2 else peer
-        if peer.startswith("tcp6:"):
-            host = peer[5:].rsplit(":", 1)[0].strip("[]")
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded and self._trusted(host):
-            for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-                if not self._trusted(hop):
-                    return hop
-        return host
-
-    def _trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._proxies)
+        kind, _, rest = peer.partition(":")
+        host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("tcp4", "tcp6") else peer
+        return client_ip(host, request.headers.get("x-forwarded-for"),
+                         self.config.trusted_proxies)
 
     def after_handshake(self, conn, participant: Participant) -> None:
         for hook in self.handshake_hooks:

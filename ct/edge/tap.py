@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+
 from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.logger import Logger
+from twisted.python import usage
 from twisted.web.server import Site
 
 from ct import __version__
@@ -32,10 +37,12 @@ USAGE_LOG_INTERVAL = 300.0
 
 
 class EdgeRuntime(service.Service):
-    """Starts the edge's timers; on stop, closes every session connection with a resumable code."""
+    """Starts the edge's timers; on stop, lets sessions drain, then ends the rest."""
 
-    def __init__(self, edge: EdgeServer):
+    def __init__(self, edge: EdgeServer, drain_timeout: float = 0.0, clock=None):
         self.edge = edge
+        self.drain_timeout = drain_timeout
+        self.clock = clock
 
     def startService(self):
         super().startService()
@@ -45,9 +52,34 @@ class EdgeRuntime(service.Service):
 
     def stopService(self):
         super().stopService()
-        self.edge.lag.stop()
         if self.edge.probe is not None:
             self.edge.probe.stop()
+        relay = self.edge.relay
+        if not relay.sessions or self.drain_timeout <= 0:
+            self._finish()
+            return None
+        _log.info("stopping: waiting up to {t:g} s for {n} sessions to end",
+                  t=self.drain_timeout, n=len(relay.sessions))
+        relay.draining = True
+        from twisted.internet import task
+
+        deadline = self.clock.seconds() + self.drain_timeout
+
+        def drained():
+            return not relay.sessions or self.clock.seconds() >= deadline
+
+        def poll():
+            if drained():
+                loop.stop()
+
+        loop = task.LoopingCall(poll)
+        loop.clock = self.clock
+        return loop.start(0.5).addCallback(lambda _: self._finish())
+
+    def _finish(self):
+        self.edge.lag.stop()
+        if self.edge.relay.sessions:
+            _log.info("ending {n} sessions: the edge is stopping", n=len(self.edge.relay.sessions))
         self.edge.relay.shutdown()
 
 
@@ -67,6 +99,8 @@ def edge_config(values) -> EdgeConfig:
         rate_burst=values["rate_burst"],
         handshake_timeout=values["handshake_timeout"],
         region=values["region"],
+        trusted_proxies=values["trusted_proxies"],
+        edge_id=values["edge_id"],
     )
 
 
@@ -93,12 +127,8 @@ def makeService(options, reactor=None) -> service.MultiService:
                           https_endpoint(values["https_listen"], values["tls_cert"],
                                          values["tls_key"]), site))
     elif values["tls_cert"] or values["tls_key"]:
-        from twisted.python import usage
-
         raise usage.UsageError("HTTPS needs both CT_TLS_CERT and CT_TLS_KEY")
     if not listeners:
-        from twisted.python import usage
-
         raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
                                "CT_TLS_KEY for HTTPS")
     listening = ListenersService(reactor, listeners)
@@ -107,7 +137,11 @@ def makeService(options, reactor=None) -> service.MultiService:
 
         edge.probe = RelayProbe(reactor, edge, lambda: _probe_url(listening),
                                 interval=values["probe_interval"])
-    EdgeRuntime(edge).setServiceParent(top)
+    # Children stop in reverse order: listeners, then sessions end (their audit entries
+    # still reach the outbox), then the link, and the outbox is flushed last.
+    if values["locator"]:
+        top.link = add_locator_link(top, edge, values, listening, reactor)
+    EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
     usage_timer.clock = reactor
@@ -115,6 +149,103 @@ def makeService(options, reactor=None) -> service.MultiService:
     top.edge = edge
     top.listening = listening
     return top
+
+
+class OutboxService(service.Service):
+    """Opens the outbox before the link needs it; flushes and closes it last."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+
+    def startService(self):
+        super().startService()
+        self.outbox.open().addErrback(
+            lambda f: _log.failure("cannot open the outbox {path}", f, path=self.outbox.path))
+
+    def stopService(self):
+        super().stopService()
+        return self.outbox.close()
+
+
+def edge_data_dir(values) -> str:
+    """``CT_DATA_DIR/edge``, created; holds the edge id, the outbox and a lock file."""
+    path = os.path.join(values["data_dir"], "edge")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise usage.UsageError(f"CT_DATA_DIR: cannot create {path}: {e}") from None
+    return path
+
+
+def lock_data_dir(path: str):
+    """Hold an exclusive lock so two edges never share an id and an outbox."""
+    import fcntl
+
+    handle = open(os.path.join(path, "lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise usage.UsageError(f"CT_DATA_DIR: {path} is in use by another edge; give each "
+                               "edge its own CT_DATA_DIR") from None
+    return handle
+
+
+def stable_edge_id(path: str) -> str:
+    id_file = os.path.join(path, "edge-id")
+    try:
+        with open(id_file) as f:
+            edge_id = f.read().strip()
+        if edge_id:
+            return edge_id
+    except FileNotFoundError:
+        pass
+    edge_id = uuid.uuid4().hex[:12]
+    with open(id_file, "w") as f:
+        f.write(edge_id + "\n")
+    return edge_id
+
+
+def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
+    from ct.edge.link import LocatorLink
+    from ct.edge.outbox import Outbox
+
+    if not values["edge_secret"]:
+        raise usage.UsageError("CT_LOCATOR is set, so CT_EDGE_SECRET must be set too (the "
+                               "same value as on the locator)")
+    data = edge_data_dir(values)
+    top.data_lock = lock_data_dir(data)
+    if not values["edge_id"]:
+        edge.edge_id = stable_edge_id(data)
+    outbox = Outbox(reactor, os.path.join(data, "outbox.sqlite3"), values["outbox_max"])
+    edge.audit_sinks.append(lambda entry: outbox.add("audit", entry))
+    OutboxService(outbox).setServiceParent(top)
+
+    def snapshot():
+        snap = edge.snapshot()
+        outbox.add("metrics", {"id": uuid.uuid4().hex, "time": reactor.seconds(),
+                               "users_online": snap["users_online"],
+                               "sessions": snap["sessions"],
+                               "connections": snap["connections"], "lag_ms": snap["lag_ms"],
+                               "sessions_hosted_total": snap["sessions_hosted_total"],
+                               "downloads_total": snap.get("downloads_total", 0)})
+
+    snapshots = TimerService(values["metrics_interval"], snapshot)
+    snapshots.clock = reactor
+    snapshots.setServiceParent(top)
+
+    def public_url():
+        return values["server_url"] or _probe_url(listening, external=True)
+
+    link = LocatorLink(reactor, edge, outbox, values["locator"], values["edge_secret"],
+                       public_url, report_interval=values["report_interval"],
+                       trust_all=values["trust_all_certs"],
+                       max_connections=values["max_connections"])
+    link.setServiceParent(top)
+    top.outbox = outbox
+    _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
+              url=values["locator"])
+    return link
 
 
 def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> Site:
@@ -133,17 +264,18 @@ def _ws(url: str) -> str:
     return "ws" + url[4:] if url.startswith("http") else url
 
 
-def _probe_url(listening: ListenersService) -> str | None:
-    """The probe talks to this process over loopback, through the plain HTTP port."""
+def _probe_url(listening: ListenersService, external: bool = False) -> str | None:
+    """This process's plain HTTP URL: over loopback for the probe, or as others reach it."""
     port = listening.ports.get("HTTP")
     if port is None:
         return None
     host = port.getHost()
     address = host.host
-    if address in ("0.0.0.0", ""):
-        address = "127.0.0.1"
-    elif address == "::":
-        address = "::1"
+    if address in ("0.0.0.0", "", "::"):
+        if external:
+            address = socket.getfqdn()
+        else:
+            address = "::1" if address == "::" else "127.0.0.1"
     if ":" in address:
         address = f"[{address}]"
     return f"http://{address}:{host.port}"

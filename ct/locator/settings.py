@@ -1,7 +1,7 @@
 """Settings of the locator (rows for ``ct.common.catalog``).
 
-``CT_DATA_DIR`` defaults to ``.run/locator`` under the working directory, so a
-quick start (``make run``, a checkout) keeps its SQLite file beside the project and
+``CT_DATA_DIR`` defaults to ``.run`` under the working directory, so a
+quick start (``make run``, a checkout) keeps its files under ``.run/`` and
 needs no root; packaged installs set ``CT_DATA_DIR=/var/lib/codetogether`` in the
 systemd unit. The directory is created at start-up when missing.
 """
@@ -21,7 +21,8 @@ from ct.common.settings import (
 )
 
 LOCATOR = frozenset({"locator"})
-DEFAULT_DATA_DIR = os.path.join(".run", "locator")
+SERVERS = frozenset({"locator", "edge"})
+DEFAULT_DATA_DIR = ".run"
 MIN_EDGE_SECRET_LENGTH = 16
 
 
@@ -59,17 +60,18 @@ LOCATOR_SETTINGS = [
             "PostgreSQL, with TLS options). Unset: an embedded SQLite file in CT_DATA_DIR.",
             LOCATOR),
     Setting("CT_DATA_DIR", "data-dir", DEFAULT_DATA_DIR, parse_data_dir,
-            "Directory for the locator's state (the SQLite database when no "
-            "locator-config.json is given); created when missing. Packages use "
-            "/var/lib/codetogether.", LOCATOR),
+            "Directory for state: the locator's SQLite database (when no "
+            "locator-config.json is given), an edge's id and outbox (under edge/; two edges "
+            "on one host need two directories); created when missing. Packages use "
+            "/var/lib/codetogether.", SERVERS),
     Setting("CT_EDGE_SECRET", "edge-secret", None, parse_edge_secret,
             "Shared secret (at least 16 characters) edges present to connect to the "
             "locator; set the same value on every edge. Unset: the locator refuses every "
-            "edge and says so at start-up.", LOCATOR, secret=True),
+            "edge and says so at start-up.", SERVERS, secret=True),
     Setting("CT_TRUSTED_PROXIES", "trusted-proxies", (), parse_cidr_list,
             "CIDRs of reverse proxies whose X-Forwarded-For header is believed when "
             "finding a client's address (and so its region). Empty: the TCP peer.",
-            LOCATOR),
+            SERVERS),
     Setting("CT_MAXMIND_DB", "maxmind-db", None, parse_existing_file,
             "MaxMind GeoIP2/GeoLite2 Country or City database (.mmdb) used to find the "
             "region of clients no region CIDR matches (countries/continents per region "

@@ -45,8 +45,8 @@ PRESENCE_DISABLED = ErrorCode("presence-disabled", 4016, "team presence is not c
                               "this edge (CT_TEAM_SECRET)")
 RATE_LIMITED = ErrorCode("rate-limited", 4029, "the connection sent more messages than the "
                          "rate limit allows")
-SHUTTING_DOWN = ErrorCode("shutting-down", 1001, "the edge is stopping; resume on another edge "
-                          "or later")
+SHUTTING_DOWN = ErrorCode("shutting-down", 4017, "the edge is stopping: no new sessions; "
+                          "host on another edge")
 
 # Closes that Autobahn performs itself, listed for the documentation.
 TRANSPORT_CLOSES = {

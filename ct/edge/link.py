@@ -1,0 +1,215 @@
+"""Edge side of the edge-locator link: register, report, relay the outbox, obey suspend.
+
+A ``ClientService`` keeps one websocket to the locator's ``/ws/edge``, reconnecting with
+exponential backoff and jitter. On every (re)connect the edge registers again with the
+sessions and teams it serves, so a restarted locator learns the current state. While the
+link is down nothing is lost: audit entries and metric snapshots wait in the durable
+outbox and are relayed in order after reconnect; the locator acknowledges each batch
+once stored.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.endpoints import clientFromString, wrapClientTLS
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ct import __version__
+from ct.client.links import websocket_url
+from ct.common.http import TrustAllPolicy
+from ct.locator.link import decode_link_message
+from ct.protocol.wire import encode_control
+
+_log = Logger()
+
+BATCH = 500
+
+
+class _LinkProtocol(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.link._opened(self)
+
+    def onMessage(self, payload, isBinary):
+        try:
+            self.factory.link._received(self, decode_link_message(payload))
+        except Exception:
+            _log.failure("locator link: bad message from the locator")
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.link._closed(self, code, reason)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.sendMessage(encode_control(message), False)
+
+
+class LocatorLink(service.Service):
+    def __init__(self, reactor, edge, outbox, locator_url: str, secret: str,
+                 public_url: Callable[[], str], report_interval: float = 2.0,
+                 trust_all: bool = False, max_connections: int = 0):
+        self.reactor = reactor
+        self.edge = edge
+        self.outbox = outbox
+        self.locator_url = locator_url
+        self.secret = secret
+        self.public_url = public_url
+        self.report_interval = report_interval
+        self.trust_all = trust_all
+        self.max_connections = max_connections
+        self.proto: _LinkProtocol | None = None
+        self.registered = False
+        self.suspended = False
+        self.in_flight: list[int] | None = None
+        self.batches_sent = 0
+        self.last_error: str | None = None
+        self.connects = 0
+        self._reporter = LoopingCall(self.report)
+        self._reporter.clock = reactor
+        outbox.on_added = self.pump
+        edge.relay.add_listener(self._session_event)
+
+        url = websocket_url(locator_url, "edge")
+        factory = WebSocketClientFactory(url, reactor=reactor)
+        factory.protocol = _LinkProtocol
+        factory.link = self
+        factory.noisy = False
+        factory.setProtocolOptions(autoPingInterval=5, autoPingTimeout=10,
+                                   openHandshakeTimeout=10,
+                                   maxMessagePayloadSize=16 * 1024 * 1024)
+        endpoint = clientFromString(reactor, f"tcp:host={factory.host}:port={factory.port}"
+                                             ":timeout=10")
+        if factory.isSecure:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            tls = (TrustAllPolicy().creatorForNetloc(factory.host, factory.port) if trust_all
+                   else optionsForClientTLS(factory.host))
+            endpoint = wrapClientTLS(tls, endpoint)
+        self.client = ClientService(
+            endpoint, factory, clock=reactor,
+            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=1.6,
+                                      jitter=random.random))
+
+    def startService(self):
+        super().startService()
+        self.client.startService()
+        self._reporter.start(self.report_interval, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._reporter.running:
+            self._reporter.stop()
+        return self.client.stopService()
+
+    # -- connection life
+
+    def _opened(self, proto):
+        self.proto = proto
+        self.connects += 1
+        relay = self.edge.relay
+        sessions = [{"session": s.id, "team": s.team, "started": s.created_at}
+                    for s in relay.sessions.values() if not s.internal]
+        proto.send_json({
+            "type": "register", "v": 1, "edge": self.edge.edge_id, "secret": self.secret,
+            "url": self.public_url(), "region": self.edge.config.region,
+            "version": __version__, "maxConnections": self.max_connections,
+            "sessions": sessions, "teams": sorted(self.edge.presence.teams),
+        })
+
+    def _received(self, proto, message):
+        kind = message["type"]
+        if kind == "registered":
+            self.registered = True
+            self.suspended = bool(message.get("suspended"))
+            if self.last_error is not None or self.connects == 1:
+                _log.info("registered with the locator at {url}{s}", url=self.locator_url,
+                          s=" (suspended)" if self.suspended else "")
+            self.last_error = None
+            self.report()
+            self.pump()
+        elif kind == "stored":
+            self._stored(message)
+        elif kind == "suspend":
+            self.suspended = bool(message.get("suspended"))
+            _log.info("the locator {what} this edge", what="suspended" if self.suspended
+                      else "resumed")
+        elif kind == "error":
+            text = f"{message.get('code')}: {message.get('message')}"
+            if text != self.last_error:
+                _log.error("the locator refused this edge: {text}", text=text)
+            self.last_error = text
+
+    def _closed(self, proto, code, reason):
+        if proto is not self.proto:
+            return
+        was = self.registered
+        self.proto = None
+        self.registered = False
+        self.in_flight = None
+        if was:
+            _log.warn("link to the locator lost ({code}); reconnecting, records wait in the "
+                      "outbox", code=code)
+
+    # -- traffic
+
+    def report(self):
+        if not self.registered:
+            return
+        snap = self.edge.snapshot()
+        cap = self.max_connections
+        self.proto.send_json({
+            "type": "report", "lagMs": snap["lag_ms"], "connections": snap["connections"],
+            "sessions": snap["sessions"], "users": snap["users_online"],
+            "load": (snap["people"] / cap) if cap else None,
+            "suspended": self.suspended, "outbox": self.outbox.depth})
+
+    def _session_event(self, kind, session, participant, reason):
+        if session.internal or not self.registered:
+            return  # the next registration carries the current sessions
+        if kind == "session-started":
+            self.proto.send_json({"type": "records", "sessions": [
+                {"session": session.id, "team": session.team, "started": session.created_at}]})
+        elif kind == "session-ended":
+            self.proto.send_json({"type": "records", "sessions": [
+                {"session": session.id, "ended": self.reactor.seconds()}]})
+
+    def pump(self):
+        """Send the next outbox batch unless one is in flight."""
+        if not self.registered or self.in_flight is not None or self.outbox.depth == 0:
+            return
+        self.in_flight = []
+        d = self.outbox.peek(BATCH)
+
+        def send(records):
+            if not self.registered or self.proto is None:
+                self.in_flight = None
+                return
+            if not records:
+                self.in_flight = None
+                return
+            self.in_flight = [seq for seq, _, _ in records]
+            self.batches_sent += 1
+            self.proto.send_json({
+                "type": "records", "batch": self.batches_sent,
+                "audit": [body for _, kind, body in records if kind == "audit"],
+                "metrics": [body for _, kind, body in records if kind == "metrics"]})
+
+        def failed(f):
+            self.in_flight = None
+            _log.failure("outbox read failed", f)
+
+        d.addCallbacks(send, failed)
+
+    def _stored(self, message):
+        if message.get("batch") is None:
+            return  # acknowledgement of a live session update
+        seqs, self.in_flight = self.in_flight or [], None
+        if message.get("batch") != self.batches_sent:
+            return
+        d = self.outbox.remove(seqs)
+        d.addCallback(lambda _: self.pump())
+        d.addErrback(lambda f: _log.failure("outbox delete failed", f))

@@ -1,0 +1,148 @@
+"""The locator's HTTP API (Klein): where clients start and join sessions, and operator calls.
+
+Client calls need no credentials (they reveal only which edge to talk to); operator
+calls take the dashboard credentials with HTTP Basic. Errors are JSON
+``{"error": code, "message": ...}`` with a fitting status. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ct import __version__
+from ct.common.credentials import Credentials, basic_auth
+from ct.locator.regions import RegionError, client_ip
+from ct.locator.service import Locator, LocatorError
+from ct.protocol.wire import MAX_NAME
+
+_log = Logger()
+
+
+def _json(request, body: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def _error(request, status: int, code: str, message: str) -> bytes:
+    return _json(request, {"error": code, "message": message}, status)
+
+
+class LocatorAPI:
+    app = Klein()
+
+    def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=()):
+        self.locator = locator
+        self.credentials = credentials
+        self.trusted_proxies = tuple(trusted_proxies)
+
+    def client_ip(self, request) -> str:
+        """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
+        host = getattr(request.getClientAddress(), "host", "") or ""
+        forwarded = [h.decode("latin-1") for h in
+                     request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
+        return client_ip(host, forwarded or None, self.trusted_proxies)
+
+    def _operator(self, request) -> str | None:
+        given = basic_auth(request)
+        if given is None or not self.credentials.check(*given):
+            return None
+        return given[0]
+
+    @defer.inlineCallbacks
+    def _answer(self, request, produce):
+        try:
+            body = yield produce()
+        except LocatorError as e:
+            return _error(request, e.status, e.code, e.message)
+        return _json(request, body)
+
+    # -- health
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    @app.route("/ct-health/", methods=["GET", "HEAD"])
+    def health(self, request):
+        snap = self.locator.snapshot()
+        return _json(request, {"status": "ok", "role": "locator", "version": __version__,
+                               **snap})
+
+    # -- client API
+
+    @app.route("/api/v1/sessions", methods=["POST"])
+    def start_session(self, request):
+        ip = self.client_ip(request)
+        return self._answer(request, lambda: defer.succeed(self.locator.place_session(ip)))
+
+    @app.route("/api/v1/sessions/<string:session_id>", methods=["GET"])
+    def find_session(self, request, session_id):
+        if len(session_id) > 64:
+            return _error(request, 400, "bad-request", "session id too long")
+        return self._answer(request, lambda: self.locator.find_session(session_id))
+
+    @app.route("/api/v1/teams/<string:team>/edge", methods=["GET"])
+    def team_edge(self, request, team):
+        if not 0 < len(team) <= MAX_NAME:
+            return _error(request, 400, "bad-request", f"team name must be 1-{MAX_NAME} "
+                          "characters")
+        ip = self.client_ip(request)
+        return self._answer(request, lambda: self.locator.team_edge(team, ip))
+
+    # -- operator API
+
+    @app.route("/api/v1/edges", methods=["GET"])
+    def edges(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.list_edges().addCallback(
+            lambda edges: {"edges": edges}))
+
+    @app.route("/api/v1/edges/<string:edge_id>/suspend", methods=["POST"])
+    def suspend(self, request, edge_id):
+        return self._set_suspended(request, edge_id, True)
+
+    @app.route("/api/v1/edges/<string:edge_id>/resume", methods=["POST"])
+    def resume(self, request, edge_id):
+        return self._set_suspended(request, edge_id, False)
+
+    def _set_suspended(self, request, edge_id, suspended):
+        user = self._operator(request)
+        if user is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.suspend(edge_id, suspended, by=user))
+
+    @app.route("/api/v1/regions", methods=["GET"])
+    def get_regions(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.store.get_config("regions", {})
+                            .addCallback(lambda r: {"regions": r}))
+
+    @app.route("/api/v1/regions", methods=["PUT"])
+    def put_regions(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+        try:
+            value = json.loads(request.content.read() or b"null")["regions"]
+        except (ValueError, KeyError, TypeError):
+            return _error(request, 400, "bad-request", 'expected {"regions": {name: [CIDR, ...]}}')
+
+        @defer.inlineCallbacks
+        def save():
+            try:
+                yield self.locator.set_regions(value)
+            except RegionError as e:
+                raise LocatorError(400, "bad-regions", str(e)) from None
+            return {"regions": value}
+
+        return self._answer(request, save)
+
+    def _unauthorized(self, request):
+        request.setHeader(b"www-authenticate", b'Basic realm="ct locator", charset="UTF-8"')
+        return _error(request, 401, "unauthorized", "operator credentials required "
+                      "(the dashboard user and password, HTTP Basic)")

@@ -1,0 +1,122 @@
+"""The locator's live view of its edges and their states. No I/O.
+
+States (see ``docs/locator.md``):
+
+* ``online``: the edge's link is up and it reported within ``dead_after`` seconds;
+* ``suspended``: online, but an operator suspended it (new sessions only as a last resort);
+* ``link-lost``: the link dropped but the edge still answers ``/health`` (or has not yet
+  been found dead); joins to its sessions are still routed there for ``link_grace`` s;
+* ``unavailable``: no report for ``dead_after`` s with the link up, ``/health`` failed
+  twice in a row after the link dropped, or the grace period passed.
+
+Edges are not pre-registered: an edge appears when it connects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ct.locator.placement import EdgeSnapshot, EdgeState
+
+HEALTH_FAILURES_FOR_DEAD = 2
+
+
+@dataclass
+class EdgeInfo:
+    edge_id: str
+    url: str
+    region: str
+    version: str
+    suspended: bool = False
+    link_up: bool = False
+    connected_at: float = 0.0
+    last_report: float = 0.0
+    link_lost_at: float | None = None
+    health_failures: int = 0
+    dead: bool = False
+    max_connections: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    link: Any = None  # the websocket protocol while the link is up
+
+
+class EdgeDirectory:
+    def __init__(self, clock, dead_after: float = 15.0, link_grace: float = 120.0):
+        self.clock = clock
+        self.dead_after = dead_after
+        self.link_grace = link_grace
+        self.edges: dict[str, EdgeInfo] = {}
+
+    # -- link events
+
+    def connected(self, edge_id: str, url: str, region: str, version: str, link,
+                  suspended: bool, max_connections: int = 0) -> EdgeInfo:
+        now = self.clock.seconds()
+        info = self.edges.get(edge_id)
+        if info is None:
+            info = self.edges[edge_id] = EdgeInfo(edge_id, url, region, version)
+        info.url, info.region, info.version = url, region, version
+        info.suspended = suspended
+        info.link_up = True
+        info.link = link
+        info.connected_at = info.last_report = now
+        info.link_lost_at = None
+        info.health_failures = 0
+        info.dead = False
+        info.max_connections = max_connections
+        return info
+
+    def reported(self, edge_id: str, stats: dict[str, Any]) -> None:
+        info = self.edges.get(edge_id)
+        if info is not None:
+            info.stats = stats
+            info.last_report = self.clock.seconds()
+
+    def disconnected(self, edge_id: str, link) -> EdgeInfo | None:
+        info = self.edges.get(edge_id)
+        if info is None or info.link is not link:
+            return None  # an older link of an edge that already reconnected
+        info.link_up = False
+        info.link = None
+        info.link_lost_at = self.clock.seconds()
+        info.health_failures = 0
+        return info
+
+    def health_result(self, edge_id: str, ok: bool) -> None:
+        info = self.edges.get(edge_id)
+        if info is None or info.link_up:
+            return
+        info.health_failures = 0 if ok else info.health_failures + 1
+        if info.health_failures >= HEALTH_FAILURES_FOR_DEAD:
+            info.dead = True
+
+    # -- derived state
+
+    def state(self, info: EdgeInfo) -> EdgeState:
+        now = self.clock.seconds()
+        if info.link_up:
+            if now - info.last_report > self.dead_after:
+                return EdgeState.UNAVAILABLE
+            return EdgeState.SUSPENDED if info.suspended else EdgeState.ONLINE
+        if info.dead or info.link_lost_at is None or now - info.link_lost_at > self.link_grace:
+            return EdgeState.UNAVAILABLE
+        return EdgeState.LINK_LOST
+
+    def snapshots(self) -> list[EdgeSnapshot]:
+        out = []
+        for info in self.edges.values():
+            s = info.stats
+            out.append(EdgeSnapshot(
+                edge_id=info.edge_id, region=info.region, state=self.state(info),
+                load=s.get("load"), lag_ms=s.get("lagMs"),
+                connections=int(s.get("connections", 0)), sessions=int(s.get("sessions", 0)),
+                max_connections=info.max_connections))
+        return out
+
+    def describe(self, info: EdgeInfo) -> dict[str, Any]:
+        now = self.clock.seconds()
+        return {"edge": info.edge_id, "url": info.url, "region": info.region,
+                "version": info.version, "state": self.state(info).value,
+                "suspended": info.suspended, "linkUp": info.link_up,
+                "lastReport": info.last_report, "lastSeenAgo": round(now - info.last_report, 3),
+                **{k: v for k, v in info.stats.items() if k != "type"}}

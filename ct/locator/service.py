@@ -1,0 +1,286 @@
+"""The locator as one object: edge directory, placement, session directory and storage.
+
+The database is the truth for what must survive a restart (suspensions, the session
+directory, team assignments, audit, metrics, configuration); the in-memory
+:class:`EdgeDirectory` holds what only matters while edges are connected (links, fresh
+load figures). Adapters (``link.py`` for edges, ``api.py`` for clients and operators)
+call the methods here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ct.locator.edges import EdgeDirectory, EdgeInfo
+from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
+from ct.locator.regions import RegionResolver, resolver_from_config
+from ct.storage.store import AuditEntry, LocatorStore, MetricSnapshot
+
+_log = Logger()
+
+CHECK_INTERVAL = 1.0
+HEALTH_PROBE_INTERVAL = 2.0
+
+
+class LocatorError(Exception):
+    """A client request the locator cannot satisfy; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Locator:
+    def __init__(self, clock, store: LocatorStore, directory: EdgeDirectory,
+                 edge_secret: str | None, resolver: RegionResolver | None = None,
+                 health_check=None, reader=None):
+        self.clock = clock
+        self.store = store
+        self.directory = directory
+        self.edge_secret = edge_secret
+        self.resolver = resolver or RegionResolver(resolver_from_config({}).table)
+        self.health_check = health_check  # callable(url) -> Deferred[bool]
+        self.geo_reader = reader
+        self.placements = 0
+        self.records_stored = 0
+        self._states: dict[str, EdgeState] = {}
+        self._checker = LoopingCall(self.check_edges)
+        self._checker.clock = clock
+        self._prober = LoopingCall(self.probe_lost_edges)
+        self._prober.clock = clock
+
+    def start(self) -> defer.Deferred:
+        self._checker.start(CHECK_INTERVAL, now=False)
+        self._prober.start(HEALTH_PROBE_INTERVAL, now=False)
+        return self.load_regions()
+
+    def stop(self) -> None:
+        for loop in (self._checker, self._prober):
+            if loop.running:
+                loop.stop()
+        for info in self.directory.edges.values():
+            if info.link is not None:
+                info.link.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def load_regions(self):
+        value = yield self.store.get_config("regions", {})
+        self.resolver = resolver_from_config(value, self.geo_reader)
+
+    @defer.inlineCallbacks
+    def set_regions(self, value: Any):
+        resolver = resolver_from_config(value, self.geo_reader)  # raises on a bad table
+        yield self.store.set_config("regions", value)
+        self.resolver = resolver
+
+    # ------------------------------------------------------------ client API
+
+    def place_session(self, client_ip: str) -> dict[str, Any]:
+        """The edge a new session should be hosted on."""
+        region = self.resolver.region_for(client_ip)
+        placement = pick_edge(self.directory.snapshots(), region)
+        if placement is None:
+            raise LocatorError(503, "no-edge", "no edge can take a new session right now")
+        self.placements += 1
+        info = self.directory.edges[placement.edge_id]
+        return {"edge": info.edge_id, "server": info.url, "region": info.region,
+                "state": placement.state.value, "inRegion": placement.in_region}
+
+    @defer.inlineCallbacks
+    def find_session(self, session_id: str):
+        """The edge of an existing session (for joiners)."""
+        record = yield self.store.get_session(session_id)
+        if record is None or not record.active:
+            raise LocatorError(404, "not-found", f"no active session {session_id!r}")
+        edge_id = route_join(record.edge_id, self.directory.snapshots())
+        if edge_id is None:
+            raise LocatorError(410, "edge-unavailable", "the session's edge is unavailable; "
+                               "the host has to start a new session")
+        info = self.directory.edges[edge_id]
+        return {"edge": edge_id, "server": info.url, "session": session_id,
+                "state": self.directory.state(info).value}
+
+    @defer.inlineCallbacks
+    def team_edge(self, team: str, client_ip: str):
+        """The edge that hosts ``team``'s presence; (re)assigned when needed."""
+        current = yield self.store.get_team_edge(team)
+        region = self.resolver.region_for(client_ip)
+        placement = assign_team(current, self.directory.snapshots(), region)
+        if placement is None:
+            raise LocatorError(503, "no-edge", "no edge can host team presence right now")
+        if placement.edge_id != current:
+            yield self.store.assign_team(team, placement.edge_id)
+            _log.info("team {team} presence assigned to edge {edge}", team=team,
+                      edge=placement.edge_id)
+        info = self.directory.edges[placement.edge_id]
+        return {"edge": info.edge_id, "server": info.url, "team": team}
+
+    # ------------------------------------------------------------ operations
+
+    @defer.inlineCallbacks
+    def suspend(self, edge_id: str, suspended: bool, by: str | None = None):
+        known = yield self.store.set_suspended(edge_id, suspended)
+        if not known:
+            raise LocatorError(404, "not-found", f"no edge {edge_id!r}")
+        info = self.directory.edges.get(edge_id)
+        if info is not None:
+            info.suspended = suspended
+            if info.link is not None:
+                info.link.send_json({"type": "suspend", "suspended": suspended})
+        kind = "edge_suspended" if suspended else "edge_resumed"
+        _log.info("edge {edge} {what} by {by}", edge=edge_id,
+                  what="suspended" if suspended else "resumed", by=by or "operator")
+        yield self.audit(kind, edge_id=edge_id, user=by)
+        return {"edge": edge_id, "suspended": suspended}
+
+    @defer.inlineCallbacks
+    def list_edges(self):
+        records = yield self.store.list_edges()
+        out = []
+        for record in records:
+            info = self.directory.edges.get(record.edge_id)
+            if info is not None:
+                out.append(self.directory.describe(info))
+            else:
+                out.append({"edge": record.edge_id, "url": record.public_url,
+                            "region": record.region, "version": record.version,
+                            "state": EdgeState.UNAVAILABLE.value,
+                            "suspended": record.suspended, "linkUp": False,
+                            "lastReport": record.last_seen})
+        return out
+
+    def audit(self, kind: str, **fields) -> defer.Deferred:
+        entry = AuditEntry(uuid.uuid4().hex, self.clock.seconds(), kind, **fields)
+        return self.store.insert_audit_batch([entry])
+
+    # ------------------------------------------------------------ edge link
+
+    @defer.inlineCallbacks
+    def edge_registered(self, link, hello: dict[str, Any]):
+        edge_id = hello["edge"]
+        record = yield self.store.register_edge(edge_id, hello["url"], hello["region"],
+                                                hello["version"])
+        info = self.directory.connected(edge_id, hello["url"], hello["region"], hello["version"],
+                                        link, record.suspended,
+                                        int(hello.get("maxConnections") or 0))
+        self._states[edge_id] = self.directory.state(info)
+        # Reconcile the session directory with what the edge says it runs.
+        running = {s["session"]: s for s in hello.get("sessions", [])}
+        known = yield self.store.list_sessions(active_only=True, edge_id=edge_id, limit=10000)
+        for record in known:
+            if record.session_id not in running:
+                yield self.store.session_ended(record.session_id, edge_id)
+        for sid, s in running.items():
+            yield self.store.session_started(sid, edge_id, s.get("team"), s.get("started"))
+        for team in hello.get("teams", []):
+            current = yield self.store.get_team_edge(team)
+            if current is None:
+                yield self.store.assign_team(team, edge_id)
+        _log.info("edge {edge} connected ({url}, region {region}, version {version}, "
+                  "{n} sessions{suspended})", edge=edge_id, url=hello["url"],
+                  region=hello["region"], version=hello["version"], n=len(running),
+                  suspended=", suspended" if record.suspended else "")
+        return info
+
+    def edge_reported(self, info: EdgeInfo, report: dict[str, Any]) -> defer.Deferred:
+        self.directory.reported(info.edge_id, report)
+        return self.store.update_edge_stats(
+            info.edge_id, report.get("load"), report.get("lagMs"),
+            int(report.get("connections", 0)), int(report.get("sessions", 0)),
+            int(report.get("users", 0)))
+
+    def edge_disconnected(self, info: EdgeInfo, link) -> None:
+        if self.directory.disconnected(info.edge_id, link) is not None:
+            _log.warn("edge {edge}: link lost; joins still routed to it for up to {grace} s "
+                      "while it answers /health", edge=info.edge_id,
+                      grace=self.directory.link_grace)
+
+    @defer.inlineCallbacks
+    def store_records(self, info: EdgeInfo, message: dict[str, Any]):
+        """Store a batch of audit entries and metric snapshots exactly once."""
+        audit, metrics, rejected = [], [], 0
+        for raw in message.get("audit", []):
+            try:
+                audit.append(AuditEntry(
+                    entry_id=raw["id"], at=float(raw["time"]), kind=raw["kind"],
+                    edge_id=info.edge_id, session_id=raw.get("session"), user=raw.get("user"),
+                    details=raw.get("details") or {}))
+            except (KeyError, TypeError, ValueError) as e:
+                rejected += 1
+                _log.warn("edge {edge}: audit entry rejected ({error}): {raw!r}",
+                          edge=info.edge_id, error=e, raw=raw)
+        for raw in message.get("metrics", []):
+            try:
+                metrics.append(MetricSnapshot(
+                    snapshot_id=raw["id"], edge_id=info.edge_id, at=float(raw["time"]),
+                    users_online=int(raw.get("users_online", 0)),
+                    sessions=int(raw.get("sessions", 0)),
+                    connections=int(raw.get("connections", 0)),
+                    lag_ms=raw.get("lag_ms"),
+                    sessions_hosted_total=int(raw.get("sessions_hosted_total", 0)),
+                    downloads_total=int(raw.get("downloads_total", 0))))
+            except (KeyError, TypeError, ValueError) as e:
+                rejected += 1
+                _log.warn("edge {edge}: metric snapshot rejected ({error})",
+                          edge=info.edge_id, error=e)
+        for raw in message.get("sessions", []):
+            if raw.get("ended") is None:
+                yield self.store.session_started(raw["session"], info.edge_id, raw.get("team"),
+                                                 raw.get("started"))
+            else:
+                yield self.store.session_ended(raw["session"], info.edge_id, raw["ended"])
+        stored = yield self.store.insert_audit_batch(audit)
+        yield self.store.insert_metrics_batch(metrics)
+        self.records_stored += stored
+        return {"stored": stored, "rejected": rejected}
+
+    # ------------------------------------------------------------ liveness
+
+    @defer.inlineCallbacks
+    def check_edges(self):
+        """Act on state changes: an edge that became unavailable loses teams and sessions."""
+        for info in list(self.directory.edges.values()):
+            state = self.directory.state(info)
+            before = self._states.get(info.edge_id)
+            if state == before:
+                continue
+            self._states[info.edge_id] = state
+            if state == EdgeState.UNAVAILABLE:
+                _log.warn("edge {edge} is unavailable: its team presence moves, its sessions "
+                          "are over, new sessions go elsewhere", edge=info.edge_id)
+                try:
+                    yield self.store.unassign_edge_teams(info.edge_id)
+                    yield self.store.end_sessions_on_edge(info.edge_id)
+                    yield self.audit("edge_unavailable", edge_id=info.edge_id)
+                except Exception:
+                    _log.failure("could not record edge {edge} as unavailable", edge=info.edge_id)
+                    self._states[info.edge_id] = before  # try again on the next check
+            elif before is not None:
+                _log.info("edge {edge} is now {state}", edge=info.edge_id, state=state.value)
+
+    @defer.inlineCallbacks
+    def probe_lost_edges(self):
+        if self.health_check is None:
+            return
+        for info in list(self.directory.edges.values()):
+            if info.link_up or info.dead or self.directory.state(info) != EdgeState.LINK_LOST:
+                continue
+            try:
+                ok = yield self.health_check(info.url)
+            except Exception:
+                ok = False
+            self.directory.health_result(info.edge_id, ok)
+
+    def snapshot(self) -> dict[str, Any]:
+        states = [self.directory.state(i).value for i in self.directory.edges.values()]
+        return {"edges": len(states), "edges_online": states.count("online"),
+                "edges_suspended": states.count("suspended"),
+                "edges_unavailable": states.count("unavailable"),
+                "placements_total": self.placements, "records_stored_total": self.records_stored}

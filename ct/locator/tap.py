@@ -1,0 +1,176 @@
+"""``twistd ctlocator``: options and service construction. The only locator module that reads settings.
+
+Start-up order: open the database and run migrations, then listen. A database that is
+unreachable or has a newer schema stops the process with one clear message and exit
+status 1, before any port is opened.
+"""
+
+from __future__ import annotations
+
+import os
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web import resource
+from twisted.web.server import Site
+
+from ct import __version__
+from ct.common.catalog import settings_for
+from ct.common.credentials import dashboard_credentials
+from ct.common.http import health_checker
+from ct.common.listen import ListenersService, https_endpoint
+from ct.common.settings import describe, make_options
+from ct.locator.api import LocatorAPI
+from ct.locator.edges import EdgeDirectory
+from ct.locator.link import make_link_factory
+from ct.locator.service import Locator
+from ct.storage.config import ConfigError, load_locator_config
+from ct.storage.database import Database, StorageError
+from ct.storage.migrations import prepare_database
+from ct.storage.store import LocatorStore
+
+_log = Logger()
+
+SETTINGS = settings_for("locator")
+Options = make_options(
+    SETTINGS,
+    synopsis="[options]",
+    description="Locator: assigns sessions and team presence to edges; stores audit entries, "
+    "metrics and configuration. Every option can also be set with the CT_* variable named in "
+    "its help (see docs/settings.md).",
+)
+
+
+class LocatorRoot(resource.Resource):
+    """``/ws/edge`` for edges; every other path goes to the Klein API."""
+
+    def __init__(self, link_factory, api_resource):
+        super().__init__()
+        ws = resource.Resource()
+        ws.putChild(b"edge", WebSocketResource(link_factory))
+        self.putChild(b"ws", ws)
+        self.api = api_resource
+
+    def getChild(self, path, request):
+        # Hand the whole path to Klein, which routes from the root.
+        request.postpath.insert(0, request.prepath.pop())
+        return self.api
+
+    def render(self, request):
+        return self.api.render(request)
+
+
+class LocatorRuntime(service.MultiService):
+    """Prepares the database, starts the locator, then its listeners (children)."""
+
+    def __init__(self, reactor, db: Database, locator: Locator):
+        super().__init__()
+        self.reactor = reactor
+        self.db = db
+        self.locator = locator
+        self.ready: defer.Deferred = defer.Deferred()
+        self.failed = False
+
+    def startService(self):
+        service.Service.startService(self)  # children start once the database is ready
+        d = self._prepare()
+        d.addCallbacks(self._ready, self._fail)
+
+    @defer.inlineCallbacks
+    def _prepare(self):
+        _log.info("opening {db}", db=self.db.describe())
+        version = yield prepare_database(self.db, self.reactor)
+        _log.info("{db} ready (schema version {version})", db=self.db.describe(),
+                  version=version)
+        yield self.locator.start()
+
+    def _ready(self, _):
+        try:
+            for child in self:
+                child.startService()
+        except Exception as e:
+            self._fail(e)
+            return
+        self.ready.callback(None)
+
+    def _fail(self, reason):
+        message = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+        _log.critical("locator cannot start: {message}", message=message)
+        self.failed = True
+        if not self.ready.called:
+            self.ready.errback(reason)
+            self.ready.addErrback(lambda _: None)
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def stopService(self):
+        self.locator.stop()
+        d = super().stopService()
+
+        def close(result):
+            self.db.close()
+            return result
+
+        return defer.maybeDeferred(lambda: d).addBoth(close)
+
+
+def makeService(options, reactor=None) -> service.MultiService:
+    if reactor is None:
+        from twisted.internet import reactor
+    values = dict(options)
+    _log.info("ct locator {version} starting; configuration:", version=__version__)
+    for line in describe(values, SETTINGS):
+        _log.info("  {line}", line=line)
+    try:
+        os.makedirs(values["data_dir"], exist_ok=True)
+        config = load_locator_config(values["locator_config"], values["data_dir"])
+    except ConfigError as e:
+        raise usage.UsageError(f"CT_LOCATOR_CONFIG: {e}") from None
+    except OSError as e:
+        raise usage.UsageError(f"CT_DATA_DIR: {e}") from None
+    if not values["edge_secret"]:
+        _log.warn("CT_EDGE_SECRET is not set: every edge will be refused")
+
+    db = Database(config.database, reactor)
+    store = LocatorStore(db, reactor)
+    directory = EdgeDirectory(reactor, dead_after=values["edge_dead_after"],
+                              link_grace=values["link_grace"])
+    reader = None
+    if values.get("maxmind_db"):
+        from ct.locator.regions import open_maxmind
+
+        reader = open_maxmind(values["maxmind_db"])
+    locator = Locator(reactor, store, directory, values["edge_secret"],
+                      health_check=health_checker(reactor, values["trust_all_certs"]),
+                      reader=reader)
+    credentials = dashboard_credentials(values)
+    api = LocatorAPI(locator, credentials, values["trusted_proxies"])
+    url = values["server_url"] or "ws://localhost"
+    link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
+                                     reactor)
+    site = Site(LocatorRoot(link_factory, api.app.resource()), reactor=reactor)
+    site.displayTracebacks = False
+
+    listeners = []
+    if values["http_listen"]:
+        listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
+    if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
+        listeners.append(("SSL", "CT_HTTPS_LISTEN",
+                          https_endpoint(values["https_listen"], values["tls_cert"],
+                                         values["tls_key"]), site))
+    if not listeners:
+        raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
+                               "CT_TLS_KEY for HTTPS")
+    runtime = LocatorRuntime(reactor, db, locator)
+    listening = ListenersService(reactor, listeners)
+    listening.setServiceParent(runtime)
+    runtime.listening = listening
+    runtime.locator_obj = locator
+    runtime.api = api
+    return runtime
