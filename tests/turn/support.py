@@ -24,8 +24,11 @@ class ClockedReactor:
     def callLater(self, *args, **kwargs):
         return self.clock.callLater(*args, **kwargs)
 
-    def listenUDP(self, *args, **kwargs):
-        return self.real.listenUDP(*args, **kwargs)
+    def addReader(self, reader):
+        return self.real.addReader(reader)
+
+    def removeReader(self, reader):
+        return self.real.removeReader(reader)
 
 
 class FakeLink:

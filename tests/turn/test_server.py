@@ -156,7 +156,6 @@ class AllocateTests(ServerTestBase):
 
 
 class LifetimeTests(ServerTestBase):
-    @defer.inlineCallbacks
     def test_refresh_zero_deletes_and_frees_port(self):
         client = ScriptedClient(self.server)
         client.allocate()
@@ -165,12 +164,10 @@ class LifetimeTests(ServerTestBase):
         self.assertEqual(reply.cls, stun.SUCCESS)
         self.assertEqual(stun.decode_u32(reply.get(stun.LIFETIME)), 0)
         self.assertIsNone(self.server.table.get(client.addr))
-        yield wait_for(reactor, lambda: not port.connected)
-        self.assertFalse(port.connected)
+        self.assertTrue(port.closed)
         self.assertEqual(self.server._ports_in_use, set())
         self.assertEqual(error_code(client.refresh(600)), 437)
 
-    @defer.inlineCallbacks
     def test_allocation_freed_after_lifetime(self):
         client = ScriptedClient(self.server)
         client.allocate()  # 600 s
@@ -181,8 +178,7 @@ class LifetimeTests(ServerTestBase):
         port = self.server.table.get(client.addr).relay
         self.clock.advance(2)
         self.assertIsNone(self.server.table.get(client.addr))
-        yield wait_for(reactor, lambda: not port.connected)
-        self.assertFalse(port.connected)
+        self.assertTrue(port.closed)
         self.assertEqual(self.server.stats.allocations_active, 0)
 
     def test_lifetime_clamped(self):
@@ -384,9 +380,9 @@ class StreamFramingTests(ServerTestBase):
         self.assertEqual(sent, [(b"a", ("127.0.0.1", 7)), (b"bcdef", ("127.0.0.1", 7))])
         self.assertEqual(stun.parse_message(transport.value()).cls, stun.SUCCESS)
         # peer -> client over a stream is padded
-        allocation.relay.protocol.datagramReceived(b"xyzzy", ("127.0.0.1", 7))
+        allocation.relay.datagramReceived(b"xyzzy", ("127.0.0.1", 7))
         transport.clear()
-        allocation.relay.protocol.datagramReceived(b"12345", ("127.0.0.1", 7))
+        allocation.relay.datagramReceived(b"12345", ("127.0.0.1", 7))
         self.assertEqual(transport.value(), b"\x40\x05\x00\x0512345\x00\x00\x00")
         protocol.connectionLost(None)
         self.assertIsNone(self.server.table.get(protocol))

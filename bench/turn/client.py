@@ -1,0 +1,273 @@
+"""The one TURN client the benchmark uses against both relays (ours and coturn).
+
+Plain non-blocking UDP sockets and epoll, the codec from ``ct.turn.stun``; every session
+allocates with REST API credentials and binds channel 0x4000 to the echo peer.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+
+from ct.turn import auth, stun
+
+CHANNEL = 0x4000
+_HDR = struct.Struct("!HH")
+_STAMP = struct.Struct("!4sdI")
+_MAGIC = b"RTT!"
+
+
+class Session:
+    """One client socket with an allocation and a channel to the peer."""
+
+    __slots__ = ("sock", "fd", "state", "key", "nonce", "realm", "relayed", "sent", "received",
+                 "next_at", "tid")
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind(("127.0.0.1", 0))
+        self.fd = self.sock.fileno()
+        self.state = "new"
+        self.key = None
+        self.nonce = None
+        self.realm = None
+        self.relayed = None
+        self.sent = 0
+        self.received = 0
+        self.next_at = 0.0
+        self.tid = b""
+
+
+class Client:
+    def __init__(self, server: tuple[str, int], peer: tuple[str, int], secret: str):
+        self.server = server
+        self.peer = peer
+        self.username, self.password = auth.rest_credentials(secret, "bench", 3600, time.time())
+        self.sessions: list[Session] = []
+        self.by_fd: dict[int, Session] = {}
+        self.poll = select.epoll()
+
+    def close(self):
+        for s in self.sessions:
+            s.sock.close()
+        self.poll.close()
+
+    # ------------------------------------------------------------ set-up state machine
+
+    def _request(self, s: Session, method: int, attrs):
+        s.tid = os.urandom(12)
+        body = list(attrs(s.tid) if callable(attrs) else attrs)
+        key = None
+        if s.nonce is not None:
+            body += [(stun.USERNAME, self.username.encode()), (stun.REALM, s.realm),
+                     (stun.NONCE, s.nonce)]
+            key = s.key
+        s.sock.sendto(stun.encode_message(method, stun.REQUEST, s.tid, body, key=key),
+                      self.server)
+
+    def _allocate(self, s):
+        self._request(s, stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, b"\x11\0\0\0"),
+                                         (stun.LIFETIME, stun.encode_u32(3600))])
+
+    def _bind(self, s):
+        self._request(s, stun.CHANNEL_BIND, lambda tid: [
+            (stun.CHANNEL_NUMBER, stun.encode_channel_number(CHANNEL)),
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(self.peer[0], self.peer[1], tid))])
+
+    def _on_setup_reply(self, s: Session, data: bytes) -> None:
+        try:
+            m = stun.parse_message(data)
+        except stun.StunError:
+            return
+        if m.transaction_id != s.tid:
+            return
+        if m.cls == stun.ERROR:
+            code, reason = stun.decode_error(m.get(stun.ERROR_CODE))
+            if code in (401, 438) and s.state in ("allocating", "binding"):
+                s.nonce, s.realm = m.get(stun.NONCE), m.get(stun.REALM)
+                s.key = stun.long_term_key(self.username, s.realm.decode(), self.password)
+                (self._allocate if s.state == "allocating" else self._bind)(s)
+                return
+            raise RuntimeError(f"TURN error {code} {reason} in state {s.state}")
+        if s.state == "allocating":
+            s.relayed = stun.decode_xor_address(m.get(stun.XOR_RELAYED_ADDRESS), m.transaction_id)
+            s.state = "allocated"
+        elif s.state == "binding":
+            s.state = "ready"
+
+    def open(self, count: int, bind: bool = True, timeout: float = 60.0) -> float:
+        """Create ``count`` allocations (and channels); returns the seconds the allocations took."""
+        new = [Session() for _ in range(count)]
+        for s in new:
+            self.sessions.append(s)
+            self.by_fd[s.fd] = s
+            self.poll.register(s.fd, select.EPOLLIN)
+        started = time.perf_counter()
+        window = 64
+        pending = list(reversed(new))
+        inflight = set()
+        deadline = time.monotonic() + timeout
+        allocated_at = None
+        while pending or inflight:
+            while pending and len(inflight) < window:
+                s = pending.pop()
+                s.state = "allocating"
+                self._allocate(s)
+                inflight.add(s)
+            for fd, _ in self.poll.poll(0.2):
+                s = self.by_fd[fd]
+                try:
+                    data = s.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                self._on_setup_reply(s, data)
+                if s.state == "allocated":
+                    if bind:
+                        s.state = "binding"
+                        self._bind(s)
+                    else:
+                        s.state = "ready"
+                if s.state == "ready":
+                    inflight.discard(s)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"set-up timed out with {len(inflight)} sessions pending")
+        allocated_at = time.perf_counter() - started
+        return allocated_at
+
+    def delete_all(self):
+        for s in self.sessions:
+            if s.relayed is not None:
+                self._request(s, stun.REFRESH, [(stun.LIFETIME, b"\0\0\0\0")])
+        time.sleep(0.5)
+
+    # ------------------------------------------------------------ traffic
+
+    def _drain(self, s: Session, on_payload) -> None:
+        recv = s.sock.recv
+        while True:
+            try:
+                data = recv(65536)
+            except BlockingIOError:
+                return
+            if data[0] & 0xC0 == 0x40:
+                on_payload(s, data)
+
+    def flood(self, seconds: float, window: int = 8, size: int = 160) -> dict:
+        """Keep ``window`` messages in flight per session; count echoes."""
+        payload = b"\x00" * size
+        frame = _HDR.pack(CHANNEL, size) + payload
+        server = self.server
+        echoes = 0
+        for s in self.sessions:
+            for _ in range(window):
+                s.sock.sendto(frame, server)
+        end = time.monotonic() + seconds
+        poll = self.poll.poll
+        by_fd = self.by_fd
+        while time.monotonic() < end:
+            for fd, _ in poll(0.05):
+                s = by_fd[fd]
+                sock = s.sock
+                while True:
+                    try:
+                        sock.recv(65536)
+                    except BlockingIOError:
+                        break
+                    echoes += 1
+                    try:
+                        sock.sendto(frame, server)
+                    except BlockingIOError:
+                        pass
+        return {"echoes": echoes}
+
+    def paced(self, seconds: float, count: int | None = None, rate: float = 50.0,
+              size: int = 160, grace: float = 1.0) -> dict:
+        """The first ``count`` sessions send ``rate`` packets/s each; returns sent, received, loss."""
+        interval = 1.0 / rate
+        payload = b"\x00" * size
+        frame = _HDR.pack(CHANNEL, size) + payload
+        server = self.server
+        now = time.monotonic()
+        sessions = self.sessions[:count] if count else self.sessions
+        n = len(sessions)
+        for i, s in enumerate(sessions):
+            s.sent = s.received = 0
+            s.next_at = now + interval * i / n  # spread the sessions over one interval
+        end = now + seconds
+        poll = self.poll.poll
+        by_fd = self.by_fd
+        late = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            for s in sessions:
+                if s.next_at <= now:
+                    late = max(late, now - s.next_at)
+                    s.sock.sendto(frame, server)
+                    s.sent += 1
+                    s.next_at += interval
+            for fd, _ in poll(0.001):
+                s = by_fd[fd]
+                while True:
+                    try:
+                        s.sock.recv(65536)
+                    except BlockingIOError:
+                        break
+                    s.received += 1
+        stop = time.monotonic() + grace
+        while time.monotonic() < stop:
+            for fd, _ in poll(0.05):
+                s = by_fd[fd]
+                while True:
+                    try:
+                        s.sock.recv(65536)
+                    except BlockingIOError:
+                        break
+                    s.received += 1
+        sent = sum(s.sent for s in sessions)
+        received = sum(s.received for s in sessions)
+        return {"sent": sent, "received": received,
+                "loss": (sent - received) / sent if sent else 0.0, "client_max_late_s": late}
+
+    def rtt(self, count: int = 2000, interval: float = 0.002, size: int = 160) -> dict:
+        """Round trips of one session, one message at a time, in microseconds."""
+        s = self.sessions[0]
+        server = self.server
+        samples = []
+        for t in self.sessions:  # forget echoes of earlier steps
+            self._drain(t, lambda *_: None)
+        pad = b"\x00" * (size - _STAMP.size)
+        for i in range(count):
+            frame = _HDR.pack(CHANNEL, size) + _STAMP.pack(_MAGIC, time.perf_counter(), i) + pad
+            s.sock.sendto(frame, server)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                events = self.poll.poll(0.1)
+                got = False
+                for fd, _ in events:
+                    t = self.by_fd[fd]
+                    while True:
+                        try:
+                            data = t.sock.recv(65536)
+                        except BlockingIOError:
+                            break
+                        if t is s and len(data) >= 4 + _STAMP.size:
+                            magic, sent_at, seq = _STAMP.unpack_from(data, 4)
+                            if magic == _MAGIC and seq == i:
+                                samples.append((time.perf_counter() - sent_at) * 1e6)
+                                got = True
+                if got:
+                    break
+            time.sleep(interval)
+        samples.sort()
+        if not samples:
+            return {"p50_us": None, "p99_us": None, "lost": count}
+
+        def pct(p):
+            return samples[min(len(samples) - 1, int(p * len(samples)))]
+        return {"p50_us": pct(0.50), "p99_us": pct(0.99), "lost": count - len(samples)}

@@ -1,0 +1,240 @@
+"""Benchmark: our TURN relay and coturn side by side, same client, pinned cores.
+
+Each server runs pinned to core 0 (coturn with one relay thread); the echo peer
+(coturn's ``turnutils_peer``) and our client (``bench/turn/client.py``) run on core 1.
+Server CPU comes from ``/proc/<pid>/stat``, memory from ``/proc/<pid>/status``.
+
+    .venv/bin/python bench/turn/run.py            # full run, a few minutes
+    .venv/bin/python bench/turn/run.py --quick    # shorter steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from client import Client  # noqa: E402
+from ct.turn import stun  # noqa: E402
+
+SECRET = "bench-secret"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_for_stun(port: int, timeout: float = 20.0) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.sendto(stun.encode_message(stun.BINDING, stun.REQUEST, b"bench-probe!"),
+                     ("127.0.0.1", port))
+            try:
+                s.recv(2048)
+                return
+            except socket.timeout:
+                continue
+    raise RuntimeError(f"no STUN answer on port {port}")
+
+
+def start_ours(port: int, ports: tuple[int, int], workdir: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT, CT_TURN_SECRET=SECRET,
+               CT_TURN_LISTEN_UDP=f"127.0.0.1:{port}", CT_TURN_LISTEN_TCP="none",
+               CT_TURN_LISTEN_TLS="none", CT_TURN_RELAY_ADDRESS="127.0.0.1",
+               CT_TURN_RELAY_PORTS=f"{ports[0]}-{ports[1]}", CT_TURN_ALLOW_PEERS="127.0.0.0/8",
+               CT_TURN_REALM="bench")
+    cmd = ["taskset", "-c", "0", sys.executable, "-c",
+           "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+           "-l", os.path.join(workdir, "ours.log"), "ctturn"]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def start_coturn(port: int, ports: tuple[int, int], workdir: str) -> subprocess.Popen:
+    cmd = ["taskset", "-c", "0", shutil.which("turnserver"), "-n",
+           "--listening-ip=127.0.0.1", f"--listening-port={port}", "--relay-ip=127.0.0.1",
+           f"--min-port={ports[0]}", f"--max-port={ports[1]}", "--use-auth-secret",
+           f"--static-auth-secret={SECRET}", "--realm=bench", "--no-tls", "--no-dtls",
+           "--allow-loopback-peers", "--no-cli", "--relay-threads=1", "--simple-log",
+           "--no-stdout-log", f"--log-file={workdir}/coturn.log",
+           f"--pidfile={workdir}/coturn.pid", f"--userdb={workdir}/turndb.sqlite"]
+    return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def measure(name, start, peer, args, workdir) -> dict:
+    port = free_port()
+    proc = start(port, args.relay_ports, workdir)
+    out: dict = {"server": name}
+    try:
+        wait_for_stun(port)
+        pid = proc.pid
+        time.sleep(0.5)
+        server = ("127.0.0.1", port)
+
+        # allocations/s and memory per allocation
+        client = Client(server, peer, SECRET)
+        rss0, cpu0 = rss_bytes(pid), cpu_seconds(pid)
+        took = client.open(args.allocations, bind=False)
+        time.sleep(0.5)
+        rss1, cpu1 = rss_bytes(pid), cpu_seconds(pid)
+        out["allocations_per_s"] = args.allocations / took
+        out["cpu_us_per_allocation"] = (cpu1 - cpu0) * 1e6 / args.allocations
+        out["bytes_per_allocation"] = (rss1 - rss0) / args.allocations
+        client.delete_all()
+        client.close()
+
+        # flood: CPU per echoed message
+        client = Client(server, peer, SECRET)
+        client.open(args.flood_sessions)
+        client.flood(1.0, window=args.window)  # warm-up
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        result = client.flood(args.flood_seconds, window=args.window)
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        out["flood_echoes_per_s"] = result["echoes"] / (t1 - t0)
+        out["flood_cpu_us_per_echo"] = (cpu1 - cpu0) * 1e6 / max(1, result["echoes"])
+        out["flood_server_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
+        time.sleep(1.0)  # let the windows drain
+        out.update({f"rtt_{k}": v for k, v in client.rtt(args.rtt_count).items()})
+        client.delete_all()
+        client.close()
+
+        # paced ladder of audio-like streams
+        client = Client(server, peer, SECRET)
+        client.open(max(args.ladder))
+        ladder = {}
+        for sessions in args.ladder:
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            result = client.paced(args.paced_seconds, count=sessions)
+            cpu1, t1 = cpu_seconds(pid), time.monotonic()
+            ladder[sessions] = {"loss": result["loss"], "sent": result["sent"],
+                                "cpu_share": (cpu1 - cpu0) / (t1 - t0),
+                                "client_max_late_s": result["client_max_late_s"]}
+        out["ladder"] = ladder
+        out["rss_end_bytes"] = rss_bytes(pid)
+        client.delete_all()
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def table(ours: dict, coturn: dict | None, args) -> str:
+    rows = []
+
+    def row(label, key, fmt, better="lower", ladder=None):
+        a = ours["ladder"][ladder][key] if ladder else ours.get(key)
+        b = (coturn["ladder"][ladder][key] if ladder else coturn.get(key)) if coturn else None
+        ratio = ""
+        if a is not None and b not in (None, 0) and a != 0:
+            ratio = f"{(b / a if better == 'lower' else a / b):.2f}"
+        rows.append(f"| {label} | {fmt.format(a) if a is not None else '-'} | "
+                    f"{fmt.format(b) if b is not None else '-'} | {ratio} |")
+    row("flood: server CPU µs per echoed message", "flood_cpu_us_per_echo", "{:.1f}")
+    row("flood: echoed messages/s (client-bound)", "flood_echoes_per_s", "{:.0f}", "higher")
+    row("flood: server CPU share", "flood_server_cpu_share", "{:.2f}")
+    for n in args.ladder:
+        row(f"paced {n} streams: loss", "loss", "{:.4%}", ladder=n)
+        row(f"paced {n} streams: server CPU share", "cpu_share", "{:.3f}", ladder=n)
+    row("allocations/s (client pipelined 64)", "allocations_per_s", "{:.0f}", "higher")
+    row("server CPU µs per allocation", "cpu_us_per_allocation", "{:.0f}")
+    row("memory per allocation (bytes, RSS)", "bytes_per_allocation", "{:.0f}")
+    row("relayed RTT p50 (µs)", "rtt_p50_us", "{:.0f}")
+    row("relayed RTT p99 (µs)", "rtt_p99_us", "{:.0f}")
+    head = ["| metric | ours | coturn | ratio (ours as a fraction of coturn; >1 better) |",
+            "|---|---|---|---|"]
+    return "\n".join(head + rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter steps")
+    parser.add_argument("--only", choices=("ours", "coturn"))
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args(argv)
+    args.relay_ports = (50000, 59999)
+    args.allocations = 1000 if args.quick else 2000
+    args.flood_sessions = 8
+    args.window = 16
+    args.flood_seconds = 3.0 if args.quick else 8.0
+    args.paced_seconds = 4.0 if args.quick else 10.0
+    args.ladder = [100, 200, 400]
+    args.rtt_count = 500 if args.quick else 2000
+    if os.cpu_count() < 2:
+        print("needs two cores", file=sys.stderr)
+        return 2
+    os.sched_setaffinity(0, {1})
+    workdir = tempfile.mkdtemp(prefix="turn-bench-")
+    peer_port = free_port()
+    peer = subprocess.Popen(["taskset", "-c", "1", shutil.which("turnutils_peer"),
+                             "-L", "127.0.0.1", "-p", str(peer_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        time.sleep(0.5)
+        peer_addr = ("127.0.0.1", peer_port)
+        if args.only in (None, "ours"):
+            results["ours"] = measure("ours", start_ours, peer_addr, args, workdir)
+        if args.only in (None, "coturn") and shutil.which("turnserver"):
+            results["coturn"] = measure("coturn", start_coturn, peer_addr, args, workdir)
+    finally:
+        peer.terminate()
+        peer.wait(5)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if "ours" in results:
+        print(table(results["ours"], results.get("coturn"), args))
+    else:
+        print(json.dumps(results, indent=2))
+    print()
+    print("reproduce: cd " + ROOT + " && .venv/bin/python bench/turn/run.py"
+          + (" --quick" if args.quick else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
