@@ -1,0 +1,143 @@
+"""``/clients/``: counted downloads, JSON listings, traversal refused, ``CT_NOCLIENTS``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from tests.edge.util import start_edge
+from tests.metrics.util import fetch
+
+PACKAGES = {
+    "intellij/codetogether-intellij-1.0.zip": b"I" * 70000,
+    "vscode/codetogether-1.0.vsix": b"V" * 1000,
+    "eclipse/codetogether-eclipse.jar": b"E" * 10,
+    "README.txt": b"not in a client folder",
+}
+
+
+def make_clients_dir(case) -> str:
+    base = case.mktemp()
+    root = os.path.join(base, "clients")
+    for rel, data in PACKAGES.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    with open(os.path.join(base, "secret.txt"), "wb") as f:
+        f.write(b"outside the clients directory")
+    os.symlink(os.path.join(base, "secret.txt"), os.path.join(root, "vscode", "link.vsix"))
+    with open(os.path.join(root, "intellij", ".hidden"), "wb") as f:
+        f.write(b"hidden")
+    return root
+
+
+def downloads_in(text: str) -> dict:
+    for family in text_string_to_metric_families(text):
+        if family.name == "codetogether_client_downloads":
+            return {s.labels["client"]: s.value for s in family.samples
+                    if s.name.endswith("_total")}
+    raise AssertionError("no downloads metric")
+
+
+def raw_get(port: int, path: str) -> bytes:
+    """One HTTP/1.0 request sent byte for byte (no client-side path clean-up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+class DownloadTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.root = make_clients_dir(self)
+        self.service, self.url = start_edge(self, CT_CLIENTS_DIR=self.root,
+                                            CT_PROMETHEUS_ENABLED="true")
+        self.counter = self.service.downloads
+
+    @defer.inlineCallbacks
+    def test_two_intellij_one_vscode_download_show_in_metrics(self):
+        for path in ["intellij/codetogether-intellij-1.0.zip"] * 2 + [
+                "vscode/codetogether-1.0.vsix"]:
+            code, headers, body = yield fetch(f"{self.url}/clients/{path}")
+            self.assertEqual((code, body), (200, PACKAGES[path]))
+            if path.endswith(".vsix"):  # unknown types are bytes, never text/html
+                self.assertEqual(headers.getRawHeaders(b"content-type"),
+                                 [b"application/octet-stream"])
+        self.assertEqual(self.counter.counts(), {"eclipse": 0, "intellij": 2, "vscode": 1})
+        _, _, body = yield fetch(self.url + "/metrics")
+        self.assertEqual(downloads_in(body.decode()), {"eclipse": 0, "intellij": 2, "vscode": 1})
+
+    @defer.inlineCallbacks
+    def test_head_not_modified_errors_and_partial_ranges_are_not_counted(self):
+        path = f"{self.url}/clients/intellij/codetogether-intellij-1.0.zip"
+        code, _, _ = yield fetch(path, b"HEAD")
+        self.assertEqual(code, 200)
+        code, _, _ = yield fetch(path, headers={"If-Modified-Since":
+                                                "Fri, 01 Jan 2100 00:00:00 GMT"})
+        self.assertEqual(code, 304)
+        code, _, _ = yield fetch(f"{self.url}/clients/intellij/missing.zip")
+        self.assertEqual(code, 404)
+        code, _, body = yield fetch(path, headers={"Range": "bytes=0-99"})
+        self.assertEqual((code, len(body)), (206, 100))
+        code, _, _ = yield fetch(path, headers={"Range": "bytes=0-9,20-29"})
+        self.assertEqual(code, 206)  # multi-range: not counted
+        code, _, _ = yield fetch(path, headers={"Range": "bytes=999999-"})
+        self.assertEqual(code, 416)
+        code, _, _ = yield fetch(f"{self.url}/clients/README.txt")
+        self.assertEqual(code, 200)  # served, but belongs to no client kind
+        self.assertEqual(self.counter.counts(), {"eclipse": 0, "intellij": 0, "vscode": 0})
+        # the part carrying the last byte completes a (resumed) download: counted once
+        code, _, body = yield fetch(path, headers={"Range": "bytes=100-"})
+        self.assertEqual((code, len(body)), (206, 70000 - 100))
+        self.assertEqual(self.counter.counts()["intellij"], 1)
+
+    @defer.inlineCallbacks
+    def test_directories_are_listed_as_json(self):
+        code, headers, body = yield fetch(self.url + "/clients/")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        listing = json.loads(body)
+        self.assertEqual([(e["name"], e["type"]) for e in listing["entries"]],
+                         [("README.txt", "file"), ("eclipse", "directory"),
+                          ("intellij", "directory"), ("vscode", "directory")])
+        code, _, body = yield fetch(self.url + "/clients/intellij/")
+        listing = json.loads(body)
+        self.assertEqual(listing["client"], "intellij")
+        self.assertEqual(listing["entries"], [{
+            "name": "codetogether-intellij-1.0.zip", "type": "file", "size": 70000,
+            "url": "/clients/intellij/codetogether-intellij-1.0.zip",
+            "modified": listing["entries"][0]["modified"]}])  # .hidden is not listed
+        code, _, _ = yield fetch(self.url + "/clients")
+        self.assertEqual(code, 302)  # redirected to /clients/
+
+    @defer.inlineCallbacks
+    def test_traversal_and_hidden_files_are_refused(self):
+        port = int(self.url.rsplit(":", 1)[1])
+        for path in ["/clients/../../secret.txt", "/clients/%2e%2e/secret.txt",
+                     "/clients/vscode/..%2f..%2fsecret.txt", "/clients/vscode/link.vsix",
+                     "/clients/intellij/.hidden", "/clients/..%2f..%2f..%2fetc%2fpasswd"]:
+            response = yield threads.deferToThread(raw_get, port, path)
+            status = response.split(b"\r\n", 1)[0]
+            self.assertNotIn(b"outside the clients directory", response, path)
+            self.assertIn(b" 404 ", status, path)
+        self.assertEqual(self.counter.counts(), {"eclipse": 0, "intellij": 0, "vscode": 0})
+
+
+class HiddenClientsTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_noclients_hides_the_route(self):
+        root = make_clients_dir(self)
+        _, url = start_edge(self, CT_CLIENTS_DIR=root, CT_NOCLIENTS="true")
+        code, _, _ = yield fetch(url + "/clients/intellij/codetogether-intellij-1.0.zip")
+        self.assertEqual(code, 404)
+
