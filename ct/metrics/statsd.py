@@ -104,6 +104,9 @@ class _Addresses:
 
 
 class _Datagrams(DatagramProtocol):
+    """The sending socket. An ICMP "port unreachable" shows up either as
+    ``connectionRefused`` or (epoll reports it as an error event) as the port closing."""
+
     def __init__(self, pusher: "StatsdPusher"):
         self.pusher = pusher
 
@@ -111,7 +114,11 @@ class _Datagrams(DatagramProtocol):
         pass
 
     def connectionRefused(self):
-        self.pusher._udp_refused()
+        self.pusher._udp_refused(self)
+
+    def doStop(self):
+        super().doStop()
+        self.pusher._udp_refused(self, closed=True)
 
 
 class _Stream(Protocol):
@@ -178,6 +185,7 @@ class StatsdPusher(service.Service):
         self._loop.clock = self.clock
         # UDP
         self._udp_port = None
+        self._udp_proto: _Datagrams | None = None
         self._address: tuple[str, int] | None = None
         self._resolving = False
         self._udp_sent = False
@@ -218,8 +226,7 @@ class StatsdPusher(service.Service):
             waits.append(self._stream.lost)
             self._stream.transport.loseConnection()
         if self._udp_port is not None:
-            waits.append(defer.maybeDeferred(self._udp_port.stopListening))
-            self._udp_port = None
+            waits.append(defer.maybeDeferred(self._close_udp))
         return defer.gatherResults(waits)
 
     # -- state and its two log lines
@@ -285,41 +292,61 @@ class StatsdPusher(service.Service):
             self._fail(f"cannot resolve host name {self.host!r}")
             return
         address = (addresses[0].host, addresses[0].port)
-        if address == self._address and self._udp_port is not None:
-            return
-        if self._udp_port is not None:
-            self._udp_port.stopListening()
-            self._udp_port = None
-        self._address = address
-        interface = "::" if ":" in address[0] else "0.0.0.0"
+        if address != self._address:
+            self._close_udp()
+            self._address = address
+
+    def _open_udp(self) -> bool:
+        """A socket connected to the resolved address (connected: so refusals are reported)."""
+        host, port = self._address
+        proto = _Datagrams(self)
         try:
-            self._udp_port = self.reactor.listenUDP(0, _Datagrams(self), interface=interface)
-            self._udp_port.connect(*address)
+            udp = self.reactor.listenUDP(0, proto, interface="::" if ":" in host else "0.0.0.0")
         except Exception as e:
-            self._fail(f"cannot open a UDP socket to {address[0]}:{address[1]}: {e}")
-            if self._udp_port is not None:
-                self._udp_port.stopListening()
-                self._udp_port = None
+            self._fail(f"cannot open a UDP socket: {e}")
+            return False
+        self._udp_port, self._udp_proto = udp, proto
+        try:
+            udp.connect(host, port)
+        except Exception as e:
+            self._close_udp()
+            self._fail(f"cannot send to {host}:{port}: {e}")
+            return False
+        return True
+
+    def _close_udp(self):
+        udp, self._udp_port, self._udp_proto = self._udp_port, None, None
+        if udp is not None:
+            return udp.stopListening()
+        return None
 
     def _udp_checkpoint(self) -> None:
         """Before each push: a push that went out and drew no refusal means we work again."""
         if self._udp_sent and not self._udp_was_refused:
             self._ok()
-        elif self._udp_port is None or self._udp_was_refused:
+        elif self._address is None or self._udp_was_refused:
             self._resolve()  # not resolved yet, or refused: look the name up again
         self._udp_sent = False
         self._udp_was_refused = False
 
-    def _udp_refused(self) -> None:
+    def _udp_refused(self, proto: _Datagrams, closed: bool = False) -> None:
+        if proto is not self._udp_proto:
+            return  # a socket we closed ourselves
+        if closed:
+            self._udp_port = self._udp_proto = None  # the reactor dropped it: reopen next push
         self._udp_was_refused = True
         self._fail(f"{self._address[0]}:{self._address[1]} refused the datagrams "
                    f"(nothing listening on that UDP port?)")
 
     def _send_udp(self, lines: list[str]) -> bool:
-        if self._udp_port is None:
+        if self._address is None:
             return False  # resolving, or the name does not resolve (already reported)
+        if self._udp_port is None and not self._open_udp():
+            return False
         try:
             for packet in pack_datagrams(lines, self.packet_size):
+                if self._udp_port is None:  # refused during this push
+                    return False
                 self._udp_port.write(packet)
         except Exception as e:
             self._fail(f"sending to {self._address[0]}:{self._address[1]} failed: {e}")
