@@ -141,3 +141,16 @@ class StatsdFormatTests(unittest.TestCase):
         self.assertGreater(len(packets), 1)
         self.assertTrue(all(len(p) <= 512 for p in packets))
         self.assertEqual(b"\n".join(packets).decode().split("\n"), lines)
+
+
+class DocumentationTests(unittest.TestCase):
+    def test_every_metric_is_documented(self):
+        from pathlib import Path
+
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+        for table in (EDGE_METRICS, DOWNLOAD_METRICS, TURN_METRICS, LOCATOR_METRICS,
+                      EDGE_LINK_METRICS):
+            for d in table:
+                self.assertIn(f"`codetogether_{d.name}`", doc)
+                if d.kind != INFO:
+                    self.assertIn(f"`codetogether.{d.statsd_name}", doc)
