@@ -16,11 +16,8 @@ from __future__ import annotations
 import json
 import os
 
-from twisted.logger import Logger
 from twisted.web import http, resource
 from twisted.web.static import File
-
-_log = Logger()
 
 CLIENT_KINDS = ("eclipse", "intellij", "vscode")
 
@@ -143,8 +140,6 @@ class ClientsDirectory(File):
     def _finished(self, request, size: int) -> None:
         if _counts_as_download(request, size):
             self.counter.record(self.kind)
-            _log.debug("download of {path} counted for {kind}", path=self.url.rstrip("/"),
-                       kind=self.kind)
 
 
 def clients_resource(directory: str, counter: DownloadCounter) -> ClientsDirectory:

@@ -233,13 +233,10 @@ class StatsdPusher(service.Service):
 
     def _fail(self, reason: str) -> None:
         self.failures += 1
-        if self.failing is None:
+        if self.failing is None:  # later failures are only counted: twistd logs debug too
             _log.warn("StatsD push to {target} is failing: {reason}. The server keeps running; "
                       "pushes are retried quietly and one message will say when they work "
                       "again.", target=self.target, reason=reason)
-        else:
-            _log.debug("StatsD push to {target} still failing: {reason}", target=self.target,
-                       reason=reason)
         self.failing = reason
 
     def _ok(self) -> None:
