@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
-from tests.edge.util import start_edge
+from tests.edge.util import sleep, start_edge, wait_for
 from tests.metrics.util import fetch
 
 PACKAGES = {
@@ -131,6 +131,33 @@ class DownloadTests(unittest.TestCase):
             self.assertNotIn(b"outside the clients directory", response, path)
             self.assertIn(b" 404 ", status, path)
         self.assertEqual(self.counter.counts(), {"eclipse": 0, "intellij": 0, "vscode": 0})
+
+
+class CutTransferTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_transfer_cut_before_the_end_is_not_counted(self):
+        root = make_clients_dir(self)
+        big = os.path.join(root, "intellij", "big.zip")
+        with open(big, "wb") as f:
+            f.truncate(64 * 1024 * 1024)  # sparse: far more than the socket buffers hold
+        service, url = start_edge(self, CT_CLIENTS_DIR=root)
+        port = int(url.rsplit(":", 1)[1])
+
+        def cut():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /clients/intellij/big.zip HTTP/1.0\r\nHost: x\r\n\r\n")
+                got = 0
+                while got < 256 * 1024:
+                    got += len(s.recv(65536))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+
+        yield threads.deferToThread(cut)  # closed with a reset after 256 KiB
+        code, _, _ = yield fetch(f"{url}/clients/vscode/codetogether-1.0.vsix")
+        yield wait_for(lambda: service.downloads.counts()["vscode"] == 1)
+        yield sleep(0.5)  # the edge has long noticed the reset by now
+        self.assertEqual(service.downloads.counts(), {"eclipse": 0, "intellij": 0, "vscode": 1})
 
 
 class HiddenClientsTests(unittest.TestCase):
