@@ -157,19 +157,41 @@ class Client:
                 on_payload(s, data)
 
     def flood(self, seconds: float, window: int = 8, size: int = 160) -> dict:
-        """Keep ``window`` messages in flight per session; count echoes."""
+        """Keep about ``window`` messages in flight per session; count echoes.
+
+        A session that saw no echo for 50 ms is primed again, so losses (a full socket
+        buffer at the peer or the client) cannot stall the flood.
+        """
         payload = b"\x00" * size
         frame = _HDR.pack(CHANNEL, size) + payload
         server = self.server
         echoes = 0
+        reprimed = 0
         for s in self.sessions:
+            s.received = 0
             for _ in range(window):
                 s.sock.sendto(frame, server)
+        seen = {s.fd: 0 for s in self.sessions}
         end = time.monotonic() + seconds
+        check_at = time.monotonic() + 0.05
         poll = self.poll.poll
         by_fd = self.by_fd
-        while time.monotonic() < end:
-            for fd, _ in poll(0.05):
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= check_at:
+                check_at = now + 0.05
+                for s in self.sessions:
+                    if s.received == seen[s.fd]:
+                        reprimed += 1
+                        for _ in range(window):
+                            try:
+                                s.sock.sendto(frame, server)
+                            except BlockingIOError:
+                                break
+                    seen[s.fd] = s.received
+            for fd, _ in poll(0.01):
                 s = by_fd[fd]
                 sock = s.sock
                 while True:
@@ -178,11 +200,12 @@ class Client:
                     except BlockingIOError:
                         break
                     echoes += 1
+                    s.received += 1
                     try:
                         sock.sendto(frame, server)
                     except BlockingIOError:
                         pass
-        return {"echoes": echoes}
+        return {"echoes": echoes, "reprimed": reprimed}
 
     def paced(self, seconds: float, count: int | None = None, rate: float = 50.0,
               size: int = 160, grace: float = 1.0) -> dict:

@@ -104,6 +104,9 @@ def measure(name, start, peer, args, workdir) -> dict:
     port = free_port()
     proc = start(port, args.relay_ports, workdir)
     out: dict = {"server": name}
+    # Client sockets stay open until the end, so no later session reuses a source
+    # port whose deleted allocation the server may still remember (coturn answers 437).
+    clients = []
     try:
         wait_for_stun(port)
         pid = proc.pid
@@ -120,7 +123,7 @@ def measure(name, start, peer, args, workdir) -> dict:
         out["cpu_us_per_allocation"] = (cpu1 - cpu0) * 1e6 / args.allocations
         out["bytes_per_allocation"] = (rss1 - rss0) / args.allocations
         client.delete_all()
-        client.close()
+        clients.append(client)
 
         # flood: CPU per echoed message
         client = Client(server, peer, SECRET)
@@ -132,10 +135,11 @@ def measure(name, start, peer, args, workdir) -> dict:
         out["flood_echoes_per_s"] = result["echoes"] / (t1 - t0)
         out["flood_cpu_us_per_echo"] = (cpu1 - cpu0) * 1e6 / max(1, result["echoes"])
         out["flood_server_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
+        out["flood_reprimed"] = result["reprimed"]
         time.sleep(1.0)  # let the windows drain
         out.update({f"rtt_{k}": v for k, v in client.rtt(args.rtt_count).items()})
         client.delete_all()
-        client.close()
+        clients.append(client)
 
         # paced ladder of audio-like streams
         client = Client(server, peer, SECRET)
@@ -151,8 +155,10 @@ def measure(name, start, peer, args, workdir) -> dict:
         out["ladder"] = ladder
         out["rss_end_bytes"] = rss_bytes(pid)
         client.delete_all()
-        client.close()
+        clients.append(client)
     finally:
+        for client in clients:
+            client.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)

@@ -497,6 +497,11 @@ class RelaySocket:
 
     __slots__ = ("server", "stats", "allocation", "stream", "sock", "port", "closed",
                  "_fileno", "_recvfrom", "__weakref__")
+    # One receive buffer for every relay socket: the reactor reads one socket at a time
+    # and each datagram leaves (copied by sendto) before the next is read.
+    _buffer = bytearray(4 + MAX_DATAGRAM + 4)
+    _view = memoryview(_buffer)
+    _payload_view = _view[4:4 + MAX_DATAGRAM]
     batch = 64
 
     def __init__(self, server: TurnServer, allocation: Allocation, stream: bool,
@@ -509,7 +514,7 @@ class RelaySocket:
         self.port = port
         self.closed = False
         self._fileno = sock.fileno()
-        self._recvfrom = sock.recvfrom
+        self._recvfrom = sock.recvfrom_into
         server.reactor.addReader(self)
 
     def fileno(self) -> int:
@@ -529,17 +534,37 @@ class RelaySocket:
         self.close()
 
     def doRead(self) -> None:
-        recvfrom = self._recvfrom
+        """Relay waiting datagrams; ChannelData is built in place, without copies."""
+        recv_into = self._recvfrom
+        buffer, view, payload_view = self._buffer, self._view, self._payload_view
+        stats = self.stats
         for _ in range(self.batch):
             try:
-                data, addr = recvfrom(MAX_DATAGRAM)
+                size, addr = recv_into(payload_view)
             except OSError as e:
                 if e.errno in _READ_IGNORE:
                     return
                 if e.errno == errno.ECONNREFUSED:
                     continue
                 raise
-            self.datagramReceived(data, addr)
+            allocation = self.allocation
+            if allocation is None:
+                return
+            if len(addr) > 2:
+                addr = addr[:2]
+            channel = allocation.peer_channels.get(addr)
+            if (self.stream or channel is None or addr[0] not in allocation.permissions
+                    or allocation.budget < size):
+                self.datagramReceived(bytes(payload_view[:size]), addr)
+            else:
+                allocation.budget -= size
+                buffer[0] = channel >> 8
+                buffer[1] = channel & 0xFF
+                buffer[2] = size >> 8
+                buffer[3] = size & 0xFF
+                allocation.sink(view[:4 + size])
+                stats.packets_to_client += 1
+                stats.bytes_to_client += size
             if self.closed:
                 return
 
@@ -637,6 +662,97 @@ class UdpListener(DatagramProtocol):
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED):
                     _log.warn("turn: cannot answer {addr}: {e}", addr=addr, e=e)
+
+
+class _SocketHolder:
+    """What :class:`UdpListener` expects of its transport: the socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.socket = sock
+
+
+@implementer(IReadDescriptor)
+class UdpServerSocket:
+    """The server's UDP socket, read by the reactor; ChannelData relayed without copies.
+
+    Everything that is not ChannelData goes to a :class:`UdpListener`.
+    """
+
+    batch = 256
+
+    def __init__(self, reactor, server: TurnServer, host: str, port: int, sock=None):
+        if sock is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+        self.reactor = reactor
+        self.server = server
+        self.stats = server.stats
+        self.allocations = server.table.by_key
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.closed = False
+        self._fileno = sock.fileno()
+        self.listener = UdpListener(server)
+        self.listener.transport = _SocketHolder(sock)
+        self.listener.startProtocol()
+        self._buffer = bytearray(MAX_DATAGRAM + 4)
+        self._view = memoryview(self._buffer)
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self._fileno
+
+    def logPrefix(self) -> str:
+        return "turn-udp"
+
+    def close(self) -> None:
+        if not self.closed:
+            self.reactor.removeReader(self)
+            self.closed = True
+            self.sock.close()
+
+    def connectionLost(self, reason) -> None:
+        self.close()
+
+    def doRead(self) -> None:
+        recv_into = self.sock.recvfrom_into
+        buffer, view = self._buffer, self._view
+        allocations = self.allocations
+        stats = self.stats
+        listener = self.listener
+        for _ in range(self.batch):
+            try:
+                size, addr = recv_into(buffer)
+            except OSError as e:
+                if e.errno in _READ_IGNORE:
+                    return
+                if e.errno == errno.ECONNREFUSED:
+                    continue
+                raise
+            if len(addr) > 2:
+                addr = addr[:2]
+            if size >= 4 and 0x40 <= buffer[0] <= 0x4F:
+                allocation = allocations.get(addr)
+                if allocation is not None:
+                    length = (buffer[2] << 8) | buffer[3]
+                    peer = allocation.channels.get((buffer[0] << 8) | buffer[1])
+                    if (peer is not None and length + 4 <= size
+                            and peer[0] in allocation.permissions
+                            and allocation.budget >= length):
+                        allocation.budget -= length
+                        allocation.peer_send(view[4:4 + length], peer)
+                        stats.packets_to_peer += 1
+                        stats.bytes_to_peer += length
+                        continue
+            listener.datagramReceived(bytes(view[:size]), addr)
+            if self.closed:
+                return
 
 
 class TurnStreamProtocol(Protocol):

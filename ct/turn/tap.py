@@ -16,7 +16,7 @@ from ct.common.catalog import settings_for
 from ct.common.settings import describe, make_options
 from ct.turn import auth
 from ct.turn.policy import PeerPolicy
-from ct.turn.server import TurnConfig, TurnServer, TurnStreamFactory, UdpListener
+from ct.turn.server import TurnConfig, TurnServer, TurnStreamFactory, UdpServerSocket
 from ct.turn.settings import TURN_SETTINGS, split_host_port
 
 _log = Logger()
@@ -39,14 +39,13 @@ class UdpListenerService(Service):
 
     def startService(self):
         super().startService()
-        self.listening = self.reactor.listenUDP(self.port, UdpListener(self.server),
-                                                interface=self.host, maxPacketSize=65535)
+        self.listening = UdpServerSocket(self.reactor, self.server, self.host, self.port)
 
     def stopService(self):
         super().stopService()
         if self.listening is not None:
             listening, self.listening = self.listening, None
-            return listening.stopListening()
+            listening.close()
 
 
 class TurnServerService(Service):

@@ -39,7 +39,8 @@ class FakeLink:
         self.sent = []
 
     def sink_for(self, addr):
-        return self.sent.append
+        # A sink's argument is only valid during the call (it may be a reused buffer).
+        return lambda data: self.sent.append(bytes(data))
 
 
 def make_server(reactor, allow=("127.0.0.0/8",), users=None, secret="s3cret", **config):

@@ -20,7 +20,7 @@ from twisted.trial import unittest
 
 from ct.turn import server as server_module, stun
 from ct.turn.policy import PeerPolicy
-from ct.turn.server import TurnStreamProtocol, UdpListener
+from ct.turn.server import TurnStreamProtocol, UdpServerSocket
 
 from .support import make_server
 from .test_stun import (SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST,
@@ -36,10 +36,27 @@ CLASSES = [stun.REQUEST, stun.INDICATION, stun.SUCCESS, stun.ERROR]
 
 
 class NullSocket:
-    """Stands for every socket of the fuzzed server: sends nothing anywhere."""
+    """Stands for every socket of the fuzzed server: sends nothing anywhere.
+
+    Datagrams put in ``queue`` are what the next reads return.
+    """
+
+    def __init__(self):
+        self.queue = []
 
     def sendto(self, data, addr):
         return len(data)
+
+    def getsockname(self):
+        return ("127.0.0.1", 3478)
+
+    def recvfrom_into(self, buffer):
+        if not self.queue:
+            raise BlockingIOError(11, "no data")
+        data, addr = self.queue.pop()
+        data = data[:len(buffer)]
+        buffer[:len(data)] = data
+        return len(data), addr
 
     def setsockopt(self, *args):
         pass
@@ -68,11 +85,6 @@ class FuzzReactor(Clock):
 
     def removeReader(self, reader):
         pass
-
-
-class NullDatagramTransport:
-    def __init__(self):
-        self.socket = NullSocket()
 
 
 class NullStreamTransport:
@@ -201,9 +213,7 @@ class FuzzTests(unittest.TestCase):
         server.bind_relay_socket = lambda host, port: NullSocket()
         server.start()
         self.addCleanup(server.stop)
-        listener = UdpListener(server)
-        listener.transport = NullDatagramTransport()
-        listener.startProtocol()
+        udp = UdpServerSocket(reactor, server, "127.0.0.1", 3478, sock=NullSocket())
         fuzzer = Fuzzer(server, seed=20240611)
         seeds = fuzzer.seeds()
         stream = self._stream(server)
@@ -221,7 +231,8 @@ class FuzzTests(unittest.TestCase):
                     parsed += 1
                 except stun.StunError:
                     pass
-                listener.datagramReceived(data, client)
+                udp.sock.queue.append((data, client))
+                udp.doRead()
                 if stream.transport.disconnecting:
                     stream.connectionLost(None)
                     stream = self._stream(server)
@@ -229,7 +240,8 @@ class FuzzTests(unittest.TestCase):
                 fed += 3
                 for allocation in list(server.table.by_key.values()):
                     if allocation.relay is not None:  # peer -> client direction
-                        allocation.relay.datagramReceived(data, ("127.0.0.1", 9))
+                        allocation.relay.sock.queue.append((data, ("127.0.0.1", 9)))
+                        allocation.relay.doRead()
                 if i % 1000 == 0:
                     reactor.advance(1)  # sweeps, nonce ageing, bandwidth windows
                     seeds = fuzzer.seeds()  # fresh nonces

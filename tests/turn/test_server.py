@@ -16,7 +16,7 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from ct.turn import auth, stun
-from ct.turn.server import TurnServer, TurnStreamFactory, UdpListener
+from ct.turn.server import TurnStreamFactory, UdpServerSocket
 
 from .support import ClockedReactor, FakeLink, ScriptedClient, error_code, make_server, wait_for
 
@@ -266,14 +266,14 @@ class DataPathTests(ServerTestBase):
     @defer.inlineCallbacks
     def setUp(self):
         super().setUp()
-        self.listener = UdpListener(self.server)
-        self.port = reactor.listenUDP(0, self.listener, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.addCleanup(self.udp.close)
+        self.listener = self.udp.listener
         self.client_socket = PeerSocket()
         cport = reactor.listenUDP(0, self.client_socket, interface="127.0.0.1")
         self.addCleanup(cport.stopListening)
         self.client_addr = ("127.0.0.1", cport.getHost().port)
-        self.server_addr = ("127.0.0.1", self.port.getHost().port)
+        self.server_addr = ("127.0.0.1", self.udp.port)
         yield None
 
     @defer.inlineCallbacks
@@ -408,9 +408,9 @@ class AioiceTests(unittest.TestCase):
         self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
         self.server.start()
         self.addCleanup(self.server.stop)
-        udp = reactor.listenUDP(0, UdpListener(self.server), interface="127.0.0.1")
-        self.addCleanup(udp.stopListening)
-        self.udp_port = udp.getHost().port
+        udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.addCleanup(udp.close)
+        self.udp_port = udp.port
         tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
         self.addCleanup(tcp.stopListening)
         self.tcp_port = tcp.getHost().port

@@ -57,20 +57,17 @@ def self_signed(directory):
 
 
 class UdpMemoryReactor(MemoryReactorClock):
-    """A memory reactor that also records ``listenUDP``."""
+    """A memory reactor that also records readers (the UDP socket registers as one)."""
 
     def __init__(self):
         super().__init__()
-        self.udp = []
+        self.readers = []
 
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        self.udp.append((port, interface))
-        return _FakeUdpPort()
+    def addReader(self, reader):
+        self.readers.append(reader)
 
-
-class _FakeUdpPort:
-    def stopListening(self):
-        return None
+    def removeReader(self, reader):
+        self.readers.remove(reader)
 
 
 class OptionsTests(unittest.TestCase):
@@ -115,18 +112,22 @@ class OptionsTests(unittest.TestCase):
     def test_service_children(self):
         cert, key = self_signed(self._dir())
         o = self.parse({"CT_TURN_SECRET": "s", "CT_TURN_TLS_CERT": cert, "CT_TURN_TLS_KEY": key,
-                        "CT_TURN_RELAY_ADDRESS": "127.0.0.1"})
+                        "CT_TURN_RELAY_ADDRESS": "127.0.0.1",
+                        "CT_TURN_LISTEN_UDP": "127.0.0.1:0"})
         memory = UdpMemoryReactor()
         service = tap.makeService(o, memory)
         kinds = [type(s).__name__ for s in service]
         self.assertEqual(kinds, ["TurnServerService", "UdpListenerService",
                                  "StreamServerEndpointService", "StreamServerEndpointService"])
         service.startService()
-        self.assertEqual(memory.udp, [(3478, "0.0.0.0")])
+        [udp] = memory.readers
+        self.assertEqual(udp.sock.getsockname()[0], "127.0.0.1")
         self.assertEqual(sorted(p[0] for p in memory.tcpServers), [3478])
         self.assertEqual(sorted(p[0] for p in memory.sslServers), [5349])
         self.assertEqual(service.turn_server.advertised_host, "127.0.0.1")
         service.stopService()
+        self.assertEqual(memory.readers, [])
+        self.assertTrue(udp.closed)
 
     def _dir(self):
         path = self.mktemp()
