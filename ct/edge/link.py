@@ -65,6 +65,7 @@ class LocatorLink(service.Service):
         self.registered = False
         self.suspended = False
         self.in_flight: list[int] | None = None
+        self._backlog = False
         self.batches_sent = 0
         self.last_error: str | None = None
         self.connects = 0
@@ -125,9 +126,10 @@ class LocatorLink(service.Service):
         if kind == "registered":
             self.registered = True
             self.suspended = bool(message.get("suspended"))
-            if self.last_error is not None or self.connects == 1:
-                _log.info("registered with the locator at {url}{s}", url=self.locator_url,
-                          s=" (suspended)" if self.suspended else "")
+            self._backlog = self.outbox.depth > 0
+            _log.info("registered with the locator at {url}{s}; {n} records waiting in the "
+                      "outbox", url=self.locator_url, s=" (suspended)" if self.suspended else "",
+                      n=self.outbox.depth)
             self.last_error = None
             self.report()
             self.pump()
@@ -209,7 +211,15 @@ class LocatorLink(service.Service):
             return  # acknowledgement of a live session update
         seqs, self.in_flight = self.in_flight or [], None
         if message.get("batch") != self.batches_sent:
+            self.pump()  # an acknowledgement from before a reconnect: send afresh
             return
         d = self.outbox.remove(seqs)
-        d.addCallback(lambda _: self.pump())
+
+        def removed(depth):
+            if depth == 0 and self._backlog:
+                _log.info("outbox empty: the locator has every record")
+                self._backlog = False
+            self.pump()
+
+        d.addCallback(removed)
         d.addErrback(lambda f: _log.failure("outbox delete failed", f))

@@ -90,6 +90,10 @@ class Locator:
             raise LocatorError(503, "no-edge", "no edge can take a new session right now")
         self.placements += 1
         info = self.directory.edges[placement.edge_id]
+        # Count the session now: reports come every few seconds, and a burst of
+        # placements must not all land on the edge that looked emptiest at the last one.
+        info.stats["sessions"] = int(info.stats.get("sessions", 0)) + 1
+        info.stats["connections"] = int(info.stats.get("connections", 0)) + 1
         return {"edge": info.edge_id, "server": info.url, "region": info.region,
                 "state": placement.state.value, "inRegion": placement.in_region}
 
@@ -164,29 +168,30 @@ class Locator:
 
     @defer.inlineCallbacks
     def edge_registered(self, link, hello: dict[str, Any]):
+        """Record a (re)connected edge; the directory sees it only once all is stored."""
         edge_id = hello["edge"]
-        record = yield self.store.register_edge(edge_id, hello["url"], hello["region"],
-                                                hello["version"])
-        info = self.directory.connected(edge_id, hello["url"], hello["region"], hello["version"],
-                                        link, record.suspended,
-                                        int(hello.get("maxConnections") or 0))
-        self._states[edge_id] = self.directory.state(info)
+        edge = yield self.store.register_edge(edge_id, hello["url"], hello["region"],
+                                              hello["version"])
         # Reconcile the session directory with what the edge says it runs.
         running = {s["session"]: s for s in hello.get("sessions", [])}
         known = yield self.store.list_sessions(active_only=True, edge_id=edge_id, limit=10000)
-        for record in known:
-            if record.session_id not in running:
-                yield self.store.session_ended(record.session_id, edge_id)
+        for session in known:
+            if session.session_id not in running:
+                yield self.store.session_ended(session.session_id, edge_id)
         for sid, s in running.items():
             yield self.store.session_started(sid, edge_id, s.get("team"), s.get("started"))
         for team in hello.get("teams", []):
             current = yield self.store.get_team_edge(team)
             if current is None:
                 yield self.store.assign_team(team, edge_id)
+        info = self.directory.connected(edge_id, hello["url"], hello["region"], hello["version"],
+                                        link, edge.suspended,
+                                        int(hello.get("maxConnections") or 0))
+        self._states[edge_id] = self.directory.state(info)
         _log.info("edge {edge} connected ({url}, region {region}, version {version}, "
                   "{n} sessions{suspended})", edge=edge_id, url=hello["url"],
                   region=hello["region"], version=hello["version"], n=len(running),
-                  suspended=", suspended" if record.suspended else "")
+                  suspended=", suspended" if edge.suspended else "")
         return info
 
     def edge_reported(self, info: EdgeInfo, report: dict[str, Any]) -> defer.Deferred:
