@@ -209,7 +209,7 @@ class Client:
 
     def paced(self, seconds: float, count: int | None = None, rate: float = 50.0,
               size: int = 160, grace: float = 1.0) -> dict:
-        """The first ``count`` sessions send ``rate`` packets/s each; returns sent, received, loss."""
+        """The first ``count`` sessions send ``rate`` packets/s each; sent, received, loss."""
         interval = 1.0 / rate
         payload = b"\x00" * size
         frame = _HDR.pack(CHANNEL, size) + payload

@@ -171,7 +171,8 @@ def parse_message(data: bytes) -> Message:
         raise StunError("length is not a multiple of 4")
     if length + HEADER_LENGTH != size:
         raise StunError("length does not match the data")
-    method = (message_type & 0x000F) | ((message_type & 0x00E0) >> 1) | ((message_type & 0x3E00) >> 2)
+    method = ((message_type & 0x000F) | ((message_type & 0x00E0) >> 1)
+              | ((message_type & 0x3E00) >> 2))
     cls = message_type & 0x0110
     message = Message(method, cls, transaction_id)
     message.raw = data

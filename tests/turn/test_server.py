@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 from twisted.internet import defer, reactor
@@ -18,7 +17,7 @@ from twisted.trial import unittest
 from ct.turn import auth, stun
 from ct.turn.server import TurnStreamFactory, UdpServerSocket
 
-from .support import ClockedReactor, FakeLink, ScriptedClient, error_code, make_server, wait_for
+from .support import ClockedReactor, ScriptedClient, error_code, make_server, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
