@@ -61,6 +61,8 @@ COMMON_SETTINGS = [
             "StatsD port.", SERVERS),
     Setting("CT_METRICS_STATSD_PROTOCOL", "statsd-protocol", "UDP", parse_choice("UDP", "TCP"),
             "StatsD transport, UDP or TCP.", SERVERS),
+    Setting("CT_METRICS_STATSD_PREFIX", "statsd-prefix", "codetogether.", parse_str,
+            "Prefix of StatsD metric names.", SERVERS),
     Setting("CT_METRICS_INTERVAL", "metrics-interval", 10.0, parse_float(1.0),
             "Seconds between metric pushes and snapshots.", SERVERS),
 ]

@@ -21,6 +21,7 @@ from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory
+from ct.metrics.definitions import EDGE_LINK_METRICS
 from ct.metrics.setup import edge_metric_set, setup_metrics
 
 _log = Logger()
@@ -228,7 +229,7 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
                                "sessions": snap["sessions"],
                                "connections": snap["connections"], "lag_ms": snap["lag_ms"],
                                "sessions_hosted_total": snap["sessions_hosted_total"],
-                               "downloads_total": snap.get("downloads_total", 0)})
+                               "downloads_total": sum(top.downloads.counts().values())})
 
     snapshots = TimerService(values["metrics_interval"], snapshot)
     snapshots.clock = reactor
@@ -243,6 +244,9 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
                        max_connections=values["max_connections"])
     link.setServiceParent(top)
     top.outbox = outbox
+    top.metrics.add_source("edge-link", lambda: {
+        "connected": 1 if link.registered else 0, "outbox_depth": outbox.depth,
+        "outbox_dropped_total": outbox.dropped}, EDGE_LINK_METRICS)
     _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
               url=values["locator"])
     return link

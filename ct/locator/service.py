@@ -48,7 +48,8 @@ class Locator:
         self.resolver = resolver or RegionResolver(resolver_from_config({}).table)
         self.health_check = health_check  # callable(url) -> Deferred[bool]
         self.geo_reader = reader
-        self.placements = 0
+        self.placements = {"session": 0, "presence": 0}
+        self.placement_failures = 0
         self.records_stored = 0
         self._states: dict[str, EdgeState] = {}
         self._checker = LoopingCall(self.check_edges)
@@ -87,8 +88,9 @@ class Locator:
         region = self.resolver.region_for(client_ip)
         placement = pick_edge(self.directory.snapshots(), region)
         if placement is None:
+            self.placement_failures += 1
             raise LocatorError(503, "no-edge", "no edge can take a new session right now")
-        self.placements += 1
+        self.placements["session"] += 1
         info = self.directory.edges[placement.edge_id]
         # Count the session now: reports come every few seconds, and a burst of
         # placements must not all land on the edge that looked emptiest at the last one.
@@ -118,8 +120,10 @@ class Locator:
         region = self.resolver.region_for(client_ip)
         placement = assign_team(current, self.directory.snapshots(), region)
         if placement is None:
+            self.placement_failures += 1
             raise LocatorError(503, "no-edge", "no edge can host team presence right now")
         if placement.edge_id != current:
+            self.placements["presence"] += 1
             yield self.store.assign_team(team, placement.edge_id)
             _log.info("team {team} presence assigned to edge {edge}", team=team,
                       edge=placement.edge_id)
@@ -288,4 +292,6 @@ class Locator:
         return {"edges": len(states), "edges_online": states.count("online"),
                 "edges_suspended": states.count("suspended"),
                 "edges_unavailable": states.count("unavailable"),
-                "placements_total": self.placements, "records_stored_total": self.records_stored}
+                "placements": dict(self.placements),
+                "placement_failures_total": self.placement_failures,
+                "records_stored_total": self.records_stored}

@@ -27,6 +27,9 @@ from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
 from ct.locator.link import make_link_factory
 from ct.locator.service import Locator
+from ct.metrics.definitions import LOCATOR_METRICS
+from ct.metrics.model import MetricSet
+from ct.metrics.setup import setup_metrics
 from ct.storage.config import ConfigError, load_locator_config
 from ct.storage.database import Database, StorageError
 from ct.storage.migrations import prepare_database
@@ -154,7 +157,14 @@ def makeService(options, reactor=None) -> service.MultiService:
     url = values["server_url"] or "ws://localhost"
     link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
                                      reactor)
-    site = Site(LocatorRoot(link_factory, api.app.resource()), reactor=reactor)
+    runtime = LocatorRuntime(reactor, db, locator)
+    runtime.metrics = MetricSet()
+    runtime.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
+    metrics_page = setup_metrics(values, reactor, runtime.metrics, runtime)
+    root = LocatorRoot(link_factory, api.app.resource())
+    if metrics_page is not None:
+        root.putChild(b"metrics", metrics_page)
+    site = Site(root, reactor=reactor)
     site.displayTracebacks = False
 
     listeners = []
@@ -167,7 +177,6 @@ def makeService(options, reactor=None) -> service.MultiService:
     if not listeners:
         raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
                                "CT_TLS_KEY for HTTPS")
-    runtime = LocatorRuntime(reactor, db, locator)
     listening = ListenersService(reactor, listeners)
     listening.setServiceParent(runtime)
     runtime.listening = listening
