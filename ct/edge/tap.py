@@ -21,7 +21,7 @@ from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory
-from ct.metrics.definitions import EDGE_LINK_METRICS
+from ct.metrics.definitions import EDGE_LINK_METRICS, TURN_METRICS
 from ct.metrics.setup import edge_metric_set, setup_metrics
 
 _log = Logger()
@@ -133,6 +133,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
                                "CT_TLS_KEY for HTTPS")
     listening = ListenersService(reactor, listeners)
+    add_audio_video(top, edge, values, reactor)
     if values["probe_interval"] > 0:
         from ct.edge.probe import RelayProbe
 
@@ -250,6 +251,33 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
     _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
               url=values["locator"])
     return link
+
+
+def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
+    """The bundled TURN relay (CT_TURN_ENABLED) and ICE servers for participants (CT_AV_ENABLED)."""
+    if values["turn_enabled"]:
+        from ct.turn.tap import make_turn_service
+
+        turn = make_turn_service(values, reactor)  # generates turn_secret when unset
+        turn.setServiceParent(top)
+        top.turn = turn
+        top.metrics.add_source("turn", turn.turn_server.stats.snapshot, TURN_METRICS)
+    if not values["av_enabled"]:
+        return
+    from ct.turn.credentials import edge_ice_servers
+
+    if not edge_ice_servers(values, "check", reactor.seconds()):
+        raise usage.UsageError("CT_AV_ENABLED needs a TURN server: CT_TURN_ENABLED=true (with "
+                               "CT_TURN_HOST or CT_SERVER_URL naming this host), or "
+                               "CT_AV_COTURN_SERVER and CT_AV_COTURN_SECRET")
+
+    def hand_ice_servers(conn, participant):
+        # Fresh time-limited credentials at every join and resume.
+        user = f"{participant.session.id}.{participant.id}"
+        conn.send_control({"type": "ice-servers",
+                           "iceServers": edge_ice_servers(values, user, reactor.seconds())})
+
+    edge.handshake_hooks.append(hand_ice_servers)
 
 
 def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> Site:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 
 from ct.common.ratelimit import TokenBucket
 from ct.common.tokens import check_team_token
@@ -26,6 +28,51 @@ from ct.protocol.wire import (
 
 _log = Logger()
 
+_STATE_OPEN = WebSocketProtocol.STATE_OPEN
+
+# What Autobahn keeps from the opening handshake; nothing reads it once the connection is open.
+_HANDSHAKE_LEFTOVERS = (
+    "http_headers", "http_request_data", "http_response_data", "http_status_line",
+    "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
+    "_wskey", "websocket_protocols", "websocket_extensions", "websocket_origin",
+)
+# Per-connection flags Autobahn sets to these values when a connection starts. As class
+# attributes of the same value they need no slot in each idle connection's ``__dict__``.
+_FLAG_DEFAULTS = dict.fromkeys((
+    "closedByMe", "failedByMe", "droppedByMe", "wasClean", "wasServerConnectionDropTimeout",
+    "wasOpenHandshakeTimeout", "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
+    "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "triggered",
+    "inside_message", "utf8validateIncomingCurrentMessage", "_isMessageCompressed",
+), False)
+_FLAG_DEFAULTS.update(dict.fromkeys((
+    "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
+    "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
+    "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent", "_perMessageCompress",
+    "trackedTimings", "current_frame", "current_frame_masker", "websocket_protocol_in_use",
+    "message_data", "frame_data", "control_frame_data", "message_is_binary",
+    "_handshake_call",
+), None))
+_FLAG_DEFAULTS["autoPingPendingSeq"] = 0
+
+
+class _WriteBatch:
+    """Frames for many connections, gathered while one read is processed, written once each.
+
+    A read from a sender can carry many frames, each going to many receivers; instead of
+    one transport write per frame and receiver, each receiver gets one write per read.
+    """
+
+    __slots__ = ("active", "dirty")
+
+    def __init__(self):
+        self.active = False
+        self.dirty = []
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn._flush()
+
 
 class _GuardedProtocol(WebSocketServerProtocol):
     """Common parts: peer address, handshake timer, rate limit, error handling."""
@@ -33,12 +80,67 @@ class _GuardedProtocol(WebSocketServerProtocol):
     peer_host = "?"
     _handshake_call = None
     _closing = False
+    _pending = None  # frames waiting for the end of the current read (see _WriteBatch)
 
     def onConnect(self, request):
         self.peer_host = self.factory.edge.client_address(request)
         return None
 
+    def _trim_after_handshake(self) -> None:
+        """Forget what only the opening handshake needed: idle connections stay small."""
+        transport = self.transport
+        if isinstance(getattr(transport, "producer", None), HTTPChannel):
+            # twisted.web's channel (and its request) registered itself as the transport's
+            # producer; the websocket has replaced it, so let both go.
+            transport.unregisterProducer()
+        cls = type(self)
+        kept = {}
+        for name, value in self.__dict__.items():
+            if name in _HANDSHAKE_LEFTOVERS:
+                continue
+            if name in _FLAG_DEFAULTS and getattr(cls, name, self) is value:
+                continue
+            kept[name] = value
+        self.__dict__ = kept  # a new dict, sized for what is left
+
+    def dataReceived(self, data: bytes) -> None:
+        batch = self.factory.write_batch
+        if batch.active:  # cannot nest; be safe
+            super().dataReceived(data)
+            return
+        batch.active = True
+        try:
+            super().dataReceived(data)
+        finally:
+            batch.active = False
+            batch.flush()
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if self._pending is not None:
+            self._flush()  # keep the order of everything written to this connection
+        super().sendData(data, sync, chopsize)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and self.transport is not None:
+            self.transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write a ready websocket frame: batched during a read, else at once."""
+        pending = self._pending
+        if pending is not None:
+            pending.append(frame)
+        elif (self.state != _STATE_OPEN or self._perMessageCompress is not None
+              or self.send_queue or self.logOctets):
+            super().sendData(frame)
+        elif self.factory.write_batch.active:
+            self._pending = [frame]
+            self.factory.write_batch.dirty.append(self)
+        else:
+            self.transport.write(frame)
+
     def onOpen(self):
+        self._trim_after_handshake()
         edge = self.factory.edge
         self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
         self._handshake_call = edge.clock.callLater(edge.handshake_timeout, self._handshake_expired)
@@ -148,8 +250,7 @@ class SessionProtocol(_GuardedProtocol):
         check_version(message)
         self._handshake_done()
         self.participant = getattr(relay, kind)(self, message)
-        if kind != "resume":
-            self.factory.edge.after_handshake(self, self.participant)
+        self.factory.edge.after_handshake(self, self.participant)
 
     def send(self, message) -> None:
         if self._closing:
@@ -157,8 +258,8 @@ class SessionProtocol(_GuardedProtocol):
         prepared = message.prepared
         if prepared is None:
             prepared = message.prepared = self.factory.prepareMessage(
-                message.payload, message.is_binary)
-        self.sendPreparedMessage(prepared)
+                message.payload, message.is_binary).payloadHybi
+        self.write_frame(prepared)
 
     def close_normally(self, why: str) -> None:
         self._closing = True
@@ -212,8 +313,8 @@ class PresenceProtocol(_GuardedProtocol):
 
 def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocketServerFactory:
     factory = WebSocketServerFactory(url, reactor=reactor)
-    factory.protocol = protocol
     factory.edge = edge
+    factory.write_batch = _WriteBatch()
     factory.setProtocolOptions(
         maxFramePayloadSize=max_bytes,
         maxMessagePayloadSize=max_bytes,
@@ -224,4 +325,10 @@ def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocket
         utf8validateIncoming=True,
         failByDrop=False,
     )
+    # Autobahn copies every option from the factory into each connection unless the
+    # protocol class already has it: give this factory's class the options and the
+    # default flags once, instead of ~60 dict entries per connection.
+    attrs = {name: getattr(factory, name) for name in protocol.CONFIG_ATTRS}
+    attrs.update(_FLAG_DEFAULTS)
+    factory.protocol = type(protocol.__name__, (protocol,), attrs)
     return factory
