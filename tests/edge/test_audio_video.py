@@ -17,12 +17,18 @@ AIOICE_CLIENT = Path(__file__).resolve().parent.parent / "turn" / "aioice_client
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port = udp.getsockname()[1]
-    with socket.socket() as tcp:  # the relay also listens on TCP with the same number
-        tcp.bind(("127.0.0.1", port))
-    return port
+    """A port free for both UDP and TCP on 127.0.0.1 (the relay listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 class AudioVideoTests(unittest.TestCase):
