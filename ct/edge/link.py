@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from ct import __version__
 from ct.client.links import websocket_url
 from ct.common.http import TrustAllPolicy
+from ct.dashboard import admin
 from ct.locator.link import decode_link_message
 from ct.protocol.wire import encode_control
 
@@ -69,6 +70,9 @@ class LocatorLink(service.Service):
         self.batches_sent = 0
         self.last_error: str | None = None
         self.connects = 0
+        self.downloads = None  # a DownloadCounter: per-client counts go into reports
+        self.settings: dict[str, Any] = {}  # the last deployment settings the locator sent
+        self.config_listeners: list[Callable[[dict[str, Any]], None]] = [self._apply_advanced]
         self._reporter = LoopingCall(self.report)
         self._reporter.clock = reactor
         outbox.on_added = self.pump
@@ -139,11 +143,48 @@ class LocatorLink(service.Service):
             self.suspended = bool(message.get("suspended"))
             _log.info("the locator {what} this edge", what="suspended" if self.suspended
                       else "resumed")
+        elif kind == "config":
+            self.settings = message
+            for listener in self.config_listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    _log.failure("applying settings from the locator")
+        elif kind in ("list-sessions", "remove-participant", "end-session"):
+            self._admin_request(proto, kind, message)
         elif kind == "error":
             text = f"{message.get('code')}: {message.get('message')}"
             if text != self.last_error:
                 _log.error("the locator refused this edge: {text}", text=text)
             self.last_error = text
+
+    def _apply_advanced(self, message):
+        minimum = (message.get("advanced") or {}).get("minClientVersion") or None
+        if minimum != self.edge.config.min_client_version:
+            self.edge.config.min_client_version = minimum
+            _log.info("minimum client version to host a session: {v}", v=minimum or "any")
+
+    def _admin_request(self, proto, kind, message):
+        """Answer the locator's administrator requests (dashboard actions)."""
+        relay = self.edge.relay
+        request = message.get("request")
+        if kind == "list-sessions":
+            proto.send_json({"type": "sessions", "request": request,
+                             "sessions": admin.list_sessions(relay)})
+            return
+        try:
+            if kind == "remove-participant":
+                result = {"participant": admin.remove_participant(
+                    relay, message.get("session"), message.get("participant"))}
+            else:
+                result = {"summary": admin.end_session(relay, message.get("session"))}
+        except admin.AdminError as e:
+            proto.send_json({"type": "done", "request": request, "ok": False,
+                             "error": e.code, "message": e.message})
+            return
+        _log.info("administrator request from the locator: {kind} {session}", kind=kind,
+                  session=message.get("session"))
+        proto.send_json({"type": "done", "request": request, "ok": True, **result})
 
     def _closed(self, proto, code, reason):
         if proto is not self.proto:
@@ -167,7 +208,9 @@ class LocatorLink(service.Service):
             "type": "report", "lagMs": snap["lag_ms"], "connections": snap["connections"],
             "sessions": snap["sessions"], "users": snap["users_online"],
             "load": (snap["people"] / cap) if cap else None,
-            "suspended": self.suspended, "outbox": self.outbox.depth})
+            "suspended": self.suspended, "outbox": self.outbox.depth,
+            "sessionsHosted": snap["sessions_hosted_total"],
+            "downloads": self.downloads.counts() if self.downloads is not None else {}})
 
     def _session_event(self, kind, session, participant, reason):
         if session.internal or not self.registered:

@@ -16,6 +16,7 @@ from ct import __version__
 from ct.common.catalog import settings_for
 from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
+from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
@@ -109,6 +110,8 @@ def makeService(options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
+    # Single-server: this edge serves the dashboard and /logs (from here on).
+    log_capture = None if values["locator"] else LogCapture()
     _log.info("ct edge {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
@@ -118,6 +121,12 @@ def makeService(options, reactor=None) -> service.MultiService:
     top.downloads = DownloadCounter()
     top.metrics = edge_metric_set(edge, top.downloads)
     metrics_page = setup_metrics(values, reactor, top.metrics, top)
+    integrations = None
+    if values["locator"]:  # the locator may switch /metrics and StatsD at run time
+        from ct.dashboard.integrations import EdgeIntegrations
+
+        integrations = EdgeIntegrations(reactor, top.metrics, top, values)
+        metrics_page = integrations.resource
     site = build_site(edge, values, reactor, top.downloads, metrics_page)
 
     listeners = []
@@ -143,6 +152,14 @@ def makeService(options, reactor=None) -> service.MultiService:
     # still reach the outbox), then the link, and the outbox is flushed last.
     if values["locator"]:
         top.link = add_locator_link(top, edge, values, listening, reactor)
+        top.link.downloads = top.downloads
+        top.link.config_listeners.append(integrations.on_config)
+    else:
+        top.dashboard = edge_dashboard(edge, top.downloads, values, reactor, top,
+                                       log_capture.server_log)
+        site.resource.putChild(b"dashboard", top.dashboard.resource())
+        site.resource.putChild(b"logs", top.dashboard.resource())
+        log_capture.setServiceParent(top)
     EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)

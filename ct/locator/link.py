@@ -83,6 +83,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
             }
             self.info = yield locator.edge_registered(self, hello)
             self.send_json({"type": "registered", "suspended": self.info.suspended})
+            self.send_json(locator.config_message())
             return
         if kind == "report":
             yield locator.edge_reported(self.info, message)
@@ -91,6 +92,8 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
             self.send_json({"type": "stored", "batch": message.get("batch"), **result})
         elif kind == "ping":
             self.send_json({"type": "pong"})
+        elif kind in ("sessions", "done"):  # answers to administrator requests
+            locator.edge_answered(self.info, message)
         else:
             raise ProtocolError(errors.BAD_MESSAGE, f"unknown message type {kind!r}")
 

@@ -19,12 +19,19 @@ from twisted.logger import Logger
 from ct.locator.edges import EdgeDirectory, EdgeInfo
 from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
 from ct.locator.regions import RegionResolver, resolver_from_config
-from ct.storage.store import AuditEntry, LocatorStore, MetricSnapshot
+from ct.storage.store import (
+    CONFIG_ADVANCED,
+    CONFIG_INTEGRATIONS,
+    AuditEntry,
+    LocatorStore,
+    MetricSnapshot,
+)
 
 _log = Logger()
 
 CHECK_INTERVAL = 1.0
 HEALTH_PROBE_INTERVAL = 2.0
+EDGE_REQUEST_TIMEOUT = 5.0  # an edge answers administrator requests within this
 
 
 class LocatorError(Exception):
@@ -52,6 +59,9 @@ class Locator:
         self.placement_failures = 0
         self.records_stored = 0
         self._states: dict[str, EdgeState] = {}
+        self.edge_settings: dict[str, Any] = {}  # advanced + integrations, pushed to edges
+        self._requests = 0
+        self._pending: dict[int, defer.Deferred] = {}
         self._checker = LoopingCall(self.check_edges)
         self._checker.clock = clock
         self._prober = LoopingCall(self.probe_lost_edges)
@@ -60,7 +70,9 @@ class Locator:
     def start(self) -> defer.Deferred:
         self._checker.start(CHECK_INTERVAL, now=False)
         self._prober.start(HEALTH_PROBE_INTERVAL, now=False)
-        return self.load_regions()
+        d = self.load_regions()
+        d.addCallback(lambda _: self.load_edge_settings())
+        return d
 
     def stop(self) -> None:
         for loop in (self._checker, self._prober):
@@ -167,6 +179,124 @@ class Locator:
     def audit(self, kind: str, **fields) -> defer.Deferred:
         entry = AuditEntry(uuid.uuid4().hex, self.clock.seconds(), kind, **fields)
         return self.store.insert_audit_batch([entry])
+
+    # ------------------------------------------------------------ administrator actions
+
+    @defer.inlineCallbacks
+    def load_edge_settings(self):
+        self.edge_settings = {
+            "advanced": (yield self.store.get_config(CONFIG_ADVANCED, {})),
+            "integrations": (yield self.store.get_config(CONFIG_INTEGRATIONS, None))}
+
+    def config_message(self) -> dict[str, Any]:
+        """What every edge is told on registration and after each change."""
+        return {"type": "config", **self.edge_settings}
+
+    @defer.inlineCallbacks
+    def set_edge_setting(self, key: str, value: Any, by: str | None = None):
+        """Store ``advanced`` or ``integrations`` and push the new settings to every edge."""
+        name = {"advanced": CONFIG_ADVANCED, "integrations": CONFIG_INTEGRATIONS}[key]
+        yield self.store.set_config(name, value)
+        self.edge_settings[key] = value
+        message = self.config_message()
+        for info in self.directory.edges.values():
+            if info.link is not None:
+                info.link.send_json(message)
+        _log.info("{key} settings changed by {by}: {value!r}", key=key, by=by or "operator",
+                  value=value)
+        yield self.audit("config_changed", user=by, details={"key": name, "value": value})
+
+    def ask_edge(self, edge_id: str, message: dict[str, Any],
+                 timeout: float = EDGE_REQUEST_TIMEOUT) -> defer.Deferred:
+        """Send a request over an edge's link; fires with its answer (a dict)."""
+        info = self.directory.edges.get(edge_id)
+        if info is None or info.link is None:
+            return defer.fail(LocatorError(503, "edge-unavailable",
+                                           f"edge {edge_id!r} is not connected"))
+        self._requests += 1
+        n = self._requests
+        d = defer.Deferred()
+        self._pending[n] = d
+        info.link.send_json({**message, "request": n})
+
+        def forget(result):
+            self._pending.pop(n, None)
+            return result
+
+        def timed_out(failure):
+            failure.trap(defer.TimeoutError)
+            raise LocatorError(504, "edge-timeout", f"edge {edge_id!r} did not answer")
+
+        d.addTimeout(timeout, self.clock)
+        d.addBoth(forget)
+        d.addErrback(timed_out)
+        return d
+
+    def edge_answered(self, info: EdgeInfo, message: dict[str, Any]) -> None:
+        d = self._pending.pop(message.get("request"), None)
+        if d is not None and not d.called:
+            d.callback(message)
+
+    @defer.inlineCallbacks
+    def live_sessions(self):
+        """Active sessions with their participants, asked of every connected edge."""
+        records = yield self.store.list_sessions(active_only=True, limit=1000)
+        edges = sorted({r.edge_id for r in records} |
+                       {e for e, i in self.directory.edges.items() if i.link is not None})
+        answers = yield defer.DeferredList(
+            [self.ask_edge(e, {"type": "list-sessions"}) for e in edges], consumeErrors=True)
+        live: dict[str, dict[str, Any]] = {}
+        unreachable = set()
+        for edge_id, (ok, answer) in zip(edges, answers):
+            if not ok:
+                unreachable.add(edge_id)
+                continue
+            for s in answer.get("sessions") or []:
+                live[s["session"]] = {**s, "edge": edge_id}
+        out = list(live.values())
+        for r in records:
+            if r.session_id not in live and r.edge_id in unreachable:
+                out.append({"session": r.session_id, "edge": r.edge_id, "team": r.team,
+                            "started": r.started_at, "participants": None})
+        out.sort(key=lambda s: s.get("started") or 0)
+        return out
+
+    @defer.inlineCallbacks
+    def _session_edge(self, session_id: str) -> Any:
+        record = yield self.store.get_session(session_id)
+        if record is None or not record.active:
+            raise LocatorError(404, "not-found", f"no active session {session_id!r}")
+        return record.edge_id
+
+    @defer.inlineCallbacks
+    def remove_participant(self, session_id: str, participant: int, by: str | None = None):
+        edge_id = yield self._session_edge(session_id)
+        answer = yield self.ask_edge(edge_id, {"type": "remove-participant",
+                                               "session": session_id,
+                                               "participant": participant})
+        if not answer.get("ok"):
+            raise LocatorError(404 if answer.get("error") == "not-found" else 409,
+                               answer.get("error") or "failed", answer.get("message") or "")
+        removed = answer.get("participant") or {}
+        _log.info("participant {name} (#{pid}) removed from session {sid} by {by}",
+                  name=removed.get("name"), pid=participant, sid=session_id,
+                  by=by or "operator")
+        yield self.audit("participant_removed", edge_id=edge_id, session_id=session_id,
+                         user=by, details={"participant": participant,
+                                           "name": removed.get("name")})
+        return {"session": session_id, "participant": removed}
+
+    @defer.inlineCallbacks
+    def end_session(self, session_id: str, by: str | None = None):
+        edge_id = yield self._session_edge(session_id)
+        answer = yield self.ask_edge(edge_id, {"type": "end-session", "session": session_id})
+        if not answer.get("ok"):
+            raise LocatorError(404 if answer.get("error") == "not-found" else 409,
+                               answer.get("error") or "failed", answer.get("message") or "")
+        _log.info("session {sid} ended by {by}", sid=session_id, by=by or "operator")
+        yield self.audit("session_ended_by_admin", edge_id=edge_id, session_id=session_id,
+                         user=by, details={"host": (answer.get("summary") or {}).get("host")})
+        return {"session": session_id, "ended": True}
 
     # ------------------------------------------------------------ edge link
 

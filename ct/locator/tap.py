@@ -23,6 +23,7 @@ from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
 from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
+from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
 from ct.locator.link import make_link_factory
@@ -127,6 +128,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
+    log_capture = LogCapture()  # /logs shows the log from here on
     _log.info("ct locator {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
@@ -164,6 +166,10 @@ def makeService(options, reactor=None) -> service.MultiService:
     root = LocatorRoot(link_factory, api.app.resource())
     if metrics_page is not None:
         root.putChild(b"metrics", metrics_page)
+    dashboard = locator_dashboard(locator, credentials, values, reactor, log_capture.server_log)
+    root.putChild(b"dashboard", dashboard.resource())
+    root.putChild(b"logs", dashboard.resource())
+    log_capture.setServiceParent(runtime)
     site = Site(root, reactor=reactor)
     site.displayTracebacks = False
 
@@ -182,4 +188,5 @@ def makeService(options, reactor=None) -> service.MultiService:
     runtime.listening = listening
     runtime.locator_obj = locator
     runtime.api = api
+    runtime.dashboard = dashboard
     return runtime

@@ -1,0 +1,144 @@
+"""Dashboard log-in state: server-side sessions with CSRF tokens, and failed log-in throttling.
+
+Pure logic with an injected clock (``clock.seconds()``); no sockets, no reactor import.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from ct.common.tokens import same_secret
+
+SESSION_IDLE = 3600.0  # a session unused for an hour ends
+SESSION_LIFETIME = 12 * 3600.0  # and none lasts longer than this
+MAX_SESSIONS = 1000
+
+
+@dataclass
+class LoginSession:
+    sid: str
+    user: str
+    csrf: str
+    created: float
+    last_used: float
+    flash: list = field(default_factory=list)  # (kind, text) shown on the next page
+
+    def csrf_ok(self, given: str | None) -> bool:
+        return isinstance(given, str) and same_secret(given, self.csrf)
+
+
+class SessionStore:
+    """Logged-in browsers, by a random session id (the cookie); memory only."""
+
+    def __init__(self, clock, idle: float = SESSION_IDLE, lifetime: float = SESSION_LIFETIME,
+                 token=secrets.token_urlsafe, max_sessions: int = MAX_SESSIONS):
+        self.clock = clock
+        self.idle = idle
+        self.lifetime = lifetime
+        self.max_sessions = max_sessions
+        self._token = token
+        self._sessions: dict[str, LoginSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, user: str) -> LoginSession:
+        now = self.clock.seconds()
+        self._expire(now)
+        while len(self._sessions) >= self.max_sessions:  # drop the least recently used
+            oldest = min(self._sessions.values(), key=lambda s: s.last_used)
+            del self._sessions[oldest.sid]
+        session = LoginSession(self._token(32), user, self._token(32), now, now)
+        self._sessions[session.sid] = session
+        return session
+
+    def get(self, sid: str | None) -> LoginSession | None:
+        """The live session of this id (its idle timer restarts), or None."""
+        if not sid:
+            return None
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        now = self.clock.seconds()
+        if self._expired(session, now):
+            del self._sessions[sid]
+            return None
+        session.last_used = now
+        return session
+
+    def end(self, sid: str | None) -> None:
+        self._sessions.pop(sid or "", None)
+
+    def _expired(self, session: LoginSession, now: float) -> bool:
+        return now - session.last_used > self.idle or now - session.created > self.lifetime
+
+    def _expire(self, now: float) -> None:
+        for sid in [s.sid for s in self._sessions.values() if self._expired(s, now)]:
+            del self._sessions[sid]
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+    last: float = 0.0
+
+
+@dataclass
+class LoginThrottle:
+    """Locks a client address, and separately a user name, after repeated failed log-ins.
+
+    After ``ip_failures`` failures from one address (``user_failures`` for one user name,
+    from anywhere) further attempts are refused without checking the password for
+    ``base_lock`` seconds, doubling with each further failure up to ``max_lock``. A success
+    clears the address and the user; failures are forgotten after ``forget_after`` quiet
+    seconds.
+    """
+
+    clock: object
+    ip_failures: int = 5
+    user_failures: int = 10
+    base_lock: float = 30.0
+    max_lock: float = 900.0
+    forget_after: float = 3600.0
+    max_entries: int = 10000
+    _table: dict = field(default_factory=dict)
+
+    def locked_for(self, ip: str, user: str) -> float:
+        """Seconds until ``ip``/``user`` may try again (0: now)."""
+        now = self.clock.seconds()
+        wait = 0.0
+        for key in (("ip", ip), ("user", user)):
+            entry = self._table.get(key)
+            if entry is not None:
+                wait = max(wait, entry.locked_until - now)
+        return max(0.0, wait)
+
+    def failed(self, ip: str, user: str) -> float:
+        """Count a failure; returns the lock now in force (0: none yet)."""
+        now = self.clock.seconds()
+        self._prune(now)
+        for key, limit in ((("ip", ip), self.ip_failures), (("user", user), self.user_failures)):
+            entry = self._table.get(key)
+            if entry is None or now - entry.last > self.forget_after:
+                entry = self._table[key] = _Failures()
+            entry.count += 1
+            entry.last = now
+            if entry.count >= limit:
+                lock = min(self.max_lock, self.base_lock * 2 ** (entry.count - limit))
+                entry.locked_until = now + lock
+        return self.locked_for(ip, user)
+
+    def succeeded(self, ip: str, user: str) -> None:
+        self._table.pop(("ip", ip), None)
+        self._table.pop(("user", user), None)
+
+    def _prune(self, now: float) -> None:
+        if len(self._table) < self.max_entries:
+            return
+        for key in [k for k, e in self._table.items()
+                    if now - e.last > self.forget_after and e.locked_until <= now]:
+            del self._table[key]
+        while len(self._table) >= self.max_entries:  # still full: forget the oldest
+            del self._table[min(self._table, key=lambda k: self._table[k].last)]

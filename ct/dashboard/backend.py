@@ -1,0 +1,239 @@
+"""Where the dashboard's data comes from: the locator (multi-server) or one edge (single-server).
+
+Both backends offer the same Deferred-returning methods; a page that needs the locator
+(edges, regions) gets :class:`NotAvailable` from the edge backend and says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twisted.internet import defer
+
+from ct import __version__
+from ct.dashboard import admin
+from ct.edge.downloads import CLIENT_KINDS
+from ct.storage.store import AuditEntry
+
+
+class NotAvailable(Exception):
+    """This page or action needs the locator (multi-server mode)."""
+
+
+class ActionError(Exception):
+    """An administrator action that failed; the message is shown to the user."""
+
+
+def _sum_downloads(per_edge) -> dict[str, int]:
+    total = {kind: 0 for kind in CLIENT_KINDS}
+    for counts in per_edge:
+        for kind, n in (counts or {}).items():
+            if isinstance(n, (int, float)):
+                total[kind] = total.get(kind, 0) + int(n)
+    return total
+
+
+class LocatorBackend:
+    """Multi-server: numbers, edges and sessions from the locator and its database."""
+
+    mode = "multi-server"
+
+    def __init__(self, locator):
+        self.locator = locator
+        self.clock = locator.clock
+
+    @defer.inlineCallbacks
+    def overview(self) -> Any:
+        directory = self.locator.directory
+        live = [i for i in directory.edges.values() if i.link_up]
+        lags = [float(i.stats["lagMs"]) for i in live if i.stats.get("lagMs") is not None]
+        hosted = yield self.locator.store.sessions_started_per_bucket(0, self.clock.seconds()
+                                                                     + 1, 1e12)
+        states = [directory.state(i).value for i in directory.edges.values()]
+        return {
+            "users_online": sum(int(i.stats.get("users", 0)) for i in live),
+            "sessions": sum(int(i.stats.get("sessions", 0)) for i in live),
+            "connections": sum(int(i.stats.get("connections", 0)) for i in live),
+            "lag_ms": sum(lags) / len(lags) if lags else None,
+            "sessions_hosted": sum(n for _, n in hosted),
+            "downloads": _sum_downloads(i.stats.get("downloads") for i in live),
+            "edges": {s: states.count(s) for s in ("online", "suspended", "link-lost",
+                                                   "unavailable")},
+        }
+
+    def history(self, since: float, until: float, bucket: float):
+        return self.locator.store.query_metrics(since, until, bucket)
+
+    def edges(self):
+        return self.locator.list_edges()
+
+    def suspend(self, edge_id: str, suspended: bool, by: str):
+        return _action(self.locator.suspend(edge_id, suspended, by=by))
+
+    def sessions(self):
+        return self.locator.live_sessions()
+
+    def remove_participant(self, session_id: str, pid: int, by: str):
+        return _action(self.locator.remove_participant(session_id, pid, by=by))
+
+    def end_session(self, session_id: str, by: str):
+        return _action(self.locator.end_session(session_id, by=by))
+
+    def regions(self):
+        return self.locator.store.get_config("regions", {})
+
+    def reported_regions(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for info in self.locator.directory.edges.values():
+            out.setdefault(info.region, []).append(info.edge_id)
+        return out
+
+    @defer.inlineCallbacks
+    def set_regions(self, value, by: str):
+        from ct.locator.regions import RegionError
+
+        try:
+            yield self.locator.set_regions(value)
+        except RegionError as e:
+            raise ActionError(str(e)) from None
+        yield self.locator.audit("config_changed", user=by,
+                                 details={"key": "regions", "value": value})
+
+    def advanced(self):
+        return defer.succeed(dict(self.locator.edge_settings.get("advanced") or {}))
+
+    def set_advanced(self, value, by: str):
+        return self.locator.set_edge_setting("advanced", value, by=by)
+
+    def integrations(self):
+        return defer.succeed(self.locator.edge_settings.get("integrations"))
+
+    def set_integrations(self, value, by: str):
+        return self.locator.set_edge_setting("integrations", value, by=by)
+
+    def audit(self, **query):
+        return self.locator.store.query_audit(**query)
+
+    def record(self, kind: str, user: str | None, **details):
+        return self.locator.audit(kind, user=user, details=details)
+
+
+@defer.inlineCallbacks
+def _action(d):
+    from ct.locator.service import LocatorError
+
+    try:
+        result = yield d
+    except LocatorError as e:
+        raise ActionError(e.message) from None
+    return result
+
+
+class EdgeBackend:
+    """Single-server: the lone edge's live state, with audit and history in memory."""
+
+    mode = "single-server"
+
+    def __init__(self, edge, downloads=None, audit_ring=None, history=None,
+                 integrations: dict[str, Any] | None = None):
+        self.edge = edge
+        self.clock = edge.clock
+        self.downloads = downloads
+        self.audit_ring = audit_ring
+        self.history_ring = history
+        self.integration_settings = integrations
+
+    def overview(self):
+        snap = self.edge.snapshot()
+        return defer.succeed({
+            "users_online": snap["users_online"], "sessions": snap["sessions"],
+            "connections": snap["connections"], "lag_ms": snap["lag_ms"],
+            "sessions_hosted": snap["sessions_hosted_total"],
+            "downloads": _sum_downloads([self.downloads.counts() if self.downloads else {}]),
+            "edges": None,
+        })
+
+    def history(self, since: float, until: float, bucket: float):
+        if self.history_ring is None:
+            return defer.succeed([])
+        return defer.succeed(self.history_ring.buckets(since, until, bucket))
+
+    def this_edge(self) -> dict[str, Any]:
+        snap = self.edge.snapshot()
+        return {"edge": self.edge.edge_id, "region": self.edge.config.region,
+                "version": __version__, "state": "online", "suspended": False,
+                "lagMs": snap["lag_ms"], "connections": snap["connections"],
+                "sessions": snap["sessions"], "users": snap["users_online"],
+                "lastSeenAgo": 0.0}
+
+    def edges(self):
+        return defer.fail(NotAvailable())
+
+    def suspend(self, edge_id, suspended, by):
+        return defer.fail(NotAvailable())
+
+    def sessions(self):
+        return defer.succeed(admin.list_sessions(self.edge.relay))
+
+    def remove_participant(self, session_id, pid, by):
+        try:
+            removed = admin.remove_participant(self.edge.relay, session_id, pid)
+        except admin.AdminError as e:
+            return defer.fail(ActionError(e.message))
+        d = self.record("participant_removed", by, session=session_id, participant=pid,
+                        name=removed.get("name"))
+        return d.addCallback(lambda _: removed)
+
+    def end_session(self, session_id, by):
+        try:
+            summary = admin.end_session(self.edge.relay, session_id)
+        except admin.AdminError as e:
+            return defer.fail(ActionError(e.message))
+        d = self.record("session_ended_by_admin", by, session=session_id,
+                        host=summary.get("host"))
+        return d.addCallback(lambda _: summary)
+
+    def regions(self):
+        return defer.fail(NotAvailable())
+
+    def reported_regions(self):
+        return {self.edge.config.region: [self.edge.edge_id]}
+
+    def set_regions(self, value, by):
+        return defer.fail(NotAvailable())
+
+    def advanced(self):
+        return defer.succeed({"minClientVersion": self.edge.config.min_client_version})
+
+    def set_advanced(self, value, by):
+        before = self.edge.config.min_client_version
+        self.edge.config.min_client_version = value.get("minClientVersion") or None
+        return self.record("config_changed", by, key="advanced", value=value,
+                           before={"minClientVersion": before})
+
+    def integrations(self):
+        return defer.succeed(self.integration_settings)
+
+    def set_integrations(self, value, by):
+        return defer.fail(NotAvailable())
+
+    def audit(self, **query):
+        query.pop("after_seq", None)
+        if self.audit_ring is None:
+            return defer.succeed([])
+        return defer.succeed(self.audit_ring.query(**query))
+
+    def record(self, kind: str, user: str | None, session: str | None = None, **details):
+        entry = {"id": uuid.uuid4().hex, "time": self.clock.seconds(), "kind": kind,
+                 "edge": self.edge.edge_id, "session": session, "user": user,
+                 "details": details}
+        # Through the edge's sinks, so it reaches the audit ring like the relay's entries.
+        for sink in self.edge.audit_sinks:
+            sink(entry)
+        return defer.succeed(None)
+
+
+def audit_entry_dict(e: AuditEntry) -> dict[str, Any]:
+    return {"id": e.entry_id, "time": e.at, "kind": e.kind, "edge": e.edge_id,
+            "session": e.session_id, "user": e.user, "details": dict(e.details)}
