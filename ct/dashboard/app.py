@@ -377,15 +377,11 @@ class Dashboard:
 
     @app.route("/dashboard/logout", methods=["POST"])
     def logout(self, request):
-        session = self.current(request)
-
         def perform(s):
             self.sessions.end(s.sid)
             self._set_cookie(request, COOKIE, "", max_age=0)
             return self.backend.record("dashboard_logout", s.user).addCallback(lambda _: None)
 
-        if session is None:
-            return self._to_login(request, "/dashboard")
         return self.action(request, perform, "/dashboard/login")
 
     # ------------------------------------------------------------------ overview
