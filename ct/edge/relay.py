@@ -110,7 +110,7 @@ class Participant:
 class Session:
     __slots__ = ("id", "join_token", "host_peer", "team", "title", "created_at", "participants",
                  "next_pid", "seq", "log", "log_bytes", "floor", "ended", "host_client",
-                 "frames", "internal")
+                 "frames", "internal", "timed_out")
 
     def __init__(self, sid: str, join_token: str, host_peer: str, team: str | None,
                  title: str | None, now: float):
@@ -130,6 +130,7 @@ class Session:
         self.host_client: str | None = None
         self.frames = 0
         self.internal = False  # the edge's own self-probe: kept out of audit and metrics
+        self.timed_out: set[int] = set()  # guests dropped after their resume window
 
     @property
     def host(self) -> Participant | None:
@@ -250,8 +251,10 @@ class Relay:
         last_seq = field_int(message, "lastSeq", 0)
         p = session.participants.get(pid)
         if p is None:
-            raise ProtocolError(errors.NOT_FOUND, f"no participant {pid} in session "
-                                "(dropped after the resume window, or never joined)")
+            if pid in session.timed_out:
+                raise ProtocolError(errors.RESUME_EXPIRED, f"participant {pid} was dropped "
+                                    f"after the {self.limits.resume_window:g} s resume window")
+            raise ProtocolError(errors.NOT_FOUND, f"no participant {pid} in this session")
         if not hmac.compare_digest(token.encode(), p.token.encode()):
             raise ProtocolError(errors.FORBIDDEN, "wrong resume token")
         if last_seq > session.seq:
@@ -473,6 +476,7 @@ class Relay:
         if p.role == HOST:
             self.end(p.session, "host-timeout")
         else:
+            p.session.timed_out.add(p.id)
             self._drop(p, "timeout")
 
     def _event(self, session: Session, body: dict[str, Any], sender: int = EDGE_SENDER) -> None:

@@ -274,6 +274,8 @@ class ResumeTests(RelayTestCase):
         left = hconn.events("participant-left")
         self.assertEqual((left[0]["participant"], left[0]["reason"]), (b.id, "timeout"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        e = self.assertRaises(ProtocolError, self.resume, b, 0)
+        self.assertEqual(e.code, errors.RESUME_EXPIRED)
 
     def test_resume_cancels_the_timer(self):
         host, hconn = self.host()
