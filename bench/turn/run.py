@@ -46,6 +46,21 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def udp_drops() -> dict[int, int]:
+    """Datagrams the kernel dropped per local UDP port (socket buffer full)."""
+    out: dict[int, int] = {}
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(path).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            out[port] = out.get(port, 0) + int(fields[-1])
+    return out
+
+
 def free_port() -> int:
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
@@ -146,12 +161,20 @@ def measure(name, start, peer, args, workdir) -> dict:
         client.open(max(args.ladder))
         ladder = {}
         for sessions in args.ladder:
+            drops0 = udp_drops()
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             result = client.paced(args.paced_seconds, count=sessions)
             cpu1, t1 = cpu_seconds(pid), time.monotonic()
+            drops1 = udp_drops()
+            dropped = {p: n - drops0.get(p, 0) for p, n in drops1.items()
+                       if n != drops0.get(p, 0)}
             ladder[sessions] = {"loss": result["loss"], "sent": result["sent"],
                                 "cpu_share": (cpu1 - cpu0) / (t1 - t0),
-                                "client_max_late_s": result["client_max_late_s"]}
+                                "client_max_late_s": result["client_max_late_s"],
+                                "client_skipped": result["client_skipped"],
+                                "kernel_drops_server_socket": dropped.pop(port, 0),
+                                "kernel_drops_peer_socket": dropped.pop(peer[1], 0),
+                                "kernel_drops_other_sockets": sum(dropped.values())}
         out["ladder"] = ladder
         out["rss_end_bytes"] = rss_bytes(pid)
         client.delete_all()

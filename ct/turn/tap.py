@@ -17,7 +17,7 @@ from ct.common.settings import describe, make_options
 from ct.turn import auth
 from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig, TurnServer, TurnStreamFactory, UdpServerSocket
-from ct.turn.settings import TURN_SETTINGS, split_host_port
+from ct.turn.settings import split_host_port
 
 _log = Logger()
 
@@ -166,7 +166,7 @@ def makeService(options: usage.Options, reactor=None) -> IService:
         raise usage.UsageError(
             "set CT_TURN_SECRET (REST API shared secret) and/or CT_TURN_USERS: "
             "without credentials no allocation can succeed")
-    for line in describe(values, TURN_SETTINGS):
+    for line in describe(values, Options.settings):
         _log.info("turn: setting {line}", line=line)
     return make_turn_service(values, reactor)
 
