@@ -7,6 +7,7 @@ handshake timeout, hands the message to the pure core and turns every
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -81,6 +82,9 @@ class _GuardedProtocol(WebSocketServerProtocol):
     _handshake_call = None
     _closing = False
     _pending = None  # frames waiting for the end of the current read (see _WriteBatch)
+    # Autobahn queues writes only for sync/chopped sends, which this server never makes;
+    # an idle connection shares this empty tuple instead of owning an empty deque.
+    send_queue = ()
 
     def onConnect(self, request):
         self.peer_host = self.factory.edge.client_address(request)
@@ -100,17 +104,21 @@ class _GuardedProtocol(WebSocketServerProtocol):
                 continue
             if name in _FLAG_DEFAULTS and getattr(cls, name, self) is value:
                 continue
+            if name == "send_queue" and not value:
+                continue
             kept[name] = value
         self.__dict__ = kept  # a new dict, sized for what is left
 
     def dataReceived(self, data: bytes) -> None:
         batch = self.factory.write_batch
+        # (Autobahn's own dataReceived only adds a debug log line whose arguments it
+        # formats even when debug logging is off.)
         if batch.active:  # cannot nest; be safe
-            super().dataReceived(data)
+            self._dataReceived(data)
             return
         batch.active = True
         try:
-            super().dataReceived(data)
+            self._dataReceived(data)
         finally:
             batch.active = False
             batch.flush()
@@ -118,6 +126,8 @@ class _GuardedProtocol(WebSocketServerProtocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if self._pending is not None:
             self._flush()  # keep the order of everything written to this connection
+        if (sync or chopsize) and "send_queue" not in self.__dict__:
+            self.send_queue = deque()
         super().sendData(data, sync, chopsize)
 
     def _flush(self) -> None:
@@ -168,6 +178,9 @@ class _GuardedProtocol(WebSocketServerProtocol):
         except Exception:
             _log.failure("internal error handling a message from {peer}", peer=self.peer_host)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the edge log"))
+        finally:
+            # Autobahn keeps the last frame's unmasker (~1 KB) until the next frame arrives.
+            self.current_frame_masker = None
 
     def fail(self, e: ProtocolError) -> None:
         """Send the error; close the connection when the error is fatal."""
