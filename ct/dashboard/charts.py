@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -21,6 +22,18 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
+def nice_ceiling(value: float) -> float:
+    """The chart's top: 2, 4, 6, 8 or 10 times a power of ten, above ``value`` (at least 2),
+    so the middle grid line is a round number too."""
+    if value <= 2:
+        return 2.0
+    scale = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 4, 6, 8, 10):
+        if value <= step * scale:
+            return float(step * scale)
+    return float(10 * scale)
+
+
 def _clock(at: float, span: float) -> str:
     fmt = "%H:%M" if span <= 2 * 86400 else "%d %b"
     return time.strftime(fmt, time.gmtime(at))
@@ -32,8 +45,7 @@ def line_chart(points: Sequence[tuple[float, float | None]], since: float, until
     inner_w = WIDTH - PAD_LEFT - PAD_RIGHT
     inner_h = HEIGHT - PAD_TOP - PAD_BOTTOM
     values = [v for _, v in points if v is not None]
-    top = max(values) if values else 0.0
-    top = max(top * 1.15, 1.0)
+    top = nice_ceiling(max(values) if values else 0.0)
     span = max(until - since, 1e-9)
 
     def xy(t: float, v: float) -> str:

@@ -1,0 +1,175 @@
+"""The locator's dashboard over HTTP against real processes: settings pushed to edges,
+regions, downloads summed over edges, and the generated password."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from ct.client.session import SessionClient, SessionEnded
+from tests.dashboard.util import DashboardClient
+from tests.deployment.util import OPERATOR, Deployment
+from tests.edge.util import close_all, sleep
+from tests.metrics.util import fetch
+from tests.procutil import Daemon
+
+
+def stat(page, key: str) -> str:
+    match = re.search(rf'id="{re.escape(key)}">([^<]*)<', page.text)
+    assert match, f"no {key} on the page"
+    return match.group(1)
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout: float = 20.0, step: float = 0.25):
+    """Retry the Deferred-returning ``check`` until it returns true (bounded)."""
+    waited = 0.0
+    while True:
+        ok = yield check()
+        if ok:
+            return ok
+        if waited >= timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        yield sleep(step)
+        waited += step
+
+
+class LocatorDashboardTests(unittest.TestCase):
+    timeout = 180
+
+    def setUp(self):
+        root = Path(self.mktemp()) / "clients"
+        for rel in ("intellij/ct-intellij.zip", "vscode/ct.vsix", "eclipse/ct.jar"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"p" * 2000)
+        self.d = Deployment(self, edge_env={"CT_CLIENTS_DIR": str(root.resolve())})
+        self.d.start_locator()
+        for name in ("e1", "e2"):
+            self.d.start_edge(name)
+        self.sessions = []
+        self.addCleanup(lambda: close_all(self.sessions))
+        return self.d.wait_online(["e1", "e2"])
+
+    @defer.inlineCallbacks
+    def hosting_refused(self, url: str, version: str) -> bool:
+        host = SessionClient(reactor, url, "old")
+        self.sessions.append(host)
+        try:
+            yield host.host(client_version=version)
+        except SessionEnded as e:
+            return e.code == "client-too-old"
+        return False
+
+    @defer.inlineCallbacks
+    def metrics_code(self, name: str) -> int:
+        code, _, _ = yield fetch(self.d.edge_urls[name] + "/metrics")
+        return code
+
+    @defer.inlineCallbacks
+    def test_settings_are_pushed_to_every_edge_and_on_registration(self):
+        client = DashboardClient(self.d.locator_url)
+        yield client.login(*OPERATOR)
+        page = yield client.action("/dashboard/advanced", {"min_client_version": "5.0"},
+                                   page="/dashboard/advanced")
+        self.assertEqual(page.code, 303)
+        for name in ("e1", "e2"):
+            yield eventually(lambda n=name: self.hosting_refused(self.d.edge_urls[n], "4.9"))
+        ok = SessionClient(reactor, self.d.edge_urls["e1"], "new")
+        self.sessions.append(ok)
+        yield ok.host(client_version="5.0.1")
+
+        self.assertEqual((yield self.metrics_code("e1")), 404)
+        page = yield client.action("/dashboard/integrations", {
+            "prometheus": "on", "statsd_host": "", "statsd_port": "8125",
+            "statsd_protocol": "UDP"}, page="/dashboard/integrations")
+        self.assertEqual(page.code, 303)
+        for name in ("e1", "e2"):
+            yield eventually(lambda n=name: self.metrics_code(n).addCallback(
+                lambda code: code == 200))
+        page = yield client.get("/dashboard/integrations")
+        self.assertIn('checked="checked"', page.text)
+
+        # A restarted edge gets the settings when it registers again.
+        self.d.edges["e1"].stop()
+        self.d.start_edge("e1")
+        yield self.d.wait_online(["e1"])
+        yield eventually(lambda: self.hosting_refused(self.d.edge_urls["e1"], "4.0"))
+        yield eventually(lambda: self.metrics_code("e1").addCallback(lambda c: c == 200))
+
+        page = yield client.action("/dashboard/integrations", {"reset": "1"},
+                                   page="/dashboard/integrations")
+        for name in ("e1", "e2"):
+            yield eventually(lambda n=name: self.metrics_code(n).addCallback(
+                lambda code: code == 404))
+        audit = yield client.get("/dashboard/audit.json?kind=config_changed")
+        keys = [e["details"]["key"] for e in json.loads(audit.body)["entries"]]
+        self.assertEqual(keys, ["integrations", "integrations", "advanced"])
+
+    @defer.inlineCallbacks
+    def test_regions_editor_and_downloads_over_edges(self):
+        client = DashboardClient(self.d.locator_url)
+        yield client.login(*OPERATOR)
+        page = yield client.action("/dashboard/regions", {
+            "region:default": "", "new_region": "eu", "new_cidrs": "198.51.100.0/24\n"
+                                                                    "2001:db8:e::/48"},
+            page="/dashboard/regions")
+        self.assertEqual(page.code, 303)
+        auth = base64.b64encode(":".join(OPERATOR).encode()).decode()
+        _, _, body = yield fetch(self.d.locator_url + "/api/v1/regions",
+                                 headers={"Authorization": f"Basic {auth}"})
+        self.assertEqual(json.loads(body)["regions"], {"eu": ["198.51.100.0/24", "2001:db8:e::/48"]})
+        bad = yield client.action("/dashboard/regions", {"region:eu": "not-a-cidr"},
+                                  page="/dashboard/regions")
+        self.assertEqual(bad.code, 303)
+        page = yield client.get("/dashboard/regions")
+        self.assertIn("not a CIDR", page.text)  # the error, shown once
+        self.assertIn("198.51.100.0/24", page.text)  # nothing changed
+        self.assertIn("e1, e2", page.text)  # the edges reporting the default region
+
+        for edge, path in (("e1", "intellij/ct-intellij.zip"), ("e2", "intellij/ct-intellij.zip"),
+                           ("e2", "vscode/ct.vsix")):
+            code, _, _ = yield fetch(f"{self.d.edge_urls[edge]}/clients/{path}")
+            self.assertEqual(code, 200)
+
+        @defer.inlineCallbacks
+        def counted():
+            page = yield client.get("/dashboard")
+            return (stat(page, "dl-intellij"), stat(page, "dl-vscode")) == ("2", "1")
+
+        yield eventually(counted)
+        page = yield client.get("/dashboard")
+        self.assertEqual(stat(page, "dl-eclipse"), "0")
+        self.assertIn("2 edges online", page.text)
+
+
+class GeneratedPasswordTests(unittest.TestCase):
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def check_generated(self, daemon: Daemon):
+        self.addCleanup(daemon.stop)
+        port = daemon.port("HTTP")
+        match = daemon.wait_for_log(r"generated one for user ctuser: (\S+)")
+        password = match.group(1)
+        self.assertEqual(len(re.findall(re.escape(password), daemon.log())), 1)  # once
+        client = DashboardClient(f"http://127.0.0.1:{port}")
+        yield client.login("ctuser", "not-" + password, expect=401)
+        yield client.login("ctuser", password)
+        page = yield client.get("/dashboard")
+        self.assertEqual(page.code, 200)
+        self.assertIn('id="who">ctuser<', page.text)
+
+    def test_lone_edge_without_credentials(self):
+        return self.check_generated(Daemon("ctedge", {
+            "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_PROBE_INTERVAL": "0",
+            "CT_DATA_DIR": self.mktemp()}))
+
+    def test_locator_without_credentials(self):
+        return self.check_generated(Daemon("ctlocator", {
+            "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_DATA_DIR": self.mktemp(),
+            "CT_EDGE_SECRET": "generated-password-test-secret"}))
