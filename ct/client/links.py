@@ -12,9 +12,12 @@ class JoinLink:
     session: str
     token: str
     key: str | None  # base64url session key, from the fragment
+    stickiness: str | None = None  # ctstickiness value for load balancers (no locator)
 
     def __str__(self) -> str:
         text = f"{self.server}/join/{quote(self.session)}?token={quote(self.token)}"
+        if self.stickiness:
+            text += f"&ctstickiness={quote(self.stickiness)}"
         return f"{text}#key={self.key}" if self.key else text
 
     @property
@@ -36,7 +39,9 @@ def parse_link(link: str) -> JoinLink:
     segments = [s for s in parts.path.split("/") if s]
     if parts.scheme not in ("http", "https") or len(segments) < 2 or segments[-2] != "join":
         raise ValueError(f"not a join link (https://server/join/<session>?token=...): {link!r}")
-    token = parse_qs(parts.query).get("token", [None])[0]
+    query = parse_qs(parts.query)
+    token = query.get("token", [None])[0]
+    sticky = query.get("ctstickiness", [None])[0]
     if not token:
         raise ValueError("join link has no token")
     key = None
@@ -44,4 +49,4 @@ def parse_link(link: str) -> JoinLink:
         key = parse_qs(parts.fragment).get("key", [None])[0]
     prefix = "/".join(segments[:-2])
     server = f"{parts.scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else "")
-    return JoinLink(server, segments[-1], token, key)
+    return JoinLink(server, segments[-1], token, key, sticky)

@@ -9,6 +9,7 @@ this module as the protocol's worked example.
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -59,9 +60,9 @@ class SessionEnded(Exception):
 
 
 def connect_websocket(reactor, url: str, protocol_factory: Callable[[], WebSocketClientProtocol],
-                      trust_all: bool = False) -> Deferred:
+                      trust_all: bool = False, headers: dict[str, str] | None = None) -> Deferred:
     """Open a websocket to ``ws(s)://host:port/path``; fires with the protocol once open."""
-    factory = WebSocketClientFactory(url, reactor=reactor)
+    factory = WebSocketClientFactory(url, reactor=reactor, headers=headers or None)
     factory.protocol = protocol_factory
     factory.noisy = False
     factory.setProtocolOptions(autoPingInterval=20, autoPingTimeout=20, openHandshakeTimeout=10)
@@ -158,19 +159,24 @@ class SessionClient:
         self._last_error: dict[str, Any] | None = None
         self._on_close: Deferred | None = None
         self._link_token: tuple[str, str] | None = None
+        # ctstickiness: the same value on every request of this session keeps a load
+        # balancer (without a locator) sending them all to one edge.
+        self.stickiness: str | None = None
 
     # ------------------------------------------------------------ public API
 
     @property
     def link(self) -> JoinLink:
         return JoinLink(self.server, self.session, self.join_token,
-                        self.key.to_text() if self.key else None)
+                        self.key.to_text() if self.key else None, self.stickiness)
 
     def host(self, title: str | None = None, team: str | None = None,
              team_token: str | None = None, client_version: str | None = None) -> Deferred:
         """Create a session; fires with the ``hosted`` reply."""
         if self.key is None:
             self.key = SessionKey.generate()
+        if self.stickiness is None:
+            self.stickiness = secrets.token_urlsafe(12)
         message = {"type": "host", "v": PROTOCOL_VERSION, "name": self.name, "client": self.client}
         if title:
             message["title"] = title
@@ -193,6 +199,7 @@ class SessionClient:
         key = SessionKey.from_text(parsed.key) if parsed.key else None
         client = cls(reactor, parsed.server, name, key=key, **kw)
         client._link_token = (parsed.session, parsed.token)
+        client.stickiness = parsed.stickiness
         return client
 
     def join_link(self) -> Deferred:
@@ -260,7 +267,8 @@ class SessionClient:
     def _open(self, first: dict[str, Any]) -> Deferred:
         self._handshake = Deferred()
         url = websocket_url(self.server, "session")
-        d = connect_websocket(self.reactor, url, self._new_protocol, self.trust_all)
+        headers = {"ctstickiness": self.stickiness} if self.stickiness else None
+        d = connect_websocket(self.reactor, url, self._new_protocol, self.trust_all, headers)
 
         def opened(proto):
             self._proto = proto
@@ -336,6 +344,7 @@ class SessionClient:
         if kind == "hosted":
             self.join_token = message["joinToken"]
             self.resume_token = message["hostSecret"]
+            self.stickiness = message.get("stickiness") or self.stickiness
         elif kind == "joined":
             self.resume_token = message["resumeToken"]
         if kind in ("joined", "resumed"):

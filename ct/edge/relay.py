@@ -76,6 +76,7 @@ class Connection(Protocol):
     """What the relay needs from a participant's connection."""
 
     peer_host: str
+    stickiness: str | None  # the request's ctstickiness value, echoed in ``hosted``
 
     def send(self, message: Outgoing) -> None: ...
 
@@ -215,6 +216,7 @@ class Relay:
         conn.send_control({
             "type": "hosted", "session": sid, "participant": host.id, "hostSecret": host_secret,
             "joinToken": session.join_token, "seq": session.seq, "limits": self._limits_view(),
+            "stickiness": getattr(conn, "stickiness", None),
         })
         self._notify("session-started", session, host)
         return host

@@ -18,6 +18,7 @@ from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
 from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
+from ct.edge import stickiness
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
@@ -305,6 +306,7 @@ def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=N
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
     site = Site(root, reactor=reactor)
+    site.requestFactory = stickiness.request_factory(edge)
     site.displayTracebacks = False
     return site
 

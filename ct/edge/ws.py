@@ -12,10 +12,12 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 
 from ct.common.ratelimit import TokenBucket
+from ct.edge import stickiness
 from ct.common.tokens import check_team_token
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -79,6 +81,8 @@ class _GuardedProtocol(WebSocketServerProtocol):
     """Common parts: peer address, handshake timer, rate limit, error handling."""
 
     peer_host = "?"
+    keeps_stickiness = False
+    stickiness = None
     _handshake_call = None
     _closing = False
     _pending = None  # frames waiting for the end of the current read (see _WriteBatch)
@@ -87,8 +91,15 @@ class _GuardedProtocol(WebSocketServerProtocol):
     send_queue = ()
 
     def onConnect(self, request):
-        self.peer_host = self.factory.edge.client_address(request)
-        return None
+        edge = self.factory.edge
+        self.peer_host = edge.client_address(request)
+        headers = request.headers
+        value = stickiness.value_for(headers.get(stickiness.NAME), headers.get("cookie"),
+                                     edge.edge_id)
+        if self.keeps_stickiness:
+            self.stickiness = value  # goes into the ``hosted`` reply
+        secure = bool(getattr(self.factory, "isSecure", False))
+        return None, {stickiness.NAME: value, "Set-Cookie": stickiness.cookie(value, secure)}
 
     def _trim_after_handshake(self) -> None:
         """Forget what only the opening handshake needed: idle connections stay small."""
@@ -126,14 +137,40 @@ class _GuardedProtocol(WebSocketServerProtocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if self._pending is not None:
             self._flush()  # keep the order of everything written to this connection
-        if (sync or chopsize) and "send_queue" not in self.__dict__:
-            self.send_queue = deque()
-        super().sendData(data, sync, chopsize)
+        if sync or chopsize or self.send_queue or self.logOctets:
+            if "send_queue" not in self.__dict__:
+                self.send_queue = deque()
+            super().sendData(data, sync, chopsize)
+        else:
+            # Autobahn's sendData is this write plus a debug line it formats even when
+            # debug logging is off, and traffic counters nothing here reads.
+            self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        """Write ``data``: with one send() when nothing is queued on a plain TCP socket.
+
+        Twisted's ``write`` queues the bytes, registers the socket for writability, sends
+        on the next turn of the reactor and unregisters it: two ``epoll_ctl`` calls and a
+        loop turn per write. With an empty queue, sending at once saves all three; what
+        the kernel does not take (or an error) goes through Twisted's queue as before.
+        """
+        t = self.transport
+        if t is None:
+            return
+        if (type(t) is TCPServerTransport and not t.TLS and t.connected and not t.disconnecting
+                and not t._tempDataLen and t.offset >= len(t.dataBuffer)
+                and not t._writeDisconnected):
+            sent = t.writeSomeData(data)
+            if type(sent) is int:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        t.write(data)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending and self.transport is not None:
-            self.transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+        if pending:
+            self._write_now(b"".join(pending) if len(pending) > 1 else pending[0])
 
     def write_frame(self, frame: bytes) -> None:
         """Write a ready websocket frame: batched during a read, else at once."""
@@ -147,7 +184,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self._pending = [frame]
             self.factory.write_batch.dirty.append(self)
         else:
-            self.transport.write(frame)
+            self._write_now(frame)
 
     def onOpen(self):
         self._trim_after_handshake()
@@ -224,6 +261,8 @@ class _GuardedProtocol(WebSocketServerProtocol):
 
 class SessionProtocol(_GuardedProtocol):
     """``/ws/session``: host, join or resume; then data frames and control messages."""
+
+    keeps_stickiness = True
 
     participant = None
 
