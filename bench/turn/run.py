@@ -29,6 +29,7 @@ from client import Client  # noqa: E402
 from ct.turn import stun  # noqa: E402
 
 SECRET = "bench-secret"
+PROFILE = [a for a in os.environ.get("CT_TURN_BENCH_PROFILE", "").split(" ") if a]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -97,7 +98,7 @@ def start_ours(port: int, ports: tuple[int, int], workdir: str) -> subprocess.Po
                CT_TURN_RELAY_PORTS=f"{ports[0]}-{ports[1]}", CT_TURN_ALLOW_PEERS="127.0.0.0/8",
                CT_TURN_REALM="bench")
     cmd = ["taskset", "-c", "0", sys.executable, "-c",
-           "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+           "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *PROFILE,
            "-l", os.path.join(workdir, "ours.log"), "ctturn"]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

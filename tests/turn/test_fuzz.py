@@ -209,6 +209,7 @@ class FuzzTests(unittest.TestCase):
                                                               ("::/0", "any")])
         server = make_server(reactor, relay_ports=(50000, 50063), max_allocations=10,
                              bandwidth=10_000_000)
+        server.poller = None  # fake sockets: never polled
         server.policy = policy
         server.bind_relay_socket = lambda host, port: NullSocket()
         server.start()

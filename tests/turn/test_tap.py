@@ -120,8 +120,9 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(kinds, ["TurnServerService", "UdpListenerService",
                                  "StreamServerEndpointService", "StreamServerEndpointService"])
         service.startService()
-        [udp] = memory.readers
+        udp = [s for s in service if isinstance(s, tap.UdpListenerService)][0].listening
         self.assertEqual(udp.sock.getsockname()[0], "127.0.0.1")
+        self.assertEqual(memory.readers, [service.turn_server.poller])
         self.assertEqual(sorted(p[0] for p in memory.tcpServers), [3478])
         self.assertEqual(sorted(p[0] for p in memory.sslServers), [5349])
         self.assertEqual(service.turn_server.advertised_host, "127.0.0.1")
