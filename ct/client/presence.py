@@ -94,3 +94,68 @@ class PresenceClient:
             self._state.errback(ConnectionError(f"{why['code']}: {why['message']}"))
         if not self.closed.called:
             self.closed.callback(code)
+
+
+class TeamPresence:
+    """Presence that follows the team: asks the locator for the team's edge, and when that
+    connection drops, asks again and reconnects (the locator moves teams off dead edges).
+
+    ``states`` receives every ``presence-state`` (one per (re)connection); ``events`` the
+    events of whichever connection is current.
+    """
+
+    def __init__(self, reactor, locator_url: str, team: str, token: str, user: str,
+                 retry_delays=(0.2, 0.5, 1.0, 2.0, 5.0), **kw):
+        from ct.client.locator import LocatorClient
+
+        self.reactor = reactor
+        self.locator = LocatorClient(reactor, locator_url)
+        self.team, self.token, self.user = team, token, user
+        self.retry_delays = retry_delays
+        self.kw = kw
+        self.current: PresenceClient | None = None
+        self.edge: str | None = None
+        self.states: DeferredQueue = DeferredQueue()
+        self.events: DeferredQueue = DeferredQueue()
+        self.reconnects = 0
+        self._stopped = False
+        self._attempt = 0
+
+    @inlineCallbacks
+    def start(self):
+        where = yield self.locator.team_edge(self.team)
+        member = PresenceClient(self.reactor, where["server"], self.team, self.token,
+                                self.user, **self.kw)
+        member.events = self.events
+        state = yield member.connect()
+        self.current, self.edge = member, where["edge"]
+        self._attempt = 0
+        self.states.put({**state, "edge": where["edge"]})
+        member.closed.addCallback(self._lost, member)
+        return state
+
+    def _lost(self, code, member):
+        if self._stopped or member is not self.current:
+            return
+        self.current = None
+        self._retry()
+
+    def _retry(self):
+        delay = self.retry_delays[min(self._attempt, len(self.retry_delays) - 1)]
+        self._attempt += 1
+
+        def again():
+            if self._stopped:
+                return
+            self.reconnects += 1
+            self.start().addErrback(lambda _: self._retry())
+
+        self.reactor.callLater(delay, again)
+
+    def stop(self) -> Deferred:
+        self._stopped = True
+        if self.current is not None:
+            return self.current.close()
+        from twisted.internet.defer import succeed
+
+        return succeed(None)

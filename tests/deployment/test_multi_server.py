@@ -10,11 +10,11 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from ct.client.locator import LocatorRefused
-from ct.client.presence import PresenceClient
+from ct.client.presence import TeamPresence
 from ct.client.session import SessionClient
 from ct.common.tokens import team_token
 from tests.deployment.util import OPERATOR, Deployment
-from tests.edge.util import close_all, sleep
+from tests.edge.util import close_all, sleep, wait_for
 
 
 class MultiServerTests(unittest.TestCase):
@@ -79,25 +79,33 @@ class MultiServerTests(unittest.TestCase):
     def test_kill_9_edge_is_flagged_presence_moves_no_new_sessions(self):
         team = "core"
         token = team_token(self.d.edge_env["CT_TEAM_SECRET"], team)
-        where = yield self.d.client().team_edge(team)
-        victim = where["edge"]
-        member = PresenceClient(reactor, where["server"], team, token, "bob")
-        yield member.connect()
+        bob = TeamPresence(reactor, self.d.locator_url, team, token, "bob")
+        carol = TeamPresence(reactor, self.d.locator_url, team, token, "carol")
+        self.addCleanup(bob.stop)
+        self.addCleanup(carol.stop)
+        yield bob.start()
+        yield carol.start()
+        victim = bob.edge
+        self.assertEqual(carol.edge, victim)
+        yield bob.states.get()
+        yield carol.states.get()
 
         killed_at = time.monotonic()
         self.d.edges[victim].kill(signal.SIGKILL)
-        yield member.closed
         yield self.d.wait_edges(lambda s: s.get(victim) == "unavailable", timeout=20)
         flagged_after = time.monotonic() - killed_at
         # docs/locator.md: a dead edge is flagged within 2 health probes (2 s apart) + 1 s.
         self.assertLess(flagged_after, 8.0)
 
+        # Presence moves without user action: both members reconnect to the new edge.
+        state = yield bob.states.get().addTimeout(20, reactor)
+        yield carol.states.get().addTimeout(20, reactor)
+        self.assertNotEqual(bob.edge, victim)
+        self.assertEqual(bob.edge, carol.edge)
         moved = yield self.d.client().team_edge(team)
-        self.assertNotEqual(moved["edge"], victim)
-        member2 = PresenceClient(reactor, moved["server"], team, token, "bob")
-        state = yield member2.connect()
-        self.addCleanup(member2.close)
-        self.assertEqual([m["user"] for m in state["members"]], ["bob"])
+        self.assertEqual(moved["edge"], bob.edge)
+        yield wait_for(lambda: set(bob.current.members) == {"bob", "carol"}, timeout=10)
+        self.assertTrue(set(m["user"] for m in state["members"]) <= {"bob", "carol"})
         placed = yield self.host_via_locator(6)
         self.assertNotIn(victim, placed)
 
