@@ -40,6 +40,8 @@ COMMON_SETTINGS = [
     Setting("CT_HTTPS_LISTEN", "https-listen", "ssl:1443", parse_endpoint,
             "Endpoint serving HTTPS and secure websockets; used only when a certificate "
             "and key are configured.", SERVERS),
+    Setting("CT_ACCESS_LOG", "access-log", False, parse_bool,
+            "Log one line per HTTP request (health probes and API calls included).", SERVERS),
     Setting("CT_TLS_CERT", "tls-cert", None, parse_existing_file,
             "PEM certificate (chain) file for HTTPS.", SERVERS),
     Setting("CT_TLS_KEY", "tls-key", None, parse_existing_file,

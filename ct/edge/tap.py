@@ -10,10 +10,10 @@ from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from ct import __version__
 from ct.common.catalog import settings_for
+from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
 from ct.dashboard.setup import LogCapture, edge_dashboard
@@ -305,7 +305,7 @@ def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=N
     presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
-    site = Site(root, reactor=reactor)
+    site = ServerSite(root, reactor, values["access_log"])
     site.requestFactory = stickiness.request_factory(edge)
     site.displayTracebacks = False
     return site

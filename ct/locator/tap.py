@@ -15,12 +15,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import resource
-from twisted.web.server import Site
 
 from ct import __version__
 from ct.common.catalog import settings_for
 from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
+from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, https_endpoint
 from ct.common.settings import describe, make_options
 from ct.dashboard.setup import LogCapture, locator_dashboard
@@ -170,8 +170,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     root.putChild(b"dashboard", dashboard.resource())
     root.putChild(b"logs", dashboard.resource())
     log_capture.setServiceParent(runtime)
-    site = Site(root, reactor=reactor)
-    site.displayTracebacks = False
+    site = ServerSite(root, reactor, values["access_log"])
 
     listeners = []
     if values["http_listen"]:
