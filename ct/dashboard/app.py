@@ -914,10 +914,11 @@ class Dashboard:
         def produce(request, session):
             lines = self.server_log.lines()
             source = self.server_log.source()
+            where = ("kept in memory since start-up" if source == "memory"
+                     else f"file {source}")
             return defer.succeed([
-                tags.p(f"The last {len(lines)} lines of the server log ("
-                       f"{'file ' + source if source != 'memory' else 'kept in memory since start-up'}"
-                       "). Times are the server's local time.", class_="hint"),
+                tags.p(f"The last {len(lines)} lines of the server log ({where}). Times are "
+                       "the server's local time.", class_="hint"),
                 tags.pre("\n".join(lines), class_="log", id="log")])
 
         return self.page(request, "logs", "Server log", produce, refresh=10)

@@ -102,3 +102,4 @@ class ThrottleTests(unittest.TestCase):
             t.failed(f"10.1.{i // 256}.{i % 256}", f"user{i}")
             self.clock.advance(0.01)
         self.assertLessEqual(len(t._table), 52)
+

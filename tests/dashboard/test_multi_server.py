@@ -122,7 +122,8 @@ class LocatorDashboardTests(unittest.TestCase):
         auth = base64.b64encode(":".join(OPERATOR).encode()).decode()
         _, _, body = yield fetch(self.d.locator_url + "/api/v1/regions",
                                  headers={"Authorization": f"Basic {auth}"})
-        self.assertEqual(json.loads(body)["regions"], {"eu": ["198.51.100.0/24", "2001:db8:e::/48"]})
+        self.assertEqual(json.loads(body)["regions"],
+                         {"eu": ["198.51.100.0/24", "2001:db8:e::/48"]})
         bad = yield client.action("/dashboard/regions", {"region:eu": "not-a-cidr"},
                                   page="/dashboard/regions")
         self.assertEqual(bad.code, 303)
