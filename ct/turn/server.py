@@ -93,10 +93,14 @@ class TurnServer:
         self._sweeper.clock = reactor
         self.poller = SocketPoller(reactor) if hasattr(select, "epoll") else None
 
-    def watch(self, reader) -> None:
-        """Have ``reader.doRead`` called when its socket is readable."""
+    def watch(self, reader, busy: bool = False) -> None:
+        """Have ``reader.doRead`` called when its socket is readable.
+
+        A ``busy`` reader (the server's own socket) keeps reading in batches; the many
+        quiet relay sockets read one datagram per readiness.
+        """
         if self.poller is not None:
-            self.poller.add(reader)
+            self.poller.add(reader, None if busy else 1)
         else:
             self.reactor.addReader(reader)
 
@@ -517,8 +521,9 @@ class SocketPoller:
         self.readers: dict[int, Any] = {}
         self.registered = False
 
-    def add(self, reader) -> None:
-        reader.batch = 1
+    def add(self, reader, batch: int | None = 1) -> None:
+        if batch is not None:
+            reader.batch = batch
         fd = reader.fileno()
         self.epoll.register(fd, select.EPOLLIN)
         self.readers[fd] = reader
@@ -548,8 +553,8 @@ class SocketPoller:
     def doRead(self) -> None:
         """Serve ready sockets one datagram at a time, re-polling until none is ready.
 
-        Readers watched here read a single datagram per call (``batch`` 1): asking the
-        inner epoll again is cheaper than the failing read that ends a batch.
+        Quiet readers watched here read a single datagram per call (``batch`` 1): asking
+        the inner epoll again is cheaper than the failing read that ends a batch.
         """
         readers = self.readers
         poll = self.epoll.poll
@@ -783,7 +788,7 @@ class UdpServerSocket:
         self.listener.startProtocol()
         self._buffer = bytearray(MAX_DATAGRAM + 4)
         self._view = memoryview(self._buffer)
-        server.watch(self)
+        server.watch(self, busy=True)
 
     def fileno(self) -> int:
         return -1 if self.closed else self._fileno
