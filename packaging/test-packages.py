@@ -342,6 +342,9 @@ def configure() -> dict[str, int]:
     set_env("/etc/codetogether/edge.env", {
         "CT_HTTP_LISTEN": f"tcp:{ports['edge']}:interface=127.0.0.1",
         "CT_PROBE_INTERVAL": "1",
+        "CT_LOCATOR": f"http://127.0.0.1:{ports['locator']}",
+        "CT_EDGE_SECRET": "packaging-test-secret-0123456789",
+        "CT_DRAIN_TIMEOUT": "2",
     })
     set_env("/etc/codetogether/locator.env", {
         "CT_HTTP_LISTEN": f"tcp:{ports['locator']}:interface=127.0.0.1",
@@ -443,6 +446,18 @@ def get_health(service: Service, port: int, deadline_s: float = 60.0) -> dict:
                   + service.output()[-3000:])
 
 
+def wait_for_edge(locator: Service, port: int, deadline_s: float = 30.0) -> dict:
+    """The locator's /health once an edge is online (or the last answer)."""
+    deadline = time.monotonic() + deadline_s
+    body = {}
+    while time.monotonic() < deadline:
+        body = get_health(locator, port)
+        if body.get("edges_online", 0) >= 1:
+            break
+        time.sleep(1)
+    return body
+
+
 def stun_binding(port: int, service: Service, deadline_s: float = 30.0) -> str:
     """A STUN Binding request (RFC 8489) to the relay; returns the response type."""
     txid = os.urandom(12)
@@ -465,22 +480,97 @@ def stun_binding(port: int, service: Service, deadline_s: float = 30.0) -> str:
     raise Failure(f"no STUN answer from 127.0.0.1:{port} within {deadline_s} s")
 
 
+class WebSocket:
+    """Just enough of a websocket client (RFC 6455) to host a session on the edge."""
+
+    def __init__(self, port: int, path: str):
+        import base64
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                          .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise Failure(f"edge closed the websocket handshake on {path}")
+            head += chunk
+        head, self.buffer = head.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise Failure(f"websocket handshake refused: {head[:200]!r}")
+
+    def send_json(self, message: dict) -> None:
+        payload = json.dumps(message).encode()
+        mask = os.urandom(4)
+        if len(payload) < 126:
+            header = bytes([0x81, 0x80 | len(payload)])
+        else:
+            header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Failure("websocket closed without a close frame")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def frame(self) -> tuple[int, bytes]:
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read(8), "big")
+        return first & 0x0F, self._read(length)
+
+    def next_json(self) -> dict:
+        for _ in range(50):
+            opcode, payload = self.frame()
+            if opcode == 0x1:
+                return json.loads(payload)
+            if opcode == 0x8:
+                raise Failure(f"websocket closed: {payload!r}")
+        raise Failure("no text frame")
+
+    def close_code(self) -> tuple[int, str]:
+        for _ in range(1000):
+            opcode, payload = self.frame()
+            if opcode == 0x8:
+                if len(payload) < 2:
+                    return 1005, ""
+                return int.from_bytes(payload[:2], "big"), payload[2:].decode(errors="replace")
+        raise Failure("no close frame")
+
+
 def run_services(scratch: str, ports: dict[str, int]) -> None:
     step("start the services from the installed unit files, as systemd would")
-    has_locator = bool(glob.glob(f"{RUNTIME}/lib/python3*/site-packages/ct/locator/tap.py"))
-    services = {u: Service(u, scratch) for u in UNITS
-                if u != "ctlocator" or has_locator}
-    if not has_locator:
-        info("SKIP ctlocator: ct/locator/tap.py is not in this source tree yet")
+    services = {u: Service(u, scratch) for u in ("ctlocator", "ctedge", "ctturn")}
+    host = None
     try:
-        for service in services.values():
-            service.start()
+        services["ctlocator"].start()
+        body = get_health(services["ctlocator"], ports["locator"])
+        check(body.get("status") == "ok" and body.get("role") == "locator",
+              "locator /health: status ok")
+        services["ctedge"].start()
+        services["ctturn"].start()
         body = get_health(services["ctedge"], ports["edge"])
         check(body.get("status") == "ok" and body.get("role") == "edge",
               "edge /health: status ok")
-        if "ctlocator" in services:
-            body = get_health(services["ctlocator"], ports["locator"])
-            check(body.get("status") == "ok", "locator /health: status ok")
+        body = wait_for_edge(services["ctlocator"], ports["locator"])
+        check(body.get("edges_online", 0) >= 1,
+              f"the edge linked to the locator (edges_online={body.get('edges_online')})")
+        host = WebSocket(ports["edge"], "/ws/session")
+        host.send_json({"type": "host", "v": 1, "name": "packaging-test",
+                        "client": "packaging-test"})
+        reply = host.next_json()
+        check(reply.get("type") == "hosted", f"hosted a session on the edge ({reply.get('type')})")
         kind = stun_binding(ports["turn"], services["ctturn"])
         check(kind == "0x0101", f"TURN relay answered the Binding request ({kind})")
         for unit, service in services.items():
@@ -488,6 +578,13 @@ def run_services(scratch: str, ports: dict[str, int]) -> None:
     finally:
         codes = {unit: service.stop() for unit, service in services.items()}
     step("SIGTERM: clean exit, logs in the journal stream and the log file")
+    code, reason = host.close_code()
+    check(code == 4010, f"the edge ended the hosted session on stop: close {code} {reason!r}")
+    edge_log = open("/var/log/codetogether/edge.log").read()
+    check("stopping: waiting up to 2 s for 1 sessions to end" in edge_log,
+          "the edge drained for CT_DRAIN_TIMEOUT before ending the session")
+    check(os.path.isfile("/var/lib/codetogether/edge/edge-id"),
+          "the edge kept its id in CT_DATA_DIR/edge (writable under ProtectSystem=strict)")
     for unit, service in services.items():
         # twistd re-raises the signal it stopped on; systemd counts death by
         # SIGTERM of the main process as a clean stop (no restart, not failed).
@@ -503,9 +600,8 @@ def run_services(scratch: str, ports: dict[str, int]) -> None:
               f"{logfile} is 0640 codetogether:codetogether")
         for line in text.splitlines()[-3:]:
             info("| " + line)
-    if "ctlocator" in services:
-        check(os.path.exists("/var/lib/codetogether/locator.sqlite3"),
-              "locator kept its SQLite database in /var/lib/codetogether")
+    check(os.path.exists("/var/lib/codetogether/locator.sqlite3"),
+          "locator kept its SQLite database in /var/lib/codetogether")
 
 
 # ---------------------------------------------------------------- remove / purge
