@@ -4,6 +4,10 @@
 set -euo pipefail
 
 packages=(haproxy coturn chromium chromium-driver)
+if [ "${CT_TEST_PACKAGING:-0}" = 1 ]; then
+    # Building and checking the Debian packages (tests/packaging).
+    packages+=(dpkg-dev debhelper dh-virtualenv lintian python3-venv build-essential systemd)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
