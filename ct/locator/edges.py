@@ -14,12 +14,16 @@ Edges are not pre-registered: an edge appears when it connects.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ct.locator.placement import EdgeSnapshot, EdgeState
 
 HEALTH_FAILURES_FOR_DEAD = 2
+# A placement counts towards its edge's load until a report shows the hosted session,
+# at most this long: reports arrive every few seconds, placements in bursts.
+PENDING_PLACEMENT_SECONDS = 10.0
 
 
 @dataclass
@@ -37,6 +41,7 @@ class EdgeInfo:
     dead: bool = False
     max_connections: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    pending: deque = field(default_factory=deque)  # times of placements not yet reported
     link: Any = None  # the websocket protocol while the link is up
 
 
@@ -69,8 +74,25 @@ class EdgeDirectory:
     def reported(self, edge_id: str, stats: dict[str, Any]) -> None:
         info = self.edges.get(edge_id)
         if info is not None:
+            hosted = stats.get("sessionsHosted")
+            before = info.stats.get("sessionsHosted")
+            if isinstance(hosted, int) and isinstance(before, int) and hosted > before:
+                for _ in range(min(hosted - before, len(info.pending))):
+                    info.pending.popleft()  # those placements became sessions
             info.stats = stats
             info.last_report = self.clock.seconds()
+
+    def placed(self, edge_id: str) -> None:
+        """A session was just placed on the edge; count it until a report shows it."""
+        info = self.edges.get(edge_id)
+        if info is not None:
+            info.pending.append(self.clock.seconds())
+
+    def _pending(self, info: EdgeInfo) -> int:
+        horizon = self.clock.seconds() - PENDING_PLACEMENT_SECONDS
+        while info.pending and info.pending[0] < horizon:
+            info.pending.popleft()  # never hosted (client gave up) or report lost
+        return len(info.pending)
 
     def disconnected(self, edge_id: str, link) -> EdgeInfo | None:
         info = self.edges.get(edge_id)
@@ -106,10 +128,12 @@ class EdgeDirectory:
         out = []
         for info in self.edges.values():
             s = info.stats
+            pending = self._pending(info)
             out.append(EdgeSnapshot(
                 edge_id=info.edge_id, region=info.region, state=self.state(info),
                 load=s.get("load"), lag_ms=s.get("lagMs"),
-                connections=int(s.get("connections", 0)), sessions=int(s.get("sessions", 0)),
+                connections=int(s.get("connections", 0)) + pending,
+                sessions=int(s.get("sessions", 0)) + pending,
                 max_connections=info.max_connections))
         return out
 

@@ -106,8 +106,7 @@ class Locator:
         info = self.directory.edges[placement.edge_id]
         # Count the session now: reports come every few seconds, and a burst of
         # placements must not all land on the edge that looked emptiest at the last one.
-        info.stats["sessions"] = int(info.stats.get("sessions", 0)) + 1
-        info.stats["connections"] = int(info.stats.get("connections", 0)) + 1
+        self.directory.placed(info.edge_id)
         return {"edge": info.edge_id, "server": info.url, "region": info.region,
                 "state": placement.state.value, "inRegion": placement.in_region}
 

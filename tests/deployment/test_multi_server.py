@@ -111,10 +111,12 @@ class MultiServerTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_sessions_of_a_dead_edge_are_gone_from_the_directory(self):
-        placed = yield self.host_via_locator(3)
-        victim_index = placed.index("e2")
-        sid = self.clients[victim_index].session
-        self.clients[victim_index].auto_resume = False
+        host = SessionClient(reactor, self.d.edge_urls["e2"], "alice", auto_resume=False)
+        yield host.host()
+        self.clients.append(host)
+        sid = host.session
+        found = yield self.d.client().find_session(sid)  # the edge told the locator
+        self.assertEqual(found["edge"], "e2")
         self.d.edges["e2"].kill(signal.SIGKILL)
         yield self.d.wait_edges(lambda s: s.get("e2") == "unavailable", timeout=20)
         yield sleep(1.5)  # the check that ends its sessions runs every second

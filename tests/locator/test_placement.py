@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 
 from hypothesis import given, settings
@@ -195,3 +196,34 @@ class PlacementProperties(unittest.SynchronousTestCase):
             self.assertEqual(p.edge_id, current)
         else:
             self.assertEqual(p, pick_edge(edges, region))
+
+
+class PendingPlacementTests(unittest.TestCase):
+    """Placements count towards an edge until its reports show them (EdgeDirectory)."""
+
+    def test_burst_of_placements_spreads_despite_stale_reports(self):
+        from twisted.internet.task import Clock
+
+        from ct.locator.edges import EdgeDirectory
+        from ct.locator.placement import pick_edge
+
+        clock = Clock()
+        directory = EdgeDirectory(clock)
+        for name in ("a", "b", "c"):
+            directory.connected(name, f"http://{name}", "default", "1", object(), False)
+            directory.reported(name, {"sessions": 0, "connections": 0, "sessionsHosted": 0})
+        picks = []
+        for _ in range(6):
+            choice = pick_edge(directory.snapshots()).edge_id
+            directory.placed(choice)
+            picks.append(choice)
+            # a stale report (the session is not up yet) must not erase the placement
+            directory.reported(choice, {"sessions": 0, "connections": 0, "sessionsHosted": 0})
+        self.assertEqual(sorted(picks), ["a", "a", "b", "b", "c", "c"])
+        # once the edge reports the hosted sessions, the pending ones are gone
+        directory.reported("a", {"sessions": 2, "connections": 2, "sessionsHosted": 2})
+        self.assertEqual(directory.edges["a"].pending, collections.deque())
+        # placements that never became sessions expire
+        clock.advance(11)
+        snap = {s.edge_id: s.sessions for s in directory.snapshots()}
+        self.assertEqual(snap, {"a": 2, "b": 0, "c": 0})
