@@ -21,6 +21,25 @@ def https_endpoint(listen: str, cert: str, key: str) -> str:
             f":certKey={quoteStringArgument(cert)}")
 
 
+def server_listeners(reactor, values, site) -> "ListenersService":
+    """HTTP on ``CT_HTTP_LISTEN``; HTTPS on ``CT_HTTPS_LISTEN`` when a certificate and key are set."""
+    from twisted.python import usage
+
+    listeners = []
+    if values["http_listen"]:
+        listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
+    if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
+        listeners.append(("SSL", "CT_HTTPS_LISTEN",
+                          https_endpoint(values["https_listen"], values["tls_cert"],
+                                         values["tls_key"]), site))
+    elif values["tls_cert"] or values["tls_key"]:
+        raise usage.UsageError("HTTPS needs both CT_TLS_CERT and CT_TLS_KEY")
+    if not listeners:
+        raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
+                               "CT_TLS_KEY for HTTPS")
+    return ListenersService(reactor, listeners)
+
+
 class ListenersService(service.Service):
     """Listens on each ``(label, endpoint string, factory)``; logs the ports once all are up.
 

@@ -14,7 +14,7 @@ from twisted.python import usage
 from ct import __version__
 from ct.common.catalog import settings_for
 from ct.common.web import ServerSite
-from ct.common.listen import ListenersService, https_endpoint
+from ct.common.listen import ListenersService, server_listeners
 from ct.common.settings import describe, make_options
 from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
@@ -130,19 +130,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         metrics_page = integrations.resource
     site = build_site(edge, values, reactor, top.downloads, metrics_page)
 
-    listeners = []
-    if values["http_listen"]:
-        listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
-    if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
-        listeners.append(("SSL", "CT_HTTPS_LISTEN",
-                          https_endpoint(values["https_listen"], values["tls_cert"],
-                                         values["tls_key"]), site))
-    elif values["tls_cert"] or values["tls_key"]:
-        raise usage.UsageError("HTTPS needs both CT_TLS_CERT and CT_TLS_KEY")
-    if not listeners:
-        raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
-                               "CT_TLS_KEY for HTTPS")
-    listening = ListenersService(reactor, listeners)
+    listening = server_listeners(reactor, values, site)
     add_audio_video(top, edge, values, reactor)
     if values["probe_interval"] > 0:
         from ct.edge.probe import RelayProbe
@@ -298,7 +286,7 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
     edge.handshake_hooks.append(hand_ice_servers)
 
 
-def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> Site:
+def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> ServerSite:
     url = values["server_url"] or "ws://localhost"
     max_bytes = values["max_frame_bytes"]
     session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor)

@@ -21,7 +21,7 @@ from ct.common.catalog import settings_for
 from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
 from ct.common.web import ServerSite
-from ct.common.listen import ListenersService, https_endpoint
+from ct.common.listen import server_listeners
 from ct.common.settings import describe, make_options
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
@@ -32,7 +32,7 @@ from ct.metrics.definitions import LOCATOR_METRICS
 from ct.metrics.model import MetricSet
 from ct.metrics.setup import setup_metrics
 from ct.storage.config import ConfigError, load_locator_config
-from ct.storage.database import Database, StorageError
+from ct.storage.database import Database
 from ct.storage.migrations import prepare_database
 from ct.storage.store import LocatorStore
 
@@ -172,17 +172,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     log_capture.setServiceParent(runtime)
     site = ServerSite(root, reactor, values["access_log"])
 
-    listeners = []
-    if values["http_listen"]:
-        listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
-    if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
-        listeners.append(("SSL", "CT_HTTPS_LISTEN",
-                          https_endpoint(values["https_listen"], values["tls_cert"],
-                                         values["tls_key"]), site))
-    if not listeners:
-        raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "
-                               "CT_TLS_KEY for HTTPS")
-    listening = ListenersService(reactor, listeners)
+    listening = server_listeners(reactor, values, site)
     listening.setServiceParent(runtime)
     runtime.listening = listening
     runtime.locator_obj = locator
