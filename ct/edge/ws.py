@@ -215,8 +215,13 @@ class _GuardedProtocol(WebSocketServerProtocol):
         except Exception:
             _log.failure("internal error handling a message from {peer}", peer=self.peer_host)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the edge log"))
+
+    def onFrameEnd(self):
+        try:
+            return super().onFrameEnd()
         finally:
-            # Autobahn keeps the last frame's unmasker (~1 KB) until the next frame arrives.
+            # Autobahn keeps each frame's unmasker (~1 KB) until the next frame arrives;
+            # an idle connection's last frame is often a pong.
             self.current_frame_masker = None
 
     def fail(self, e: ProtocolError) -> None:
