@@ -216,6 +216,15 @@ class _GuardedProtocol(WebSocketServerProtocol):
             _log.failure("internal error handling a message from {peer}", peer=self.peer_host)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the edge log"))
 
+    def onMessageEnd(self):
+        if self._listeners is not None or self.trackedTimings:
+            return super().onMessageEnd()
+        # Autobahn's version also fires a "message" event for observers: with none, that
+        # is a Deferred made and resolved per message for nothing.
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
+
     def onFrameEnd(self):
         try:
             return super().onFrameEnd()
