@@ -39,23 +39,20 @@ _HANDSHAKE_LEFTOVERS = (
     "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
     "_wskey", "websocket_protocols", "websocket_extensions", "websocket_origin",
 )
-# Per-connection flags Autobahn sets to these values when a connection starts. As class
-# attributes of the same value they need no slot in each idle connection's ``__dict__``.
+# Per-connection flags Autobahn sets to these values when a connection starts and changes
+# only when it closes. As class attributes of the same value they need no slot in each
+# idle connection's ``__dict__``. (Attributes set again for every frame or ping are not
+# listed: dropping them would only make the dict grow again, to a larger size.)
 _FLAG_DEFAULTS = dict.fromkeys((
     "closedByMe", "failedByMe", "droppedByMe", "wasClean", "wasServerConnectionDropTimeout",
     "wasOpenHandshakeTimeout", "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
     "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "triggered",
-    "inside_message", "utf8validateIncomingCurrentMessage", "_isMessageCompressed",
 ), False)
 _FLAG_DEFAULTS.update(dict.fromkeys((
     "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
     "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
-    "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent", "_perMessageCompress",
-    "trackedTimings", "current_frame", "current_frame_masker", "websocket_protocol_in_use",
-    "message_data", "frame_data", "control_frame_data", "message_is_binary",
-    "_handshake_call",
+    "_perMessageCompress", "trackedTimings", "websocket_protocol_in_use",
 ), None))
-_FLAG_DEFAULTS["autoPingPendingSeq"] = 0
 
 
 class _WriteBatch:
