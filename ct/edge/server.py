@@ -53,9 +53,9 @@ def _version_tuple(text: str) -> tuple:
 class EdgeServer:
     """Sessions, presence and health of one edge process."""
 
-    def __init__(self, clock, config: EdgeConfig = EdgeConfig()):
+    def __init__(self, clock, config: EdgeConfig | None = None):
         self.clock = clock
-        self.config = config
+        self.config = config = config if config is not None else EdgeConfig()
         self.edge_id = config.edge_id or uuid.uuid4().hex[:12]
         self.relay = Relay(clock, config.limits)
         self.presence = PresenceHub(clock)

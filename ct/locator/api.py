@@ -67,10 +67,12 @@ class LocatorAPI:
 
     @app.route("/health", methods=["GET", "HEAD"])
     @app.route("/ct-health/", methods=["GET", "HEAD"])
+    @defer.inlineCallbacks
     def health(self, request):
-        snap = self.locator.snapshot()
-        return _json(request, {"status": "ok", "role": "locator", "version": __version__,
-                               **snap})
+        healthy, checks = yield self.locator.health()
+        body = {"status": "ok" if healthy else "failing", "role": "locator",
+                "version": __version__, "checks": checks, **self.locator.snapshot()}
+        return _json(request, body, 200 if healthy else 503)
 
     # -- client API
 

@@ -416,6 +416,21 @@ class Locator:
                 ok = False
             self.directory.health_result(info.edge_id, ok)
 
+    @defer.inlineCallbacks
+    def health(self, timeout: float = 3.0):
+        """(healthy, checks): the database must answer; edges are reported, not required."""
+        checks = {}
+        healthy = True
+        try:
+            d = self.store.db.runInteraction("health", _ping)
+            d.addTimeout(timeout, self.clock)
+            yield d
+            checks["database"] = "ok"
+        except Exception as e:
+            healthy = False
+            checks["database"] = f"failing: {e.__class__.__name__}: {e}"
+        return healthy, checks
+
     def snapshot(self) -> dict[str, Any]:
         states = [self.directory.state(i).value for i in self.directory.edges.values()]
         return {"edges": len(states), "edges_online": states.count("online"),
@@ -424,3 +439,8 @@ class Locator:
                 "placements": dict(self.placements),
                 "placement_failures_total": self.placement_failures,
                 "records_stored_total": self.records_stored}
+
+
+def _ping(txn):
+    txn.execute("SELECT 1")
+    return txn.fetchone()

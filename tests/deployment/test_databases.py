@@ -88,3 +88,66 @@ class PostgresLocatorTests(LocatorOnServerDatabaseMixin, unittest.TestCase):
 
 class MariaDBLocatorTests(LocatorOnServerDatabaseMixin, unittest.TestCase):
     dialect = "mysql"
+
+
+class DatabaseOutageHealthTests(unittest.TestCase):
+    """The database goes away under a running locator: /health says so (503), sessions on
+    edges go on, and when the database is back the locator recovers by itself."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_health_follows_the_database(self):
+        import urllib.error
+        import urllib.request
+
+        from twisted.internet import threads
+        from twisted.protocols.portforward import ProxyFactory
+
+        config = fresh_database(self, "postgres")
+        factory = ProxyFactory(config.host, config.port)
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        port = listening.getHost().port
+        proxied = config.__class__(**{**config.__dict__, "port": port})
+        d = Deployment(self, locator_env={"CT_LOCATOR_CONFIG": write_config(proxied)})
+        # The locator runs in another process, so the proxy must keep serving while we wait.
+        started = yield threads.deferToThread(d.start_locator)
+        url = f"http://127.0.0.1:{started}/health"
+
+        def health():
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    return r.status, json.load(r)
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)
+
+        status, body = yield threads.deferToThread(health)
+        self.assertEqual((status, body["checks"]["database"]), (200, "ok"))
+
+        yield listening.stopListening()  # the database "goes down"
+        from twisted.internet import task
+
+        for _ in range(3):  # drop every proxied connection (pool connections included)
+            for conn in [c for c in reactor.getReaders() if hasattr(c, "protocol") and
+                         c.protocol.__class__.__name__ in ("ProxyServer", "ProxyClient")]:
+                conn.protocol.transport.abortConnection()
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        status, body = yield threads.deferToThread(health)
+        self.assertEqual(status, 503)
+        self.assertEqual(body["status"], "failing")
+        self.assertIn("failing", body["checks"]["database"])
+
+        listening = reactor.listenTCP(port, factory, interface="127.0.0.1")  # back
+        self.addCleanup(listening.stopListening)
+
+        @defer.inlineCallbacks
+        def recovered():
+            for _ in range(40):
+                status, body = yield threads.deferToThread(health)
+                if status == 200:
+                    return body
+                yield task.deferLater(reactor, 0.25, lambda: None)
+            raise AssertionError(f"locator did not recover: {body}")
+
+        body = yield recovered()
+        self.assertEqual(body["checks"]["database"], "ok")
