@@ -7,6 +7,7 @@ handshake timeout, hands the message to the pure core and turns every
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from typing import Any
 
@@ -89,7 +90,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         edge = self.factory.edge
-        self.peer_host = edge.client_address(request)
+        self.peer_host = sys.intern(edge.client_address(request))  # one copy per address
         headers = request.headers
         value = stickiness.value_for(headers.get(stickiness.NAME), headers.get("cookie"),
                                      edge.edge_id)
@@ -106,9 +107,14 @@ class _GuardedProtocol(WebSocketServerProtocol):
             # producer; the websocket has replaced it, so let both go.
             transport.unregisterProducer()
         cls = type(self)
+        drop = _HANDSHAKE_LEFTOVERS
+        if self._listeners is None:
+            # Nothing observes this connection's events (nothing here calls ``on``): its
+            # event list and per-event results need no copy of their own.
+            drop = drop + ("_valid_events", "_results")
         kept = {}
         for name, value in self.__dict__.items():
-            if name in _HANDSHAKE_LEFTOVERS:
+            if name in drop:
                 continue
             if name in _FLAG_DEFAULTS and getattr(cls, name, self) is value:
                 continue
@@ -184,6 +190,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self._write_now(frame)
 
     def onOpen(self):
+        # (Autobahn resolves ``is_open`` right after this returns.)
         self._trim_after_handshake()
         edge = self.factory.edge
         self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
