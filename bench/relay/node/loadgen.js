@@ -161,10 +161,13 @@ async function idle () {
       }
       for (const members of await Promise.all(batch)) conns.push(...members)
     }
-    let closed = 0
-    for (const ws of conns) if (ws.readyState !== WebSocket.OPEN) closed++
-    emit({ event: 'step', connections: conns.length, closed })
-    const answer = await nextLine()
+    const closedCount = () => conns.filter(ws => ws.readyState !== WebSocket.OPEN).length
+    emit({ event: 'step', connections: conns.length, closed: closedCount() })
+    let answer = await nextLine()
+    while (answer === 'count') { // after the orchestrator's wait: still open?
+      emit({ event: 'count', connections: conns.length, closed: closedCount() })
+      answer = await nextLine()
+    }
     if (answer !== 'next') break
   }
   for (const ws of conns) ws.terminate()
