@@ -190,7 +190,6 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self._write_now(frame)
 
     def onOpen(self):
-        # (Autobahn resolves ``is_open`` right after this returns.)
         self._trim_after_handshake()
         edge = self.factory.edge
         self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
