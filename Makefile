@@ -14,10 +14,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
-	touch $(STAMP)
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup-venv.sh
 
 system-deps:
 	bash scripts/system-deps.sh
