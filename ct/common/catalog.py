@@ -19,6 +19,7 @@ from ct.common.settings import (
     parse_optional_str,
     parse_size,
     parse_str,
+    parse_time_zone,
     parse_url,
 )
 
@@ -40,6 +41,9 @@ COMMON_SETTINGS = [
     Setting("CT_HTTPS_LISTEN", "https-listen", "ssl:1443", parse_endpoint,
             "Endpoint serving HTTPS and secure websockets; used only when a certificate "
             "and key are configured.", SERVERS),
+    Setting("CT_TIME_ZONE", "time-zone", None, parse_time_zone,
+            "Time zone of log timestamps (IANA name, e.g. Europe/Berlin). Unset: the "
+            "host's.", SERVERS),
     Setting("CT_ACCESS_LOG", "access-log", False, parse_bool,
             "Log one line per HTTP request (health probes and API calls included).", SERVERS),
     Setting("CT_TLS_CERT", "tls-cert", None, parse_existing_file,

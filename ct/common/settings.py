@@ -187,6 +187,30 @@ def parse_directory(raw: str) -> str | None:
     return value
 
 
+def parse_time_zone(raw: str) -> str | None:
+    """An IANA time zone name such as ``Europe/Berlin`` (or ``UTC``)."""
+    value = raw.strip()
+    if not value:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"unknown time zone {value!r} (expected a name such as "
+                           "Europe/Berlin or UTC)") from None
+    return value
+
+
+def apply_time_zone(name: str | None) -> None:
+    """Use ``name`` for the timestamps of logs and reports from now on."""
+    if name:
+        import time
+
+        os.environ["TZ"] = name
+        time.tzset()
+
+
 def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
 

@@ -15,7 +15,7 @@ from ct import __version__
 from ct.common.catalog import settings_for
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
-from ct.common.settings import describe, make_options
+from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
 from ct.edge import stickiness
@@ -111,6 +111,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
+    apply_time_zone(values["time_zone"])
     # Single-server: this edge serves the dashboard and /logs (from here on).
     log_capture = None if values["locator"] else LogCapture()
     _log.info("ct edge {version} starting; configuration:", version=__version__)

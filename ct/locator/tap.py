@@ -22,7 +22,7 @@ from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
 from ct.common.web import ServerSite
 from ct.common.listen import server_listeners
-from ct.common.settings import describe, make_options
+from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
@@ -128,6 +128,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
+    apply_time_zone(values["time_zone"])
     log_capture = LogCapture()  # /logs shows the log from here on
     _log.info("ct locator {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):

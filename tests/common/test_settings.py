@@ -47,6 +47,7 @@ class SettingsTests(unittest.TestCase):
             "CT_METRICS_STATSD_PROTOCOL": ("SCTP", "expected one of UDP, TCP"),
             "CT_TLS_CERT": ("/nonexistent.pem", "file not found"),
             "CT_MAX_FRAME_BYTES": ("lots", "expected a size"),
+            "CT_TIME_ZONE": ("Mars/Olympus", "unknown time zone"),
         }
         for name, (value, why) in cases.items():
             e = self.assertRaises(usage.UsageError, parse, edge_tap.Options, **{name: value})

@@ -67,3 +67,11 @@ class TwistdEdgeTests(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1 (HTTP, setting "
                       "CT_HTTP_LISTEN)", output)
+
+    def test_time_zone_of_log_timestamps(self):
+        edge = Daemon("ctedge", {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
+                                 "CT_PROBE_INTERVAL": "0", "CT_TIME_ZONE": "Asia/Tokyo"})
+        self.addCleanup(edge.stop)
+        edge.port("HTTP")
+        line = [l for l in edge.log().splitlines() if "services available on port" in l][0]
+        self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0900 ")
