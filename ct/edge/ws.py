@@ -13,6 +13,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.task import LoopingCall
 from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -33,6 +34,9 @@ from ct.protocol.wire import (
 _log = Logger()
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
+_STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+# An unmasked websocket ping with no payload (FIN + opcode 9, length 0).
+_PING_FRAME = b"\x89\x00"
 
 # What Autobahn keeps from the opening handshake; nothing reads it once the connection is open.
 _HANDSHAKE_LEFTOVERS = (
@@ -53,7 +57,86 @@ _FLAG_DEFAULTS.update(dict.fromkeys((
     "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
     "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
     "_perMessageCompress", "trackedTimings", "websocket_protocol_in_use",
+    # Autobahn's own keep-alive is off (see KeepAlive): its state never changes.
+    "autoPingTimeoutCall", "autoPingPending", "autoPingPendingCall", "autoPingPendingSent",
 ), None))
+_FLAG_DEFAULTS["autoPingPendingSeq"] = 0
+
+
+class KeepAlive:
+    """Websocket pings for every open connection of a factory, from one timer.
+
+    The connections are spread over ``slices`` groups; each tick of the timer visits one
+    group, so each connection is visited once per ``interval``. A visit drops a connection
+    still marked quiet (nothing received since the previous visit's ping, a whole
+    ``interval`` ago); otherwise it pings it and marks it quiet. Anything received from the
+    peer clears the mark (``conn.keepalive_quiet = False``). So every connection gets a ping
+    per ``interval``, has ``interval`` to answer it, and a silent peer is dropped at most
+    ``2 * interval`` (plus one tick) after the last thing it sent.
+
+    A connection provides ``keepalive_quiet``, ``send_ping()`` and ``drop_silent()``.
+    """
+
+    def __init__(self, clock, interval: float, slices: int = 40):
+        self.clock = clock
+        self.interval = interval
+        self.slices = max(1, int(slices))
+        self._groups: list[set] = [set() for _ in range(self.slices)]
+        self._next = 0
+        self._count = 0
+        self._loop: LoopingCall | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def tick(self) -> float:
+        return self.interval / self.slices
+
+    def add(self, conn) -> None:
+        """Start keeping ``conn`` alive (it has just opened); a no-op when interval is 0."""
+        if self.interval <= 0:
+            return
+        group = self._groups[hash(conn) % self.slices]
+        if conn in group:
+            return
+        group.add(conn)
+        self._count += 1
+        if self._loop is None:
+            self._loop = LoopingCall(self._visit_next_group)
+            self._loop.clock = self.clock
+            self._loop.start(self.tick, now=False)
+
+    def discard(self, conn) -> None:
+        """Forget ``conn`` (it has closed); the timer stops with the last connection."""
+        group = self._groups[hash(conn) % self.slices]
+        if conn not in group:
+            return
+        group.remove(conn)
+        self._count -= 1
+        if not self._count and self._loop is not None:
+            loop, self._loop = self._loop, None
+            if loop.running:
+                loop.stop()
+
+    def _visit_next_group(self) -> None:
+        # One group per tick, however late the tick: after a stall of the reactor, the
+        # answers to earlier pings may still be unread, so nobody is judged early.
+        group = self._groups[self._next]
+        self._next = (self._next + 1) % self.slices
+        for conn in list(group):
+            if conn.keepalive_quiet:
+                self.discard(conn)
+                try:
+                    conn.drop_silent()
+                except Exception:
+                    _log.failure("error dropping a silent connection")
+            else:
+                conn.keepalive_quiet = True
+                try:
+                    conn.send_ping()
+                except Exception:
+                    _log.failure("error sending a websocket ping")
 
 
 class _WriteBatch:
@@ -79,6 +162,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
     """Common parts: peer address, handshake timer, rate limit, error handling."""
 
     peer_host = "?"
+    keepalive_quiet = False  # see KeepAlive; set again by every read
     keeps_stickiness = False
     stickiness = None
     _handshake_call = None
@@ -121,9 +205,11 @@ class _GuardedProtocol(WebSocketServerProtocol):
             if name == "send_queue" and not value:
                 continue
             kept[name] = value
+        kept["keepalive_quiet"] = False  # written by every read: give it its slot now
         self.__dict__ = kept  # a new dict, sized for what is left
 
     def dataReceived(self, data: bytes) -> None:
+        self.keepalive_quiet = False  # anything from the peer shows it is there
         batch = self.factory.write_batch
         # (Autobahn's own dataReceived only adds a debug log line whose arguments it
         # formats even when debug logging is off.)
@@ -194,6 +280,22 @@ class _GuardedProtocol(WebSocketServerProtocol):
         edge = self.factory.edge
         self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
         self._handshake_call = edge.clock.callLater(edge.handshake_timeout, self._handshake_expired)
+        self.factory.keepalive.add(self)
+
+    # -- KeepAlive interface
+
+    def send_ping(self) -> None:
+        if self.state == _STATE_OPEN and not self._closing:
+            self.write_frame(_PING_FRAME)
+
+    def drop_silent(self) -> None:
+        """The peer answered nothing, not even the last ping: drop the TCP connection."""
+        if self.state == _STATE_CLOSED:
+            return
+        self.wasClean = False
+        self.wasNotCleanReason = (f"no answer to a websocket ping within "
+                                  f"{self.factory.keepalive.interval:g} s")
+        self.dropConnection(abort=True)
 
     def _handshake_expired(self):
         self._handshake_call = None
@@ -267,6 +369,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         self._closing = True
         self._handshake_done()
+        self.factory.keepalive.discard(self)
         try:
             self.closed()
         except Exception:
@@ -384,11 +487,14 @@ def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocket
     factory = WebSocketServerFactory(url, reactor=reactor)
     factory.edge = edge
     factory.write_batch = _WriteBatch()
+    # One timer pings every connection (Autobahn's keep-alive costs two timer objects
+    # per connection).
+    factory.keepalive = KeepAlive(edge.clock, edge.ping_interval)
     factory.setProtocolOptions(
         maxFramePayloadSize=max_bytes,
         maxMessagePayloadSize=max_bytes,
-        autoPingInterval=edge.ping_interval,
-        autoPingTimeout=edge.ping_interval,
+        autoPingInterval=0,
+        autoPingTimeout=0,
         openHandshakeTimeout=edge.handshake_timeout,
         closeHandshakeTimeout=5,
         utf8validateIncoming=True,
