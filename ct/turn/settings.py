@@ -103,6 +103,14 @@ def parse_host_port_optional(raw: str) -> str | None:
     return value
 
 
+def parse_batch_delay(raw: str) -> float:
+    """Milliseconds, between 0 and 20."""
+    value = parse_float(0.0)(raw)
+    if value > 20:
+        raise SettingError(f"must be at most 20 (milliseconds), got {value}")
+    return value
+
+
 TURN_SETTINGS = [
     Setting("CT_TURN_ENABLED", "turn-enabled", False, parse_bool,
             "Run the bundled STUN/TURN relay inside the edge (`twistd ctturn` always runs it).",
@@ -151,6 +159,10 @@ TURN_SETTINGS = [
     Setting("CT_TURN_ALTERNATE_SERVER", "turn-alternate-server", None, parse_host_port_optional,
             "IP:port answered to Allocate requests as ALTERNATE-SERVER (300), e.g. while "
             "draining this relay.", TURN_AND_EDGE),
+    Setting("CT_TURN_BATCH_DELAY", "turn-batch-delay", 1.0, parse_batch_delay,
+            "Milliseconds a busy relay may hold datagrams to relay them in batches (fewer "
+            "wake-ups, less CPU under load; a quiet relay forwards at once). 0: never hold.",
+            TURN_AND_EDGE),
     Setting("CT_TURN_HOST", "turn-host", None, parse_optional_str,
             "Host name or IP in the ICE server URLs handed to participants (unset: the host "
             "of CT_SERVER_URL, else CT_TURN_EXTERNAL_ADDRESS).", EDGE),

@@ -119,6 +119,7 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
         user_quota=values.get("turn_user_quota") or 0,
         bandwidth=values.get("turn_bandwidth") or 0,
         alternate_server=split_host_port(alternate, 3478) if alternate else None,
+        hold=values.get("turn_batch_delay", 1.0) / 1000.0,
     )
     credentials = auth.Credentials(config.realm, users, secret)
     policy = PeerPolicy(allowed=values.get("turn_allow_peers") or ())

@@ -99,6 +99,17 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(o["turn_listen_tls"], "[::1]:5350")
         self.assertEqual(o["turn_bandwidth"], 65536)
 
+    def test_batch_delay(self):
+        self.assertEqual(self.parse({})["turn_batch_delay"], 1.0)
+        o = self.parse({"CT_TURN_SECRET": "s", "CT_TURN_BATCH_DELAY": "2.5",
+                        "CT_TURN_LISTEN_UDP": "127.0.0.1:0", "CT_TURN_LISTEN_TCP": "none",
+                        "CT_TURN_LISTEN_TLS": "none", "CT_TURN_RELAY_ADDRESS": "127.0.0.1"})
+        service = tap.makeService(o, UdpMemoryReactor())
+        self.assertEqual(service.turn_server.poller.hold, 0.0025)
+        for raw in ("21", "-1", "soon"):
+            e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_BATCH_DELAY": raw})
+            self.assertIn("CT_TURN_BATCH_DELAY", str(e))
+
     def test_bad_values_name_the_setting(self):
         for env, raw in (("CT_TURN_RELAY_PORTS", "9-5"), ("CT_TURN_ALLOW_PEERS", "x/99"),
                          ("CT_TURN_USERS", "nopassword"), ("CT_TURN_LISTEN_UDP", "a:b:c"),

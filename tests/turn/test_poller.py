@@ -1,0 +1,155 @@
+"""The socket poller's hold: thin wake-ups close together switch to one timed round."""
+
+from __future__ import annotations
+
+import select
+import socket
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from ct.turn.server import SocketPoller
+
+
+class RecordingReactor:
+    """Readers recorded, time and timers from a ``Clock``."""
+
+    def __init__(self):
+        self.clock = Clock()
+        self.readers = []
+
+    def seconds(self):
+        return self.clock.seconds()
+
+    def callLater(self, *args, **kwargs):
+        return self.clock.callLater(*args, **kwargs)
+
+    def addReader(self, reader):
+        if reader not in self.readers:
+            self.readers.append(reader)
+
+    def removeReader(self, reader):
+        if reader in self.readers:
+            self.readers.remove(reader)
+
+
+class Reader:
+    """A UDP socket that reads one datagram per ``doRead``."""
+
+    def __init__(self, test):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        test.addCleanup(self.sock.close)
+        self.sock.setblocking(False)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()
+        self.received = []
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def doRead(self):
+        self.received.append(self.sock.recv(2048))
+
+
+class SocketPollerTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = RecordingReactor()
+        self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.sender.close)
+
+    def make(self, hold):
+        poller = SocketPoller(self.reactor, hold)
+        self.addCleanup(poller.epoll.close)
+        return poller
+
+    def send(self, reader, data):
+        self.sender.sendto(data, reader.address)
+        readable, _, _ = select.select([reader.sock], [], [], 2.0)
+        self.assertTrue(readable, "datagram did not arrive")
+
+    def test_thin_wakeups_close_together_hold_then_one_round(self):
+        poller = self.make(0.001)
+        reader = Reader(self)
+        poller.add(reader)
+        self.assertEqual(self.reactor.readers, [poller])
+        self.send(reader, b"1")
+        poller.doRead()  # first wake-up: nothing to compare with, served at once
+        self.assertEqual((reader.received, poller.holds), ([b"1"], 0))
+        self.assertEqual(self.reactor.readers, [poller])
+        self.reactor.clock.advance(0.0005)
+        self.send(reader, b"2")
+        poller.doRead()  # served at once, then the poller holds
+        self.assertEqual((reader.received, poller.holds), ([b"1", b"2"], 1))
+        self.assertEqual(self.reactor.readers, [])
+        for data in (b"3", b"4", b"5"):
+            self.send(reader, data)
+        self.assertEqual(len(reader.received), 2)
+        self.reactor.clock.advance(0.001)  # the round serves what arrived meanwhile
+        self.assertEqual(reader.received, [b"1", b"2", b"3", b"4", b"5"])
+        self.assertEqual(self.reactor.readers, [poller])
+        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+
+    def test_wakeups_far_apart_or_full_do_not_hold(self):
+        poller = self.make(0.001)
+        poller.thin = 2
+        readers = [Reader(self), Reader(self)]
+        for reader in readers:
+            poller.add(reader)
+        self.send(readers[0], b"a")
+        poller.doRead()
+        self.reactor.clock.advance(0.002)
+        self.send(readers[0], b"b")
+        poller.doRead()  # far apart
+        self.reactor.clock.advance(0.0001)
+        self.send(readers[0], b"c")
+        self.send(readers[1], b"d")
+        poller.doRead()  # close, but two ready sockets: not thin
+        self.assertEqual(poller.holds, 0)
+        self.assertEqual(self.reactor.readers, [poller])
+        self.assertEqual([r.received for r in readers], [[b"a", b"b", b"c"], [b"d"]])
+
+    def test_no_hold_when_disabled(self):
+        poller = self.make(0.0)
+        reader = Reader(self)
+        poller.add(reader)
+        for data in (b"1", b"2", b"3"):
+            self.send(reader, data)
+            poller.doRead()
+        self.assertEqual((len(reader.received), poller.holds), (3, 0))
+        self.assertEqual(self.reactor.readers, [poller])
+
+    def test_removing_the_last_socket_while_holding_cancels_the_round(self):
+        poller = self.make(0.001)
+        reader = Reader(self)
+        poller.add(reader)
+        for data in (b"1", b"2"):
+            self.send(reader, data)
+            poller.doRead()
+        self.assertEqual(poller.holds, 1)
+        poller.remove(reader)
+        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.readers, [])
+        other = Reader(self)
+        poller.add(other)  # watching again: back with the reactor at once
+        self.assertEqual(self.reactor.readers, [poller])
+
+    def test_a_failing_reader_does_not_stop_the_round(self):
+        poller = self.make(0.001)
+        bad, good = Reader(self), Reader(self)
+
+        def fail():
+            bad.sock.recv(2048)
+            raise RuntimeError("boom")
+        bad.doRead = fail
+        poller.add(bad)
+        poller.add(good)
+        for _ in range(2):
+            self.send(good, b"x")
+            poller.doRead()
+        self.assertEqual(poller.holds, 1)
+        self.send(bad, b"y")
+        self.send(good, b"z")
+        self.reactor.clock.advance(0.001)
+        self.assertEqual(good.received, [b"x", b"x", b"z"])
+        self.assertEqual(self.reactor.readers, [poller])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
