@@ -11,8 +11,9 @@ import sys
 from collections import deque
 from typing import Any
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
@@ -61,6 +62,31 @@ _FLAG_DEFAULTS.update(dict.fromkeys((
     "autoPingTimeoutCall", "autoPingPending", "autoPingPendingCall", "autoPingPendingSent",
 ), None))
 _FLAG_DEFAULTS["autoPingPendingSeq"] = 0
+_FLAG_DEFAULTS["websocket_version"] = 13  # RFC 6455; older drafts keep their own value
+# Autobahn's per-frame and per-message state: attributes with no class default anywhere,
+# set before they are read. Slots hold them, so they take no room in each ``__dict__``.
+_AUTOBAHN_SLOTS = (
+    "state", "send_state", "data", "current_frame", "current_frame_masker", "frame_data",
+    "frame_length", "inside_message", "message_data", "message_data_total_length",
+    "message_is_binary", "_isMessageCompressed", "utf8validateIncomingCurrentMessage",
+    "utf8validateLast", "utf8validator",
+)
+
+
+class _Unobserved:
+    """Stands for Autobahn's ``is_open``/``is_closed`` Deferreds when nothing waits on them."""
+
+    __slots__ = ()
+    called = False
+
+    def callback(self, result=None) -> None:
+        pass
+
+    def errback(self, fail=None) -> None:
+        pass
+
+
+_UNOBSERVED = _Unobserved()
 
 
 class KeepAlive:
@@ -161,16 +187,41 @@ class _WriteBatch:
 class _GuardedProtocol(WebSocketServerProtocol):
     """Common parts: peer address, handshake timer, rate limit, error handling."""
 
-    peer_host = "?"
-    keepalive_quiet = False  # see KeepAlive; set again by every read
+    __slots__ = _AUTOBAHN_SLOTS + (
+        "transport", "factory", "connected",  # Twisted's, with their defaults set below
+        "peer_host", "stickiness", "bucket", "keepalive_quiet", "_handshake_call",
+        "_pending",  # frames waiting for the end of the current read (see _WriteBatch)
+    )
     keeps_stickiness = False
-    stickiness = None
-    _handshake_call = None
     _closing = False
-    _pending = None  # frames waiting for the end of the current read (see _WriteBatch)
     # Autobahn queues writes only for sync/chopped sends, which this server never makes;
     # an idle connection shares this empty tuple instead of owning an empty deque.
     send_queue = ()
+    # Nothing here reads Autobahn's transport details or traffic counters once the
+    # connection is open: after the handshake they are shared (see _trim_after_handshake).
+    _transport_details = None
+    websocket_extensions_in_use = ()
+    is_open = is_closed = _UNOBSERVED
+
+    def __init__(self):
+        self.transport = self.factory = None
+        self.connected = 0
+        self.peer_host = "?"
+        self.stickiness = None
+        self.keepalive_quiet = False  # see KeepAlive; cleared by every read
+        self._handshake_call = None
+        self._pending = None
+        super().__init__()
+
+    @property
+    def peer(self) -> str:
+        """Autobahn's peer string, worked out when a log line asks for it (not stored)."""
+        t = self.transport
+        return peer2str(t.getPeer()) if t is not None else "?"
+
+    @peer.setter
+    def peer(self, value) -> None:
+        pass  # the same value as the getter's (the X-Forwarded-For option is off)
 
     def onConnect(self, request):
         edge = self.factory.edge
@@ -202,10 +253,14 @@ class _GuardedProtocol(WebSocketServerProtocol):
                 continue
             if name in _FLAG_DEFAULTS and getattr(cls, name, self) is value:
                 continue
-            if name == "send_queue" and not value:
+            if name in ("send_queue", "websocket_extensions_in_use") and not value:
+                continue
+            if name in ("is_open", "is_closed", "_transport_details", "trafficStats"):
+                # The class's instead (see above and make_factory): nothing here waits on
+                # these Deferreds (Autobahn does only on the client side), and nothing
+                # reads the details or counters after the handshake.
                 continue
             kept[name] = value
-        kept["keepalive_quiet"] = False  # written by every read: give it its slot now
         self.__dict__ = kept  # a new dict, sized for what is left
 
     def dataReceived(self, data: bytes) -> None:
@@ -382,9 +437,12 @@ class _GuardedProtocol(WebSocketServerProtocol):
 class SessionProtocol(_GuardedProtocol):
     """``/ws/session``: host, join or resume; then data frames and control messages."""
 
+    __slots__ = ("participant",)
     keeps_stickiness = True
 
-    participant = None
+    def __init__(self):
+        self.participant = None
+        super().__init__()
 
     def handle(self, payload: bytes, isBinary: bool) -> None:
         relay = self.factory.edge.relay
@@ -446,9 +504,11 @@ class SessionProtocol(_GuardedProtocol):
 class PresenceProtocol(_GuardedProtocol):
     """``/ws/presence``: one team member's presence subscription."""
 
-    team = None
-    user = None
-    client = None
+    __slots__ = ("team", "user", "client")
+
+    def __init__(self):
+        self.team = self.user = self.client = None
+        super().__init__()
 
     def handle(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
@@ -505,5 +565,6 @@ def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocket
     # default flags once, instead of ~60 dict entries per connection.
     attrs = {name: getattr(factory, name) for name in protocol.CONFIG_ATTRS}
     attrs.update(_FLAG_DEFAULTS)
+    attrs["trafficStats"] = TrafficStats()  # counted for all connections; nothing reads it
     factory.protocol = type(protocol.__name__, (protocol,), attrs)
     return factory
