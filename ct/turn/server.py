@@ -304,6 +304,9 @@ class TurnServer:
         if port is None:
             return self._fail(message, 508, "no relay port free", result, addr)
         allocation.sink = link.sink_for(addr)
+        udp_target = getattr(link, "udp_target", None)
+        if udp_target is not None:
+            allocation.relay.client_sendto, allocation.relay.client_addr = udp_target(addr)
         if self.config.bandwidth:
             allocation.budget = self.config.bandwidth * self.config.sweep_interval
         self.table.add(allocation)
@@ -533,6 +536,7 @@ class SocketPoller:
         self.hold = hold
         self.epoll = select.epoll()
         self.readers: dict[int, Any] = {}
+        self.handlers: dict[int, Callable] = {}  # fd -> what serves one readiness
         self.registered = False  # watching some socket
         self.timer = None  # holding: the DelayedCall of the next round
         self.last_wake = float("-inf")
@@ -544,6 +548,8 @@ class SocketPoller:
         fd = reader.fileno()
         self.epoll.register(fd, select.EPOLLIN)
         self.readers[fd] = reader
+        one = getattr(reader, "read_one", None) if reader.batch == 1 else None
+        self.handlers[fd] = one if one is not None else reader.doRead
         if not self.registered:
             self.registered = True
             if self.timer is None:
@@ -552,6 +558,7 @@ class SocketPoller:
     def remove(self, reader) -> None:
         fd = reader.fileno()
         if self.readers.pop(fd, None) is not None:
+            del self.handlers[fd]
             self.epoll.unregister(fd)
         if not self.readers and self.registered:
             self.registered = False
@@ -596,11 +603,11 @@ class SocketPoller:
     def serve(self) -> int:
         """Serve ready sockets one datagram at a time, re-polling until none is ready.
 
-        Quiet readers watched here read a single datagram per call (``batch`` 1): asking
-        the inner epoll again is cheaper than the failing read that ends a batch.
-        Returns how many readiness events were served.
+        Quiet readers watched here read a single datagram per call (``batch`` 1, their
+        ``read_one`` when they have one): asking the inner epoll again is cheaper than the
+        failing read that ends a batch. Returns how many readiness events were served.
         """
-        readers = self.readers
+        handlers = self.handlers
         poll = self.epoll.poll
         served = 0
         for _ in range(self.rounds):
@@ -609,14 +616,21 @@ class SocketPoller:
                 break
             served += len(events)
             for fd, _ in events:
-                reader = readers.get(fd)
-                if reader is None:
+                handler = handlers.get(fd)
+                if handler is None:
                     continue
                 try:
-                    reader.doRead()
+                    handler()
                 except Exception:
-                    _log.failure("turn: error reading {reader}", reader=reader)
+                    _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
         return served
+
+
+# One receive buffer for every relay socket: the reactor reads one socket at a time and
+# each datagram leaves (copied by sendto) before the next is read.
+_RELAY_BUFFER = bytearray(4 + MAX_DATAGRAM + 4)
+_RELAY_VIEW = memoryview(_RELAY_BUFFER)
+_RELAY_PAYLOAD = _RELAY_VIEW[4:4 + MAX_DATAGRAM]
 
 
 @implementer(IReadDescriptor)
@@ -628,12 +642,8 @@ class RelaySocket:
     """
 
     __slots__ = ("server", "stats", "allocation", "stream", "sock", "port", "closed",
-                 "_fileno", "_recvfrom", "batch", "__weakref__")
-    # One receive buffer for every relay socket: the reactor reads one socket at a time
-    # and each datagram leaves (copied by sendto) before the next is read.
-    _buffer = bytearray(4 + MAX_DATAGRAM + 4)
-    _view = memoryview(_buffer)
-    _payload_view = _view[4:4 + MAX_DATAGRAM]
+                 "_fileno", "_recvfrom", "batch", "peer_sendto", "client_sendto", "client_addr",
+                 "__weakref__")
 
     def __init__(self, server: TurnServer, allocation: Allocation, stream: bool,
                  sock: socket.socket, port: int):
@@ -647,6 +657,10 @@ class RelaySocket:
         self.batch = 64
         self._fileno = sock.fileno()
         self._recvfrom = sock.recvfrom_into
+        self.peer_sendto = sock.sendto
+        # A UDP client's socket and address, for sending without the sink's extra call.
+        self.client_sendto: Callable | None = None
+        self.client_addr: tuple[str, int] | None = None
         server.watch(self)
 
     def fileno(self) -> int:
@@ -666,39 +680,53 @@ class RelaySocket:
         self.close()
 
     def doRead(self) -> None:
-        """Relay waiting datagrams; ChannelData is built in place, without copies."""
-        recv_into = self._recvfrom
-        buffer, view, payload_view = self._buffer, self._view, self._payload_view
-        stats = self.stats
+        """Relay up to ``batch`` waiting datagrams."""
+        read_one = self.read_one
         for _ in range(self.batch):
-            try:
-                size, addr = recv_into(payload_view)
-            except OSError as e:
-                if e.errno in _READ_IGNORE:
-                    return
-                if e.errno == errno.ECONNREFUSED:
-                    continue
-                raise
-            allocation = self.allocation
-            if allocation is None:
+            if not read_one():
                 return
-            if len(addr) > 2:
-                addr = addr[:2]
-            channel = allocation.peer_channels.get(addr)
-            if (self.stream or channel is None or addr[0] not in allocation.permissions
-                    or allocation.budget < size):
-                self.datagramReceived(bytes(payload_view[:size]), addr)
+
+    def read_one(self) -> bool:
+        """Relay one waiting datagram (ChannelData built in place, without copies).
+
+        False when nothing is waiting or the socket is done with.
+        """
+        try:
+            size, addr = self._recvfrom(_RELAY_PAYLOAD)
+        except OSError as e:
+            if e.errno == errno.ECONNREFUSED:
+                return True
+            if e.errno in _READ_IGNORE:
+                return False
+            raise
+        allocation = self.allocation
+        if allocation is None:
+            return False
+        if len(addr) > 2:
+            addr = addr[:2]
+        channel = allocation.peer_channels.get(addr)
+        if (self.stream or channel is None or addr[0] not in allocation.permissions
+                or allocation.budget < size):
+            self.datagramReceived(bytes(_RELAY_PAYLOAD[:size]), addr)
+        else:
+            allocation.budget -= size
+            buffer = _RELAY_BUFFER
+            buffer[0] = channel >> 8
+            buffer[1] = channel & 0xFF
+            buffer[2] = size >> 8
+            buffer[3] = size & 0xFF
+            stats = self.stats
+            sendto = self.client_sendto
+            if sendto is None:
+                allocation.sink(_RELAY_VIEW[:4 + size])
             else:
-                allocation.budget -= size
-                buffer[0] = channel >> 8
-                buffer[1] = channel & 0xFF
-                buffer[2] = size >> 8
-                buffer[3] = size & 0xFF
-                allocation.sink(view[:4 + size])
-                stats.packets_to_client += 1
-                stats.bytes_to_client += size
-            if self.closed:
-                return
+                try:
+                    sendto(_RELAY_VIEW[:4 + size], self.client_addr)
+                except OSError:
+                    stats.dropped_packets += 1
+            stats.packets_to_client += 1
+            stats.bytes_to_client += size
+        return not self.closed
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
         allocation = self.allocation
@@ -753,6 +781,10 @@ class UdpListener(DatagramProtocol):
 
     def sink_for(self, addr: tuple[str, int]) -> Callable:
         return _udp_sender(self.transport.socket, addr, self.stats)
+
+    def udp_target(self, addr: tuple[str, int]) -> tuple[Callable, tuple[str, int]]:
+        """What the relay fast path sends with: the socket's ``sendto`` and ``addr``."""
+        return self.transport.socket.sendto, addr
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < 4:
@@ -878,7 +910,10 @@ class UdpServerSocket:
                             and peer[0] in allocation.permissions
                             and allocation.budget >= length):
                         allocation.budget -= length
-                        allocation.peer_send(view[4:4 + length], peer)
+                        try:
+                            allocation.relay.peer_sendto(view[4:4 + length], peer)
+                        except OSError:
+                            stats.dropped_packets += 1
                         stats.packets_to_peer += 1
                         stats.bytes_to_peer += length
                         continue

@@ -293,6 +293,9 @@ class DataPathTests(ServerTestBase):
 
             def sink_for(_, addr):
                 return self.listener.sink_for(addr)
+
+            def udp_target(_, addr):
+                return self.listener.udp_target(addr)
         client.link = Link()
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
         allocation = self.server.table.get(self.client_addr)
