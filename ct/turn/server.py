@@ -35,7 +35,6 @@ _pack_channel = _CHANNEL_HEADER.pack
 _unpack_channel = _CHANNEL_HEADER.unpack_from
 _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 MAX_DATAGRAM = 65535
-SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass
@@ -56,6 +55,30 @@ class TurnConfig:
     alternate_server: tuple[str, int] | None = None
     sweep_interval: float = 1.0
     hold: float = 0.0  # seconds a busy relay may hold datagrams to serve them in batches
+    socket_buffer: int = 4 * 1024 * 1024  # receive/send buffer of the UDP listener
+    relay_socket_buffer: int = 0  # receive buffer of each relay socket (0: system default)
+
+
+def set_socket_buffers(sock: socket.socket, size: int, send: bool = True) -> int:
+    """Ask for ``size`` bytes of receive (and send) buffer; return the receive buffer got.
+
+    Beyond ``net.core.rmem_max`` the kernel caps the request; with CAP_NET_ADMIN the cap
+    is lifted (``SO_RCVBUFFORCE``). Linux reports twice the usable size.
+    """
+    options = [(socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None))]
+    if send:
+        options.append((socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)))
+    for option, force in options:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            if force is not None and sock.getsockopt(socket.SOL_SOCKET, option) < size:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            pass
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except OSError:
+        return 0
 
 
 def _udp_sender(sock: socket.socket, addr: tuple[str, int], stats: TurnStats) -> Callable:
@@ -469,6 +492,8 @@ class TurnServer:
         except OSError:
             sock.close()
             raise
+        if self.config.relay_socket_buffer:
+            set_socket_buffers(sock, self.config.relay_socket_buffer, send=False)
         return sock
 
 
@@ -772,11 +797,13 @@ class UdpListener(DatagramProtocol):
 
     def startProtocol(self) -> None:
         sock = self.transport.socket
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            except OSError:
-                pass
+        wanted = self.server.config.socket_buffer
+        got = set_socket_buffers(sock, wanted)
+        if got < wanted:
+            _log.warn("turn: the UDP listener got a receive buffer of {got} bytes, not the "
+                      "{wanted} of CT_TURN_SOCKET_BUFFER: raise net.core.rmem_max (sysctl) "
+                      "so bursts and short stalls do not drop datagrams", got=got,
+                      wanted=wanted)
         self._sendto = sock.sendto
 
     def sink_for(self, addr: tuple[str, int]) -> Callable:

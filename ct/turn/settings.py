@@ -163,6 +163,13 @@ TURN_SETTINGS = [
             "Milliseconds a busy relay may hold datagrams to relay them in batches (fewer "
             "wake-ups, less CPU under load; a quiet relay forwards at once). 0: never hold.",
             TURN_AND_EDGE),
+    Setting("CT_TURN_SOCKET_BUFFER", "turn-socket-buffer", 4 * 1024 * 1024, parse_size(65536),
+            "Receive and send buffer of the UDP listener (every client's packets queue there "
+            "while the relay is busy), e.g. 4m; the kernel caps it at net.core.rmem_max "
+            "unless the process has CAP_NET_ADMIN.", TURN_AND_EDGE),
+    Setting("CT_TURN_RELAY_SOCKET_BUFFER", "turn-relay-socket-buffer", 0, parse_size(0),
+            "Receive buffer of each relay socket (0: the system default, about 200 KB), "
+            "e.g. 1m for bursty video.", TURN_AND_EDGE),
     Setting("CT_TURN_HOST", "turn-host", None, parse_optional_str,
             "Host name or IP in the ICE server URLs handed to participants (unset: the host "
             "of CT_SERVER_URL, else CT_TURN_EXTERNAL_ADDRESS).", EDGE),

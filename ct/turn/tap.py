@@ -120,6 +120,8 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
         bandwidth=values.get("turn_bandwidth") or 0,
         alternate_server=split_host_port(alternate, 3478) if alternate else None,
         hold=values.get("turn_batch_delay", 1.0) / 1000.0,
+        socket_buffer=values.get("turn_socket_buffer") or 4 * 1024 * 1024,
+        relay_socket_buffer=values.get("turn_relay_socket_buffer") or 0,
     )
     credentials = auth.Credentials(config.realm, users, secret)
     policy = PeerPolicy(allowed=values.get("turn_allow_peers") or ())

@@ -61,6 +61,9 @@ class NullSocket:
     def setsockopt(self, *args):
         pass
 
+    def getsockopt(self, *args):
+        return 1 << 30
+
     def fileno(self):
         return -1
 

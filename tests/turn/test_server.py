@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 
 from twisted.internet import defer, reactor
@@ -325,6 +326,27 @@ class DataPathTests(ServerTestBase):
         stats = self.server.stats
         self.assertEqual((stats.packets_to_peer, stats.bytes_to_peer), (2, 11))
         self.assertEqual((stats.packets_to_client, stats.bytes_to_client), (2, 7))
+
+    def test_socket_buffers(self):
+        # Linux reports twice what it grants; as much as asked when net.core.rmem_max
+        # allows it or the process may exceed it.
+        wanted = 512 * 1024
+        server = self.make(socket_buffer=wanted, relay_socket_buffer=wanted)
+        self.addCleanup(server.stop)
+        udp = UdpServerSocket(self.reactor, server, "127.0.0.1", 0)
+        self.addCleanup(udp.close)
+        client = ScriptedClient(server)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        relay = server.table.get(client.addr).relay.sock
+        for sock in (udp.sock, relay):
+            self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                                    wanted)
+        self.assertGreaterEqual(udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), wanted)
+        default = self.make()
+        self.addCleanup(default.stop)
+        plain = default.bind_relay_socket("127.0.0.1", 0)
+        self.addCleanup(plain.close)
+        self.assertLess(plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), wanted)
 
     @defer.inlineCallbacks
     def test_binding_over_real_udp(self):

@@ -99,6 +99,20 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(o["turn_listen_tls"], "[::1]:5350")
         self.assertEqual(o["turn_bandwidth"], 65536)
 
+    def test_socket_buffers(self):
+        o = self.parse({})
+        self.assertEqual((o["turn_socket_buffer"], o["turn_relay_socket_buffer"]),
+                         (4 * 1024 * 1024, 0))
+        o = self.parse({"CT_TURN_SECRET": "s", "CT_TURN_SOCKET_BUFFER": "1m",
+                        "CT_TURN_RELAY_SOCKET_BUFFER": "256k",
+                        "CT_TURN_LISTEN_UDP": "127.0.0.1:0", "CT_TURN_LISTEN_TCP": "none",
+                        "CT_TURN_LISTEN_TLS": "none", "CT_TURN_RELAY_ADDRESS": "127.0.0.1"})
+        config = tap.makeService(o, UdpMemoryReactor()).turn_server.config
+        self.assertEqual((config.socket_buffer, config.relay_socket_buffer),
+                         (1024 * 1024, 256 * 1024))
+        e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_SOCKET_BUFFER": "1k"})
+        self.assertIn("CT_TURN_SOCKET_BUFFER", str(e))
+
     def test_batch_delay(self):
         self.assertEqual(self.parse({})["turn_batch_delay"], 1.0)
         o = self.parse({"CT_TURN_SECRET": "s", "CT_TURN_BATCH_DELAY": "2.5",
