@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
@@ -61,8 +61,18 @@ class LocatorClient:
         """Fires with ``{"edge", "server", ...}``: host the session on ``server``."""
         return self._call(b"POST", "/api/v1/sessions")
 
-    def find_session(self, session_id: str) -> defer.Deferred:
-        return self._call(b"GET", f"/api/v1/sessions/{session_id}")
+    @defer.inlineCallbacks
+    def find_session(self, session_id: str, retries: int = 10, delay: float = 0.3):
+        """The edge of a session. A session reaches the locator's directory a moment after
+        its host got ``hosted``; a 404 is retried a few times (bounded) before it counts."""
+        for attempt in range(retries + 1):
+            try:
+                answer = yield self._call(b"GET", f"/api/v1/sessions/{session_id}")
+                return answer
+            except LocatorRefused as e:
+                if e.status != 404 or attempt == retries:
+                    raise
+            yield task.deferLater(self.reactor, delay, lambda: None)
 
     def team_edge(self, team: str) -> defer.Deferred:
         return self._call(b"GET", f"/api/v1/teams/{team}/edge")
