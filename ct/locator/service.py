@@ -431,6 +431,20 @@ class Locator:
             checks["database"] = f"failing: {e.__class__.__name__}: {e}"
         return healthy, checks
 
+    @defer.inlineCallbacks
+    def prune(self, audit_days: float, metrics_days: float):
+        """Delete audit entries and metric snapshots older than their retention (0: keep)."""
+        now = self.clock.seconds()
+        removed = {"audit": 0, "metrics": 0}
+        if audit_days > 0:
+            removed["audit"] = yield self.store.prune_audit(now - audit_days * 86400)
+        if metrics_days > 0:
+            removed["metrics"] = yield self.store.prune_metrics(now - metrics_days * 86400)
+        if removed["audit"] or removed["metrics"]:
+            _log.info("retention: deleted {audit} audit entries and {metrics} metric snapshots",
+                      **removed)
+        return removed
+
     def snapshot(self) -> dict[str, Any]:
         states = [self.directory.state(i).value for i in self.directory.edges.values()]
         return {"edges": len(states), "edges_online": states.count("online"),

@@ -79,6 +79,11 @@ LOCATOR_SETTINGS = [
     Setting("CT_EDGE_DEAD_AFTER", "edge-dead-after", 15.0, parse_float(1.0),
             "Seconds without a report after which an edge is flagged unavailable: no new "
             "sessions, team presence moves away.", LOCATOR),
+    Setting("CT_AUDIT_RETENTION_DAYS", "audit-retention-days", 365.0, parse_float(0.0),
+            "Days audit entries are kept (0: forever); older ones are deleted hourly.",
+            LOCATOR),
+    Setting("CT_METRICS_RETENTION_DAYS", "metrics-retention-days", 90.0, parse_float(0.0),
+            "Days metric snapshots are kept for the charts (0: forever).", LOCATOR),
     Setting("CT_LINK_GRACE", "link-grace", 120.0, parse_float(0.0),
             "Seconds joins are still routed to an edge whose link to the locator dropped "
             "(its sessions go on meanwhile).", LOCATOR),

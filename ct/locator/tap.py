@@ -11,6 +11,7 @@ import os
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import service
+from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
@@ -173,6 +174,11 @@ def makeService(options, reactor=None) -> service.MultiService:
     log_capture.setServiceParent(runtime)
     site = ServerSite(root, reactor, values["access_log"])
 
+    retention = TimerService(3600, lambda: locator.prune(
+        values["audit_retention_days"], values["metrics_retention_days"]).addErrback(
+            lambda f: _log.failure("retention pruning failed", f)))
+    retention.clock = reactor
+    retention.setServiceParent(runtime)
     listening = server_listeners(reactor, values, site)
     listening.setServiceParent(runtime)
     runtime.listening = listening
