@@ -912,11 +912,10 @@ class Dashboard:
     @app.route("/dashboard/logs", methods=["GET"])
     def logs_page(self, request):
         def produce(request, session):
-            lines = self.server_log.lines()
             source = self.server_log.source()
             where = ("kept in memory since start-up" if source == "memory"
                      else f"file {source}")
-            return defer.succeed([
+            return self.server_log.lines().addCallback(lambda lines: [
                 tags.p(f"The last {len(lines)} lines of the server log ({where}). Times are "
                        "the server's local time.", class_="hint"),
                 tags.pre("\n".join(lines), class_="log", id="log")])
@@ -947,7 +946,8 @@ class Dashboard:
             return self._refuse(request, 401, "wrong user or password")
         self.throttle.succeeded(ip, user)
         self._headers(request, b"text/plain; charset=utf-8")
-        return ("\n".join(self.server_log.lines()) + "\n").encode("utf-8")
+        return self.server_log.lines().addCallback(
+            lambda lines: ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _lines(text: str) -> list[str]:

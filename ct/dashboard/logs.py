@@ -65,17 +65,28 @@ def tail_file(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
 class ServerLog:
     """Where ``/logs`` reads from: the log file when there is one, else the ring."""
 
-    def __init__(self, ring: LogRing, path: str | None = None):
+    def __init__(self, ring: LogRing, path: str | None = None, reactor=None):
         self.ring = ring
         self.path = path
+        self.reactor = reactor  # the file is read in this reactor's thread pool
 
     def source(self) -> str:
         return self.path if self.path and os.path.exists(self.path) else "memory"
 
-    def lines(self, limit: int = RING_LINES) -> list[str]:
-        if self.path:
+    def lines(self, limit: int = RING_LINES):
+        """Deferred list of the last lines; the file is read in a pool thread."""
+        from twisted.internet import defer, threads
+
+        if not self.path or self.reactor is None:
+            return defer.succeed(list(self.ring.lines)[-limit:])
+        reactor = self.reactor
+
+        def read():
             try:
                 return tail_file(self.path)[-limit:]
             except OSError:
-                pass
-        return list(self.ring.lines)[-limit:]
+                return None
+
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
+        return d.addCallback(lambda got: got if got is not None
+                             else list(self.ring.lines)[-limit:])

@@ -20,10 +20,10 @@ class LogCapture(service.Service):
     """Keeps recent log events in memory from creation until the service stops;
     ``server_log`` is what ``/logs`` shows (the twistd log file when there is one)."""
 
-    def __init__(self, publisher=globalLogPublisher):
+    def __init__(self, reactor, publisher=globalLogPublisher):
         self.ring = LogRing()
         self.publisher = publisher
-        self.server_log = ServerLog(self.ring, log_file_from_argv())
+        self.server_log = ServerLog(self.ring, log_file_from_argv(), reactor)
         publisher.addObserver(self.ring)
 
     def stopService(self):

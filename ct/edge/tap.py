@@ -113,7 +113,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     values = dict(options)
     apply_time_zone(values["time_zone"])
     # Single-server: this edge serves the dashboard and /logs (from here on).
-    log_capture = None if values["locator"] else LogCapture()
+    log_capture = None if values["locator"] else LogCapture(reactor)
     _log.info("ct edge {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)

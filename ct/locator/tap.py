@@ -130,7 +130,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         from twisted.internet import reactor
     values = dict(options)
     apply_time_zone(values["time_zone"])
-    log_capture = LogCapture()  # /logs shows the log from here on
+    log_capture = LogCapture(reactor)  # /logs shows the log from here on
     _log.info("ct locator {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
