@@ -16,7 +16,7 @@ import hmac
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -24,6 +24,7 @@ from ct.protocol.wire import (
     BROADCAST,
     DOWNSTREAM_HEADER,
     KNOWN_FLAGS,
+    MAX_PARTICIPANT_ID,
     MAX_NAME,
     MAX_TITLE,
     MAX_TOKEN,
@@ -248,7 +249,7 @@ class Relay:
     def resume(self, conn: Connection, message: dict[str, Any]) -> Participant:
         """Reattach a participant; replay what it missed; tell the others it is back."""
         session = self._session(message)
-        pid = field_int(message, "participant", 1, 2**32 - 1)
+        pid = field_int(message, "participant", 1, MAX_PARTICIPANT_ID)
         token = field_str(message, "token", MAX_TOKEN)
         last_seq = field_int(message, "lastSeq", 0)
         p = session.participants.get(pid)
@@ -358,7 +359,7 @@ class Relay:
     def kick(self, p: Participant, message: dict[str, Any]) -> None:
         if p.role != HOST:
             raise ProtocolError(errors.NOT_ALLOWED, "only the host can remove participants")
-        pid = field_int(message, "participant", 1, 2**32 - 1)
+        pid = field_int(message, "participant", 1, MAX_PARTICIPANT_ID)
         self.remove(p.session, pid, "removed by the host")
 
     def remove(self, session: Session, pid: int, why: str = "removed") -> None:
@@ -527,8 +528,3 @@ class Relay:
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
-
-
-def all_participants(relay: Relay) -> Iterable[Participant]:
-    for s in relay.sessions.values():
-        yield from s.participants.values()

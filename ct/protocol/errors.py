@@ -48,13 +48,6 @@ RATE_LIMITED = ErrorCode("rate-limited", 4029, "the connection sent more message
 SHUTTING_DOWN = ErrorCode("shutting-down", 4017, "the edge is stopping: no new sessions; "
                           "host on another edge")
 
-# Closes that Autobahn performs itself, listed for the documentation.
-TRANSPORT_CLOSES = {
-    1002: "protocol error (bad websocket framing)",
-    1007: "invalid UTF-8 in a text message",
-    1009: "message larger than CT_MAX_FRAME_BYTES",
-}
-
 ALL_CODES = [
     BAD_MESSAGE, UNSUPPORTED_VERSION, HANDSHAKE_TIMEOUT, FORBIDDEN, NOT_FOUND, CLIENT_TOO_OLD,
     SUPERSEDED, SESSION_ENDED, REMOVED, RESUME_EXPIRED, SESSION_FULL, EDGE_FULL,
@@ -62,7 +55,6 @@ ALL_CODES = [
     SHUTTING_DOWN,
 ]
 BY_NAME = {c.name: c for c in ALL_CODES}
-BY_CLOSE_CODE = {c.close_code: c for c in ALL_CODES if c.close_code is not None}
 
 
 class ProtocolError(Exception):

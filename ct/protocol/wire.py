@@ -45,21 +45,6 @@ def encode_upstream(payload: bytes, to: int = BROADCAST, text: bool = False) -> 
     return UPSTREAM_HEADER.pack(FLAG_TEXT if text else 0, to) + payload
 
 
-def decode_upstream(frame: bytes) -> tuple[int, int, memoryview]:
-    """Split a client's data frame into ``(flags, to, payload)``."""
-    if len(frame) < UPSTREAM_HEADER_SIZE:
-        raise ProtocolError(BAD_MESSAGE, f"data frame shorter than its {UPSTREAM_HEADER_SIZE}-byte header")
-    flags, to = UPSTREAM_HEADER.unpack_from(frame)
-    if flags & ~KNOWN_FLAGS:
-        raise ProtocolError(BAD_MESSAGE, f"unknown flags 0x{flags:02x} in data frame")
-    return flags, to, memoryview(frame)[UPSTREAM_HEADER_SIZE:]
-
-
-def encode_downstream(flags: int, seq: int, sender: int, payload: bytes | memoryview) -> bytes:
-    """The edge's data frame: the client's payload with sequence number and sender."""
-    return DOWNSTREAM_HEADER.pack(flags, seq, sender) + payload
-
-
 def decode_downstream(frame: bytes) -> tuple[int, int, int, bytes]:
     """Split an edge data frame into ``(flags, seq, sender, payload)``."""
     if len(frame) < DOWNSTREAM_HEADER_SIZE:

@@ -659,7 +659,33 @@ _RELAY_PAYLOAD = _RELAY_VIEW[4:4 + MAX_DATAGRAM]
 
 
 @implementer(IReadDescriptor)
-class RelaySocket:
+class _WatchedSocket:
+    """A non-blocking socket read through the server's poller (relay and listener alike)."""
+
+    __slots__ = ()
+    log_prefix = "turn"
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self._fileno
+
+    def logPrefix(self) -> str:
+        return self.log_prefix
+
+    def close(self) -> None:
+        if not self.closed:
+            self.server.unwatch(self)
+            self.closed = True
+            self._forget()
+            self.sock.close()
+
+    def _forget(self) -> None:
+        """Hook: drop references when closing."""
+
+    def connectionLost(self, reason) -> None:
+        self.close()
+
+
+class RelaySocket(_WatchedSocket):
     """The relay socket of one allocation, read by the reactor: peer data goes to the client.
 
     A bare ``IReadDescriptor`` rather than a ``udp.Port``: less memory per allocation and
@@ -688,21 +714,10 @@ class RelaySocket:
         self.client_addr: tuple[str, int] | None = None
         server.watch(self)
 
-    def fileno(self) -> int:
-        return -1 if self.closed else self._fileno
+    log_prefix = "turn-relay"
 
-    def logPrefix(self) -> str:
-        return "turn-relay"
-
-    def close(self) -> None:
-        if not self.closed:
-            self.server.unwatch(self)
-            self.closed = True
-            self.allocation = None
-            self.sock.close()
-
-    def connectionLost(self, reason) -> None:
-        self.close()
+    def _forget(self) -> None:
+        self.allocation = None
 
     def doRead(self) -> None:
         """Relay up to ``batch`` waiting datagrams."""
@@ -863,7 +878,7 @@ class _SocketHolder:
 
 
 @implementer(IReadDescriptor)
-class UdpServerSocket:
+class UdpServerSocket(_WatchedSocket):
     """The server's UDP socket, read by the reactor; ChannelData relayed without copies.
 
     Everything that is not ChannelData goes to a :class:`UdpListener`.
@@ -896,20 +911,7 @@ class UdpServerSocket:
         self._view = memoryview(self._buffer)
         server.watch(self, busy=True)
 
-    def fileno(self) -> int:
-        return -1 if self.closed else self._fileno
-
-    def logPrefix(self) -> str:
-        return "turn-udp"
-
-    def close(self) -> None:
-        if not self.closed:
-            self.server.unwatch(self)
-            self.closed = True
-            self.sock.close()
-
-    def connectionLost(self, reason) -> None:
-        self.close()
+    log_prefix = "turn-udp"
 
     def doRead(self) -> None:
         recv_into = self.sock.recvfrom_into
