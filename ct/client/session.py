@@ -47,7 +47,6 @@ class Frame:
     sender: int
     seq: int
     data: bytes | str
-    direct: bool = False
 
 
 class SessionEnded(Exception):
@@ -171,8 +170,10 @@ class SessionClient:
                         self.key.to_text() if self.key else None, self.stickiness)
 
     def host(self, title: str | None = None, team: str | None = None,
-             team_token: str | None = None, client_version: str | None = None) -> Deferred:
-        """Create a session; fires with the ``hosted`` reply."""
+             team_token: str | None = None, client_version: str | None = None,
+             probe: str | None = None) -> Deferred:
+        """Create a session; fires with the ``hosted`` reply. ``probe``: the edge's own
+        self-probe secret (such sessions stay out of audit, presence and metrics)."""
         if self.key is None:
             self.key = SessionKey.generate()
         if self.stickiness is None:
@@ -184,6 +185,8 @@ class SessionClient:
             message.update(team=team, teamToken=team_token)
         if client_version:
             message["clientVersion"] = client_version
+        if probe:
+            message["probe"] = probe
         self.role = "host"
         return self._open(message)
 

@@ -89,8 +89,7 @@ class RelayProbe:
                              auto_resume=False)
         guest = None
         try:
-            yield host._open({"type": "host", "v": 1, "name": "ct-probe", "client": "ct-probe",
-                              "probe": self.token}).addTimeout(self.timeout, self.reactor)
+            yield host.host(probe=self.token).addTimeout(self.timeout, self.reactor)
             guest = SessionClient(self.reactor, url, "ct-probe", key=host.key,
                                   auto_resume=False)
             yield guest.join(host.session, host.join_token).addTimeout(self.timeout, self.reactor)
