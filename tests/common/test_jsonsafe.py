@@ -27,4 +27,4 @@ def test_size_and_encoding_errors_are_json_errors():
 
 def test_depth_of_counts_containers():
     assert depth_of(1, 10) == 0
-    assert depth_of({"a": [1, {"b": []}]}, 10) == 3
+    assert depth_of({"a": [1, {"b": []}]}, 10) == 4
