@@ -21,10 +21,23 @@ from ct.turn.settings import split_host_port
 
 _log = Logger()
 
-Options = make_options(
+_SettingsOptions = make_options(
     settings_for("turn"), "[options]",
     "STUN/TURN relay (RFC 8489/8656) for audio/video fallback; settings also come from "
     "CT_TURN_* environment variables.")
+
+
+class Options(_SettingsOptions):
+    """``ctturn`` options: every ``CT_TURN_*`` setting, and credentials required."""
+
+    def postOptions(self):
+        super().postOptions()
+        if not self.get("turn_secret") and not self.get("turn_users"):
+            # Raised here, not in makeService, so twistd prints one line, not a traceback.
+            self._failed = True
+            raise usage.UsageError(
+                "set CT_TURN_SECRET (REST API shared secret) and/or CT_TURN_USERS: "
+                "without credentials no allocation can succeed")
 
 
 class UdpListenerService(Service):
@@ -165,10 +178,6 @@ def makeService(options: usage.Options, reactor=None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
-    if not values.get("turn_secret") and not values.get("turn_users"):
-        raise usage.UsageError(
-            "set CT_TURN_SECRET (REST API shared secret) and/or CT_TURN_USERS: "
-            "without credentials no allocation can succeed")
     for line in describe(values, Options.settings):
         _log.info("turn: setting {line}", line=line)
     return make_turn_service(values, reactor)

@@ -72,6 +72,9 @@ class UdpMemoryReactor(MemoryReactorClock):
 
 class OptionsTests(unittest.TestCase):
     def parse(self, environ, argv=()):
+        """Parse with a secret unless ``environ`` names credentials itself."""
+        if "CT_TURN_USERS" not in environ:
+            environ = {"CT_TURN_SECRET": "s", **environ}
         options = tap.Options(environ=environ)
         options.parseOptions(list(argv))
         return options
@@ -84,7 +87,6 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(o["turn_relay_ports"], (49152, 65535))
         self.assertEqual(o["turn_allow_peers"], ())
         self.assertEqual(o["turn_realm"], "ct")
-        self.assertIsNone(o["turn_secret"])
 
     def test_environment_and_command_line(self):
         o = self.parse({"CT_TURN_RELAY_PORTS": "50000-50100", "CT_TURN_USERS": "a:b:c,d:e",
@@ -131,8 +133,12 @@ class OptionsTests(unittest.TestCase):
             e = self.assertRaises(usage.UsageError, self.parse, {env: raw})
             self.assertIn(env, str(e))
 
-    def test_make_service_requires_credentials(self):
-        self.assertRaises(usage.UsageError, tap.makeService, self.parse({}), MemoryReactorClock())
+    def test_options_require_credentials(self):
+        e = self.assertRaises(usage.UsageError, tap.Options(environ={}).parseOptions, [])
+        self.assertIn("set CT_TURN_SECRET", str(e))
+        users = tap.Options(environ={"CT_TURN_USERS": "a:b"})
+        users.parseOptions([])
+        self.assertEqual(users["turn_users"], (("a", "b"),))
 
     def test_service_children(self):
         cert, key = self_signed(self._dir())
@@ -248,6 +254,18 @@ class _Probe(DatagramProtocol):
 
 class StandaloneTests(unittest.TestCase):
     timeout = 60
+
+    def test_finding_22_ctturn_without_credentials_exits_with_one_clear_line(self):
+        from tests.procutil import run_to_exit
+
+        code, output = run_to_exit("ctturn", {"CT_TURN_LISTEN_UDP": "none",
+                                              "CT_TURN_LISTEN_TCP": "none"}, timeout=60)
+        self.assertNotEqual(code, 0)
+        self.assertNotIn("Traceback", output)
+        errors = [line for line in output.splitlines() if "CT_TURN_SECRET" in line]
+        self.assertEqual(len(errors), 1, output)
+        self.assertIn("set CT_TURN_SECRET (REST API shared secret) and/or CT_TURN_USERS: "
+                      "without credentials no allocation can succeed", errors[0])
 
     @defer.inlineCallbacks
     def test_twistd_ctturn_answers_binding(self):
