@@ -148,7 +148,9 @@ TURN_SETTINGS = [
             TURN_AND_EDGE),
     Setting("CT_TURN_ALLOW_PEERS", "turn-allow-peers", (), parse_cidr_list,
             "CIDRs of peers allowed despite the default deny list (loopback, private, "
-            "link-local, multicast, unspecified), e.g. 10.0.0.0/8.", TURN_AND_EDGE),
+            "link-local, multicast, unspecified, NAT64/6to4/Teredo/IPv4-compatible, the "
+            "relay's own addresses), e.g. 10.0.0.0/8; an IPv4 address inside an IPv6 peer "
+            "is checked too.", TURN_AND_EDGE),
     Setting("CT_TURN_MAX_ALLOCATIONS", "turn-max-allocations", 0, parse_int(0),
             "Cap on allocations of the relay (0: no cap); beyond it 486.", TURN_AND_EDGE),
     Setting("CT_TURN_USER_QUOTA", "turn-user-quota", 0, parse_int(0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import defer, task
+from twisted.internet.protocol import DatagramProtocol
 
 from ct.turn import auth, stun
 from ct.turn.policy import PeerPolicy
@@ -78,6 +79,22 @@ class ScriptedClient:
 
         A 401/438 challenge is answered once, with a fresh transaction id.
         """
+        data = self.build(method, attrs, sign, tid)
+        reply = self.raw(data)
+        if self.take_challenge(reply, sign, _retried):
+            return self.request(method, attrs, sign, None, _retried=True)
+        return reply
+
+    def take_challenge(self, reply, sign, retried):
+        """Remember the nonce of a 401/438 answer; True when the request should be retried."""
+        if sign and not retried and error_code(reply) in (401, 438) and stun.NONCE in reply:
+            self.nonce = reply.get(stun.NONCE)
+            self.realm = reply.get(stun.REALM)
+            return True
+        return False
+
+    def build(self, method, attrs=(), sign=True, tid=None):
+        """The request's bytes, signed once a nonce is known (sets ``last_key``)."""
         tid = tid or os.urandom(12)
         body = list(attrs(tid) if callable(attrs) else attrs)
         key = None
@@ -90,15 +107,9 @@ class ScriptedClient:
                           stun.encode_password_algorithms(list(auth.SUPPORTED_ALGORITHMS))),
                          (stun.PASSWORD_ALGORITHM, alg.to_bytes(2, "big") + b"\0\0")]
             key = stun.long_term_key(self.username, self.realm.decode(), self.password, alg)
-        data = stun.encode_message(method, stun.REQUEST, tid, body, key=key,
-                                   integrity=self.integrity)
-        reply = self.raw(data)
         self.last_key = key
-        if sign and not _retried and error_code(reply) in (401, 438) and stun.NONCE in reply:
-            self.nonce = reply.get(stun.NONCE)
-            self.realm = reply.get(stun.REALM)
-            return self.request(method, attrs, sign, None, _retried=True)
-        return reply
+        return stun.encode_message(method, stun.REQUEST, tid, body, key=key,
+                                   integrity=self.integrity)
 
     def allocate(self, lifetime=None, extra=()):
         attrs = [(stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))]
@@ -124,6 +135,73 @@ class ScriptedClient:
             (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer[0], peer[1], tid)),
             (stun.DATA_ATTR, payload)])
         return self.raw(data)
+
+
+class _Inbox(DatagramProtocol):
+    def __init__(self):
+        self.received = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append(data)
+
+
+class UdpClient(ScriptedClient):
+    """A :class:`ScriptedClient` over a real UDP socket: ``call`` returns a Deferred."""
+
+    def __init__(self, reactor, server_addr, interface="127.0.0.1", **kwargs):
+        self.reactor = reactor
+        self.server_addr = server_addr
+        self.inbox = _Inbox()
+        self.port = reactor.listenUDP(0, self.inbox, interface=interface)
+        super().__init__(None, addr=self.port.getHost().host, **kwargs)
+        self.addr = (self.port.getHost().host, self.port.getHost().port)
+
+    def close(self):
+        return self.port.stopListening()
+
+    def send(self, data):
+        self.port.write(data, self.server_addr)
+
+    @defer.inlineCallbacks
+    def exchange(self, data, timeout=5.0):
+        """Send ``data``; the answer with its transaction id, failing after ``timeout``."""
+        tid = data[8:20]
+        self.send(data)
+        found = []
+
+        def answered():
+            found.extend(m for m in self.inbox.received if m[8:20] == tid)
+            return found
+        yield wait_until(self.reactor, answered, timeout, f"no answer within {timeout} s")
+        self.inbox.received = [m for m in self.inbox.received if m[8:20] != tid]
+        return stun.parse_message(found[0])
+
+    @defer.inlineCallbacks
+    def call(self, method, attrs=(), sign=True):
+        """Like ``request``: a 401/438 challenge is answered once."""
+        reply = yield self.exchange(self.build(method, attrs, sign))
+        if self.take_challenge(reply, sign, False):
+            reply = yield self.exchange(self.build(method, attrs, sign))
+        return reply
+
+    def allocate_call(self):
+        return self.call(stun.ALLOCATE,
+                         [(stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))])
+
+    def permit_call(self, *hosts):
+        return self.call(stun.CREATE_PERMISSION, lambda tid: [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(h, 0, tid)) for h in hosts])
+
+
+@defer.inlineCallbacks
+def wait_until(reactor, predicate, timeout=5.0, message="condition not met", step=0.01):
+    """Poll ``predicate`` on the real reactor; AssertionError after ``timeout`` seconds."""
+    for _ in range(int(timeout / step) + 1):
+        if predicate():
+            return
+        yield task.deferLater(reactor, step, lambda: None)
+    if not predicate():
+        raise AssertionError(f"{message} (waited {timeout} s)")
 
 
 def error_code(message):

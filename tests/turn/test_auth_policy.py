@@ -114,3 +114,46 @@ class PolicyTests(unittest.TestCase):
         self.assertIsNone(policy.refusal("10.5.1.1"))
         self.assertIsNotNone(policy.refusal("10.6.1.1"))
         self.assertRaises(ValueError, parse_cidrs, ["nonsense"])
+
+
+class EmbeddedIpv4PolicyTests(unittest.TestCase):
+    """Finding 6: IPv6 forms that reach IPv4 (or the relay itself) are refused."""
+
+    def test_finding_6_translation_and_deprecated_ranges_refused_by_default(self):
+        policy = PeerPolicy(own=("203.0.113.7", "0.0.0.0"))
+        expected = {
+            "64:ff9b::a9fe:a9fe": "NAT64 peer",  # 169.254.169.254, cloud metadata
+            "64:ff9b::808:808": "NAT64 peer",
+            "64:ff9b:1::a9fe:a9fe": "local-use NAT64 peer",
+            "::a9fe:a9fe": "IPv4-compatible peer",
+            "::808:808": "IPv4-compatible peer",
+            "2002:a9fe:a9fe::1": "6to4 peer",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2": "Teredo peer",
+            "fec0::1": "site-local peer",
+            "203.0.113.7": "relay's own address peer",
+            "::ffff:203.0.113.7": "relay's own address peer",
+            "::1": "loopback peer",
+            "::": "unspecified peer",
+        }
+        self.assertEqual({host: policy.refusal(host) for host in expected}, expected)
+        for host in ("203.0.113.8", "2001:db8::1", "2a00:1450::1", "8.8.8.8"):
+            self.assertIsNone(policy.refusal(host), host)
+
+    def test_finding_6_allow_list_does_not_reopen_the_embedded_ipv4(self):
+        policy = PeerPolicy(allowed=parse_cidrs(["64:ff9b::/96", "2002::/16", "2001::/32",
+                                                 "::/96"]))
+        self.assertIsNone(policy.refusal("64:ff9b::808:808"))
+        self.assertIsNone(policy.refusal("2002:808:808::1"))
+        self.assertEqual(policy.refusal("64:ff9b::a9fe:a9fe"), "link-local peer (embedded IPv4)")
+        self.assertEqual(policy.refusal("64:ff9b::7f00:1"), "loopback peer (embedded IPv4)")
+        self.assertEqual(policy.refusal("2002:a00:1::1"), "private peer (embedded IPv4)")
+        self.assertEqual(policy.refusal("::a9fe:a9fe"), "link-local peer (embedded IPv4)")
+        # Teredo: the server (bits 32-63) and the client (last 32 bits, inverted) both count.
+        self.assertEqual(policy.refusal("2001:0:a00:1:8000:63bf:3fff:fdd2"),
+                         "private peer (embedded IPv4)")
+        self.assertEqual(policy.refusal("2001:0:4136:e378:8000:63bf:80ff:fffe"),
+                         "loopback peer (embedded IPv4)")
+        self.assertIsNone(policy.refusal("2001:0:4136:e378:8000:63bf:3fff:fdd2"))
+        # An explicitly allowed IPv4 network is allowed inside IPv6 too.
+        both = PeerPolicy(allowed=parse_cidrs(["64:ff9b::/96", "10.0.0.0/8"]))
+        self.assertIsNone(both.refusal("64:ff9b::a00:1"))

@@ -18,7 +18,8 @@ from twisted.trial import unittest
 from ct.turn import auth, stun
 from ct.turn.server import TurnStreamFactory, UdpServerSocket
 
-from .support import ClockedReactor, ScriptedClient, error_code, make_server, wait_for
+from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code, make_server,
+                      wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -258,6 +259,29 @@ class PolicyTests(ServerTestBase):
         self.assertEqual(error_code(reply), 300)
         self.assertEqual(stun.decode_address(reply.get(stun.ALTERNATE_SERVER)),
                          ("192.0.2.10", 3478))
+
+
+class EmbeddedIpv4OverSocketsTests(ServerTestBase):
+    """Finding 6 over real sockets: an IPv6 relay refuses the metadata address via NAT64."""
+
+    def config(self):
+        return {"allow": ("64:ff9b::/96",), "relay_host": "::1"}
+
+    @defer.inlineCallbacks
+    def test_finding_6_nat64_metadata_permission_refused_over_udp(self):
+        udp = UdpServerSocket(reactor, self.server, "::1", 0)
+        self.addCleanup(udp.close)
+        client = UdpClient(reactor, ("::1", udp.port), interface="::1")
+        self.addCleanup(client.close)
+        self.assertEqual((yield client.allocate_call()).cls, stun.SUCCESS)
+        with capturedLogs() as events:
+            refused = yield client.permit_call("64:ff9b::a9fe:a9fe")
+        self.assertEqual(error_code(refused), 403)
+        self.assertEqual([e["reason"] for e in events if "reason" in e],
+                         ["link-local peer (embedded IPv4)"])
+        self.assertEqual((yield client.permit_call("64:ff9b::808:808")).cls, stun.SUCCESS)
+        allocation = self.server.table.get(client.addr)
+        self.assertEqual(list(allocation.permissions), ["64:ff9b::808:808"])
 
 
 class DataPathTests(ServerTestBase):

@@ -126,6 +126,16 @@ class OptionsTests(unittest.TestCase):
             e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_BATCH_DELAY": raw})
             self.assertIn("CT_TURN_BATCH_DELAY", str(e))
 
+    def test_finding_6_relay_refuses_its_own_addresses(self):
+        o = self.parse({"CT_TURN_LISTEN_UDP": "none", "CT_TURN_LISTEN_TCP": "none",
+                        "CT_TURN_LISTEN_TLS": "none", "CT_TURN_RELAY_ADDRESS": "192.0.2.1",
+                        "CT_TURN_EXTERNAL_ADDRESS": "203.0.113.7",
+                        "CT_TURN_ALLOW_PEERS": "192.0.2.0/24"})
+        policy = tap.makeService(o, UdpMemoryReactor()).turn_server.policy
+        self.assertEqual(policy.refusal("203.0.113.7"), "relay's own address peer")
+        self.assertIsNone(policy.refusal("203.0.113.8"))
+        self.assertIsNone(policy.refusal("192.0.2.1"))  # re-opened by the allow-list
+
     def test_bad_values_name_the_setting(self):
         for env, raw in (("CT_TURN_RELAY_PORTS", "9-5"), ("CT_TURN_ALLOW_PEERS", "x/99"),
                          ("CT_TURN_USERS", "nopassword"), ("CT_TURN_LISTEN_UDP", "a:b:c"),
