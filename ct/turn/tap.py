@@ -137,7 +137,8 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
         relay_socket_buffer=values.get("turn_relay_socket_buffer") or 0,
     )
     credentials = auth.Credentials(config.realm, users, secret)
-    policy = PeerPolicy(allowed=values.get("turn_allow_peers") or ())
+    policy = PeerPolicy(allowed=values.get("turn_allow_peers") or (),
+                        own=(relay_host, external))
     server = TurnServer(config, credentials, policy, reactor)
 
     service = MultiService()
