@@ -57,7 +57,8 @@ class NonceMinter:
         self._key = key if key is not None else os.urandom(16)
 
     def _mac(self, expiry: int) -> str:
-        mac = hmac.new(self._key, struct.pack("!Q", expiry), hashlib.sha256).digest()[:12]
+        # 9 bytes (72 bits) for a nonce of minutes: 12 characters, no padding.
+        mac = hmac.new(self._key, struct.pack("!Q", expiry), hashlib.sha256).digest()[:9]
         return base64.urlsafe_b64encode(mac).decode("ascii")
 
     def mint(self, now: float) -> str:

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from ct.turn import auth, stun
 from ct.turn.allocation import DEFAULT_LIFETIME, MAX_LIFETIME, Allocation, AllocationTable
+from ct.turn.limits import SourceLimiter
 from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
 
@@ -57,6 +58,10 @@ class TurnConfig:
     hold: float = 0.0  # seconds a busy relay may hold datagrams to serve them in batches
     socket_buffer: int = 4 * 1024 * 1024  # receive/send buffer of the UDP listener
     relay_socket_buffer: int = 0  # receive buffer of each relay socket (0: system default)
+    # UDP requests answered per second per source IP without an allocation (0: no limit);
+    # bursts of twice that; at most ``rate_sources`` sources tracked one by one.
+    unauthenticated_rate: float = 20.0
+    rate_sources: int = 10000
 
 
 def set_socket_buffers(sock: socket.socket, size: int, send: bool = True) -> int:
@@ -115,6 +120,11 @@ class TurnServer:
         self._next_port = random.randint(low, high)
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = reactor
+        rate = config.unauthenticated_rate
+        self.limiter = (SourceLimiter(rate, max(1, int(2 * rate)), config.rate_sources,
+                                      reactor.seconds) if rate > 0 else None)
+        self._limited_since_log = 0
+        self._limited_log_at = float("-inf")
         self.poller = (SocketPoller(reactor, config.hold) if hasattr(select, "epoll")
                        else None)
 
@@ -149,6 +159,8 @@ class TurnServer:
 
     def sweep(self) -> None:
         """Expire allocations, permissions and channels; refill bandwidth budgets."""
+        if self.limiter is not None:
+            self.limiter.prune()
         for allocation in self.table.expire(self.reactor.seconds()):
             self._release(allocation)
             _log.info("turn: allocation of {user} for {client} expired",
@@ -190,6 +202,19 @@ class TurnServer:
                   method=stun.METHOD_NAMES.get(method, hex(method)), client=_show(client),
                   user=username, code=code, reason=reason,
                   detail=f" ({detail})" if detail else "")
+
+    def _rate_limited(self, addr) -> None:
+        """Count an unanswered request; one warning line per minute at most."""
+        self.stats.refused("unauthenticated rate limit")
+        self._limited_since_log += 1
+        now = self.reactor.seconds()
+        if now - self._limited_log_at >= 60.0:
+            _log.warn("turn: not answering UDP requests from {client} and {more} more beyond "
+                      "{rate}/s per source without an allocation (CT_TURN_UNAUTHENTICATED_RATE;"
+                      " logged once a minute)", client=addr[0],
+                      more=self._limited_since_log - 1, rate=self.config.unauthenticated_rate)
+            self._limited_log_at = now
+            self._limited_since_log = 0
 
     def drop_once(self, allocation: Allocation, reason: str, detail: str = "") -> None:
         """Count a dropped packet; log the first drop of each reason per allocation."""
@@ -237,6 +262,10 @@ class TurnServer:
             return None
         if message.cls != stun.REQUEST:
             return None
+        if (self.limiter is not None and not link.stream and key not in self.table.by_key
+                and not self.limiter.allow(addr[0])):
+            self._rate_limited(addr)
+            return None
         if message.unknown:
             self._refuse("unknown comprehension-required attributes", 420, method, addr, None)
             return self._error(message, 420, extra=[
@@ -272,16 +301,21 @@ class TurnServer:
 
     def _reply(self, message: stun.Message, cls: int, attrs: list,
                result: auth.AuthResult | None = None) -> bytes:
-        attrs = attrs + [(stun.SOFTWARE, self._software)]
+        """Signed answers carry SOFTWARE and FINGERPRINT; unauthenticated ones stay small
+        (no SOFTWARE, FINGERPRINT only when the request had one) against amplification."""
         if result is not None and result.key is not None:
-            return stun.encode_message(message.method, cls, message.transaction_id, attrs,
+            return stun.encode_message(message.method, cls, message.transaction_id,
+                                       attrs + [(stun.SOFTWARE, self._software)],
                                        key=result.key, integrity=result.integrity)
-        return stun.encode_message(message.method, cls, message.transaction_id, attrs)
+        return stun.encode_message(message.method, cls, message.transaction_id, attrs,
+                                   add_fingerprint=message.fingerprint_at >= 0)
 
     def _error(self, message: stun.Message, code: int, result: auth.AuthResult | None = None,
                extra: list = ()) -> bytes:
-        attrs = [(stun.ERROR_CODE, stun.encode_error(code))] + list(extra)
-        return self._reply(message, stun.ERROR, attrs, result)
+        """An error answer; an unauthenticated one has an empty reason phrase."""
+        signed = result is not None and result.key is not None
+        attrs = [(stun.ERROR_CODE, stun.encode_error(code, None if signed else ""))]
+        return self._reply(message, stun.ERROR, attrs + list(extra), result)
 
     def _fail(self, message, code, reason, result, addr, detail="") -> bytes:
         self._refuse(reason, code, message.method, addr, result.username, detail)

@@ -158,6 +158,11 @@ TURN_SETTINGS = [
     Setting("CT_TURN_BANDWIDTH", "turn-bandwidth", 0, parse_size(0),
             "Bytes per second one allocation may relay, both directions (0: no limit; "
             "e.g. 256k).", TURN_AND_EDGE),
+    Setting("CT_TURN_UNAUTHENTICATED_RATE", "turn-unauthenticated-rate", 20.0, parse_float(0.0),
+            "UDP requests per second (bursts of twice that) answered to one source IP that "
+            "holds no allocation: Binding, 401/438 challenges, errors before sign-in. A "
+            "spoofed request makes the relay answer someone else; beyond this rate it stays "
+            "silent. 0: no limit.", TURN_AND_EDGE),
     Setting("CT_TURN_ALTERNATE_SERVER", "turn-alternate-server", None, parse_host_port_optional,
             "IP:port answered to Allocate requests as ALTERNATE-SERVER (300), e.g. while "
             "draining this relay.", TURN_AND_EDGE),

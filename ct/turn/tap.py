@@ -135,6 +135,7 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
         hold=values.get("turn_batch_delay", 1.0) / 1000.0,
         socket_buffer=values.get("turn_socket_buffer") or 4 * 1024 * 1024,
         relay_socket_buffer=values.get("turn_relay_socket_buffer") or 0,
+        unauthenticated_rate=values.get("turn_unauthenticated_rate", 20.0),
     )
     credentials = auth.Credentials(config.realm, users, secret)
     policy = PeerPolicy(allowed=values.get("turn_allow_peers") or (),

@@ -19,7 +19,7 @@ from ct.turn import auth, stun
 from ct.turn.server import TurnStreamFactory, UdpServerSocket
 
 from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code, make_server,
-                      wait_for)
+                      wait_for, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,8 +61,8 @@ class AllocateTests(ServerTestBase):
         self.assertEqual(reply.cls, stun.SUCCESS)
         self.assertEqual(stun.decode_xor_address(reply.get(stun.XOR_MAPPED_ADDRESS),
                                                  reply.transaction_id), client.addr)
-        self.assertTrue(stun.check_fingerprint(reply))
-        self.assertEqual(reply.get(stun.SOFTWARE), b"ct-turn")
+        self.assertTrue(stun.check_fingerprint(reply))  # the request had one
+        self.assertIsNone(reply.get(stun.SOFTWARE))  # unauthenticated answers stay small
 
     def test_challenge_then_allocate(self):
         client = ScriptedClient(self.server)
@@ -282,6 +282,68 @@ class EmbeddedIpv4OverSocketsTests(ServerTestBase):
         self.assertEqual((yield client.permit_call("64:ff9b::808:808")).cls, stun.SUCCESS)
         allocation = self.server.table.get(client.addr)
         self.assertEqual(list(allocation.permissions), ["64:ff9b::808:808"])
+
+
+class AmplificationTests(ServerTestBase):
+    """Finding 13: small unauthenticated answers, rate-limited per source, over real UDP."""
+
+    def config(self):
+        return {"unauthenticated_rate": 10.0}
+
+    def setUp(self):
+        super().setUp()
+        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.addCleanup(self.udp.close)
+
+    def client(self, interface="127.0.0.1"):
+        client = UdpClient(reactor, ("127.0.0.1", self.udp.port), interface=interface)
+        self.addCleanup(client.close)
+        return client
+
+    @defer.inlineCallbacks
+    def test_finding_13_unauthenticated_answers_are_small(self):
+        client = self.client()
+        bare = stun.encode_message(stun.ALLOCATE, stun.REQUEST, os.urandom(12),
+                                   add_fingerprint=False)
+        self.assertEqual(len(bare), 20)
+        challenge = yield client.exchange(bare)
+        self.assertEqual(error_code(challenge), 401)
+        # header 20, ERROR-CODE 8, REALM "test.realm" 16, NONCE 40, PASSWORD-ALGORITHMS 12
+        self.assertEqual(len(challenge.raw), 96)
+        self.assertLessEqual(len(challenge.raw) / len(bare), 4.8)  # was 132 bytes, x6.6
+        self.assertIsNone(challenge.get(stun.SOFTWARE))
+        self.assertEqual(challenge.fingerprint_at, -1)
+        self.assertEqual(stun.decode_error(challenge.get(stun.ERROR_CODE)), (401, ""))
+        binding = yield client.exchange(stun.encode_message(
+            stun.BINDING, stun.REQUEST, os.urandom(12), add_fingerprint=False))
+        self.assertEqual(len(binding.raw), 32)  # x1.6 (was 52)
+        # A signed answer still names the software and carries a fingerprint.
+        allocated = yield client.allocate_call()
+        self.assertEqual(allocated.get(stun.SOFTWARE), b"ct-turn")
+        self.assertTrue(stun.check_fingerprint(allocated))
+
+    @defer.inlineCallbacks
+    def test_finding_13_requests_without_allocation_rate_limited_per_source(self):
+        flooder, other = self.client(), self.client("127.0.0.2")  # another source IP
+        bare = stun.encode_message(stun.ALLOCATE, stun.REQUEST, b"\0" * 12,
+                                   add_fingerprint=False)
+        with capturedLogs() as events:
+            for _ in range(200):
+                flooder.send(bare)
+            refusals = self.server.stats.refusals
+            yield wait_until(reactor, lambda: refusals.get("unauthenticated rate limit") == 180,
+                             message="the 200 requests were not all handled")
+            yield wait_until(reactor, lambda: len(flooder.inbox.received) == 20,
+                             message="the burst of 20 was not answered")
+        answered = sum(len(m) for m in flooder.inbox.received)
+        self.assertLess(answered, 200 * len(bare))  # fewer bytes out than in
+        warnings = [e for e in events if "not answering UDP requests" in str(e.get("log_format"))]
+        self.assertEqual(len(warnings), 1)
+        # Another source is not affected; the flooder gets tokens back with time.
+        self.assertEqual(error_code((yield other.allocate_call())), 0)
+        self.clock.advance(1)
+        flooder.inbox.received = []
+        self.assertEqual(error_code((yield flooder.exchange(bare))), 401)
 
 
 class DataPathTests(ServerTestBase):
