@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from ct.turn import auth, stun
 from ct.turn.allocation import DEFAULT_LIFETIME, MAX_LIFETIME, Allocation, AllocationTable
-from ct.turn.limits import SourceLimiter
+from ct.turn.limits import LogThrottle, SourceLimiter
 from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
 
@@ -62,6 +62,8 @@ class TurnConfig:
     # bursts of twice that; at most ``rate_sources`` sources tracked one by one.
     unauthenticated_rate: float = 20.0
     rate_sources: int = 10000
+    max_connections: int = 2000  # TCP/TLS client connections at once (0: no cap)
+    idle_timeout: float = 60.0  # close a TCP/TLS connection without allocation this idle
 
 
 def set_socket_buffers(sock: socket.socket, size: int, send: bool = True) -> int:
@@ -123,8 +125,9 @@ class TurnServer:
         rate = config.unauthenticated_rate
         self.limiter = (SourceLimiter(rate, max(1, int(2 * rate)), config.rate_sources,
                                       reactor.seconds) if rate > 0 else None)
-        self._limited_since_log = 0
-        self._limited_log_at = float("-inf")
+        self._rate_log = LogThrottle()
+        self._connection_log = LogThrottle()
+        self.streams: set = set()  # open TCP/TLS client connections
         self.poller = (SocketPoller(reactor, config.hold) if hasattr(select, "epoll")
                        else None)
 
@@ -161,6 +164,8 @@ class TurnServer:
         """Expire allocations, permissions and channels; refill bandwidth budgets."""
         if self.limiter is not None:
             self.limiter.prune()
+        if self.streams:
+            self.close_idle_streams(self.reactor.seconds())
         for allocation in self.table.expire(self.reactor.seconds()):
             self._release(allocation)
             _log.info("turn: allocation of {user} for {client} expired",
@@ -177,8 +182,44 @@ class TurnServer:
             _log.info("turn: allocation of {user} for {client} deleted ({why})",
                       user=allocation.username, client=_show(allocation.key), why=why)
 
+    def stream_opened(self, stream) -> bool:
+        """Register a TCP/TLS client connection; False (refuse it) beyond the cap."""
+        cap = self.config.max_connections
+        if cap and len(self.streams) >= cap:
+            self._refuse_connection(stream, "connection cap reached",
+                                    f"{cap} connections, CT_TURN_MAX_CONNECTIONS")
+            return False
+        self.streams.add(stream)
+        return True
+
+    def _refuse_connection(self, stream, reason: str, detail: str) -> None:
+        self.stats.refused(reason)
+        more = self._connection_log.ready(self.reactor.seconds())
+        if more is not None:
+            _log.warn("turn: closing {client}: {reason} ({detail}; {more} more since the last "
+                      "line, logged once a minute at most)", client=stream, reason=reason,
+                      detail=detail, more=more)
+
+    def close_idle_streams(self, now: float) -> None:
+        """Close connections without an allocation that received nothing for the timeout."""
+        timeout = self.config.idle_timeout
+        if not timeout:
+            return
+        allocations = self.table.by_key
+        for stream in list(self.streams):
+            if stream.active:
+                stream.active = False
+                stream.idle_since = now
+            elif now - stream.idle_since >= timeout and stream not in allocations:
+                self._refuse_connection(stream, "idle connection",
+                                        f"nothing received for {timeout:g} s without an "
+                                        "allocation, CT_TURN_TCP_IDLE_TIMEOUT")
+                self.streams.discard(stream)
+                stream.abort()
+
     def client_gone(self, key: Hashable) -> None:
         """A stream client disconnected: its allocation goes with it."""
+        self.streams.discard(key)
         allocation = self.table.get(key)
         if allocation is not None:
             self.delete(allocation, "connection closed")
@@ -206,15 +247,12 @@ class TurnServer:
     def _rate_limited(self, addr) -> None:
         """Count an unanswered request; one warning line per minute at most."""
         self.stats.refused("unauthenticated rate limit")
-        self._limited_since_log += 1
-        now = self.reactor.seconds()
-        if now - self._limited_log_at >= 60.0:
-            _log.warn("turn: not answering UDP requests from {client} and {more} more beyond "
-                      "{rate}/s per source without an allocation (CT_TURN_UNAUTHENTICATED_RATE;"
-                      " logged once a minute)", client=addr[0],
-                      more=self._limited_since_log - 1, rate=self.config.unauthenticated_rate)
-            self._limited_log_at = now
-            self._limited_since_log = 0
+        more = self._rate_log.ready(self.reactor.seconds())
+        if more is not None:
+            _log.warn("turn: not answering UDP requests from {client} ({more} more since the "
+                      "last line) beyond {rate}/s per source without an allocation "
+                      "(CT_TURN_UNAUTHENTICATED_RATE; logged once a minute at most)",
+                      client=addr[0], more=more, rate=self.config.unauthenticated_rate)
 
     def drop_once(self, allocation: Allocation, reason: str, detail: str = "") -> None:
         """Count a dropped packet; log the first drop of each reason per allocation."""
@@ -995,6 +1033,8 @@ class TurnStreamProtocol(Protocol):
         self.stats = server.stats
         self._buffer = b""
         self.peer: tuple[str, int] | None = None
+        self.active = False  # received something since the last idle check
+        self.idle_since = 0.0
 
     def __repr__(self) -> str:
         return f"tcp:{self.peer[0]}:{self.peer[1]}" if self.peer else "tcp:?"
@@ -1002,10 +1042,22 @@ class TurnStreamProtocol(Protocol):
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
         self.peer = (address.host, address.port)
+        self.idle_since = self.server.reactor.seconds()
+        if not self.server.stream_opened(self):
+            self.abort()
+            return
         try:
             self.transport.setTcpNoDelay(True)
         except Exception:
             pass
+
+    def abort(self) -> None:
+        """Close at once (an idle or refused connection has nothing worth flushing)."""
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()
 
     def sink_for(self, addr) -> Callable:
         return self.transport.write
@@ -1014,6 +1066,7 @@ class TurnStreamProtocol(Protocol):
         self.server.client_gone(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.active = True
         buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0

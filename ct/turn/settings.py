@@ -163,6 +163,12 @@ TURN_SETTINGS = [
             "holds no allocation: Binding, 401/438 challenges, errors before sign-in. A "
             "spoofed request makes the relay answer someone else; beyond this rate it stays "
             "silent. 0: no limit.", TURN_AND_EDGE),
+    Setting("CT_TURN_MAX_CONNECTIONS", "turn-max-connections", 2000, parse_int(0),
+            "TCP and TLS client connections the relay holds at once (0: no cap); beyond it "
+            "new connections are closed at once.", TURN_AND_EDGE),
+    Setting("CT_TURN_TCP_IDLE_TIMEOUT", "turn-tcp-idle-timeout", 60.0, parse_float(0.0),
+            "Seconds a TCP/TLS client connection without an allocation may stay silent "
+            "before the relay closes it (0: never).", TURN_AND_EDGE),
     Setting("CT_TURN_ALTERNATE_SERVER", "turn-alternate-server", None, parse_host_port_optional,
             "IP:port answered to Allocate requests as ALTERNATE-SERVER (300), e.g. while "
             "draining this relay.", TURN_AND_EDGE),

@@ -136,6 +136,8 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
         socket_buffer=values.get("turn_socket_buffer") or 4 * 1024 * 1024,
         relay_socket_buffer=values.get("turn_relay_socket_buffer") or 0,
         unauthenticated_rate=values.get("turn_unauthenticated_rate", 20.0),
+        max_connections=values.get("turn_max_connections", 2000),
+        idle_timeout=values.get("turn_tcp_idle_timeout", 60.0),
     )
     credentials = auth.Credentials(config.realm, users, secret)
     policy = PeerPolicy(allowed=values.get("turn_allow_peers") or (),

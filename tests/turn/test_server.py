@@ -8,7 +8,8 @@ import socket
 import sys
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
@@ -501,6 +502,90 @@ class StreamFramingTests(ServerTestBase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"\xff\xff\xff\xff")
         self.assertTrue(transport.disconnecting)
+
+
+class _StreamClient(Protocol):
+    def __init__(self):
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        self.lost = True
+
+
+class StreamLimitsTests(ServerTestBase):
+    """Finding 18: TCP connections are capped and idle ones closed, over real sockets."""
+
+    def config(self):
+        return {"max_connections": 2, "idle_timeout": 30.0}
+
+    def setUp(self):
+        super().setUp()
+        self.port = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @defer.inlineCallbacks
+    def open(self):
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        client = yield connectProtocol(endpoint, _StreamClient())
+        self.addCleanup(lambda: client.transport.abortConnection() if not client.lost else None)
+        return client
+
+    @defer.inlineCallbacks
+    def binding(self, client):
+        before = len(client.received)
+        client.transport.write(stun.encode_message(stun.BINDING, stun.REQUEST, os.urandom(12)))
+        yield wait_until(reactor, lambda: len(client.received) > before,
+                         message="no Binding answer")
+
+    @defer.inlineCallbacks
+    def test_finding_18_connections_beyond_the_cap_are_closed(self):
+        first = yield self.open()
+        second = yield self.open()
+        yield wait_until(reactor, lambda: len(self.server.streams) == 2)
+        with capturedLogs() as events:
+            third = yield self.open()
+            yield wait_until(reactor, lambda: third.lost, message="third connection not closed")
+            fourth = yield self.open()
+            yield wait_until(reactor, lambda: fourth.lost, message="fourth connection not closed")
+        self.assertEqual(self.server.stats.refusals["connection cap reached"], 2)
+        self.assertEqual(len([e for e in events if "connection cap" in str(e.get("reason"))]),
+                         1)  # logged once a minute at most
+        yield self.binding(first)  # the first two still work
+        yield self.binding(second)
+        first.transport.loseConnection()
+        yield wait_until(reactor, lambda: len(self.server.streams) == 1)
+        fifth = yield self.open()
+        yield self.binding(fifth)  # room again
+
+    @defer.inlineCallbacks
+    def test_finding_18_idle_connections_without_allocation_are_closed(self):
+        silent = yield self.open()
+        chatty = yield self.open()
+        yield wait_until(reactor, lambda: len(self.server.streams) == 2)
+        for _ in range(25):
+            self.clock.advance(1)
+        yield self.binding(chatty)
+        for _ in range(10):
+            self.clock.advance(1)
+        yield wait_until(reactor, lambda: silent.lost, message="silent connection not closed")
+        self.assertFalse(chatty.lost)
+        self.assertEqual(self.server.stats.refusals["idle connection"], 1)
+        for _ in range(30):
+            self.clock.advance(1)
+        yield wait_until(reactor, lambda: chatty.lost, message="idle connection not closed")
+        # A connection holding an allocation is not idle-closed (its lifetime governs).
+        allocated = yield self.open()
+        stream = [s for s in self.server.streams][0]
+        client = ScriptedClient(self.server, addr=stream.peer, key=stream, link=stream)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        for _ in range(120):
+            self.clock.advance(1)
+        yield self.binding(allocated)
+        self.assertFalse(allocated.lost)
 
 
 class FakeAddress:
