@@ -96,7 +96,11 @@ def start_ours(port: int, ports: tuple[int, int], workdir: str) -> subprocess.Po
                CT_TURN_LISTEN_UDP=f"127.0.0.1:{port}", CT_TURN_LISTEN_TCP="none",
                CT_TURN_LISTEN_TLS="none", CT_TURN_RELAY_ADDRESS="127.0.0.1",
                CT_TURN_RELAY_PORTS=f"{ports[0]}-{ports[1]}", CT_TURN_ALLOW_PEERS="127.0.0.0/8",
-               CT_TURN_REALM="bench")
+               CT_TURN_REALM="bench",
+               # one user on one address opens thousands of allocations and floods them:
+               # lift the default quotas, bandwidth and unauthenticated rate limits
+               CT_TURN_MAX_ALLOCATIONS="0", CT_TURN_USER_QUOTA="0", CT_TURN_BANDWIDTH="0",
+               CT_TURN_UNAUTHENTICATED_RATE="0")
     cmd = ["taskset", "-c", "0", sys.executable, "-c",
            "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *PROFILE,
            "-l", os.path.join(workdir, "ours.log"), "ctturn"]

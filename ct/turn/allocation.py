@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Hashable
 
+from ct.turn.auth import rest_user
 from ct.turn.metrics import TurnStats
 
 PERMISSION_LIFETIME = 300.0
@@ -94,10 +95,17 @@ class Allocation:
         return len(gone_permissions), len(gone_channels)
 
 
+def quota_name(username: str) -> str:
+    """Whom a user name's allocations count against: the user of REST API credentials
+    (every credential handed to one participant), else the name itself."""
+    return rest_user(username) or username
+
+
 class AllocationTable:
     """Every allocation of a server, by 5-tuple key and by user, with quotas.
 
-    ``max_allocations`` and ``user_quota`` of 0 mean unlimited.
+    ``max_allocations`` and ``user_quota`` of 0 mean unlimited. ``per_user`` counts by
+    :func:`quota_name`, so fresh REST credentials of one participant share its quota.
     """
 
     def __init__(self, stats: TurnStats, max_allocations: int = 0, user_quota: int = 0):
@@ -117,14 +125,15 @@ class AllocationTable:
         """Why a new allocation for ``username`` would exceed a quota (486), or None."""
         if self.max_allocations and len(self.by_key) >= self.max_allocations:
             return "total allocation cap reached"
-        if self.user_quota and self.per_user.get(username, 0) >= self.user_quota:
+        if self.user_quota and self.per_user.get(quota_name(username), 0) >= self.user_quota:
             return "user allocation quota reached"
         return None
 
     def add(self, allocation: Allocation) -> None:
         assert allocation.key not in self.by_key
         self.by_key[allocation.key] = allocation
-        self.per_user[allocation.username] = self.per_user.get(allocation.username, 0) + 1
+        user = quota_name(allocation.username)
+        self.per_user[user] = self.per_user.get(user, 0) + 1
         self.stats.allocations_active += 1
         self.stats.allocations_total += 1
 
@@ -133,11 +142,12 @@ class AllocationTable:
         if self.by_key.get(allocation.key) is not allocation:
             return False
         del self.by_key[allocation.key]
-        left = self.per_user[allocation.username] - 1
+        user = quota_name(allocation.username)
+        left = self.per_user[user] - 1
         if left:
-            self.per_user[allocation.username] = left
+            self.per_user[user] = left
         else:
-            del self.per_user[allocation.username]
+            del self.per_user[user]
         stats = self.stats
         stats.allocations_active -= 1
         stats.permissions_active -= len(allocation.permissions)

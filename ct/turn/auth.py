@@ -37,6 +37,14 @@ def rest_credentials(secret: str, user: str, ttl: float, now: float) -> tuple[st
     return username, rest_password(secret, username)
 
 
+def rest_user(username: str) -> str:
+    """The user part of a REST API user name (``expiry:user`` or ``user:expiry``)."""
+    head, sep, tail = username.partition(":")
+    if not sep:
+        return "" if head.isdigit() else head
+    return tail if head.isdigit() else head
+
+
 def rest_expiry(username: str) -> int | None:
     """The expiry a REST API user name carries, or None if it carries none."""
     head, sep, tail = username.partition(":")
@@ -79,17 +87,57 @@ class NonceMinter:
         return "ok" if now < expiry else "stale"
 
 
+MAX_REVOKED = 100_000
+
+
 class Credentials:
-    """Who may allocate: static ``users`` (name -> password) and/or a REST API ``secret``."""
+    """Who may allocate: static ``users`` (name -> password) and/or a REST API ``secret``.
+
+    REST API credentials can be revoked by scope before they expire: revoking ``s1``
+    refuses the users ``s1`` and ``s1.<anything>`` (a session and its participants).
+    """
 
     def __init__(self, realm: str, users: Mapping[str, str] | None = None,
                  secret: str | None = None):
         self.realm = realm
         self.users = dict(users or {})
         self.secret = secret or None
+        self.revoked: dict[str, float] = {}  # scope -> when forgetting it is safe
 
-    def password(self, username: str, now: float) -> tuple[str | None, str]:
-        """``(password, "")`` or ``(None, reason)`` for this user name at time ``now``."""
+    def revoke(self, scope: str, until: float) -> None:
+        """Refuse the REST users of ``scope`` until ``until`` (when their credentials expire)."""
+        if not scope:
+            return
+        self.revoked.pop(scope, None)
+        if len(self.revoked) >= MAX_REVOKED:  # bounded: forget the oldest
+            del self.revoked[next(iter(self.revoked))]
+        self.revoked[scope] = until
+
+    def forget_revoked(self, now: float) -> None:
+        """Drop revocations whose credentials have all expired."""
+        if self.revoked:
+            for scope in [s for s, until in self.revoked.items() if until <= now]:
+                del self.revoked[scope]
+
+    def is_revoked(self, user: str) -> bool:
+        """Whether ``user`` (a REST user part such as ``s1.3``) falls in a revoked scope."""
+        revoked = self.revoked
+        if not revoked or not user:
+            return False
+        scope = ""
+        for part in user.split(".", 7):
+            scope = f"{scope}.{part}" if scope else part
+            if scope in revoked:
+                return True
+        return False
+
+    def password(self, username: str, now: float,
+                 check_expiry: bool = True) -> tuple[str | None, str]:
+        """``(password, "")`` or ``(None, reason)`` for this user name at time ``now``.
+
+        ``check_expiry`` False accepts an expired REST user name (not a revoked one): a
+        request on an allocation made while the name was valid.
+        """
         password = self.users.get(username)
         if password is not None:
             return password, ""
@@ -98,13 +146,15 @@ class Credentials:
         expiry = rest_expiry(username)
         if expiry is None:
             return None, "unknown user"
-        if expiry <= now:
+        if check_expiry and expiry <= now:
             return None, "expired REST API credentials"
+        if self.is_revoked(rest_user(username)):
+            return None, "revoked REST API credentials"
         return rest_password(self.secret, username), ""
 
-    def key(self, username: str, now: float,
-            algorithm: int = stun.ALGORITHM_MD5) -> tuple[bytes | None, str]:
-        password, reason = self.password(username, now)
+    def key(self, username: str, now: float, algorithm: int = stun.ALGORITHM_MD5,
+            check_expiry: bool = True) -> tuple[bytes | None, str]:
+        password, reason = self.password(username, now, check_expiry)
         if password is None:
             return None, reason
         return stun.long_term_key(username, self.realm, password, algorithm), ""
@@ -124,8 +174,12 @@ class AuthResult:
 
 
 def authenticate(message: stun.Message, credentials: Credentials, nonces: NonceMinter,
-                 now: float) -> AuthResult:
+                 now: float, allocation_user: str | None = None) -> AuthResult:
     """Check a request's long-term credentials (RFC 8489 section 9.2.4).
+
+    ``allocation_user`` is the user name of the client's allocation, if it has one: with
+    that same name the request is accepted after the name's expiry (the allocation was made
+    while it was valid; revocation and the allocation's lifetime end it).
 
     Errors: 401 (no or wrong credentials; ``reason`` empty for the normal first challenge),
     400 (incomplete), 438 (stale or foreign nonce).
@@ -160,7 +214,8 @@ def authenticate(message: stun.Message, credentials: Credentials, nonces: NonceM
             return AuthResult(error=400, reason=str(e))
         if algorithm not in SUPPORTED_ALGORITHMS:
             return AuthResult(error=400, reason="unsupported password algorithm")
-    key, why = credentials.key(username, now, algorithm)
+    key, why = credentials.key(username, now, algorithm,
+                               check_expiry=username != allocation_user)
     if key is None:
         return AuthResult(error=401, reason=why, username=username)
     if has_sha256:

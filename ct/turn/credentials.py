@@ -1,12 +1,14 @@
 """ICE server entries (WebRTC ``RTCIceServer`` dicts) with fresh TURN REST API credentials.
 
 The same credentials work against the bundled relay and against an external coturn
-configured with ``use-auth-secret`` and the same ``static-auth-secret``.
+configured with ``use-auth-secret`` and the same ``static-auth-secret``. Their user part
+names one participant of one session (``<session>.<participant>``), so the bundled relay
+can revoke them when the participant leaves or the session ends.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from ct.turn.auth import rest_credentials
@@ -42,6 +44,24 @@ def ice_servers(host: str, secret: str, user: str, ttl: float, now: float, *,
     return servers
 
 
+def participant_user(session_id: str, participant_id: int) -> str:
+    """The REST API user of one participant: ``<session>.<participant>``."""
+    return f"{session_id}.{participant_id}"
+
+
+def revoke_on_departure(turn_server: Any, ttl: float, seconds: Callable[[], float]) -> Callable:
+    """An edge relay listener revoking a session's or a departed participant's credentials
+    (and deleting their allocations) on the bundled relay ``turn_server``."""
+
+    def on_relay_event(kind: str, session: Any, participant: Any, reason: Any) -> None:
+        if kind == "session-ended":
+            turn_server.revoke(session.id, seconds() + ttl)
+        elif kind == "participant-left" and participant is not None:
+            turn_server.revoke(participant_user(session.id, participant.id), seconds() + ttl)
+
+    return on_relay_event
+
+
 def _port(listen: str | None) -> int | None:
     if not listen:
         return None
@@ -56,7 +76,7 @@ def edge_ice_servers(values: Mapping[str, Any], user: str, now: float) -> list[d
     """
     if not values.get("av_enabled"):
         return []
-    ttl = values.get("turn_credential_ttl", 86400.0)
+    ttl = values.get("turn_credential_ttl", 600.0)
     external = values.get("av_coturn_server")
     if external:
         secret = values.get("av_coturn_secret")

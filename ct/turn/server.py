@@ -47,9 +47,9 @@ class TurnConfig:
     relay_host: str = "127.0.0.1"
     external_host: str | None = None
     relay_ports: tuple[int, int] = (49152, 65535)
-    max_allocations: int = 0
-    user_quota: int = 0
-    bandwidth: int = 0
+    max_allocations: int = 1000  # 0: no cap
+    user_quota: int = 10  # allocations per user (REST: per participant); 0: no quota
+    bandwidth: int = 1024 * 1024  # bytes/s per allocation, both directions; 0: no limit
     default_lifetime: int = DEFAULT_LIFETIME
     max_lifetime: int = MAX_LIFETIME
     nonce_lifetime: float = 600.0
@@ -164,6 +164,7 @@ class TurnServer:
         """Expire allocations, permissions and channels; refill bandwidth budgets."""
         if self.limiter is not None:
             self.limiter.prune()
+        self.credentials.forget_revoked(self.reactor.seconds())
         if self.streams:
             self.close_idle_streams(self.reactor.seconds())
         for allocation in self.table.expire(self.reactor.seconds()):
@@ -216,6 +217,17 @@ class TurnServer:
                                         "allocation, CT_TURN_TCP_IDLE_TIMEOUT")
                 self.streams.discard(stream)
                 stream.abort()
+
+    def revoke(self, scope: str, until: float) -> int:
+        """End the REST credentials of ``scope`` (a session id, or ``session.participant``)
+        and delete their allocations; ``until``: when all such credentials have expired.
+        Returns how many allocations went."""
+        self.credentials.revoke(scope, until)
+        revoked = self.credentials.is_revoked
+        gone = [a for a in self.table.by_key.values() if revoked(auth.rest_user(a.username))]
+        for allocation in gone:
+            self.delete(allocation, f"credentials of {scope} revoked")
+        return len(gone)
 
     def client_gone(self, key: Hashable) -> None:
         """A stream client disconnected: its allocation goes with it."""
@@ -318,7 +330,9 @@ class TurnServer:
             self._refuse("unknown method", 400, method, addr, None)
             return self._error(message, 400)
         now = self.reactor.seconds()
-        result = auth.authenticate(message, self.credentials, self.nonces, now)
+        allocation = self.table.get(key)
+        result = auth.authenticate(message, self.credentials, self.nonces, now,
+                                   allocation.username if allocation is not None else None)
         if result.error:
             if result.reason:
                 if result.error == 401:
@@ -328,7 +342,6 @@ class TurnServer:
                 return self._error(message, result.error, extra=auth.challenge_attributes(
                     self.credentials.realm, self.nonces.mint(now)))
             return self._error(message, result.error)
-        allocation = self.table.get(key)
         if allocation is not None and allocation.username != result.username:
             self._refuse("user differs from the allocation's", 441, method, addr,
                          result.username)

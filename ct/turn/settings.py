@@ -151,13 +151,15 @@ TURN_SETTINGS = [
             "link-local, multicast, unspecified, NAT64/6to4/Teredo/IPv4-compatible, the "
             "relay's own addresses), e.g. 10.0.0.0/8; an IPv4 address inside an IPv6 peer "
             "is checked too.", TURN_AND_EDGE),
-    Setting("CT_TURN_MAX_ALLOCATIONS", "turn-max-allocations", 0, parse_int(0),
+    Setting("CT_TURN_MAX_ALLOCATIONS", "turn-max-allocations", 1000, parse_int(0),
             "Cap on allocations of the relay (0: no cap); beyond it 486.", TURN_AND_EDGE),
-    Setting("CT_TURN_USER_QUOTA", "turn-user-quota", 0, parse_int(0),
-            "Allocations one user name may hold (0: no quota); beyond it 486.", TURN_AND_EDGE),
-    Setting("CT_TURN_BANDWIDTH", "turn-bandwidth", 0, parse_size(0),
-            "Bytes per second one allocation may relay, both directions (0: no limit; "
-            "e.g. 256k).", TURN_AND_EDGE),
+    Setting("CT_TURN_USER_QUOTA", "turn-user-quota", 10, parse_int(0),
+            "Allocations one user may hold at once (0: no quota); beyond it 486. With REST "
+            "API credentials the user is the part after the expiry (one participant), "
+            "whatever credential of it is used.", TURN_AND_EDGE),
+    Setting("CT_TURN_BANDWIDTH", "turn-bandwidth", 1024 * 1024, parse_size(0),
+            "Bytes per second one allocation may relay, both directions together (0: no "
+            "limit), e.g. 256k; excess packets are dropped.", TURN_AND_EDGE),
     Setting("CT_TURN_UNAUTHENTICATED_RATE", "turn-unauthenticated-rate", 20.0, parse_float(0.0),
             "UDP requests per second (bursts of twice that) answered to one source IP that "
             "holds no allocation: Binding, 401/438 challenges, errors before sign-in. A "
@@ -186,8 +188,11 @@ TURN_SETTINGS = [
     Setting("CT_TURN_HOST", "turn-host", None, parse_optional_str,
             "Host name or IP in the ICE server URLs handed to participants (unset: the host "
             "of CT_SERVER_URL, else CT_TURN_EXTERNAL_ADDRESS).", EDGE),
-    Setting("CT_TURN_CREDENTIAL_TTL", "turn-credential-ttl", 86400.0, parse_float(60.0),
-            "Seconds the TURN credentials handed to participants stay valid.", EDGE),
+    Setting("CT_TURN_CREDENTIAL_TTL", "turn-credential-ttl", 600.0, parse_float(60.0),
+            "Seconds the TURN credentials handed to participants stay valid for new "
+            "allocations; the edge hands fresh ones at every join and resume and every half "
+            "of this while connected. The bundled relay also revokes them when the session "
+            "ends or the participant leaves; an external coturn only sees the expiry.", EDGE),
     Setting("CT_AV_ENABLED", "av-enabled", False, parse_bool,
             "Enable audio/video: participants get ICE servers (STUN/TURN) with credentials.",
             EDGE),

@@ -262,6 +262,54 @@ class PolicyTests(ServerTestBase):
                          ("192.0.2.10", 3478))
 
 
+class CredentialScopeTests(ServerTestBase):
+    """Finding 5: allocations outlive short credentials, revocation ends them, quotas count
+    per participant."""
+
+    def rest_client(self, user, ttl=60, addr=("198.51.100.1", 40000)):
+        username, password = auth.rest_credentials("s3cret", user, ttl, self.clock.seconds())
+        return ScriptedClient(self.server, addr=addr, username=username, password=password)
+
+    def test_finding_5_allocation_outlives_its_short_credential_until_revoked(self):
+        client = self.rest_client("s1.2")
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        self.clock.advance(120)  # the credential has expired
+        self.assertEqual(client.refresh(600).cls, stun.SUCCESS)
+        self.assertEqual(client.permit("198.51.100.9").cls, stun.SUCCESS)
+        late = ScriptedClient(self.server, addr=("198.51.100.1", 40001),
+                              username=client.username, password=client.password)
+        self.assertEqual(error_code(late.allocate()), 401)  # no new allocation with it
+        other = self.rest_client("s10.1", addr=("198.51.100.2", 1))
+        self.assertEqual(other.allocate().cls, stun.SUCCESS)
+        with capturedLogs() as events:
+            self.assertEqual(self.server.revoke("s1", self.clock.seconds() + 600), 1)
+        self.assertIsNone(self.server.table.get(client.addr))
+        self.assertEqual(len([e for e in events if "revoked" in str(e.get("why"))]), 1)
+        self.assertIn(error_code(client.refresh(600)), (401, 437))
+        fresh = self.rest_client("s1.3", addr=("198.51.100.3", 1))
+        self.assertEqual(error_code(fresh.allocate()), 401)
+        self.assertIsNotNone(self.server.table.get(other.addr))  # another session's
+        self.clock.advance(601)
+        self.assertEqual(self.server.credentials.revoked, {})
+
+    def test_finding_5_quota_counts_every_credential_of_one_participant(self):
+        server = self.make(user_quota=2)
+        self.addCleanup(server.stop)
+        self.server = server
+        for ttl, port, code in ((60, 1, 0), (120, 2, 0), (180, 3, 486)):
+            client = self.rest_client("s1.2", ttl, ("198.51.100.1", port))
+            self.assertEqual(error_code(client.allocate()), code)
+        self.assertEqual(error_code(self.rest_client("s1.3", 60, ("198.51.100.1", 4))
+                                    .allocate()), 0)
+
+    def test_finding_5_secure_defaults(self):
+        server = self.make()
+        self.addCleanup(server.stop)
+        config = server.config
+        self.assertEqual((config.max_allocations, config.user_quota, config.bandwidth),
+                         (1000, 10, 1024 * 1024))
+
+
 class EmbeddedIpv4OverSocketsTests(ServerTestBase):
     """Finding 6 over real sockets: an IPv6 relay refuses the metadata address via NAT64."""
 
