@@ -321,8 +321,9 @@ class Dashboard:
             tags.button("Log in", type="submit", class_="primary", id="login"),
             method="post", action="/dashboard/login")
         hint = tags.p("Use CT_DASHBOARD_USER and CT_DASHBOARD_PASSWORD. If none is set, the "
-                      "password generated at start-up is in the server log (user ctuser).",
-                      class_="hint")
+                      "password generated at the first start is in the file "
+                      "dashboard-password of the server's data directory (CT_DATA_DIR; user "
+                      "ctuser).", class_="hint")
         body = tags.div(tags.h1("CodeTogether server"), tags.p("Dashboard log-in",
                                                                 class_="sub"),
                         tags.div(error, class_="flash flash-error", role="alert",
