@@ -15,7 +15,11 @@ import stat
 import tempfile
 from typing import Any, Sequence
 
+from twisted.logger import Logger
+
 from ct.storage.config import DatabaseConfig
+
+_log = Logger()
 
 
 class Engine:
@@ -132,15 +136,20 @@ def make_private(path: str) -> None:
     """Create the database file readable by its owner only (0600) before SQLite opens it,
     whatever the umask; tighten it and its ``-wal``/``-shm`` files if they are looser.
     SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode."""
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    os.close(fd)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
+                         stat.S_IRUSR | stat.S_IWUSR))
+    except OSError:
+        return  # not a file we can create: SQLite's own error says why when it opens it
     for name in (path, path + "-wal", path + "-shm"):
         try:
             mode = os.stat(name, follow_symlinks=False).st_mode
+            if stat.S_ISREG(mode) and mode & 0o077:
+                os.chmod(name, stat.S_IRUSR | stat.S_IWUSR)
         except FileNotFoundError:
             continue
-        if stat.S_ISREG(mode) and mode & 0o077:
-            os.chmod(name, stat.S_IRUSR | stat.S_IWUSR)
+        except OSError as e:
+            _log.warn("cannot make {name} private (0600): {error}", name=name, error=e)
 
 
 class PostgresEngine(Engine):
