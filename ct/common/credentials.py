@@ -46,10 +46,9 @@ def dashboard_credentials(values, token=secrets.token_urlsafe) -> Credentials:
     except (OSError, ValueError) as e:
         raise usage.UsageError(f"CT_DATA_DIR: the generated dashboard password: {e} (or set "
                                "CT_DASHBOARD_PASSWORD)") from None
-    _log.warn("no dashboard password configured (CT_DASHBOARD_PASSWORD): {what} for user "
-              "{user} is in {path} (readable by this server's user only)",
-              what="generated one" if created else "the one generated earlier", user=user,
-              path=path)
+    _log.warn("no dashboard password configured (CT_DASHBOARD_PASSWORD): user {user}, "
+              "password {what} in {path} (readable by this server's user only)", user=user,
+              what="generated and stored" if created else "stored earlier", path=path)
     return Credentials(user, password, generated=True)
 
 

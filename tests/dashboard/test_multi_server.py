@@ -158,12 +158,12 @@ class GeneratedPasswordTests(unittest.TestCase):
     def check_generated(self, plugin: str, env: dict[str, str]):
         path = Path(env["CT_DATA_DIR"]) / "dashboard-password"
         passwords = []
-        for _ in range(2):  # a restart reuses the stored password
+        for what in ("generated and stored", "stored earlier"):  # a restart reuses it
             daemon = Daemon(plugin, {**env, "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1"})
             self.addCleanup(daemon.stop)
             port = daemon.port("HTTP")
             daemon.wait_for_log(r"no dashboard password configured \(CT_DASHBOARD_PASSWORD\): "
-                                r".* for user ctuser is in " + re.escape(str(path)))
+                                rf"user ctuser, password {what} in " + re.escape(str(path)))
             self.assertEqual(path.stat().st_mode & 0o777, 0o600)
             password = path.read_text().strip()
             self.assertGreaterEqual(len(password), 20)
