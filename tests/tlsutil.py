@@ -8,12 +8,15 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def write_self_signed(directory: Path, hostname: str = "localhost",
+                      rsa_key: bool = False) -> tuple[Path, Path]:
+    """``rsa_key``: an RSA key (for RSA suites) instead of an EC P-256 one."""
+    key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(
+        ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (

@@ -54,7 +54,8 @@ COMMON_SETTINGS = [
             "Dashboard user name (falls back to CT_LOGS_USER, then `ctuser`).", SERVERS),
     Setting("CT_DASHBOARD_PASSWORD", "dashboard-password", None, parse_optional_str,
             "Dashboard password (falls back to CT_LOGS_PASSWORD; if none, one is generated "
-            "and logged once).", SERVERS, secret=True),
+            "once and kept in CT_DATA_DIR/dashboard-password, mode 0600).", SERVERS,
+            secret=True),
     Setting("CT_LOGS_USER", "logs-user", None, parse_optional_str,
             "Older name for the dashboard user.", SERVERS),
     Setting("CT_LOGS_PASSWORD", "logs-password", None, parse_optional_str,

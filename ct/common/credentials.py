@@ -1,18 +1,23 @@
-"""Dashboard and operator credentials: configured, or generated once and logged."""
+"""Dashboard and operator credentials: configured, or generated once and kept in a 0600 file."""
 
 from __future__ import annotations
 
 import base64
+import errno
+import os
 import secrets
 from dataclasses import dataclass
 
 from twisted.logger import Logger
+from twisted.python import usage
 
 from ct.common.tokens import same_secret
 
 _log = Logger()
 
 DEFAULT_USER = "ctuser"
+PASSWORD_FILE = "dashboard-password"  # under CT_DATA_DIR
+MAX_PASSWORD_FILE = 1024
 
 
 @dataclass(frozen=True)
@@ -29,15 +34,61 @@ class Credentials:
 
 
 def dashboard_credentials(values, token=secrets.token_urlsafe) -> Credentials:
-    """CT_DASHBOARD_*, else CT_LOGS_*, else user ``ctuser`` with a generated password."""
+    """CT_DASHBOARD_*, else CT_LOGS_*, else user ``ctuser`` with a password generated once
+    and kept in ``CT_DATA_DIR/dashboard-password`` (mode 0600); the log says only where."""
     user = values.get("dashboard_user") or values.get("logs_user") or DEFAULT_USER
     password = values.get("dashboard_password") or values.get("logs_password")
     if password:
         return Credentials(user, password)
-    password = token(18)
-    _log.warn("no dashboard password configured (CT_DASHBOARD_PASSWORD): generated one for "
-              "user {user}: {password}", user=user, password=password)
+    path = os.path.join(values["data_dir"], PASSWORD_FILE)
+    try:
+        password, created = stored_password(path, token)
+    except (OSError, ValueError) as e:
+        raise usage.UsageError(f"CT_DATA_DIR: the generated dashboard password: {e} (or set "
+                               "CT_DASHBOARD_PASSWORD)") from None
+    _log.warn("no dashboard password configured (CT_DASHBOARD_PASSWORD): user {user}, "
+              "password {what} in {path} (readable by this server's user only)", user=user,
+              what="generated and stored" if created else "stored earlier", path=path)
     return Credentials(user, password, generated=True)
+
+
+def stored_password(path: str, token=secrets.token_urlsafe) -> tuple[str, bool]:
+    """The password kept in ``path``, or a new one written there first (mode 0600).
+
+    Returns ``(password, created)``. A file others may read is made 0600; a symbolic
+    link, an empty or oversized file is refused (ValueError) rather than trusted.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return _create_password(path, token), True
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link; refusing it") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+            _log.warn("{path} was readable by others: made it 0600", path=path)
+        data = f.read(MAX_PASSWORD_FILE + 1)
+    password = data.decode("utf-8", "replace").strip()
+    if not password or len(data) > MAX_PASSWORD_FILE or "\n" in password:
+        raise ValueError(f"{path} does not hold one password: delete it to generate a new one")
+    return password, False
+
+
+def _create_password(path: str, token) -> str:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    password = token(18)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:  # another daemon sharing CT_DATA_DIR was first
+        return stored_password(path, token)[0]
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return password
 
 
 def basic_auth(request) -> tuple[str, str] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from twisted.application import service
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 _log = Logger()
@@ -13,12 +15,92 @@ class StartupError(Exception):
     """Start-up cannot go on; the message says why and which setting to change."""
 
 
-def https_endpoint(listen: str, cert: str, key: str) -> str:
-    """Add the certificate and key to an ``ssl:`` endpoint string that does not name them."""
-    if "privateKey=" in listen:
-        return listen
-    return (f"{listen}:privateKey={quoteStringArgument(key)}"
-            f":certKey={quoteStringArgument(cert)}")
+# TLS 1.2 suites allowed on HTTPS: forward-secret key exchange (ECDHE) with AEAD ciphers
+# only; no RSA key exchange, no CBC. TLS 1.3 suites (all of them both) are OpenSSL's.
+HTTPS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+_TLS_KEYS = ("privateKey", "certKey", "extraCertChain", "dhParameters", "sslmethod")
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----",
+                       re.DOTALL)
+
+
+def _split_endpoint(description: str) -> list[str]:
+    """The ``:``-separated fields of an endpoint string, ``\\`` escapes kept."""
+    fields, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current += "\\" + char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    fields.append(current + ("\\" if escaped else ""))
+    return fields
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def tls_options(cert: str, key: str, chain: str | None = None):
+    """Server TLS settings: TLS 1.2 or newer, :data:`HTTPS_CIPHERS`; ``cert`` may hold the
+    whole chain (leaf first), ``chain`` more intermediate certificates."""
+    from twisted.internet import ssl
+
+    with open(cert, "rb") as f:
+        certs = _PEM_CERT.findall(f.read())
+    with open(key, "rb") as f:
+        key_pem = f.read()
+    if chain:
+        with open(chain, "rb") as f:
+            certs += _PEM_CERT.findall(f.read())
+    if not certs:
+        raise ValueError(f"no PEM certificate in {cert}")
+    leaf = ssl.PrivateCertificate.loadPEM(certs[0] + b"\n" + key_pem)
+    return ssl.CertificateOptions(
+        privateKey=leaf.privateKey.original, certificate=leaf.original,
+        extraCertChain=[ssl.Certificate.loadPEM(c).original for c in certs[1:]] or None,
+        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(HTTPS_CIPHERS),
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+class HTTPSEndpoint:
+    """``CT_HTTPS_LISTEN`` with :func:`tls_options`: TLS over the plain listener the string
+    names (``ssl:1443`` listens like ``tcp:1443``; ``tcp:``, ``systemd:`` work too).
+
+    ``privateKey=``, ``certKey=`` and ``extraCertChain=`` in the string override
+    ``CT_TLS_KEY``/``CT_TLS_CERT``; ``dhParameters=`` and ``sslmethod=`` are ignored (no
+    finite-field DH; TLS 1.2 or newer always).
+    """
+
+    def __init__(self, reactor, description: str, cert: str, key: str):
+        self.reactor = reactor
+        self.description = description
+        fields = _split_endpoint(description)
+        given = {}
+        plain = [("tcp" if fields[0] == "ssl" else fields[0])]
+        for field in fields[1:]:
+            name, sep, value = field.partition("=")
+            if sep and name in _TLS_KEYS:
+                given[name] = _unescape(value)
+            else:
+                plain.append(field)
+        self.plain = ":".join(plain)
+        self.options = tls_options(given.get("certKey") or given.get("privateKey") or cert,
+                                   given.get("privateKey") or key,
+                                   given.get("extraCertChain"))
+
+    def __str__(self) -> str:
+        return self.description
+
+    def listen(self, factory):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return serverFromString(self.reactor, self.plain).listen(
+            TLSMemoryBIOFactory(self.options, False, factory))
 
 
 def server_listeners(reactor, values, site) -> "ListenersService":
@@ -29,9 +111,12 @@ def server_listeners(reactor, values, site) -> "ListenersService":
     if values["http_listen"]:
         listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
     if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
-        listeners.append(("SSL", "CT_HTTPS_LISTEN",
-                          https_endpoint(values["https_listen"], values["tls_cert"],
-                                         values["tls_key"]), site))
+        try:
+            endpoint = HTTPSEndpoint(reactor, values["https_listen"], values["tls_cert"],
+                                     values["tls_key"])
+        except Exception as e:  # OpenSSL and PEM parsing raise many types
+            raise usage.UsageError(f"HTTPS (CT_TLS_CERT, CT_TLS_KEY): {e}") from None
+        listeners.append(("SSL", "CT_HTTPS_LISTEN", endpoint, site))
     elif values["tls_cert"] or values["tls_key"]:
         raise usage.UsageError("HTTPS needs both CT_TLS_CERT and CT_TLS_KEY")
     if not listeners:
@@ -41,7 +126,10 @@ def server_listeners(reactor, values, site) -> "ListenersService":
 
 
 class ListenersService(service.Service):
-    """Listens on each ``(label, endpoint string, factory)``; logs the ports once all are up.
+    """Listens on each ``(label, setting, endpoint, factory)``; logs the ports once all are up.
+
+    An endpoint is a Twisted endpoint string or an object with ``listen(factory)`` (such as
+    :class:`HTTPSEndpoint`) whose ``str()`` describes it.
 
     A port that cannot be opened stops start-up with a :class:`StartupError` naming the
     setting, because a server that silently lacks a port is worse than one that fails.
@@ -49,7 +137,7 @@ class ListenersService(service.Service):
 
     def __init__(self, reactor, listeners, what: str = "services"):
         self.reactor = reactor
-        self.listeners = listeners  # [(label, setting name, description, factory)]
+        self.listeners = listeners  # [(label, setting name, endpoint, factory)]
         self.what = what
         self.ports = {}
 
@@ -57,7 +145,8 @@ class ListenersService(service.Service):
         super().startService()
         parts = []
         for label, setting, description, factory in self.listeners:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = (serverFromString(self.reactor, description)
+                        if isinstance(description, str) else description)
             result = []
             d = endpoint.listen(factory)
             d.addBoth(result.append)

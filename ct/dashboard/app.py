@@ -27,7 +27,7 @@ from twisted.web.template import Tag, flattenString
 
 from ct import __version__
 from ct.common.credentials import Credentials, basic_auth
-from ct.dashboard.auth import LoginSession, LoginThrottle, SessionStore
+from ct.dashboard.auth import LoginGuard, LoginSession, LoginThrottle, SessionStore
 from ct.dashboard.backend import ActionError, NotAvailable, audit_entry_dict
 from ct.dashboard.charts import line_chart
 from ct.dashboard.html import tags
@@ -135,14 +135,19 @@ class Dashboard:
 
     def __init__(self, backend, credentials: Credentials, clock, server_log: ServerLog,
                  trusted_proxies=(), allowed_origins=(), throttle: LoginThrottle | None = None,
-                 sessions: SessionStore | None = None):
+                 sessions: SessionStore | None = None, public_https: bool = False):
+        """``public_https``: clients reach us over HTTPS (``CT_SERVER_URL`` is https, e.g.
+        behind a TLS-terminating proxy), so cookies are ``Secure`` even over plain HTTP."""
         self.backend = backend
         self.credentials = credentials
         self.clock = clock
         self.server_log = server_log
         self.trusted_proxies = tuple(trusted_proxies)
         self.allowed_netlocs = {urlsplit(o).netloc.lower() for o in allowed_origins if o}
-        self.throttle = throttle or LoginThrottle(clock)
+        self.public_https = public_https
+        self.guard = LoginGuard(credentials, clock, self._record_failure, "dashboard",
+                                throttle=throttle)
+        self.throttle = self.guard.throttle
         self.sessions = sessions or SessionStore(clock)
         self._static = StaticFiles(STATIC_DIR)
 
@@ -205,7 +210,8 @@ class Dashboard:
 
     def _set_cookie(self, request, name: bytes, value: str, max_age: int | None = None):
         request.addCookie(name, value.encode("ascii"), path=b"/", httpOnly=True,
-                          secure=request.isSecure() or None, sameSite="strict",
+                          secure=request.isSecure() or self.public_https or None,
+                          sameSite="strict",
                           max_age=None if max_age is None else str(max_age).encode())
 
     # ------------------------------------------------------------------ page frame
@@ -315,8 +321,9 @@ class Dashboard:
             tags.button("Log in", type="submit", class_="primary", id="login"),
             method="post", action="/dashboard/login")
         hint = tags.p("Use CT_DASHBOARD_USER and CT_DASHBOARD_PASSWORD. If none is set, the "
-                      "password generated at start-up is in the server log (user ctuser).",
-                      class_="hint")
+                      "password generated at the first start is in the file "
+                      "dashboard-password of the server's data directory (CT_DATA_DIR; user "
+                      "ctuser).", class_="hint")
         body = tags.div(tags.h1("CodeTogether server"), tags.p("Dashboard log-in",
                                                                 class_="sub"),
                         tags.div(error, class_="flash flash-error", role="alert",
@@ -343,22 +350,16 @@ class Dashboard:
         user = (self.arg(request, "user") or "")[:64]
         password = self.arg(request, "password") or ""
         ip = self.client_ip(request)
-        wait = self.throttle.locked_for(ip, user)
-        if wait > 0:
-            self.backend.record("dashboard_login_failed", user,
-                                ip=ip, reason="locked").addErrback(self._audit_failed)
+        verdict = self.guard.check(ip, user, password)
+        if verdict.locked:
+            request.setHeader(b"retry-after", verdict.retry_after_header)
             return self.login_form(request, f"Too many failed log-ins: try again in "
-                                            f"{wait:.0f} s.", 429)
-        if not self.credentials.check(user, password):
-            lock = self.throttle.failed(ip, user)
-            _log.warn("dashboard: failed log-in for {user!r} from {ip}", user=user, ip=ip)
-            self.backend.record("dashboard_login_failed", user, ip=ip,
-                                reason="wrong credentials").addErrback(self._audit_failed)
+                                            f"{verdict.retry_after:.0f} s.", 429)
+        if not verdict.ok:
             message = "Wrong user or password."
-            if lock > 0:
-                message += f" Too many failures: try again in {lock:.0f} s."
+            if verdict.retry_after > 0:
+                message += f" Too many failures: try again in {verdict.retry_after:.0f} s."
             return self.login_form(request, message, 401)
-        self.throttle.succeeded(ip, user)
         session = self.sessions.create(user)
         self._set_cookie(request, COOKIE, session.sid)
         self._set_cookie(request, LOGIN_COOKIE, "", max_age=0)
@@ -371,6 +372,10 @@ class Dashboard:
         request.setResponseCode(303)
         request.setHeader(b"location", nxt.encode("utf-8"))
         return b""
+
+    def _record_failure(self, user: str, ip: str, reason: str, unreported: int):
+        return self.backend.record("dashboard_login_failed", user, ip=ip, reason=reason,
+                                   unreported=unreported)
 
     def _audit_failed(self, failure):
         _log.failure("dashboard: could not store an audit entry", failure)
@@ -933,18 +938,13 @@ class Dashboard:
         given = basic_auth(request)
         if given is None:
             return self._to_login(request, "/dashboard/logs")
-        ip = self.client_ip(request)
-        user = given[0][:64]
-        if self.throttle.locked_for(ip, user) > 0:
+        verdict = self.guard.check(self.client_ip(request), given[0][:64], given[1])
+        if verdict.locked:
+            request.setHeader(b"retry-after", verdict.retry_after_header)
             return self._refuse(request, 429, "too many failed log-ins; try again later")
-        if not self.credentials.check(*given):
-            self.throttle.failed(ip, user)
-            self.backend.record("dashboard_login_failed", user, ip=ip,
-                                reason="wrong credentials (/logs)").addErrback(
-                                    self._audit_failed)
+        if not verdict.ok:
             request.setHeader(b"www-authenticate", b'Basic realm="ct logs", charset="UTF-8"')
             return self._refuse(request, 401, "wrong user or password")
-        self.throttle.succeeded(ip, user)
         self._headers(request, b"text/plain; charset=utf-8")
         return self.server_log.lines().addCallback(
             lambda lines: ("\n".join(lines) + "\n").encode("utf-8"))

@@ -5,10 +5,17 @@ Pure logic with an injected clock (``clock.seconds()``); no sockets, no reactor 
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
+from typing import Callable
 
+from twisted.logger import Logger
+
+from ct.common.ratelimit import TokenBucket
 from ct.common.tokens import same_secret
+
+_log = Logger()
 
 SESSION_IDLE = 3600.0  # a session unused for an hour ends
 SESSION_LIFETIME = 12 * 3600.0  # and none lasts longer than this
@@ -87,29 +94,34 @@ class _Failures:
 
 @dataclass
 class LoginThrottle:
-    """Locks a client address, and separately a user name, after repeated failed log-ins.
+    """Locks a (client address, user name) pair, and a client address, after failed log-ins.
 
-    After ``ip_failures`` failures from one address (``user_failures`` for one user name,
-    from anywhere) further attempts are refused without checking the password for
-    ``base_lock`` seconds, doubling with each further failure up to ``max_lock``. A success
-    clears the address and the user; failures are forgotten after ``forget_after`` quiet
-    seconds.
+    After ``pair_failures`` failures for one user name from one address, that user is
+    refused from that address; after ``ip_failures`` failures from one address (any user
+    names) the whole address is. Refusals skip the password check and last ``base_lock``
+    seconds, doubling with each further failure up to ``max_lock``. A user name is never
+    locked from addresses that did not fail, so an attacker cannot lock the operator out.
+    A success clears the pair and the address; failures are forgotten after
+    ``forget_after`` quiet seconds; at most ``max_entries`` entries are kept.
     """
 
     clock: object
-    ip_failures: int = 5
-    user_failures: int = 10
+    pair_failures: int = 5
+    ip_failures: int = 20
     base_lock: float = 30.0
     max_lock: float = 900.0
     forget_after: float = 3600.0
     max_entries: int = 10000
     _table: dict = field(default_factory=dict)
 
+    def _limits(self, ip: str, user: str):
+        return ((("ip", ip), self.ip_failures), (("pair", ip, user), self.pair_failures))
+
     def locked_for(self, ip: str, user: str) -> float:
         """Seconds until ``ip``/``user`` may try again (0: now)."""
         now = self.clock.seconds()
         wait = 0.0
-        for key in (("ip", ip), ("user", user)):
+        for key, _ in self._limits(ip, user):
             entry = self._table.get(key)
             if entry is not None:
                 wait = max(wait, entry.locked_until - now)
@@ -119,7 +131,7 @@ class LoginThrottle:
         """Count a failure; returns the lock now in force (0: none yet)."""
         now = self.clock.seconds()
         self._prune(now)
-        for key, limit in ((("ip", ip), self.ip_failures), (("user", user), self.user_failures)):
+        for key, limit in self._limits(ip, user):
             entry = self._table.get(key)
             if entry is None or now - entry.last > self.forget_after:
                 entry = self._table[key] = _Failures()
@@ -131,8 +143,8 @@ class LoginThrottle:
         return self.locked_for(ip, user)
 
     def succeeded(self, ip: str, user: str) -> None:
-        self._table.pop(("ip", ip), None)
-        self._table.pop(("user", user), None)
+        for key, _ in self._limits(ip, user):
+            self._table.pop(key, None)
 
     def _prune(self, now: float) -> None:
         if len(self._table) < self.max_entries:
@@ -142,3 +154,67 @@ class LoginThrottle:
             del self._table[key]
         while len(self._table) >= self.max_entries:  # still full: forget the oldest
             del self._table[min(self._table, key=lambda k: self._table[k].last)]
+
+
+# Failed log-ins leave a warning line and an audit entry; an attacker can repeat them,
+# so at most REPORT_BURST at once and one per 1/REPORT_RATE seconds after that.
+REPORT_RATE = 0.1
+REPORT_BURST = 10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of a log-in attempt: ``ok``; or ``locked`` (refused unchecked, answer 429);
+    or wrong credentials (401). ``retry_after``: seconds of the lock now in force."""
+
+    ok: bool
+    locked: bool = False
+    retry_after: float = 0.0
+
+    @property
+    def retry_after_header(self) -> bytes:
+        """The ``Retry-After`` value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after))).encode("ascii")
+
+
+class LoginGuard:
+    """Checks credentials behind a :class:`LoginThrottle`; reports failures, rate-limited.
+
+    ``record(user, ip, reason, unreported)`` stores one audit entry and returns a
+    Deferred; ``unreported`` counts the failures since the last one reported.
+    """
+
+    def __init__(self, credentials, clock, record: Callable, where: str,
+                 throttle: LoginThrottle | None = None, rate: float = REPORT_RATE,
+                 burst: int = REPORT_BURST):
+        self.credentials = credentials
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
+        self.record = record
+        self.where = where
+        self._bucket = TokenBucket(rate, burst, clock.seconds)
+        self.unreported = 0
+
+    def check(self, ip: str, user: str, password: str) -> Verdict:
+        """Refused without a password check while locked; failures counted and reported."""
+        wait = self.throttle.locked_for(ip, user)
+        if wait > 0:
+            self._report(ip, user, "locked")
+            return Verdict(False, True, wait)
+        if not self.credentials.check(user, password):
+            lock = self.throttle.failed(ip, user)
+            self._report(ip, user, "wrong credentials")
+            return Verdict(False, False, lock)
+        self.throttle.succeeded(ip, user)
+        return Verdict(True)
+
+    def _report(self, ip: str, user: str, reason: str) -> None:
+        if not self._bucket.take():
+            self.unreported += 1
+            return
+        unreported, self.unreported = self.unreported, 0
+        _log.warn("{where}: failed log-in for {user!r} from {ip} ({reason}; {unreported} "
+                  "earlier failures not logged)", where=self.where, user=user, ip=ip,
+                  reason=reason, unreported=unreported)
+        self.record(user, ip, reason, unreported).addErrback(
+            lambda f: _log.failure("{where}: could not store an audit entry", f,
+                                   where=self.where))

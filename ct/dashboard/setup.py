@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import TimerService
@@ -10,6 +11,7 @@ from twisted.logger import globalLogPublisher
 
 from ct.common.credentials import Credentials, dashboard_credentials
 from ct.dashboard.app import Dashboard
+from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.backend import EdgeBackend, LocatorBackend
 from ct.dashboard.integrations import settings_from_environment
 from ct.dashboard.logs import LogRing, ServerLog, log_file_from_argv
@@ -31,11 +33,19 @@ class LogCapture(service.Service):
         self.publisher.removeObserver(self.ring)
 
 
+def _web_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dashboard arguments that come from the common settings."""
+    server_url = values.get("server_url")
+    return {"trusted_proxies": values.get("trusted_proxies") or (),
+            "allowed_origins": [server_url],
+            "public_https": urlsplit(server_url or "").scheme == "https"}
+
+
 def locator_dashboard(locator, credentials: Credentials, values: Mapping[str, Any], reactor,
-                      server_log: ServerLog) -> Dashboard:
+                      server_log: ServerLog, throttle: LoginThrottle | None = None) -> Dashboard:
+    """``throttle``: shared with the operator API, which takes the same credentials."""
     return Dashboard(LocatorBackend(locator), credentials, reactor, server_log,
-                     trusted_proxies=values.get("trusted_proxies") or (),
-                     allowed_origins=[values.get("server_url")])
+                     throttle=throttle, **_web_options(values))
 
 
 def edge_dashboard(edge, downloads, values: Mapping[str, Any], reactor,
@@ -57,6 +67,4 @@ def edge_dashboard(edge, downloads, values: Mapping[str, Any], reactor,
     timer.clock = reactor
     timer.setServiceParent(parent)
     backend = EdgeBackend(edge, downloads, audit, history, settings_from_environment(values))
-    return Dashboard(backend, credentials, reactor, server_log,
-                     trusted_proxies=values.get("trusted_proxies") or (),
-                     allowed_origins=[values.get("server_url")])
+    return Dashboard(backend, credentials, reactor, server_log, **_web_options(values))

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from ct import __version__
 from ct.common.credentials import Credentials, basic_auth
+from ct.dashboard.auth import LoginGuard, LoginThrottle
 from ct.locator.regions import RegionError, client_ip
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
@@ -37,10 +38,14 @@ def _error(request, status: int, code: str, message: str) -> bytes:
 class LocatorAPI:
     app = Klein()
 
-    def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=()):
+    def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=(),
+                 throttle: LoginThrottle | None = None):
+        """``throttle``: failed operator log-ins, shared with the dashboard."""
         self.locator = locator
         self.credentials = credentials
         self.trusted_proxies = tuple(trusted_proxies)
+        self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
+                                "operator API", throttle=throttle)
 
     def client_ip(self, request) -> str:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
@@ -50,10 +55,20 @@ class LocatorAPI:
         return client_ip(host, forwarded or None, self.trusted_proxies)
 
     def _operator(self, request) -> str | None:
+        """The operator's user name, or None; ``_unauthorized`` then answers 401, or 429
+        while this address is locked after failed attempts."""
         given = basic_auth(request)
-        if given is None or not self.credentials.check(*given):
+        if given is None:
+            return None
+        verdict = self.guard.check(self.client_ip(request), given[0][:64], given[1])
+        if not verdict.ok:
+            request.ct_login_verdict = verdict
             return None
         return given[0]
+
+    def _record_failure(self, user: str, ip: str, reason: str, unreported: int):
+        return self.locator.audit("dashboard_login_failed", user=user, details={
+            "ip": ip, "reason": f"{reason} (operator API)", "unreported": unreported})
 
     @defer.inlineCallbacks
     def _answer(self, request, produce):
@@ -145,6 +160,11 @@ class LocatorAPI:
         return self._answer(request, save)
 
     def _unauthorized(self, request):
+        verdict = getattr(request, "ct_login_verdict", None)
+        if verdict is not None and verdict.locked:
+            request.setHeader(b"retry-after", verdict.retry_after_header)
+            return _error(request, 429, "too-many-failures", "too many failed log-ins from "
+                          f"this address; try again in {verdict.retry_after_header.decode()} s")
         request.setHeader(b"www-authenticate", b'Basic realm="ct locator", charset="UTF-8"')
         return _error(request, 401, "unauthorized", "operator credentials required "
                       "(the dashboard user and password, HTTP Basic)")

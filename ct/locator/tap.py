@@ -24,6 +24,7 @@ from ct.common.http import health_checker
 from ct.common.web import ServerSite
 from ct.common.listen import server_listeners
 from ct.common.settings import apply_time_zone, describe, make_options
+from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
@@ -157,7 +158,8 @@ def makeService(options, reactor=None) -> service.MultiService:
                       health_check=health_checker(reactor, values["trust_all_certs"]),
                       reader=reader)
     credentials = dashboard_credentials(values)
-    api = LocatorAPI(locator, credentials, values["trusted_proxies"])
+    throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
+    api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
     url = values["server_url"] or "ws://localhost"
     link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
                                      reactor)
@@ -168,7 +170,8 @@ def makeService(options, reactor=None) -> service.MultiService:
     root = LocatorRoot(link_factory, api.app.resource())
     if metrics_page is not None:
         root.putChild(b"metrics", metrics_page)
-    dashboard = locator_dashboard(locator, credentials, values, reactor, log_capture.server_log)
+    dashboard = locator_dashboard(locator, credentials, values, reactor, log_capture.server_log,
+                                  throttle)
     root.putChild(b"dashboard", dashboard.resource())
     root.putChild(b"logs", dashboard.resource())
     log_capture.setServiceParent(runtime)

@@ -61,31 +61,40 @@ class SessionStoreTests(unittest.TestCase):
 class ThrottleTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.t = LoginThrottle(self.clock, ip_failures=5, user_failures=10, base_lock=30,
+        self.t = LoginThrottle(self.clock, pair_failures=5, ip_failures=20, base_lock=30,
                                max_lock=120, forget_after=600)
 
-    def test_address_locked_after_five_failures_with_growing_locks(self):
+    def test_user_locked_from_an_address_after_five_failures_with_growing_locks(self):
         for _ in range(4):
             self.assertEqual(self.t.failed("10.0.0.1", "ctuser"), 0)
         self.assertEqual(self.t.failed("10.0.0.1", "ctuser"), 30)
-        self.assertEqual(self.t.locked_for("10.0.0.1", "other"), 30)
-        self.assertEqual(self.t.locked_for("10.0.0.2", "other"), 0)
+        self.assertEqual(self.t.locked_for("10.0.0.1", "other"), 0)
+        self.assertEqual(self.t.locked_for("10.0.0.2", "ctuser"), 0)
         self.clock.advance(29)
-        self.assertEqual(self.t.locked_for("10.0.0.1", "x"), 1)
+        self.assertEqual(self.t.locked_for("10.0.0.1", "ctuser"), 1)
         self.clock.advance(1)
-        self.assertEqual(self.t.locked_for("10.0.0.1", "x"), 0)
-        self.assertEqual(self.t.failed("10.0.0.1", "x"), 60)  # 6th failure: doubled
+        self.assertEqual(self.t.locked_for("10.0.0.1", "ctuser"), 0)
+        self.assertEqual(self.t.failed("10.0.0.1", "ctuser"), 60)  # 6th failure: doubled
         self.clock.advance(60)
-        self.assertEqual(self.t.failed("10.0.0.1", "y"), 120)
+        self.assertEqual(self.t.failed("10.0.0.1", "ctuser"), 120)
         self.clock.advance(120)
-        self.assertEqual(self.t.failed("10.0.0.1", "z"), 120)  # capped
+        self.assertEqual(self.t.failed("10.0.0.1", "ctuser"), 120)  # capped
 
-    def test_user_locked_from_many_addresses(self):
-        for i in range(9):
-            self.assertEqual(self.t.failed(f"10.0.1.{i}", "ctuser"), 0)
-        self.assertEqual(self.t.failed("10.0.1.99", "ctuser"), 30)
-        self.assertEqual(self.t.locked_for("10.9.9.9", "ctuser"), 30)
-        self.assertEqual(self.t.locked_for("10.9.9.9", "someone"), 0)
+    def test_finding_12_failures_lock_the_address_not_the_user_elsewhere(self):
+        for i in range(10):  # many addresses, a few failures each
+            for _ in range(4):
+                self.assertEqual(self.t.failed(f"10.0.1.{i}", "ctuser"), 0)
+        self.assertEqual(self.t.failed("10.0.1.0", "ctuser"), 30)
+        self.assertEqual(self.t.locked_for("10.0.1.0", "ctuser"), 30)
+        self.assertEqual(self.t.locked_for("10.9.9.9", "ctuser"), 0)  # the operator elsewhere
+
+    def test_finding_12_many_user_names_from_one_address_lock_it(self):
+        t = LoginThrottle(self.clock, pair_failures=5, ip_failures=8, base_lock=30)
+        for i in range(7):
+            self.assertEqual(t.failed("10.0.0.1", f"user{i}"), 0)
+        self.assertEqual(t.failed("10.0.0.1", "user7"), 30)
+        self.assertEqual(t.locked_for("10.0.0.1", "ctuser"), 30)
+        self.assertEqual(t.locked_for("10.0.0.2", "ctuser"), 0)
 
     def test_success_clears_and_quiet_time_forgets(self):
         for _ in range(4):

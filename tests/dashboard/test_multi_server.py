@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from pathlib import Path
 
@@ -149,28 +150,42 @@ class LocatorDashboardTests(unittest.TestCase):
 
 
 class GeneratedPasswordTests(unittest.TestCase):
-    timeout = 90
+    """Finding 16: a generated password is stored once in a 0600 file, never logged."""
+
+    timeout = 120
 
     @defer.inlineCallbacks
-    def check_generated(self, daemon: Daemon):
-        self.addCleanup(daemon.stop)
-        port = daemon.port("HTTP")
-        match = daemon.wait_for_log(r"generated one for user ctuser: (\S+)")
-        password = match.group(1)
-        self.assertEqual(len(re.findall(re.escape(password), daemon.log())), 1)  # once
-        client = DashboardClient(f"http://127.0.0.1:{port}")
-        yield client.login("ctuser", "not-" + password, expect=401)
-        yield client.login("ctuser", password)
-        page = yield client.get("/dashboard")
-        self.assertEqual(page.code, 200)
-        self.assertIn('id="who">ctuser<', page.text)
+    def check_generated(self, plugin: str, env: dict[str, str]):
+        path = Path(env["CT_DATA_DIR"]) / "dashboard-password"
+        passwords = []
+        for what in ("generated and stored", "stored earlier"):  # a restart reuses it
+            daemon = Daemon(plugin, {**env, "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1"})
+            self.addCleanup(daemon.stop)
+            port = daemon.port("HTTP")
+            daemon.wait_for_log(r"no dashboard password configured \(CT_DASHBOARD_PASSWORD\): "
+                                rf"user ctuser, password {what} in " + re.escape(str(path)))
+            self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+            password = path.read_text().strip()
+            self.assertGreaterEqual(len(password), 20)
+            passwords.append(password)
+            client = DashboardClient(f"http://127.0.0.1:{port}")
+            yield client.login("ctuser", "not-" + password, expect=401)
+            yield client.login("ctuser", password)
+            page = yield client.get("/dashboard")
+            self.assertEqual(page.code, 200)
+            self.assertIn('id="who">ctuser<', page.text)
+            logs = yield client.get("/dashboard/logs")
+            self.assertIn("dashboard-password", logs.text)
+            self.assertNotIn(password, logs.text)
+            self.assertNotIn(password, daemon.log())
+            daemon.stop()
+        self.assertEqual(passwords[0], passwords[1])
 
-    def test_lone_edge_without_credentials(self):
-        return self.check_generated(Daemon("ctedge", {
-            "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_PROBE_INTERVAL": "0",
-            "CT_DATA_DIR": self.mktemp()}))
+    def test_finding_16_lone_edge_stores_its_generated_password(self):
+        return self.check_generated("ctedge", {"CT_PROBE_INTERVAL": "0",
+                                               "CT_DATA_DIR": os.path.abspath(self.mktemp())})
 
-    def test_locator_without_credentials(self):
-        return self.check_generated(Daemon("ctlocator", {
-            "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_DATA_DIR": self.mktemp(),
-            "CT_EDGE_SECRET": "generated-password-test-secret"}))
+    def test_finding_16_locator_stores_its_generated_password(self):
+        return self.check_generated("ctlocator", {
+            "CT_DATA_DIR": os.path.abspath(self.mktemp()),
+            "CT_EDGE_SECRET": "generated-password-test-secret"})
