@@ -357,9 +357,14 @@ class Relay:
             self._drop(p, "left")
 
     def kick(self, p: Participant, message: dict[str, Any]) -> None:
+        """The host removes a guest. A guest already gone is a harmless error reply
+        (``unknown-target``, the host's connection stays open): it may have just left."""
         if p.role != HOST:
             raise ProtocolError(errors.NOT_ALLOWED, "only the host can remove participants")
         pid = field_int(message, "participant", 1, MAX_PARTICIPANT_ID)
+        if pid not in p.session.participants:
+            raise ProtocolError(errors.UNKNOWN_TARGET, f"no participant {pid} in this session "
+                                "(already gone); nobody was removed")
         self.remove(p.session, pid, "removed by the host")
 
     def remove(self, session: Session, pid: int, why: str = "removed") -> None:
