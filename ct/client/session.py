@@ -36,8 +36,28 @@ from ct.protocol.wire import (
 _log = Logger()
 
 CLIENT_NAME = "ct-python-client/0.1"
-# Closes after which the participant may resume (its seat is kept for the resume window).
-RESUMABLE = frozenset({"rate-limited", "handshake-timeout"})
+# After a close the client resumes unless the close is final (see docs/protocol.md, "Which
+# closes end the session for a client"): the edge keeps an away participant's seat for the
+# resume window, and its answer to ``resume`` is the authority on whether the seat is still
+# there. Final: the session or the seat is gone, the credentials are refused, another
+# connection took over, or this client broke the protocol (resuming would repeat it).
+FINAL_ERRORS = frozenset({
+    "session-ended", "removed", "resume-expired", "forbidden", "superseded",
+    "unsupported-version", "client-too-old", "bad-message",
+})
+# Websocket closes for this client's own protocol violations (bad framing, bad UTF-8,
+# message too big, ...): the resent frames would only be refused again.
+FINAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+# Answers to a ``resume`` after which the client tries again (bounded by resume_attempts);
+# any other refusal (not-found, resume-expired, forbidden, ...) ends the session for it.
+RESUME_RETRY = frozenset({"closed", "rate-limited", "handshake-timeout", "shutting-down"})
+
+
+def close_is_final(error_code: str | None, close_code: int | None) -> bool:
+    """Whether a close of an established session connection ends the session for the client."""
+    if error_code is not None:
+        return error_code in FINAL_ERRORS
+    return close_code in FINAL_CLOSE_CODES
 
 
 @dataclass
@@ -390,8 +410,11 @@ class SessionClient:
             return
         if self._leaving or self._over:
             self._finish("left", "left the session")
-        elif error is not None and error.get("code") not in RESUMABLE:
-            self._finish(error["code"], error["message"])
+        elif close_is_final(error and error.get("code"), code):
+            if error is not None:
+                self._finish(error["code"], error["message"])
+            else:
+                self._finish("closed", f"connection closed ({code} {reason})")
         elif self.auto_resume and self.session is not None:
             self._resume(0)
         else:
@@ -411,7 +434,7 @@ class SessionClient:
                             "lastSeq": self.last_seq})
 
             def failed(f):
-                if f.check(SessionEnded) and f.value.code not in ("closed",):
+                if f.check(SessionEnded) and f.value.code not in RESUME_RETRY:
                     self._finish(f.value.code, f.value.message)
                 else:
                     self._resume(attempt + 1)

@@ -115,6 +115,11 @@ EDGE_SETTINGS = [
             "Audit entries and metric snapshots kept on disk while the locator is "
             "unreachable; past it the oldest snapshots, then the oldest entries, are dropped "
             "(counted and logged).", EDGE),
+    Setting("CT_OUTBOX_MEMORY_MAX", "outbox-memory-max", 10_000, parse_int(100),
+            "Audit entries and metric snapshots held in memory while the outbox file cannot "
+            "be written (a full disk), retried with back-off up to every 30 s; past it the "
+            "oldest snapshots, then the oldest entries, are dropped (counted, logged, shown "
+            "in /health).", EDGE),
     Setting("CT_DRAIN_TIMEOUT", "drain-timeout", 0.0, parse_float(0.0),
             "On stop, seconds to wait for sessions to end by themselves (no new sessions "
             "meanwhile) before ending the rest.", EDGE),

@@ -88,7 +88,7 @@ class Connection(Protocol):
 
 class Participant:
     __slots__ = ("id", "name", "role", "client", "token", "conn", "acked", "received",
-                 "joined_at", "away_timer", "session")
+                 "joined_at", "away_timer", "session", "lost")
 
     def __init__(self, session: "Session", pid: int, name: str, role: str, client: str | None,
                  token: str, conn: Connection, now: float):
@@ -103,6 +103,17 @@ class Participant:
         self.received = 0  # data frames accepted from this participant
         self.joined_at = now
         self.away_timer = None
+        self.lost = 0  # seq of the newest frame sent to this participant alone that overflowed
+
+    def recoverable(self, last_seq: int) -> bool:
+        """Whether the log still holds every message addressed to this participant after
+        ``last_seq``: nothing for it (directed, or a broadcast by someone else) overflowed."""
+        session = self.session
+        if session.lost_broadcast_sender == self.id:
+            broadcast = session.lost_broadcast_other
+        else:
+            broadcast = session.lost_broadcast
+        return last_seq >= self.lost and last_seq >= broadcast
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "role": self.role, "client": self.client,
@@ -111,8 +122,8 @@ class Participant:
 
 class Session:
     __slots__ = ("id", "join_token", "host_peer", "team", "title", "created_at", "participants",
-                 "next_pid", "seq", "log", "log_bytes", "floor", "ended", "host_client",
-                 "frames", "internal", "timed_out")
+                 "next_pid", "seq", "log", "log_bytes", "lost_broadcast", "lost_broadcast_sender",
+                 "lost_broadcast_other", "ended", "host_client", "frames", "internal", "timed_out")
 
     def __init__(self, sid: str, join_token: str, host_peer: str, team: str | None,
                  title: str | None, now: float):
@@ -127,7 +138,13 @@ class Session:
         self.seq = 0
         self.log: deque[Outgoing] = deque()
         self.log_bytes = 0
-        self.floor = 0  # every seq <= floor has left the log
+        # What overflowed the log, for deciding ``recovered`` per participant in O(1): the
+        # newest broadcast that overflowed, its sender, and the newest overflowed broadcast
+        # of any other sender (a broadcast is not addressed to its own sender). Frames sent
+        # to one participant are tracked on that participant (``Participant.lost``).
+        self.lost_broadcast = 0
+        self.lost_broadcast_sender = -1
+        self.lost_broadcast_other = 0
         self.ended = False
         self.host_client: str | None = None
         self.frames = 0
@@ -271,7 +288,7 @@ class Relay:
                 p.away_timer.cancel()
             p.away_timer = None
         p.conn = conn
-        recovered = last_seq >= session.floor
+        recovered = p.recoverable(last_seq)
         missed = [m for m in session.log if m.seq > last_seq and m.for_participant(p.id)]
         self.stats.resumes += 1
         if not recovered:
@@ -357,9 +374,14 @@ class Relay:
             self._drop(p, "left")
 
     def kick(self, p: Participant, message: dict[str, Any]) -> None:
+        """The host removes a guest. A guest already gone is a harmless error reply
+        (``unknown-target``, the host's connection stays open): it may have just left."""
         if p.role != HOST:
             raise ProtocolError(errors.NOT_ALLOWED, "only the host can remove participants")
         pid = field_int(message, "participant", 1, MAX_PARTICIPANT_ID)
+        if pid not in p.session.participants:
+            raise ProtocolError(errors.UNKNOWN_TARGET, f"no participant {pid} in this session "
+                                "(already gone); nobody was removed")
         self.remove(p.session, pid, "removed by the host")
 
     def remove(self, session: Session, pid: int, why: str = "removed") -> None:
@@ -500,7 +522,19 @@ class Relay:
         while len(log) > limits.replay_max_frames or session.log_bytes > limits.replay_max_bytes:
             old = log.popleft()
             session.log_bytes -= len(old.payload)
-            session.floor = old.seq
+            # ``old`` overflowed before everyone it was for had it: remember for whom.
+            if old.target != BROADCAST:
+                q = session.participants.get(old.target)
+                if q is not None:
+                    q.lost = old.seq
+            elif old.sender == session.lost_broadcast_sender:
+                session.lost_broadcast = old.seq
+            else:
+                # Overflow goes in seq order: the previous newest is the newest by a sender
+                # other than this one.
+                session.lost_broadcast_other = session.lost_broadcast
+                session.lost_broadcast = old.seq
+                session.lost_broadcast_sender = old.sender
 
     def _trim_acked(self, session: Session) -> None:
         if not session.participants:
@@ -510,7 +544,7 @@ class Relay:
         while log and log[0].seq <= low:
             old = log.popleft()
             session.log_bytes -= len(old.payload)
-        # No floor change: entries everyone acknowledged are never asked for again.
+        # Not an overflow: entries everyone acknowledged are never asked for again.
 
     def _limits_view(self) -> dict[str, Any]:
         return {"maxParticipants": self.limits.max_participants,

@@ -66,6 +66,7 @@ class EdgeServer:
         self.handshake_hooks: list[Callable[[Any, Participant], None]] = []
         self.started_at = clock.seconds()
         self.probe = None  # set by the tap when self-probing is on
+        self.outbox = None  # set by the tap with a locator link: its writes show in /health
 
     # -- read by the websocket adapters
     @property
@@ -187,7 +188,10 @@ class EdgeServer:
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body) for ``/health``: the relay path must work, the reactor keep up."""
+        """(healthy, body) for ``/health``: the relay path must work, the reactor keep up.
+
+        A degraded check (the outbox cannot write its file) keeps the answer 200 with
+        ``"status": "degraded"``: sessions still work, but the operator must act."""
         body = {"status": "ok", "role": "edge", "version": __version__, "edge": self.edge_id,
                 "uptime": round(self.clock.seconds() - self.started_at, 3),
                 "sessions": len(self.relay.sessions), "connections": self.relay.connected,
@@ -202,8 +206,15 @@ class EdgeServer:
             ok, detail = self.probe.status()
             body["checks"]["relay"] = detail
             healthy = healthy and ok
+        degraded = False
+        if self.outbox is not None:
+            ok, detail = self.outbox.health()
+            body["checks"]["outbox"] = detail
+            degraded = not ok
         if not healthy:
             body["status"] = "failing"
+        elif degraded:
+            body["status"] = "degraded"
         return healthy, body
 
     def usage_line(self) -> None:

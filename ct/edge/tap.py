@@ -226,7 +226,9 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
     top.data_lock = lock_data_dir(data)
     if not values["edge_id"]:
         edge.edge_id = stable_edge_id(data)
-    outbox = Outbox(reactor, os.path.join(data, "outbox.sqlite3"), values["outbox_max"])
+    outbox = Outbox(reactor, os.path.join(data, "outbox.sqlite3"), values["outbox_max"],
+                    values["outbox_memory_max"])
+    edge.outbox = outbox  # its write health shows in /health
     edge.audit_sinks.append(lambda entry: outbox.add("audit", entry))
     OutboxService(outbox).setServiceParent(top)
 
@@ -254,7 +256,8 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
     top.outbox = outbox
     top.metrics.add_source("edge-link", lambda: {
         "connected": 1 if link.registered else 0, "outbox_depth": outbox.depth,
-        "outbox_dropped_total": outbox.dropped}, EDGE_LINK_METRICS)
+        "outbox_dropped_total": outbox.dropped, "outbox_unwritten": outbox.unwritten,
+        "outbox_write_failures_total": outbox.write_failures}, EDGE_LINK_METRICS)
     _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
               url=values["locator"])
     return link

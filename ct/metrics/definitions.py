@@ -105,5 +105,12 @@ EDGE_LINK_METRICS = (
               "Audit/metrics entries waiting in the edge's outbox for the locator.",
               "outbox_depth"),
     MetricDef("edge_link_outbox_dropped_total", COUNTER,
-              "Outbox entries dropped because the outbox was full.", "outbox_dropped_total"),
+              "Outbox entries dropped because the outbox was full (CT_OUTBOX_MAX on disk, or "
+              "CT_OUTBOX_MEMORY_MAX held in memory while the disk could not be written).",
+              "outbox_dropped_total"),
+    MetricDef("edge_link_outbox_unwritten", GAUGE,
+              "Outbox entries held in memory because the outbox file cannot be written "
+              "(full disk); retried with back-off.", "outbox_unwritten"),
+    MetricDef("edge_link_outbox_write_failures_total", COUNTER,
+              "Failed attempts to write the outbox file.", "outbox_write_failures_total"),
 )

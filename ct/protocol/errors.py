@@ -39,8 +39,9 @@ TOO_MANY_SESSIONS = ErrorCode("too-many-sessions", 4015, "this client address ho
                               "maximum of sessions")
 NOT_ALLOWED = ErrorCode("not-allowed", None, "the action needs the host role; the connection "
                         "stays open")
-UNKNOWN_TARGET = ErrorCode("unknown-target", None, "a frame named a participant not in the "
-                           "session; the frame is dropped, the connection stays open")
+UNKNOWN_TARGET = ErrorCode("unknown-target", None, "a frame or a kick named a participant not "
+                           "(or no longer) in the session; nothing happens, the connection "
+                           "stays open")
 PRESENCE_DISABLED = ErrorCode("presence-disabled", 4016, "team presence is not configured on "
                               "this edge (CT_TEAM_SECRET)")
 RATE_LIMITED = ErrorCode("rate-limited", 4029, "the connection sent more messages than the "
