@@ -80,6 +80,26 @@ _AUTOBAHN_SLOTS = (
 )
 
 
+class _SilentLog:
+    """Autobahn's logger for a connection already reported in one rate-limited line."""
+
+    __slots__ = ()
+
+    def _nothing(self, *args, **kwargs) -> None:
+        pass
+
+    critical = error = warn = info = debug = trace = failure = _nothing
+
+
+_SILENT_LOG = _SilentLog()
+
+
+def _for_log(text: str) -> str:
+    """``text`` cut to :data:`_LOGGED_MESSAGE_MAX` characters (it may quote client input)."""
+    text = str(text)
+    return text if len(text) <= _LOGGED_MESSAGE_MAX else text[:_LOGGED_MESSAGE_MAX] + "..."
+
+
 class _Unobserved:
     """Stands for Autobahn's ``is_open``/``is_closed`` Deferreds when nothing waits on them."""
 
@@ -362,7 +382,32 @@ class _GuardedProtocol(WebSocketServerProtocol):
         self.wasClean = False
         self.wasNotCleanReason = (f"no answer to a websocket ping within "
                                   f"{self.factory.keepalive.interval:g} s")
+        self._rejected("dropping {peer}: {reason}", reason=self.wasNotCleanReason)
         self.dropConnection(abort=True)
+
+    # -- Autobahn's own refusals: one rate-limited line naming the client, not its lines
+
+    def _rejected(self, format: str, **fields) -> None:
+        """Log ``format`` through the factory's throttle; silence Autobahn for this
+        connection (it is ending; its own warnings would repeat the line, unthrottled)."""
+        peer = self.peer_host
+        if peer == "?" and self.transport is not None:  # before onConnect
+            peer = self.peer
+        self.factory.rejections.warn(format, peer=peer, **fields)
+        self.log = _SILENT_LOG
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """Autobahn refuses what the peer sent (bad framing, UTF-8, size)."""
+        if self.state != _STATE_CLOSED and self.log is not _SILENT_LOG:
+            self._rejected("closing {peer}: websocket error {code} ({reason})", code=code,
+                           reason=_for_log(reason))
+        super()._fail_connection(code, reason)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None):
+        """Autobahn refuses the opening handshake (a bad upgrade request)."""
+        self._rejected("refusing the websocket handshake of {peer}: {code} ({reason})",
+                       code=code, reason=_for_log(reason))
+        return super().failHandshake(reason, code, responseHeaders)
 
     def _handshake_expired(self):
         self._handshake_call = None
@@ -415,12 +460,8 @@ class _GuardedProtocol(WebSocketServerProtocol):
         """
         self.factory.edge.relay.count_error(e.code)
         if e.fatal:
-            message = e.message
-            if len(message) > _LOGGED_MESSAGE_MAX:  # it may quote the client's input
-                message = message[:_LOGGED_MESSAGE_MAX] + "..."
-            self.factory.rejections.warn("closing {peer}: {code} ({message})",
-                                         peer=self.peer_host, code=e.code.name,
-                                         message=message)
+            self._rejected("closing {peer}: {code} ({message})", code=e.code.name,
+                           message=_for_log(e.message))
             self.close(e.code, e.message)
         else:
             self.send_control({"type": "error", "code": e.code.name, "message": e.message})

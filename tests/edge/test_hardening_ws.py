@@ -276,23 +276,40 @@ def spawn_node(case, node: str, url: str, first: str, send: int, expect: int) ->
     return client
 
 
-def raw_compressed_frame(hostport: str) -> tuple[str, bytes]:
-    """Offer permessage-deflate by hand, then send a frame marked compressed (RSV1) anyway.
+def masked_frame(first_byte: int, payload: bytes, length: int | None = None) -> bytes:
+    """A client frame: ``first_byte`` (FIN, RSV, opcode), masked ``payload`` (< 64 KiB
+    unless only the header is sent: ``length`` then claims a larger size)."""
+    import struct
 
-    Returns the handshake response head and what the edge sent next (its close frame).
-    """
+    length = len(payload) if length is None else length
+    if length < 126:
+        header = bytes([first_byte, 0x80 | length])
+    elif length < 1 << 16:
+        header = bytes([first_byte, 0x80 | 126]) + struct.pack(">H", length)
+    else:
+        header = bytes([first_byte, 0x80 | 127]) + struct.pack(">Q", length)
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def raw_websocket(hostport: str, frames: bytes, offer_deflate: bool = False,
+                  key: bool = True) -> tuple[str, bytes]:
+    """Open a websocket by hand (optionally offering permessage-deflate, or without the
+    required key), send ``frames``; returns the response head and what followed until the
+    edge sent its close frame or closed the TCP connection (a socket time-out of 5 s fails
+    the test)."""
     import base64
     import socket
-    import zlib
 
     host, port = hostport.rsplit(":", 1)
+    request = (f"GET /ws/session HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n")
+    if key:
+        request += f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+    if offer_deflate:
+        request += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /ws/session HTTP/1.1\r\nHost: {hostport}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      "Sec-WebSocket-Extensions: permessage-deflate; "
-                      "client_max_window_bits\r\n\r\n").encode())
+        sock.sendall(request.encode() + b"\r\n")
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(4096)
@@ -300,18 +317,39 @@ def raw_compressed_frame(hostport: str) -> tuple[str, bytes]:
                 break
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        deflate = zlib.compressobj(wbits=-15)
-        payload = deflate.compress(host_message().encode()) + deflate.flush(zlib.Z_SYNC_FLUSH)
-        payload = payload[:-4]  # RFC 7692: drop the trailing 00 00 ff ff
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        sock.sendall(bytes([0xC1, 0x80 | len(payload)]) + mask + masked)  # FIN, RSV1, text
-        while len(rest) < 4:
-            chunk = sock.recv(4096)
+        if head.startswith(b"HTTP/1.1 101 "):
+            try:
+                sock.sendall(frames)
+            except OSError:
+                pass  # closed while we wrote: what it sent is still readable
+        for _ in range(100):
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
             if not chunk:
                 break
             rest += chunk
+            if close_code(rest) is not None:
+                break  # the edge's close frame: enough (no need to answer and wait)
     return head.decode("latin-1"), rest
+
+
+def close_code(after: bytes) -> int | None:
+    """The code of the close frame (unmasked, short) that ends ``after``, if any."""
+    index = after.rfind(b"\x88")
+    if index < 0 or len(after) < index + 4:
+        return None
+    return int.from_bytes(after[index + 2:index + 4], "big")
+
+
+def compressed_host_frame() -> bytes:
+    """A ``host`` message deflated and marked compressed (RSV1), as RFC 7692 would."""
+    import zlib
+
+    deflate = zlib.compressobj(wbits=-15)
+    payload = deflate.compress(host_message().encode()) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    return masked_frame(0xC1, payload[:-4])  # FIN, RSV1, text; without 00 00 ff ff
 
 
 class CompressionOfferTests(unittest.TestCase):
@@ -320,12 +358,13 @@ class CompressionOfferTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_finding_2_deflate_offer_is_declined_and_a_compressed_frame_is_refused(self):
         _, hostport = start_daemon(self)
-        head, after = yield threads.deferToThread(raw_compressed_frame, hostport)
+        head, after = yield threads.deferToThread(raw_websocket, hostport,
+                                                  compressed_host_frame(), offer_deflate=True)
         self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
         self.assertNotIn("sec-websocket-extensions", head.lower())
         # The edge answers the unnegotiated RSV1 bit with a close frame: 1002 protocol error.
-        self.assertEqual(after[0], 0x88, after)
-        self.assertEqual(int.from_bytes(after[2:4], "big"), 1002, after)
+        self.assertEqual(after[:1], b"\x88", after)
+        self.assertEqual(close_code(after), 1002, after)
 
     @defer.inlineCallbacks
     def test_finding_2_autobahn_and_node_clients_offering_deflate_connect_and_exchange(self):
@@ -473,7 +512,8 @@ class FloodTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_finding_29_flood_of_bad_messages_bounded_log_and_lossless_stream(self):
-        edge, hostport = start_daemon(self, CT_TEAM_SECRET="flood-team-secret")
+        edge, hostport = start_daemon(self, CT_TEAM_SECRET="flood-team-secret",
+                                      CT_MAX_FRAME_BYTES="65536")
         base = f"http://{hostport}"
         url = f"ws://{hostport}/ws/session"
         presence = f"ws://{hostport}/ws/presence"
@@ -518,16 +558,40 @@ class FloodTests(unittest.TestCase):
                     codes[(code, reason)] = codes.get((code, reason), 0) + 1
             return codes
 
+        raw = [  # what Autobahn itself refuses: framing, UTF-8, size, the upgrade request
+            (dict(frames=compressed_host_frame(), offer_deflate=True), "close 1002"),
+            (dict(frames=masked_frame(0x81, b"\xff\xfe not UTF-8")), "close 1007"),
+            (dict(frames=masked_frame(0x82, b"", length=1 << 20)), "close 1009"),
+            (dict(frames=b"", key=False), "HTTP/1.1 400"),
+        ]
+
+        def raw_flood():
+            outcomes = {}
+            for i in range(rounds):
+                for kwargs, _ in raw:
+                    head, after = raw_websocket(hostport, **kwargs)
+                    outcome = (f"close {close_code(after)}" if head.startswith("HTTP/1.1 101")
+                               else head.split("\r\n")[0][:12])
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            return outcomes
+
         codes = yield threads.deferToThread(flood)
         self.assertEqual(codes, {(4000, "bad-message"): rounds * len(bad)})
+        outcomes = yield threads.deferToThread(raw_flood)
+        self.assertEqual(outcomes, {expected: rounds for _, expected in raw})
 
         yield wait_for(lambda: len(received) == total, timeout=60)
         self.assertEqual(received, [b"good-%d" % i for i in range(total)])
         self.assertEqual(guest.resumes + host.resumes, 0)
-        # 480 rejections: at most CT_BAD_INPUT_LOG_LIMIT (20) warning lines, no traceback.
+        # 800 rejections: CT_BAD_INPUT_LOG_LIMIT (20) warning lines, no traceback, and
+        # nothing from Autobahn itself.
         self.assertEqual(log_lines(edge, r"Traceback|#critical|RecursionError"), [])
-        warnings = log_lines(edge, r"\[ct\.edge\.ws#warn\]")
-        self.assertEqual(len(warnings), 20, "\n".join(warnings))
-        self.assertTrue(all("bad-message" in line for line in warnings))
+        self.assertEqual(log_lines(edge, r"\[autobahn"), [])
+        warnings = log_lines(edge, r"#warn\]")
+        self.assertEqual(len(warnings), 21, "\n".join(warnings))
+        self.assertIn("no dashboard password configured", warnings[0])
+        warnings = warnings[1:]
+        self.assertTrue(all("ct.edge.ws#warn] closing 127.0.0.1: bad-message" in line
+                            for line in warnings), "\n".join(warnings))
         self.assertLess(max(len(line) for line in warnings), 400)
         self.assertLess(len(edge.log()), 64 * 1024)
