@@ -195,9 +195,12 @@ def autobahn_client(url: str) -> defer.Deferred:
     factory.opened = defer.Deferred()
     factory.closed = defer.Deferred()
     factory.messages = defer.DeferredQueue()
+    # No Autobahn timers (txaio never cancels their shared DelayedCalls, which would leave
+    # the reactor dirty): every wait in these tests has its own time-out instead.
     factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()],
                                perMessageCompressionAccept=accept_deflate_response,
-                               openHandshakeTimeout=5)
+                               openHandshakeTimeout=0, closeHandshakeTimeout=0,
+                               serverConnectionDropTimeout=0)
     from twisted.internet.endpoints import TCP4ClientEndpoint
 
     endpoint = TCP4ClientEndpoint(reactor, factory.host, factory.port, timeout=5)
