@@ -106,6 +106,10 @@ EDGE_SETTINGS = [
             "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/).", EDGE),
     Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", 10.0, parse_float(0.1),
             "Seconds a new websocket has to send its first message.", EDGE),
+    Setting("CT_BAD_INPUT_LOG_LIMIT", "bad-input-log-limit", 20, parse_int(0),
+            "Warning lines per minute about rejected websocket clients (bad messages, "
+            "refused handshakes, rate limits); the rest are counted in one 'suppressed N "
+            "similar' line. 0: log every one.", EDGE),
     Setting("CT_EDGE_ID", "edge-id", None, parse_optional_str,
             "This edge's id towards the locator. Unset: generated once and kept in "
             "CT_DATA_DIR/edge/edge-id.", EDGE),

@@ -16,7 +16,7 @@ from ct import __version__
 from ct.common.lag import LagMonitor
 from ct.common.tokens import check_team_token
 from ct.edge.presence import PresenceHub
-from ct.locator.regions import client_ip
+from ct.locator.regions import client_ip, parse_networks
 from ct.edge.relay import Limits, Participant, Relay, Session
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -67,6 +67,7 @@ class EdgeServer:
         self.started_at = clock.seconds()
         self.probe = None  # set by the tap when self-probing is on
         self.outbox = None  # set by the tap with a locator link: its writes show in /health
+        self._trusted_proxies = parse_networks(config.trusted_proxies, "trusted proxy")
 
     # -- read by the websocket adapters
     @property
@@ -89,13 +90,10 @@ class EdgeServer:
     def ping_interval(self):
         return self.config.ping_interval
 
-    def client_address(self, request) -> str:
-        """The client's IP: the socket peer, or X-Forwarded-For from a trusted proxy."""
-        peer = request.peer
-        kind, _, rest = peer.partition(":")
-        host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("tcp4", "tcp6") else peer
-        return client_ip(host, request.headers.get("x-forwarded-for"),
-                         self.config.trusted_proxies)
+    def client_address(self, socket_host: str, forwarded_for: str | None = None) -> str:
+        """The client's IP: the socket peer's, or from ``X-Forwarded-For`` when the peer is
+        one of ``trusted_proxies`` (see :func:`ct.locator.regions.client_ip`)."""
+        return client_ip(socket_host, forwarded_for, self._trusted_proxies)
 
     def after_handshake(self, conn, participant: Participant) -> None:
         for hook in self.handshake_hooks:

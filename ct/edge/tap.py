@@ -22,7 +22,7 @@ from ct.edge import stickiness
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
-from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory
+from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory, rejection_log
 from ct.metrics.definitions import EDGE_LINK_METRICS, TURN_METRICS
 from ct.metrics.setup import edge_metric_set, setup_metrics
 
@@ -307,8 +307,11 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
 def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> ServerSite:
     url = values["server_url"] or "ws://localhost"
     max_bytes = values["max_frame_bytes"]
-    session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor)
-    presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor)
+    rejections = rejection_log(reactor, values["bad_input_log_limit"])
+    session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor,
+                                   rejections)
+    presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor,
+                                    rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
     site = ServerSite(root, reactor, values["access_log"])

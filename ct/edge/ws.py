@@ -11,14 +11,15 @@ import sys
 from collections import deque
 from typing import Any
 
-from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import LoopingCall
 from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 
+from ct.common.logthrottle import LogThrottle
 from ct.common.ratelimit import TokenBucket
 from ct.edge import stickiness
 from ct.common.tokens import check_team_token
@@ -33,6 +34,12 @@ from ct.protocol.wire import (
 )
 
 _log = Logger()
+
+# Warning lines about rejected clients per minute, unless tap.py says otherwise
+# (CT_BAD_INPUT_LOG_LIMIT).
+DEFAULT_REJECTION_LOG_LIMIT = 20
+# Characters of an error message quoted in the log line (the client gets all of it).
+_LOGGED_MESSAGE_MAX = 200
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
@@ -71,6 +78,26 @@ _AUTOBAHN_SLOTS = (
     "message_is_binary", "_isMessageCompressed", "utf8validateIncomingCurrentMessage",
     "utf8validateLast", "utf8validator",
 )
+
+
+class _SilentLog:
+    """Autobahn's logger for a connection already reported in one rate-limited line."""
+
+    __slots__ = ()
+
+    def _nothing(self, *args, **kwargs) -> None:
+        pass
+
+    critical = error = warn = info = debug = trace = failure = _nothing
+
+
+_SILENT_LOG = _SilentLog()
+
+
+def _for_log(text: str) -> str:
+    """``text`` cut to :data:`_LOGGED_MESSAGE_MAX` characters (it may quote client input)."""
+    text = str(text)
+    return text if len(text) <= _LOGGED_MESSAGE_MAX else text[:_LOGGED_MESSAGE_MAX] + "..."
 
 
 class _Unobserved:
@@ -217,7 +244,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
     def peer(self) -> str:
         """Autobahn's peer string, worked out when a log line asks for it (not stored)."""
         t = self.transport
-        return peer2str(t.getPeer()) if t is not None else "?"
+        return peer_string(t.getPeer()) if t is not None else "?"
 
     @peer.setter
     def peer(self, value) -> None:
@@ -225,7 +252,12 @@ class _GuardedProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         edge = self.factory.edge
-        self.peer_host = sys.intern(edge.client_address(request))  # one copy per address
+        address = self.transport.getPeer()
+        socket_host = getattr(address, "host", None) or peer_string(address)
+        # The client's address (X-Forwarded-For only from CT_TRUSTED_PROXIES): the
+        # per-address limits and the log lines use it. One interned copy per address.
+        self.peer_host = sys.intern(edge.client_address(
+            socket_host, request.headers.get("x-forwarded-for")))
         headers = request.headers
         value = stickiness.value_for(headers.get(stickiness.NAME), headers.get("cookie"),
                                      edge.edge_id)
@@ -350,7 +382,32 @@ class _GuardedProtocol(WebSocketServerProtocol):
         self.wasClean = False
         self.wasNotCleanReason = (f"no answer to a websocket ping within "
                                   f"{self.factory.keepalive.interval:g} s")
+        self._rejected("dropping {peer}: {reason}", reason=self.wasNotCleanReason)
         self.dropConnection(abort=True)
+
+    # -- Autobahn's own refusals: one rate-limited line naming the client, not its lines
+
+    def _rejected(self, format: str, **fields) -> None:
+        """Log ``format`` through the factory's throttle; silence Autobahn for this
+        connection (it is ending; its own warnings would repeat the line, unthrottled)."""
+        peer = self.peer_host
+        if peer == "?" and self.transport is not None:  # before onConnect
+            peer = self.peer
+        self.factory.rejections.warn(format, peer=peer, **fields)
+        self.log = _SILENT_LOG
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """Autobahn refuses what the peer sent (bad framing, UTF-8, size)."""
+        if self.state != _STATE_CLOSED and self.log is not _SILENT_LOG:
+            self._rejected("closing {peer}: websocket error {code} ({reason})", code=code,
+                           reason=_for_log(reason))
+        super()._fail_connection(code, reason)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None):
+        """Autobahn refuses the opening handshake (a bad upgrade request)."""
+        self._rejected("refusing the websocket handshake of {peer}: {code} ({reason})",
+                       code=code, reason=_for_log(reason))
+        return super().failHandshake(reason, code, responseHeaders)
 
     def _handshake_expired(self):
         self._handshake_call = None
@@ -373,7 +430,9 @@ class _GuardedProtocol(WebSocketServerProtocol):
         except ProtocolError as e:
             self.fail(e)
         except Exception:
-            _log.failure("internal error handling a message from {peer}", peer=self.peer_host)
+            # A bug of ours, but one a client may be able to repeat: rate-limited too.
+            self.factory.rejections.failure("internal error handling a message from {peer}",
+                                            peer=self.peer_host)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the edge log"))
 
     def onMessageEnd(self):
@@ -394,11 +453,15 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self.current_frame_masker = None
 
     def fail(self, e: ProtocolError) -> None:
-        """Send the error; close the connection when the error is fatal."""
+        """Send the error; close the connection when the error is fatal.
+
+        A client can provoke a fatal error at will, so its warning line is rate-limited
+        (see :class:`LogThrottle`); every error is counted in the relay's statistics.
+        """
         self.factory.edge.relay.count_error(e.code)
         if e.fatal:
-            _log.info("closing {peer}: {code} ({message})", peer=self.peer_host,
-                      code=e.code.name, message=e.message)
+            self._rejected("closing {peer}: {code} ({message})", code=e.code.name,
+                           message=_for_log(e.message))
             self.close(e.code, e.message)
         else:
             self.send_control({"type": "error", "code": e.code.name, "message": e.message})
@@ -479,8 +542,10 @@ class SessionProtocol(_GuardedProtocol):
                                 f"resume, not {kind!r}")
         check_version(message)
         self._handshake_done()
-        self.participant = getattr(relay, kind)(self, message)
-        self.factory.edge.after_handshake(self, self.participant)
+        self.participant = p = getattr(relay, kind)(self, message)
+        _log.info("{kind} from {peer}: session {sid}, participant #{pid}", kind=kind,
+                  peer=self.peer_host, sid=p.session.id, pid=p.id)
+        self.factory.edge.after_handshake(self, p)
 
     def send(self, message) -> None:
         if self._closing:
@@ -543,9 +608,37 @@ class PresenceProtocol(_GuardedProtocol):
             self.team = None
 
 
-def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocketServerFactory:
+def peer_string(address) -> str:
+    """Autobahn's peer descriptor (``tcp4:127.0.0.1:52914``) of a Twisted address."""
+    if isinstance(address, IPv4Address):
+        return f"tcp4:{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"tcp6:{address.host}:{address.port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"unix:{name.decode(errors='replace') if isinstance(name, bytes) else name}"
+    return "unknown"
+
+
+def rejection_log(clock, limit: int = DEFAULT_REJECTION_LOG_LIMIT) -> LogThrottle:
+    """The rate-limited warning log of rejected clients, shared by an edge's factories."""
+    return LogThrottle(_log, clock, limit, 60.0, "client rejections")
+
+
+def decline_compression(offers) -> None:
+    """``perMessageCompressionAccept``: decline every permessage-deflate offer.
+
+    The handshake succeeds without the extension. Payloads are end-to-end encrypted
+    (incompressible), and an inflating edge would need a decompressed-size cap per message.
+    """
+    return None
+
+
+def make_factory(protocol, edge, url: str, max_bytes: int, reactor,
+                 rejections: LogThrottle | None = None) -> WebSocketServerFactory:
     factory = WebSocketServerFactory(url, reactor=reactor)
     factory.edge = edge
+    factory.rejections = rejections if rejections is not None else rejection_log(edge.clock)
     factory.write_batch = _WriteBatch()
     # One timer pings every connection (Autobahn's keep-alive costs two timer objects
     # per connection).
@@ -559,12 +652,18 @@ def make_factory(protocol, edge, url: str, max_bytes: int, reactor) -> WebSocket
         closeHandshakeTimeout=5,
         utf8validateIncoming=True,
         failByDrop=False,
+        perMessageCompressionAccept=decline_compression,
     )
     # Autobahn copies every option from the factory into each connection unless the
     # protocol class already has it: give this factory's class the options and the
-    # default flags once, instead of ~60 dict entries per connection.
-    attrs = {name: getattr(factory, name) for name in protocol.CONFIG_ATTRS}
+    # default flags once, instead of ~60 dict entries per connection. A function option
+    # stays a plain function (not a method) on the class.
+    attrs = {name: _class_attr(getattr(factory, name)) for name in protocol.CONFIG_ATTRS}
     attrs.update(_FLAG_DEFAULTS)
     attrs["trafficStats"] = TrafficStats()  # counted for all connections; nothing reads it
     factory.protocol = type(protocol.__name__, (protocol,), attrs)
     return factory
+
+
+def _class_attr(value):
+    return staticmethod(value) if callable(value) else value

@@ -16,6 +16,7 @@ import json
 import struct
 from typing import Any
 
+from ct.common.jsonsafe import JSONError, loads
 from ct.protocol.errors import BAD_MESSAGE, UNSUPPORTED_VERSION, ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -35,6 +36,8 @@ MAX_NAME = 64
 MAX_TITLE = 200
 MAX_TOKEN = 128
 MAX_CONTROL_BYTES = 8192
+# The deepest real control message is ``ice-servers`` (object > list > object > list = 4).
+MAX_CONTROL_DEPTH = 8
 
 
 # ---------------------------------------------------------------- binary frames
@@ -61,13 +64,12 @@ def encode_control(message: dict[str, Any]) -> bytes:
 
 
 def decode_control(data: bytes | str) -> dict[str, Any]:
-    """Parse a control message; raise :class:`ProtocolError` with ``bad-message`` if malformed."""
-    if len(data) > MAX_CONTROL_BYTES:
-        raise ProtocolError(BAD_MESSAGE, f"control message over {MAX_CONTROL_BYTES} bytes")
+    """Parse a control message; raise :class:`ProtocolError` with ``bad-message`` if malformed
+    (not JSON, over :data:`MAX_CONTROL_BYTES`, nested deeper than :data:`MAX_CONTROL_DEPTH`)."""
     try:
-        message = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(BAD_MESSAGE, f"not JSON: {e}") from None
+        message = loads(data, max_bytes=MAX_CONTROL_BYTES, max_depth=MAX_CONTROL_DEPTH)
+    except JSONError as e:
+        raise ProtocolError(BAD_MESSAGE, f"control message {e}") from None
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, "a control message must be a JSON object")
     kind = message.get("type")
