@@ -447,8 +447,11 @@ class Locator:
             lost_at = self.directory.probe_started(info)
             d = defer.maybeDeferred(self.health_check, info.url)
             d.addErrback(lambda _: False)
-            d.addCallback(lambda ok, edge_id=info.edge_id, lost_at=lost_at:
-                          self.directory.health_result(edge_id, ok, lost_at))
+            d.addCallback(self._probed, info.edge_id, lost_at)
+
+    def _probed(self, ok: bool, edge_id: str, lost_at: float | None) -> None:
+        self.directory.health_result(edge_id, ok, lost_at)
+        self.probe_lost_edges()  # a probe that timed out is followed at once by the next
 
     @defer.inlineCallbacks
     def health(self, timeout: float = 3.0):
