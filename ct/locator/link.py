@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autobahn.util import encode_truncate
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -79,10 +80,23 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
                          edge=self.info.edge_id if self.info else self.peer)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the locator log"))
 
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """Autobahn refuses a frame (too big, bad UTF-8): close with its code, logged once
+        through the throttled refusal log (autobahn would log each failure itself)."""
+        if self.failedByMe or self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
+            return  # already failing: the close handshake or its time-out ends it
+        self.failedByMe = True
+        self._closing = True
+        self.factory.log_refusal(self.peer, f"websocket close {code}", reason)
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+        # The peer's framing is not to be trusted any more (it may be inside a 10 MB
+        # frame): no close handshake, the connection closes once the close frame is out.
+        self.transport.loseConnection()
+
     def fail(self, e: ProtocolError) -> None:
         if self._closing:
             return
-        self.factory.log_refusal(self.peer, e)
+        self.factory.log_refusal(self.peer, e.code.name, e.message)
         self.send_json({"type": "error", "code": e.code.name, "message": e.message})
         self._closing = True
         self.sendCloseFrame(code=e.code.close_code or 4000, reasonUtf8=e.code.name.encode(),
@@ -223,16 +237,15 @@ class EdgeLinkFactory(WebSocketServerFactory):
                                 maxFramePayloadSize=MAX_LINK_MESSAGE,
                                 autoPingInterval=link_timeout / 2,
                                 autoPingTimeout=link_timeout / 2,
-                                openHandshakeTimeout=10, closeHandshakeTimeout=5,
-                                failByDrop=False)  # a refused edge hears why (1009...)
+                                openHandshakeTimeout=10, closeHandshakeTimeout=5)
 
-    def log_refusal(self, peer: str, e: ProtocolError) -> None:
+    def log_refusal(self, peer: str, code: str, message: str) -> None:
         """One warning per refused link, throttled: anyone can open links and be refused."""
         if not self._refusal_log.take():
             self._refusals_unlogged += 1
             return
         _log.warn("edge link from {peer} refused: {code} ({message}){more}", peer=peer,
-                  code=e.code.name, message=e.message,
+                  code=code, message=message,
                   more=f"; {self._refusals_unlogged} more refusals not logged"
                   if self._refusals_unlogged else "")
         self._refusals_unlogged = 0

@@ -54,6 +54,24 @@ class RegisterValidationTests(unittest.SynchronousTestCase):
                 self.assertEqual(caught.exception.code.name, "bad-message")
 
 
+class RefusalLogTests(unittest.SynchronousTestCase):
+    def test_finding_9_refused_links_are_logged_with_a_bound(self):
+        from twisted.logger import LogLevel, capturedLogs
+
+        from ct.locator.link import REFUSAL_LOG_BURST, EdgeLinkFactory
+
+        clock = Clock()
+        factory = EdgeLinkFactory("ws://127.0.0.1", None, reactor, clock=clock)
+        with capturedLogs() as events:
+            for _ in range(500):
+                factory.log_refusal("tcp4:127.0.0.1:1", "forbidden", "wrong edge secret")
+            clock.advance(1.0)
+            factory.log_refusal("tcp4:127.0.0.1:1", "forbidden", "wrong edge secret")
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), REFUSAL_LOG_BURST + 1)
+        self.assertEqual(warnings[-1]["more"], "; 490 more refusals not logged")
+
+
 class KeyedLimiterTests(unittest.SynchronousTestCase):
     def test_finding_4_burst_then_rate_with_retry_after(self):
         clock = Clock()
@@ -221,7 +239,9 @@ class EdgeLinkOverSocketsTests(unittest.TestCase):
         code = yield factory.closed.addTimeout(15, reactor)
         self.assertEqual(code, 1009)
         self.assertLess(factory.closed_at - started, 3.0)  # well before the register deadline
-        self.assertNotIn("Traceback", self.d.locator.log())
+        log = self.d.locator.wait_for_log(r"refused: websocket close 1009", timeout=5).string
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(log.count("#warn]"), 1, log)  # one line, no autobahn noise
 
     @defer.inlineCallbacks
     def test_finding_9_malformed_register_leaves_no_phantom_edge(self):
