@@ -80,6 +80,14 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
                          edge=self.info.edge_id if self.info else self.peer)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the locator log"))
 
+    def dataReceived(self, data):
+        # Any bytes from a registered edge prove it alive: a big outbox batch on a slow
+        # line (the pong queued behind it) must not count as silence. (Autobahn itself
+        # only counts whole frames.)
+        if self.info is not None and self.autoPingTimeoutCall is not None:
+            self._cancelAutoPingTimeoutCall()
+        super().dataReceived(data)
+
     def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
         """Autobahn refuses a frame (too big, bad UTF-8): close with its code, logged once
         through the throttled refusal log (autobahn would log each failure itself)."""

@@ -183,11 +183,18 @@ class _LinkClient(WebSocketClientProtocol):
             self.factory.closed.callback(self.remoteCloseCode)
 
 
+class _SilentLinkClient(_LinkClient):
+    """An edge that never answers pings (hung, as far as pings go)."""
+
+    def sendPong(self, payload=None):
+        pass
+
+
 @defer.inlineCallbacks
-def open_link(port: int):
+def open_link(port: int, protocol=_LinkClient):
     """A websocket to the locator's ``/ws/edge`` that records messages and the close."""
     factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws/edge", reactor=reactor)
-    factory.protocol = _LinkClient
+    factory.protocol = protocol
     factory.opened, factory.closed, factory.messages = defer.Deferred(), defer.Deferred(), []
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=10)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
@@ -211,8 +218,8 @@ class EdgeLinkOverSocketsTests(unittest.TestCase):
                 proto.transport.abortConnection()
 
     @defer.inlineCallbacks
-    def connect(self):
-        proto, factory = yield open_link(self.d.locator_port)
+    def connect(self, protocol=_LinkClient):
+        proto, factory = yield open_link(self.d.locator_port, protocol)
         self.links.append(proto)
         return proto, factory
 
@@ -277,3 +284,33 @@ class EdgeLinkOverSocketsTests(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, factory.messages)
             yield sleep(0.05)
         self.assertEqual(factory.messages[-1]["stored"], 400)
+
+    @defer.inlineCallbacks
+    def test_finding_25_slow_big_message_is_not_silence_but_a_silent_link_is_dropped(self):
+        proto, factory = yield self.connect(_SilentLinkClient)
+        proto.sendMessage(json.dumps(VALID_REGISTER).encode(), False)
+        deadline = time.monotonic() + 10
+        while not any(m.get("type") == "registered" for m in factory.messages):
+            self.assertLess(time.monotonic(), deadline, factory.messages)
+            yield sleep(0.05)
+        # A 1 MB batch trickling in over 8 s (more than CT_EDGE_LINK_TIMEOUT, 6 s) while
+        # no pong comes: the bytes themselves show the edge is alive.
+        head = json.dumps({"type": "records", "batch": 1, "audit": [
+            {"id": "a1", "time": 1.0, "kind": "padding"}], "padding": ""})[:-2].encode()
+        body = head + b"x" * (1024 * 1024 - len(head) - 2) + b'"}'
+        proto.beginMessage(isBinary=False)
+        proto.beginMessageFrame(len(body))
+        chunk = len(body) // 10 + 1
+        for i in range(0, len(body), chunk):
+            proto.sendMessageFrameData(body[i:i + chunk])
+            yield sleep(0.8)
+        proto.endMessage()
+        deadline = time.monotonic() + 5
+        while not any(m.get("type") == "stored" for m in factory.messages):
+            self.assertFalse(factory.closed.called, "the link was dropped mid-batch")
+            self.assertLess(time.monotonic(), deadline, factory.messages)
+            yield sleep(0.05)
+        # From now on the edge is silent: the locator drops it within the link timeout.
+        silent_from = time.monotonic()
+        yield factory.closed.addTimeout(15, reactor)
+        self.assertLess(factory.closed_at - silent_from, 6.0 + 1.0)
