@@ -57,9 +57,16 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
 
     def _register_timed_out(self):
         self._register_deadline = None
-        if self.info is None and not self._closing:
-            self.fail(ProtocolError(errors.HANDSHAKE_TIMEOUT, "no register within "
-                                    f"{self.factory.register_timeout:g} s"))
+        if self.info is not None or self._closing:
+            return
+        error = ProtocolError(errors.HANDSHAKE_TIMEOUT, "no register within "
+                              f"{self.factory.register_timeout:g} s")
+        if self.state != self.STATE_OPEN:  # not even the websocket handshake: just cut
+            self._closing = True
+            self.factory.log_refusal(self.peer, error.code.name, error.message)
+            self.transport.abortConnection()
+            return
+        self.fail(error)
 
     def _cancel_deadline(self):
         if self._register_deadline is not None and self._register_deadline.active():
@@ -96,7 +103,9 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         self.failedByMe = True
         self._closing = True
         self.factory.log_refusal(self.peer, f"websocket close {code}", reason)
-        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123),
+                                isReply=False)
         # The peer's framing is not to be trusted any more (it may be inside a 10 MB
         # frame): no close handshake, the connection closes once the close frame is out.
         self.transport.loseConnection()

@@ -72,6 +72,47 @@ class RefusalLogTests(unittest.SynchronousTestCase):
         self.assertEqual(warnings[-1]["more"], "; 490 more refusals not logged")
 
 
+class RegisterDeadlineTests(unittest.SynchronousTestCase):
+    UPGRADE = (b"GET /ws/edge HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+    def connect(self, clock):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from ct.locator.link import EdgeLinkFactory
+
+        factory = EdgeLinkFactory("ws://127.0.0.1/ws/edge", None, clock, clock=clock,
+                                  register_timeout=5.0)
+        # Autobahn's own timers run on the global reactor whatever it is given: none here.
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
+                                   autoPingInterval=0, autoPingTimeout=0)
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        proto = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_finding_9_register_deadline_runs_on_the_injected_clock(self):
+        clock = Clock()
+        proto, transport = self.connect(clock)
+        proto.dataReceived(self.UPGRADE)
+        self.assertIn(b" 101 ", transport.value())
+        transport.clear()
+        clock.advance(4.9)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.2)
+        self.assertIn(b"\x88", transport.value())  # a close frame ...
+        self.assertIn((4002).to_bytes(2, "big") + b"handshake-timeout", transport.value())
+
+    def test_finding_9_no_websocket_handshake_at_all_is_cut_at_the_deadline(self):
+        clock = Clock()
+        proto, transport = self.connect(clock)
+        clock.advance(5.0)
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+
+
 class KeyedLimiterTests(unittest.SynchronousTestCase):
     def test_finding_4_burst_then_rate_with_retry_after(self):
         clock = Clock()
