@@ -44,6 +44,7 @@ def run_one(label: str, locator_env: dict, seconds: int, connections: int) -> di
     work = tempfile.mkdtemp(prefix="ct-bench-locator-")
     env = {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_EDGE_SECRET": SECRET,
            "CT_DATA_DIR": os.path.join(work, "locator"), "CT_DASHBOARD_PASSWORD": "x" * 16,
+           "CT_PLACEMENT_RATE": "0",  # one client address: no per-address limit
            **locator_env}
     locator = Daemon("ctlocator", env)
     edges = []

@@ -75,6 +75,9 @@ class LocatorAPI:
         try:
             body = yield produce()
         except LocatorError as e:
+            retry_after = getattr(e, "retry_after", None)
+            if retry_after is not None:
+                request.setHeader(b"retry-after", str(retry_after).encode())
             return _error(request, e.status, e.code, e.message)
         return _json(request, body)
 

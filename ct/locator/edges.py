@@ -5,7 +5,8 @@ States (see ``docs/locator.md``):
 * ``online``: the edge's link is up and it reported within ``dead_after`` seconds;
 * ``suspended``: online, but an operator suspended it (new sessions only as a last resort);
 * ``link-lost``: the link dropped but the edge still answers ``/health`` (or has not yet
-  been found dead); joins to its sessions are still routed there for ``link_grace`` s;
+  been found dead); no new sessions, but joins to its sessions are still routed there for
+  ``link_grace`` s;
 * ``unavailable``: no report for ``dead_after`` s with the link up, ``/health`` failed
   twice in a row after the link dropped, or the grace period passed.
 
@@ -21,8 +22,8 @@ from typing import Any
 from ct.locator.placement import EdgeSnapshot, EdgeState
 
 HEALTH_FAILURES_FOR_DEAD = 2
-# A placement counts towards its edge's load until a report shows the hosted session,
-# at most this long: reports arrive every few seconds, placements in bursts.
+# A placement weighs in its edge's score (never its cap) until a report shows the hosted
+# session, at most this long: reports arrive every few seconds, placements in bursts.
 PENDING_PLACEMENT_SECONDS = 10.0
 
 
@@ -38,6 +39,8 @@ class EdgeInfo:
     last_report: float = 0.0
     link_lost_at: float | None = None
     health_failures: int = 0
+    probing: bool = False  # a /health probe is in flight
+    last_probe: float | None = None  # when the last probe of this link loss started
     dead: bool = False
     max_connections: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +86,7 @@ class EdgeDirectory:
             info.last_report = self.clock.seconds()
 
     def placed(self, edge_id: str) -> None:
-        """A session was just placed on the edge; count it until a report shows it."""
+        """A session was just placed on the edge; weigh it until a report shows it."""
         info = self.edges.get(edge_id)
         if info is not None:
             info.pending.append(self.clock.seconds())
@@ -102,11 +105,34 @@ class EdgeDirectory:
         info.link = None
         info.link_lost_at = self.clock.seconds()
         info.health_failures = 0
+        info.last_probe = None
         return info
 
-    def health_result(self, edge_id: str, ok: bool) -> None:
+    def probes_due(self, interval: float) -> list[EdgeInfo]:
+        """Link-lost edges to probe now: none in flight, the last started ``interval`` ago."""
+        now = self.clock.seconds()
+        due = []
+        for info in self.edges.values():
+            if (info.link_up or info.dead or info.probing
+                    or self.state(info) != EdgeState.LINK_LOST):
+                continue
+            if info.last_probe is None or now - info.last_probe >= interval:
+                due.append(info)
+        return due
+
+    def probe_started(self, info: EdgeInfo) -> float | None:
+        """Mark a probe in flight; returns the link loss it belongs to."""
+        info.probing = True
+        info.last_probe = self.clock.seconds()
+        return info.link_lost_at
+
+    def health_result(self, edge_id: str, ok: bool, lost_at: float | None = None) -> None:
+        """A probe answered; results of an earlier link loss (or a relinked edge) count not."""
         info = self.edges.get(edge_id)
-        if info is None or info.link_up:
+        if info is None:
+            return
+        info.probing = False
+        if info.link_up or (lost_at is not None and lost_at != info.link_lost_at):
             return
         info.health_failures = 0 if ok else info.health_failures + 1
         if info.health_failures >= HEALTH_FAILURES_FOR_DEAD:
@@ -132,9 +158,8 @@ class EdgeDirectory:
             out.append(EdgeSnapshot(
                 edge_id=info.edge_id, region=info.region, state=self.state(info),
                 load=s.get("load"), lag_ms=s.get("lagMs"),
-                connections=int(s.get("connections", 0)) + pending,
-                sessions=int(s.get("sessions", 0)) + pending,
-                max_connections=info.max_connections))
+                connections=int(s.get("connections", 0)), sessions=int(s.get("sessions", 0)),
+                max_connections=info.max_connections, pending=pending))
         return out
 
     def describe(self, info: EdgeInfo) -> dict[str, Any]:

@@ -2,17 +2,25 @@
 
 Messages of one link are handled strictly in order (each waits for the database work of
 the one before), so a report never overtakes the registration it depends on.
+
+Until an edge has registered with the right secret its link is held short: it must do so
+within ``register_timeout`` seconds, in a message of at most ``MAX_REGISTER_MESSAGE``
+bytes, and the whole register message is checked before anything is stored. Once
+registered, a link silent for ``link_timeout`` seconds (no answer to the locator's pings,
+e.g. a hung or partitioned edge) is dropped, which flags the edge ``link-lost``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from autobahn.util import encode_truncate
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ct.common import jsonsafe
+from ct.common.ratelimit import TokenBucket
 from ct.common.tokens import same_secret
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -22,14 +30,48 @@ _log = Logger()
 
 LINK_VERSION = 1
 MAX_LINK_MESSAGE = 16 * 1024 * 1024
+MAX_REGISTER_MESSAGE = 256 * 1024  # until registered: a register with its sessions and teams
+MAX_REGISTER_SESSIONS = 2000
+MAX_REGISTER_TEAMS = 2000
+MAX_ID = 64  # edge and session ids
+MAX_URL = 512
+DEFAULT_REGISTER_TIMEOUT = 5.0
+DEFAULT_LINK_TIMEOUT = 6.0
+# Refusals are logged, at most this many at once and this many per second on average.
+REFUSAL_LOG_BURST = 10
+REFUSAL_LOG_RATE = 1.0
 
 
 class EdgeLinkProtocol(WebSocketServerProtocol):
     info = None
+    _register_deadline = None
 
-    def onOpen(self):
+    def connectionMade(self):
+        super().connectionMade()
         self._queue = defer.succeed(None)
         self._closing = False
+        # Held short until registered: small messages, a deadline.
+        self.maxMessagePayloadSize = self.maxFramePayloadSize = MAX_REGISTER_MESSAGE
+        self._register_deadline = self.factory.clock.callLater(
+            self.factory.register_timeout, self._register_timed_out)
+
+    def _register_timed_out(self):
+        self._register_deadline = None
+        if self.info is not None or self._closing:
+            return
+        error = ProtocolError(errors.HANDSHAKE_TIMEOUT, "no register within "
+                              f"{self.factory.register_timeout:g} s")
+        if self.state != self.STATE_OPEN:  # not even the websocket handshake: just cut
+            self._closing = True
+            self.factory.log_refusal(self.peer, error.code.name, error.message)
+            self.transport.abortConnection()
+            return
+        self.fail(error)
+
+    def _cancel_deadline(self):
+        if self._register_deadline is not None and self._register_deadline.active():
+            self._register_deadline.cancel()
+        self._register_deadline = None
 
     def onMessage(self, payload, isBinary):
         if self._closing:
@@ -45,11 +87,33 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
                          edge=self.info.edge_id if self.info else self.peer)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the locator log"))
 
+    def dataReceived(self, data):
+        # Any bytes from a registered edge prove it alive: a big outbox batch on a slow
+        # line (the pong queued behind it) must not count as silence. (Autobahn itself
+        # only counts whole frames.)
+        if self.info is not None and self.autoPingTimeoutCall is not None:
+            self._cancelAutoPingTimeoutCall()
+        super().dataReceived(data)
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """Autobahn refuses a frame (too big, bad UTF-8): close with its code, logged once
+        through the throttled refusal log (autobahn would log each failure itself)."""
+        if self.failedByMe or self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
+            return  # already failing: the close handshake or its time-out ends it
+        self.failedByMe = True
+        self._closing = True
+        self.factory.log_refusal(self.peer, f"websocket close {code}", reason)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123),
+                                isReply=False)
+        # The peer's framing is not to be trusted any more (it may be inside a 10 MB
+        # frame): no close handshake, the connection closes once the close frame is out.
+        self.transport.loseConnection()
+
     def fail(self, e: ProtocolError) -> None:
         if self._closing:
             return
-        _log.warn("edge link from {peer} refused: {code} ({message})", peer=self.peer,
-                  code=e.code.name, message=e.message)
+        self.factory.log_refusal(self.peer, e.code.name, e.message)
         self.send_json({"type": "error", "code": e.code.name, "message": e.message})
         self._closing = True
         self.sendCloseFrame(code=e.code.close_code or 4000, reasonUtf8=e.code.name.encode(),
@@ -72,16 +136,11 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
             if kind != "register":
                 raise ProtocolError(errors.BAD_MESSAGE, "first message must be 'register'")
             self._check_secret(message)
-            hello = {
-                "edge": field_str(message, "edge", 64),
-                "url": field_str(message, "url", 512),
-                "region": field_str(message, "region", MAX_NAME),
-                "version": field_str(message, "version", MAX_NAME),
-                "maxConnections": message.get("maxConnections"),
-                "sessions": message.get("sessions") or [],
-                "teams": message.get("teams") or [],
-            }
+            hello = parse_register(message)
+            self._cancel_deadline()
             self.info = yield locator.edge_registered(self, hello)
+            self.maxMessagePayloadSize = self.factory.maxMessagePayloadSize
+            self.maxFramePayloadSize = self.factory.maxFramePayloadSize
             self.send_json({"type": "registered", "suspended": self.info.suspended})
             self.send_json(locator.config_message())
             return
@@ -109,6 +168,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self._closing = True
+        self._cancel_deadline()
         if self.info is not None:
             self.factory.locator.edge_disconnected(self.info, self)
 
@@ -116,20 +176,99 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
 def decode_link_message(payload: bytes) -> dict[str, Any]:
     """Parse a link message (larger than client control messages: batches of records)."""
     try:
-        message = json.loads(payload)
-    except ValueError as e:
-        raise ProtocolError(errors.BAD_MESSAGE, f"not JSON: {e}") from None
+        message = jsonsafe.loads(payload, max_bytes=MAX_LINK_MESSAGE)
+    except jsonsafe.JSONError as e:
+        raise ProtocolError(errors.BAD_MESSAGE, str(e)) from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(errors.BAD_MESSAGE, "a link message is a JSON object with a type")
     return message
 
 
-def make_link_factory(locator, url: str, reactor) -> WebSocketServerFactory:
-    factory = WebSocketServerFactory(url, reactor=reactor)
-    factory.protocol = EdgeLinkProtocol
-    factory.locator = locator
-    factory.setProtocolOptions(maxMessagePayloadSize=MAX_LINK_MESSAGE,
-                               maxFramePayloadSize=MAX_LINK_MESSAGE,
-                               autoPingInterval=5, autoPingTimeout=10,
-                               openHandshakeTimeout=10, closeHandshakeTimeout=5)
-    return factory
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(errors.BAD_MESSAGE, f"register: {message}")
+
+
+def _bounded_list(message: dict[str, Any], name: str, limit: int) -> list:
+    value = message.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"'{name}' must be a list")
+    if len(value) > limit:
+        raise _bad(f"'{name}' holds more than {limit} entries")
+    return value
+
+
+def _parse_session(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _bad("each of 'sessions' must be an object")
+    started = raw.get("started")
+    if started is not None and (isinstance(started, bool)
+                                or not isinstance(started, (int, float))):
+        raise _bad("a session's 'started' must be a number")
+    named = {**raw, "type": "register session"}  # field_str names the message type
+    return {"session": field_str(named, "session", MAX_ID),
+            "team": field_str(named, "team", MAX_NAME, required=False),
+            "started": started}
+
+
+def parse_register(message: dict[str, Any]) -> dict[str, Any]:
+    """Check a whole register message (pure); raises :class:`ProtocolError` on any flaw."""
+    max_connections = message.get("maxConnections")
+    if max_connections is None:
+        max_connections = 0
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
+            or not 0 <= max_connections <= 2**31:
+        raise _bad("'maxConnections' must be a whole number >= 0")
+    teams = _bounded_list(message, "teams", MAX_REGISTER_TEAMS)
+    if not all(isinstance(t, str) and 0 < len(t) <= MAX_NAME for t in teams):
+        raise _bad(f"each of 'teams' must be a string of 1 to {MAX_NAME} characters")
+    return {
+        "edge": field_str(message, "edge", MAX_ID),
+        "url": field_str(message, "url", MAX_URL),
+        "region": field_str(message, "region", MAX_NAME),
+        "version": field_str(message, "version", MAX_NAME),
+        "maxConnections": max_connections,
+        "sessions": [_parse_session(s)
+                     for s in _bounded_list(message, "sessions", MAX_REGISTER_SESSIONS)],
+        "teams": teams,
+    }
+
+
+class EdgeLinkFactory(WebSocketServerFactory):
+    """``/ws/edge`` connections: register deadline, link liveness, throttled refusal log."""
+
+    protocol = EdgeLinkProtocol
+
+    def __init__(self, url: str, locator, reactor, clock=None,
+                 register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
+                 link_timeout: float = DEFAULT_LINK_TIMEOUT):
+        super().__init__(url, reactor=reactor)
+        self.locator = locator
+        self.clock = clock or reactor
+        self.register_timeout = register_timeout
+        self._refusal_log = TokenBucket(REFUSAL_LOG_RATE, REFUSAL_LOG_BURST, self.clock.seconds)
+        self._refusals_unlogged = 0
+        # Ping every half of link_timeout; no answer within the other half drops the link.
+        self.setProtocolOptions(maxMessagePayloadSize=MAX_LINK_MESSAGE,
+                                maxFramePayloadSize=MAX_LINK_MESSAGE,
+                                autoPingInterval=link_timeout / 2,
+                                autoPingTimeout=link_timeout / 2,
+                                openHandshakeTimeout=10, closeHandshakeTimeout=5)
+
+    def log_refusal(self, peer: str, code: str, message: str) -> None:
+        """One warning per refused link, throttled: anyone can open links and be refused."""
+        if not self._refusal_log.take():
+            self._refusals_unlogged += 1
+            return
+        _log.warn("edge link from {peer} refused: {code} ({message}){more}", peer=peer,
+                  code=code, message=message,
+                  more=f"; {self._refusals_unlogged} more refusals not logged"
+                  if self._refusals_unlogged else "")
+        self._refusals_unlogged = 0
+
+
+def make_link_factory(locator, url: str, reactor, clock=None,
+                      register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
+                      link_timeout: float = DEFAULT_LINK_TIMEOUT) -> EdgeLinkFactory:
+    return EdgeLinkFactory(url, locator, reactor, clock, register_timeout, link_timeout)

@@ -3,10 +3,11 @@
 The locator feeds in what it knows of each edge (an :class:`EdgeSnapshot`) and the
 client's region; :func:`pick_edge` answers with the best edge. The rules, in order:
 
-1. Never an ``unavailable`` edge, never a full one (``connections >= max_connections``).
+1. Never an ``unavailable`` or ``link-lost`` edge (the locator cannot tell a hung edge
+   from a partitioned one), never a full one (reported ``connections >= max_connections``;
+   placements not yet reported do not count towards the cap).
 2. Tiers: ``online`` edges first; ``suspended`` edges only when no online edge can
-   take the session; ``link-lost`` edges (alive for clients, but the locator has not
-   heard from them) only when nothing else can.
+   take the session.
 3. Within a tier, edges of the client's region first; other regions as fall-back.
 4. Within that, the lowest :func:`score`; ties broken by fewer connections, fewer
    sessions, then the edge id, so the answer never depends on input order.
@@ -29,7 +30,8 @@ class EdgeState(str, enum.Enum):
     UNAVAILABLE = "unavailable"
 
 
-_TIER = {EdgeState.ONLINE: 0, EdgeState.SUSPENDED: 1, EdgeState.LINK_LOST: 2}
+_TIER = {EdgeState.ONLINE: 0, EdgeState.SUSPENDED: 1}  # states that take new sessions
+_KEEPS_ITS_OWN = frozenset({EdgeState.ONLINE, EdgeState.SUSPENDED, EdgeState.LINK_LOST})
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,11 @@ class EdgeSnapshot:
     connections: int = 0
     sessions: int = 0
     max_connections: int = 0  # 0: no cap
+    pending: int = 0  # placements not yet seen in a report: weigh in the score, not the cap
 
     @property
     def full(self) -> bool:
+        """At its cap by what it reported (pending placements never fill an edge)."""
         return self.max_connections > 0 and self.connections >= self.max_connections
 
     @property
@@ -91,14 +95,15 @@ def score(edge: EdgeSnapshot, weights: Weights = DEFAULT_WEIGHTS) -> float:
     ``capacity = max_connections or nominal_capacity``::
 
         score = w_conn * connections / capacity
-              + w_sess * sessions / capacity
+              + w_sess * sessions / capacity          (both counts plus ``pending``)
               + w_load * clamp(load, 0, 1)            (unknown load: connections / capacity)
               + w_lag  * min(lag_ms / lag_reference_ms, lag_cap)    (unknown lag: 0)
     """
     capacity = edge.max_connections if edge.max_connections > 0 else weights.nominal_capacity
     capacity = max(1, capacity)
-    conn_ratio = max(0, edge.connections) / capacity
-    sess_ratio = max(0, edge.sessions) / capacity
+    pending = max(0, edge.pending)
+    conn_ratio = (max(0, edge.connections) + pending) / capacity
+    sess_ratio = (max(0, edge.sessions) + pending) / capacity
     load = min(1.0, max(0.0, _finite(edge.load, conn_ratio)))
     lag = min(weights.lag_cap, max(0.0, _finite(edge.lag_ms, 0.0)) / weights.lag_reference_ms)
     total = (weights.connections * conn_ratio + weights.sessions * sess_ratio
@@ -115,8 +120,9 @@ def rank(edges: Iterable[EdgeSnapshot], client_region: str | None = None,
             continue
         in_region = client_region is None or edge.region == client_region
         s = score(edge, weights)
-        key = (_TIER[edge.state], 0 if in_region else 1, s, edge.connections, edge.sessions,
-               edge.edge_id)
+        pending = max(0, edge.pending)
+        key = (_TIER[edge.state], 0 if in_region else 1, s, edge.connections + pending,
+               edge.sessions + pending, edge.edge_id)
         keyed.append((key, Placement(edge.edge_id, edge.state, in_region, s)))
     keyed.sort(key=lambda pair: pair[0])
     return [placement for _, placement in keyed]
@@ -137,7 +143,7 @@ def assign_team(current_edge_id: str | None, edges: Sequence[EdgeSnapshot],
     is not a session), otherwise the best edge as for a new session."""
     if current_edge_id is not None:
         for edge in edges:
-            if edge.edge_id == current_edge_id and edge.state in _TIER:
+            if edge.edge_id == current_edge_id and edge.state in _KEEPS_ITS_OWN:
                 in_region = client_region is None or edge.region == client_region
                 return Placement(edge.edge_id, edge.state, in_region, score(edge, weights))
     return pick_edge(edges, client_region, weights)
@@ -148,5 +154,5 @@ def route_join(session_edge_id: str, edges: Iterable[EdgeSnapshot]) -> str | Non
     it is unavailable (sessions do not move; the host starts a new one)."""
     for edge in edges:
         if edge.edge_id == session_edge_id:
-            return edge.edge_id if edge.state in _TIER else None
+            return edge.edge_id if edge.state in _KEEPS_ITS_OWN else None
     return None

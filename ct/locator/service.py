@@ -9,6 +9,7 @@ call the methods here.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -30,7 +31,9 @@ from ct.storage.store import (
 _log = Logger()
 
 CHECK_INTERVAL = 1.0
-HEALTH_PROBE_INTERVAL = 2.0
+HEALTH_PROBE_INTERVAL = 2.0  # between probe starts of one link-lost edge
+HEALTH_PROBE_TIMEOUT = 2.0  # a hung edge's /health fails after this
+PLACEMENT_WARNING_INTERVAL = 10.0  # at most one "placements refused" warning per this
 EDGE_REQUEST_TIMEOUT = 5.0  # an edge answers administrator requests within this
 
 
@@ -44,10 +47,19 @@ class LocatorError(Exception):
         self.message = message
 
 
+class RateLimited(LocatorError):
+    """429: the client address placed too many sessions; retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(429, "rate-limited", "too many new sessions from this address; "
+                         f"retry in {math.ceil(retry_after)} s")
+        self.retry_after = math.ceil(retry_after)
+
+
 class Locator:
     def __init__(self, clock, store: LocatorStore, directory: EdgeDirectory,
                  edge_secret: str | None, resolver: RegionResolver | None = None,
-                 health_check=None, reader=None):
+                 health_check=None, reader=None, placement_limiter=None):
         self.clock = clock
         self.store = store
         self.directory = directory
@@ -57,6 +69,10 @@ class Locator:
         self.geo_reader = reader
         self.placements = {"session": 0, "presence": 0}
         self.placement_failures = 0
+        self.placement_limiter = placement_limiter  # a KeyedLimiter per client address
+        self.placements_refused = 0
+        self._refused_unwarned = 0
+        self._last_refusal_warning: float | None = None
         self.records_stored = 0
         self._states: dict[str, EdgeState] = {}
         self.edge_settings: dict[str, Any] = {}  # advanced + integrations, pushed to edges
@@ -69,7 +85,7 @@ class Locator:
 
     def start(self) -> defer.Deferred:
         self._checker.start(CHECK_INTERVAL, now=False)
-        self._prober.start(HEALTH_PROBE_INTERVAL, now=False)
+        self._prober.start(CHECK_INTERVAL, now=False)
         d = self.load_regions()
         d.addCallback(lambda _: self.load_edge_settings())
         return d
@@ -96,7 +112,12 @@ class Locator:
     # ------------------------------------------------------------ client API
 
     def place_session(self, client_ip: str) -> dict[str, Any]:
-        """The edge a new session should be hosted on."""
+        """The edge a new session should be hosted on (rate-limited per client address)."""
+        if self.placement_limiter is not None:
+            wait = self.placement_limiter.take(client_ip)
+            if wait > 0:
+                self._placement_refused(client_ip)
+                raise RateLimited(wait)
         region = self.resolver.region_for(client_ip)
         placement = pick_edge(self.directory.snapshots(), region)
         if placement is None:
@@ -109,6 +130,20 @@ class Locator:
         self.directory.placed(info.edge_id)
         return {"edge": info.edge_id, "server": info.url, "region": info.region,
                 "state": placement.state.value, "inRegion": placement.in_region}
+
+    def _placement_refused(self, client_ip: str) -> None:
+        """Count a refused placement; one warning per PLACEMENT_WARNING_INTERVAL at most."""
+        self.placements_refused += 1
+        self._refused_unwarned += 1
+        now = self.clock.seconds()
+        if (self._last_refusal_warning is not None
+                and now - self._last_refusal_warning < PLACEMENT_WARNING_INTERVAL):
+            return
+        _log.warn("new sessions refused (429) for too many placements from one address: "
+                  "{n} since the last warning, the latest from {ip}",
+                  n=self._refused_unwarned, ip=client_ip)
+        self._refused_unwarned = 0
+        self._last_refusal_warning = now
 
     @defer.inlineCallbacks
     def find_session(self, session_id: str):
@@ -336,9 +371,10 @@ class Locator:
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:
         if self.directory.disconnected(info.edge_id, link) is not None:
-            _log.warn("edge {edge}: link lost; joins still routed to it for up to {grace} s "
-                      "while it answers /health", edge=info.edge_id,
+            _log.warn("edge {edge}: link lost; no new sessions go there, joins still do for "
+                      "up to {grace} s while it answers /health", edge=info.edge_id,
                       grace=self.directory.link_grace)
+            self.probe_lost_edges()
 
     @defer.inlineCallbacks
     def store_records(self, info: EdgeInfo, message: dict[str, Any]):
@@ -403,18 +439,19 @@ class Locator:
             elif before is not None:
                 _log.info("edge {edge} is now {state}", edge=info.edge_id, state=state.value)
 
-    @defer.inlineCallbacks
-    def probe_lost_edges(self):
+    def probe_lost_edges(self) -> None:
+        """Start a ``/health`` probe of every link-lost edge that is due one, concurrently."""
         if self.health_check is None:
             return
-        for info in list(self.directory.edges.values()):
-            if info.link_up or info.dead or self.directory.state(info) != EdgeState.LINK_LOST:
-                continue
-            try:
-                ok = yield self.health_check(info.url)
-            except Exception:
-                ok = False
-            self.directory.health_result(info.edge_id, ok)
+        for info in self.directory.probes_due(HEALTH_PROBE_INTERVAL):
+            lost_at = self.directory.probe_started(info)
+            d = defer.maybeDeferred(self.health_check, info.url)
+            d.addErrback(lambda _: False)
+            d.addCallback(self._probed, info.edge_id, lost_at)
+
+    def _probed(self, ok: bool, edge_id: str, lost_at: float | None) -> None:
+        self.directory.health_result(edge_id, ok, lost_at)
+        self.probe_lost_edges()  # a probe that timed out is followed at once by the next
 
     @defer.inlineCallbacks
     def health(self, timeout: float = 3.0):
@@ -452,6 +489,7 @@ class Locator:
                 "edges_unavailable": states.count("unavailable"),
                 "placements": dict(self.placements),
                 "placement_failures_total": self.placement_failures,
+                "placements_refused_total": self.placements_refused,
                 "records_stored_total": self.records_stored}
 
 

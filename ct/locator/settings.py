@@ -16,6 +16,7 @@ from ct.common.settings import (
     SettingError,
     parse_existing_file,
     parse_float,
+    parse_int,
     parse_list,
     parse_optional_str,
 )
@@ -86,5 +87,19 @@ LOCATOR_SETTINGS = [
             "Days metric snapshots are kept for the charts (0: forever).", LOCATOR),
     Setting("CT_LINK_GRACE", "link-grace", 120.0, parse_float(0.0),
             "Seconds joins are still routed to an edge whose link to the locator dropped "
-            "(its sessions go on meanwhile).", LOCATOR),
+            "(its sessions go on meanwhile; it gets no new sessions).", LOCATOR),
+    Setting("CT_EDGE_LINK_TIMEOUT", "edge-link-timeout", 6.0, parse_float(2.0),
+            "Seconds an edge's link may stay silent before the locator drops it and flags "
+            "the edge link-lost (a hung or partitioned edge): the locator pings every half "
+            "of this and waits the other half for the answer.", LOCATOR),
+    Setting("CT_EDGE_REGISTER_TIMEOUT", "edge-register-timeout", 5.0, parse_float(0.5),
+            "Seconds a new /ws/edge connection has to register (with the edge secret) "
+            "before the locator closes it.", LOCATOR),
+    Setting("CT_PLACEMENT_RATE", "placement-rate", 1.0, parse_float(0.0),
+            "New sessions per second (on average) the locator places for one client "
+            "address (X-Forwarded-For only from CT_TRUSTED_PROXIES); more get 429 with "
+            "Retry-After. 0: no limit.", LOCATOR),
+    Setting("CT_PLACEMENT_BURST", "placement-burst", 30, parse_int(1),
+            "New sessions one client address may start at once before CT_PLACEMENT_RATE "
+            "applies.", LOCATOR),
 ]

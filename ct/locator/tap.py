@@ -23,13 +23,14 @@ from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
 from ct.common.web import ServerSite
 from ct.common.listen import server_listeners
+from ct.common.ratelimit import KeyedLimiter
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
 from ct.locator.link import make_link_factory
-from ct.locator.service import Locator
+from ct.locator.service import HEALTH_PROBE_TIMEOUT, Locator
 from ct.metrics.definitions import LOCATOR_METRICS
 from ct.metrics.model import MetricSet
 from ct.metrics.setup import setup_metrics
@@ -155,14 +156,19 @@ def makeService(options, reactor=None) -> service.MultiService:
 
         reader = open_maxmind(values["maxmind_db"])
     locator = Locator(reactor, store, directory, values["edge_secret"],
-                      health_check=health_checker(reactor, values["trust_all_certs"]),
-                      reader=reader)
+                      health_check=health_checker(reactor, values["trust_all_certs"],
+                                                  timeout=HEALTH_PROBE_TIMEOUT),
+                      reader=reader,
+                      placement_limiter=KeyedLimiter(values["placement_rate"],
+                                                     values["placement_burst"],
+                                                     reactor.seconds))
     credentials = dashboard_credentials(values)
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
     api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
     url = values["server_url"] or "ws://localhost"
     link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
-                                     reactor)
+                                     reactor, link_timeout=values["edge_link_timeout"],
+                                     register_timeout=values["edge_register_timeout"])
     runtime = LocatorRuntime(reactor, db, locator)
     runtime.metrics = MetricSet()
     runtime.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)

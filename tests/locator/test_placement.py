@@ -66,10 +66,20 @@ class PickTests(unittest.SynchronousTestCase):
         self.assertEqual(pick_edge([edge("a", state=SUSP), edge("b", load=1.0,
                                                                  lag_ms=9999)]).edge_id, "b")
 
-    def test_link_lost_is_last_resort(self):
+    def test_finding_28_link_lost_edge_gets_no_new_session(self):
         edges = [edge("a", state=LOST), edge("b", state=SUSP, load=1.0)]
         self.assertEqual(pick_edge(edges).edge_id, "b")
-        self.assertEqual(pick_edge([edge("a", state=LOST)]).state, LOST)
+        self.assertIsNone(pick_edge([edge("a", state=LOST)]))
+        self.assertEqual(route_join("a", [edge("a", state=LOST)]), "a")  # its sessions: yes
+
+    def test_finding_4_pending_placements_weigh_but_never_fill(self):
+        capped = edge("a", connections=4, max_connections=5, pending=50)
+        self.assertFalse(capped.full)
+        self.assertEqual(pick_edge([capped]).edge_id, "a")
+        # ... yet they spread a burst: an edge with pending placements scores as busier.
+        self.assertEqual(score(edge("a", pending=10)), score(edge("a", connections=10,
+                                                                 sessions=10)))
+        self.assertEqual(pick_edge([edge("a", pending=1), edge("b")]).edge_id, "b")
 
     def test_never_unavailable_nor_full(self):
         self.assertIsNone(pick_edge([edge("a", state=DOWN)]))
@@ -131,6 +141,7 @@ snapshots = st.builds(
     connections=st.integers(0, 400),
     sessions=st.integers(0, 100),
     max_connections=st.sampled_from([0, 50, 250]),
+    pending=st.integers(0, 20),
 )
 edge_lists = st.lists(snapshots, max_size=12, unique_by=lambda e: e.edge_id)
 client_regions = st.one_of(st.none(), st.sampled_from(REGIONS + ["mars"]))
@@ -141,12 +152,12 @@ class PlacementProperties(unittest.SynchronousTestCase):
     @given(edge_lists, client_regions)
     def test_never_unavailable_or_full_and_none_only_when_nothing_fits(self, edges, region):
         p = pick_edge(edges, region)
-        eligible = [e for e in edges if e.state != DOWN and not e.full]
+        eligible = [e for e in edges if e.state in (ON, SUSP) and not e.full]
         if not eligible:
             self.assertIsNone(p)
             return
         chosen = next(e for e in edges if e.edge_id == p.edge_id)
-        self.assertNotEqual(chosen.state, DOWN)
+        self.assertIn(chosen.state, (ON, SUSP))
         self.assertFalse(chosen.full)
 
     @settings(max_examples=300, deadline=None)

@@ -248,7 +248,8 @@ class LocatorSettingsTests(unittest.SynchronousTestCase):
             "locator_config": None, "data_dir": DEFAULT_DATA_DIR, "edge_secret": None,
             "trusted_proxies": (), "maxmind_db": None, "edge_dead_after": 15.0,
             "link_grace": 120.0, "audit_retention_days": 365.0,
-            "metrics_retention_days": 90.0})
+            "metrics_retention_days": 90.0, "edge_link_timeout": 6.0,
+            "edge_register_timeout": 5.0, "placement_rate": 1.0, "placement_burst": 30})
 
     def test_values(self):
         values = self.parse(["--link-grace", "30"], {
