@@ -189,7 +189,7 @@ class LocatorOnPostgresTests(unittest.TestCase):
                       "characters", self.locator.log())
         self.assertEqual(log_errors(self.locator.log()), [])
 
-    @settings(max_examples=400, deadline=None, derandomize=True,
+    @settings(max_examples=1500, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
     def test_finding_23_fuzz_every_route(self, data):

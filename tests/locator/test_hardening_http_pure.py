@@ -15,7 +15,7 @@ from ct.common.web import _MEDIA_TYPE, request_path, valid_media_type
 class MediaTypeTests(unittest.TestCase):
     """Pure checks of the Content-Type grammar and the body-limit path matching."""
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=200, deadline=None)
     @given(st.from_regex(_MEDIA_TYPE, fullmatch=True))
     def test_finding_29_twisted_parses_every_accepted_content_type(self, value):
         _parseContentType(value)  # must not raise: that was the unanswered request
