@@ -46,6 +46,13 @@ COMMON_SETTINGS = [
             "host's.", SERVERS),
     Setting("CT_ACCESS_LOG", "access-log", False, parse_bool,
             "Log one line per HTTP request (health probes and API calls included).", SERVERS),
+    Setting("CT_HTTP_MAX_BODY", "http-max-body", 64 * 1024, parse_size(1024),
+            "Largest HTTP request body accepted (e.g. 64k): a bigger Content-Length is "
+            "refused with 413 before the body is read, a chunked body as soon as it passes "
+            "the limit. The locator's regions routes accept max(this, 1MiB).", SERVERS),
+    Setting("CT_HSTS_MAX_AGE", "hsts-max-age", 365 * 86400, parse_int(0),
+            "Seconds of the Strict-Transport-Security header sent on HTTPS responses "
+            "(browsers then use HTTPS only for this host); 0: no header.", SERVERS),
     Setting("CT_TLS_CERT", "tls-cert", None, parse_existing_file,
             "PEM certificate (chain) file for HTTPS.", SERVERS),
     Setting("CT_TLS_KEY", "tls-key", None, parse_existing_file,

@@ -41,11 +41,11 @@ def cookie(value: str, secure: bool) -> str:
     return f"{NAME}={value}; Path=/; SameSite=Lax; HttpOnly" + ("; Secure" if secure else "")
 
 
-def request_factory(edge):
-    """A ``twisted.web`` request class that answers every HTTP request with the value."""
-    from twisted.web.server import Request
+def request_factory(edge, base):
+    """A request class (a subclass of ``base``, the site's) that answers every HTTP
+    request with the value."""
 
-    class StickyRequest(Request):
+    class StickyRequest(base):
         def process(self):
             value = value_for(_header(self, NAME), _header(self, "cookie"), edge.edge_id)
             self.setHeader(NAME, value)

@@ -314,8 +314,9 @@ def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=N
                                     rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
-    site = ServerSite(root, reactor, values["access_log"])
-    site.requestFactory = stickiness.request_factory(edge)
+    site = ServerSite(root, reactor, values["access_log"], max_body=values["http_max_body"],
+                      hsts_max_age=values["hsts_max_age"])
+    site.requestFactory = stickiness.request_factory(edge, site.requestFactory)
     site.displayTracebacks = False
     return site
 

@@ -8,6 +8,7 @@ calls take the dashboard credentials with HTTP Basic. Errors are JSON
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 from klein import Klein
@@ -15,13 +16,20 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ct import __version__
+from ct.common import jsonsafe
 from ct.common.credentials import Credentials, basic_auth
 from ct.dashboard.auth import LoginGuard, LoginThrottle
+from ct.common.web import RateLimitedLog
 from ct.locator.regions import RegionError, client_ip
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
+from ct.storage.database import DatabaseUnavailable
 
 _log = Logger()
+
+MAX_ID = 64  # session and edge ids
+REGIONS_MAX_DEPTH = 8  # {"regions": {name: {"cidrs": [...]}}} is 4 deep
+RETRY_AFTER = 5  # seconds, on 503 while the database is away
 
 
 def _json(request, body: Any, status: int = 200) -> bytes:
@@ -35,6 +43,44 @@ def _error(request, status: int, code: str, message: str) -> bytes:
     return _json(request, {"error": code, "message": message}, status)
 
 
+def path_id_problem(value: str, what: str, max_len: int) -> str | None:
+    """Why a name or id taken from a URL path is unusable (None: it is fine).
+
+    Klein hands over the percent-decoded segment: NUL and other control characters
+    (databases refuse them, logs and headers must not carry them) and the replacement
+    character of undecodable UTF-8 are refused, as are empty and over-long values.
+    """
+    if not 0 < len(value) <= max_len:
+        return f"{what} must be 1-{max_len} characters"
+    if any(c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        return f"{what} must be UTF-8 text without control characters"
+    return None
+
+
+class BadRequest(LocatorError):
+    def __init__(self, message: str):
+        super().__init__(400, "bad-request", message)
+
+
+def _checked(value: str, what: str, max_len: int) -> str:
+    problem = path_id_problem(value, what, max_len)
+    if problem is not None:
+        raise BadRequest(problem)
+    return value
+
+
+def regions_document(body: bytes) -> Any:
+    """The ``regions`` value of a ``PUT /api/v1/regions`` body; BadRequest when unusable."""
+    expected = 'expected {"regions": {name: [CIDR, ...]}}'
+    try:
+        document = jsonsafe.loads(body, max_depth=REGIONS_MAX_DEPTH)
+    except jsonsafe.JSONError as e:
+        raise BadRequest(f"{expected}: {e}") from None
+    if not isinstance(document, dict) or "regions" not in document:
+        raise BadRequest(expected)
+    return document["regions"]
+
+
 class LocatorAPI:
     app = Klein()
 
@@ -46,6 +92,7 @@ class LocatorAPI:
         self.trusted_proxies = tuple(trusted_proxies)
         self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
                                 "operator API", throttle=throttle)
+        self.warnings = RateLimitedLog(_log, locator.clock.seconds)
 
     def client_ip(self, request) -> str:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
@@ -78,7 +125,15 @@ class LocatorAPI:
             retry_after = getattr(e, "retry_after", None)
             if retry_after is not None:
                 request.setHeader(b"retry-after", str(retry_after).encode())
+            if isinstance(e, BadRequest):
+                self.warnings.warn("bad-request", "locator API: {method} from {peer} refused "
+                                   "(400): {message}", method=request.method.decode("latin-1"),
+                                   peer=self.client_ip(request), message=e.message)
             return _error(request, e.status, e.code, e.message)
+        except DatabaseUnavailable:  # logged once per outage by the database
+            request.setHeader(b"retry-after", b"%d" % RETRY_AFTER)
+            return _error(request, 503, "database-unavailable",
+                          "the locator's database is not reachable; try again shortly")
         return _json(request, body)
 
     # -- health
@@ -101,17 +156,14 @@ class LocatorAPI:
 
     @app.route("/api/v1/sessions/<string:session_id>", methods=["GET"])
     def find_session(self, request, session_id):
-        if len(session_id) > 64:
-            return _error(request, 400, "bad-request", "session id too long")
-        return self._answer(request, lambda: self.locator.find_session(session_id))
+        return self._answer(request, lambda: self.locator.find_session(
+            _checked(session_id, "session id", MAX_ID)))
 
     @app.route("/api/v1/teams/<string:team>/edge", methods=["GET"])
     def team_edge(self, request, team):
-        if not 0 < len(team) <= MAX_NAME:
-            return _error(request, 400, "bad-request", f"team name must be 1-{MAX_NAME} "
-                          "characters")
         ip = self.client_ip(request)
-        return self._answer(request, lambda: self.locator.team_edge(team, ip))
+        return self._answer(request, lambda: self.locator.team_edge(
+            _checked(team, "team name", MAX_NAME), ip))
 
     # -- operator API
 
@@ -134,7 +186,8 @@ class LocatorAPI:
         user = self._operator(request)
         if user is None:
             return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.suspend(edge_id, suspended, by=user))
+        return self._answer(request, lambda: self.locator.suspend(
+            _checked(edge_id, "edge id", MAX_ID), suspended, by=user))
 
     @app.route("/api/v1/regions", methods=["GET"])
     def get_regions(self, request):
@@ -147,13 +200,11 @@ class LocatorAPI:
     def put_regions(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
-        try:
-            value = json.loads(request.content.read() or b"null")["regions"]
-        except (ValueError, KeyError, TypeError):
-            return _error(request, 400, "bad-request", 'expected {"regions": {name: [CIDR, ...]}}')
+        body = request.content.read()
 
         @defer.inlineCallbacks
         def save():
+            value = regions_document(body)
             try:
                 yield self.locator.set_regions(value)
             except RegionError as e:

@@ -188,9 +188,9 @@ def resolver_from_config(value: Any, reader=None, default: str | None = None) ->
         unknown = set(spec) - {"cidrs", "countries", "continents"}
         if unknown:
             raise RegionError(f"region {region!r}: unknown field(s) {', '.join(sorted(unknown))}")
-        cidrs[region] = list(spec.get("cidrs", []))
+        cidrs[region] = _list_field(spec, "cidrs", region)
         for field, target in (("countries", countries), ("continents", continents)):
-            for code in spec.get(field, []):
+            for code in _list_field(spec, field, region):
                 if not isinstance(code, str) or not code.strip():
                     raise RegionError(f"region {region!r}: bad {field} code {code!r}")
                 code = code.strip().upper()
@@ -201,6 +201,14 @@ def resolver_from_config(value: Any, reader=None, default: str | None = None) ->
     table = RegionTable(cidrs)
     geo = GeoLookup(reader, countries, continents) if reader is not None else None
     return RegionResolver(table, geo, default)
+
+
+def _list_field(spec: Mapping[str, Any], field: str, region: str) -> list:
+    value = spec.get(field, [])
+    if not isinstance(value, (list, tuple)):
+        raise RegionError(f"region {region!r}: {field} must be a list, got "
+                          f"{type(value).__name__}")
+    return list(value)
 
 
 def client_ip(peer_ip: str, x_forwarded_for: str | Sequence[str] | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet import defer
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 from ct.locator.edges import EdgeDirectory, EdgeInfo
 from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
 from ct.locator.regions import RegionResolver, resolver_from_config
+from ct.storage.database import DatabaseUnavailable
 from ct.storage.store import (
     CONFIG_ADVANCED,
     CONFIG_INTEGRATIONS,
@@ -35,6 +37,34 @@ HEALTH_PROBE_INTERVAL = 2.0  # between probe starts of one link-lost edge
 HEALTH_PROBE_TIMEOUT = 2.0  # a hung edge's /health fails after this
 PLACEMENT_WARNING_INTERVAL = 10.0  # at most one "placements refused" warning per this
 EDGE_REQUEST_TIMEOUT = 5.0  # an edge answers administrator requests within this
+MAX_RECENT_TEAMS = 10000  # teams looked up but not yet reported by an edge
+
+
+class RecentTeams:
+    """Edges picked for teams no edge has reported yet (pure; least recently used out).
+
+    Bounded, so that lookups of made-up team names cost a fixed amount of memory and
+    nothing in the database.
+    """
+
+    def __init__(self, limit: int = MAX_RECENT_TEAMS):
+        self.limit = limit
+        self._edges: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._edges)
+
+    def get(self, team: str) -> str | None:
+        edge_id = self._edges.get(team)
+        if edge_id is not None:
+            self._edges.move_to_end(team)
+        return edge_id
+
+    def put(self, team: str, edge_id: str) -> None:
+        self._edges[team] = edge_id
+        self._edges.move_to_end(team)
+        while len(self._edges) > self.limit:
+            self._edges.popitem(last=False)
 
 
 class LocatorError(Exception):
@@ -78,6 +108,8 @@ class Locator:
         self.edge_settings: dict[str, Any] = {}  # advanced + integrations, pushed to edges
         self._requests = 0
         self._pending: dict[int, defer.Deferred] = {}
+        self.recent_teams = RecentTeams()
+        self._health_failing = False
         self._checker = LoopingCall(self.check_edges)
         self._checker.clock = clock
         self._prober = LoopingCall(self.probe_lost_edges)
@@ -161,8 +193,15 @@ class Locator:
 
     @defer.inlineCallbacks
     def team_edge(self, team: str, client_ip: str):
-        """The edge that hosts ``team``'s presence; (re)assigned when needed."""
-        current = yield self.store.get_team_edge(team)
+        """The edge that hosts ``team``'s presence; (re)assigned when needed.
+
+        A lookup writes nothing to the database (anyone may ask, for any name): a team
+        edges told us about (their registration lists their teams) is stored; the edge
+        picked for any other team is kept in :class:`RecentTeams`, bounded, so that the
+        team's members who ask next meet on the same edge.
+        """
+        stored = yield self.store.get_team_edge(team)
+        current = stored if stored is not None else self.recent_teams.get(team)
         region = self.resolver.region_for(client_ip)
         placement = assign_team(current, self.directory.snapshots(), region)
         if placement is None:
@@ -170,9 +209,12 @@ class Locator:
             raise LocatorError(503, "no-edge", "no edge can host team presence right now")
         if placement.edge_id != current:
             self.placements["presence"] += 1
-            yield self.store.assign_team(team, placement.edge_id)
-            _log.info("team {team} presence assigned to edge {edge}", team=team,
-                      edge=placement.edge_id)
+            if stored is not None:  # a known team moves (its edge became unavailable)
+                yield self.store.assign_team(team, placement.edge_id)
+                _log.info("team {team} presence moved to edge {edge}", team=team,
+                          edge=placement.edge_id)
+        if stored is None:
+            self.recent_teams.put(team, placement.edge_id)
         info = self.directory.edges[placement.edge_id]
         return {"edge": info.edge_id, "server": info.url, "team": team}
 
@@ -455,7 +497,11 @@ class Locator:
 
     @defer.inlineCallbacks
     def health(self, timeout: float = 3.0):
-        """(healthy, checks): the database must answer; edges are reported, not required."""
+        """(healthy, checks): the database must answer; edges are reported, not required.
+
+        ``checks`` says only ``ok`` or ``failing`` (``/health`` needs no credentials); why
+        it fails goes to the log, once per outage.
+        """
         checks = {}
         healthy = True
         try:
@@ -463,9 +509,18 @@ class Locator:
             d.addTimeout(timeout, self.clock)
             yield d
             checks["database"] = "ok"
+            if self._health_failing:
+                self._health_failing = False
+                _log.info("health check: the database answers again")
         except Exception as e:
             healthy = False
-            checks["database"] = f"failing: {e.__class__.__name__}: {e}"
+            checks["database"] = "failing"
+            # The database logs its own outages (DatabaseUnavailable) once; say why only
+            # for the rest (a time-out, a refused query), once until it answers again.
+            if not isinstance(e, DatabaseUnavailable) and not self._health_failing:
+                self._health_failing = True
+                _log.warn("health check: the database is failing: {error}",
+                          error=f"{e.__class__.__name__}: {e}")
         return healthy, checks
 
     @defer.inlineCallbacks

@@ -42,6 +42,7 @@ from ct.storage.store import LocatorStore
 _log = Logger()
 
 SETTINGS = settings_for("locator")
+REGIONS_MAX_BODY = 1024 * 1024  # a regions table with many CIDRs is the one large body
 Options = make_options(
     SETTINGS,
     synopsis="[options]",
@@ -181,7 +182,11 @@ def makeService(options, reactor=None) -> service.MultiService:
     root.putChild(b"dashboard", dashboard.resource())
     root.putChild(b"logs", dashboard.resource())
     log_capture.setServiceParent(runtime)
-    site = ServerSite(root, reactor, values["access_log"])
+    regions_body = max(values["http_max_body"], REGIONS_MAX_BODY)
+    site = ServerSite(root, reactor, values["access_log"], max_body=values["http_max_body"],
+                      body_limits={b"/api/v1/regions": regions_body,
+                                   b"/dashboard/regions": regions_body},
+                      hsts_max_age=values["hsts_max_age"])
 
     retention = TimerService(3600, lambda: locator.prune(
         values["audit_retention_days"], values["metrics_retention_days"]).addErrback(

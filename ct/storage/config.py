@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -46,6 +47,9 @@ _KNOWN_DATABASE_KEYS = {
     "pgSchema", "path", "sslEnabled", "ssl", "sslMode", "rejectUnauthorized",
     "ca", "sslCa", "cert", "sslCert", "key", "sslKey", "connectTimeout", "poolSize",
 }
+
+
+_PG_IDENTIFIER = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 class ConfigError(ValueError):
@@ -181,12 +185,16 @@ def parse_database_section(section: Any, data_dir: str) -> DatabaseConfig:
     database = _string(section, "database") or _string(section, "schema")
     if not database:
         raise ConfigError("database.schema (the database name) is required for " + dialect)
-    pg_schema = _string(section, "pgSchema")
+    pg_schema, schema_field = _string(section, "pgSchema"), "pgSchema"
     if dialect == "postgres" and _string(section, "database") and _string(section, "schema"):
         # Both given: "database" names the database, "schema" the namespace in it.
-        pg_schema = _string(section, "schema")
+        pg_schema, schema_field = _string(section, "schema"), "schema"
     if pg_schema and dialect != "postgres":
         raise ConfigError("database.pgSchema is only meaningful for postgres")
+    if pg_schema and not _PG_IDENTIFIER.match(pg_schema):
+        # It is written into SQL (CREATE SCHEMA, search_path), where it cannot be a parameter.
+        raise ConfigError(f"database.{schema_field} must be a PostgreSQL identifier: a letter "
+                          f"or _ then up to 62 letters, digits or _, got {pg_schema!r}")
     return DatabaseConfig(
         dialect=dialect, host=host, port=port, user=user, password=password or None,
         database=database, pg_schema=pg_schema, tls=_parse_tls(section),

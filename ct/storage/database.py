@@ -39,14 +39,74 @@ class _ConnectFailed(Exception):
         self.original = original
 
 
+class _Connection(adbapi.Connection):
+    """adbapi's connection without the traceback it logs ("Rollback failed") for every
+    rollback on a connection the server dropped: a database restart would fill the log.
+    The loss still surfaces as ``ConnectionLost``, which :class:`Database` handles."""
+
+    def rollback(self):
+        if not self._pool.reconnect:
+            self._connection.rollback()
+            return
+        try:
+            self._connection.rollback()
+            cursor = self._connection.cursor()
+            cursor.execute(self._pool.good_sql)
+            cursor.close()
+            self._connection.commit()
+            return
+        except Exception:
+            pass
+        self._pool.disconnect(self._connection)
+        raise adbapi.ConnectionLost()
+
+
+class _Transaction(adbapi.Transaction):
+    """adbapi's transaction without the "Cursor creation failed" traceback on a dropped
+    connection (it reconnects, as adbapi does)."""
+
+    def reopen(self):
+        if self._cursor is not None:
+            self.close()
+        try:
+            self._cursor = self._connection.cursor()
+            return
+        except Exception:
+            if not self._pool.reconnect:
+                raise
+        self._connection.reconnect()
+        self._cursor = self._connection.cursor()
+
+
 class _Pool(adbapi.ConnectionPool):
-    """A ConnectionPool whose connect failures are told apart from query failures."""
+    """A ConnectionPool whose connect failures are told apart from query failures, and
+    whose lost connections are errors to handle rather than tracebacks in the log."""
+
+    connectionFactory = _Connection
+    transactionFactory = _Transaction
 
     def connect(self):
         try:
             return super().connect()
         except Exception as e:
             raise _ConnectFailed(e) from e
+
+    def _runInteraction(self, interaction, *args, **kw):
+        conn = self.connectionFactory(self)
+        trans = self.transactionFactory(self, conn)
+        try:
+            result = interaction(trans, *args, **kw)
+            trans.close()
+            conn.commit()
+            return result
+        except BaseException:
+            try:
+                conn.rollback()
+            except adbapi.ConnectionLost:
+                pass  # the interaction's own error says why; Database retries or reports
+            except Exception:
+                _log.failure("database rollback failed")
+            raise
 
 
 class Cursor:
@@ -112,6 +172,7 @@ class Database:
             **kwargs,
         )
         self._closed = False
+        self.available = True  # False from a DatabaseUnavailable until a call succeeds
 
     @property
     def dialect(self) -> str:
@@ -125,6 +186,16 @@ class Database:
         """Run ``fn(txn, *args, **kwargs)`` in one transaction in a pool thread."""
         if self._closed:
             raise StorageError(f"{description}: the database is closed")
+        try:
+            result = yield self._run(description, fn, args, kwargs)
+        except DatabaseUnavailable as e:
+            self._went_away(str(e))
+            raise
+        self._came_back()
+        return result
+
+    @defer.inlineCallbacks
+    def _run(self, description, fn, args, kwargs):
         attempt = 0
         while True:
             try:
@@ -143,8 +214,22 @@ class Database:
                         f"{self._reason(e)}"
                     ) from None
                 attempt += 1
-                _log.warn("{description}: database connection lost ({reason}); retrying",
-                          description=description, reason=self._reason(e))
+                # A replaced connection is routine (a server restart drops every pooled
+                # one); only an outage that outlasts the retry is worth a warning.
+                _log.debug("{description}: database connection lost ({reason}); retrying",
+                           description=description, reason=self._reason(e))
+
+    def _went_away(self, reason: str) -> None:
+        """Log the first failure of an outage, once: callers answer 503 meanwhile."""
+        if self.available:
+            self.available = False
+            _log.warn("database unavailable: {reason}; requests that need it answer 503 "
+                      "until it is back", reason=reason)
+
+    def _came_back(self) -> None:
+        if not self.available:
+            self.available = True
+            _log.info("database is back: {db}", db=self.describe())
 
     def _wrap(self, txn, fn, args, kwargs):
         return fn(Cursor(txn, self.engine), *args, **kwargs)
