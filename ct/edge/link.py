@@ -66,6 +66,7 @@ class LocatorLink(service.Service):
         self.registered = False
         self.suspended = False
         self.in_flight: list[int] | None = None
+        self._retry_call = None  # a batch the locator asked to send again later
         self._backlog = False
         self.batches_sent = 0
         self.last_error: str | None = None
@@ -108,6 +109,9 @@ class LocatorLink(service.Service):
         super().stopService()
         if self._reporter.running:
             self._reporter.stop()
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
         return self.client.stopService()
 
     # -- connection life
@@ -135,10 +139,15 @@ class LocatorLink(service.Service):
                       "outbox", url=self.locator_url, s=" (suspended)" if self.suspended else "",
                       n=self.outbox.depth)
             self.last_error = None
+            if self._retry_call is not None:
+                self._retry_call.cancel()
+                self._retry_call = None
             self.report()
             self.pump()
         elif kind == "stored":
             self._stored(message)
+        elif kind == "retry":
+            self._retry_later(message)
         elif kind == "suspend":
             self.suspended = bool(message.get("suspended"))
             _log.info("the locator {what} this edge", what="suspended" if self.suspended
@@ -224,7 +233,8 @@ class LocatorLink(service.Service):
 
     def pump(self):
         """Send the next outbox batch unless one is in flight."""
-        if not self.registered or self.in_flight is not None or self.outbox.depth == 0:
+        if (not self.registered or self.in_flight is not None or self.outbox.depth == 0
+                or self._retry_call is not None):
             return
         self.in_flight = []
         d = self.outbox.peek(BATCH)
@@ -248,6 +258,21 @@ class LocatorLink(service.Service):
             _log.failure("outbox read failed", f)
 
         d.addCallbacks(send, failed)
+
+    def _retry_later(self, message):
+        """The locator could not store a batch (its database is away): send it again
+        after the delay it asks for (1 to 60 s); the records stay in the outbox."""
+        if message.get("batch") != self.batches_sent or self.in_flight is None:
+            return
+        after = message.get("after")
+        delay = min(max(after, 1.0), 60.0) if isinstance(after, (int, float)) else 5.0
+        self.in_flight = None
+        if self._retry_call is None:
+            self._retry_call = self.reactor.callLater(delay, self._retry_now)
+
+    def _retry_now(self):
+        self._retry_call = None
+        self.pump()
 
     def _stored(self, message):
         if message.get("batch") is None:

@@ -25,6 +25,7 @@ from ct.common.tokens import same_secret
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
 from ct.protocol.wire import MAX_NAME, encode_control, field_str
+from ct.storage.database import DatabaseUnavailable
 
 _log = Logger()
 
@@ -37,6 +38,7 @@ MAX_ID = 64  # edge and session ids
 MAX_URL = 512
 DEFAULT_REGISTER_TIMEOUT = 5.0
 DEFAULT_LINK_TIMEOUT = 6.0
+DATABASE_RETRY_AFTER = 5  # seconds an edge waits before sending a batch again
 # Refusals are logged, at most this many at once and this many per second on average.
 REFUSAL_LOG_BURST = 10
 REFUSAL_LOG_RATE = 1.0
@@ -44,6 +46,7 @@ REFUSAL_LOG_RATE = 1.0
 
 class EdgeLinkProtocol(WebSocketServerProtocol):
     info = None
+    _batch_in_hand = None  # the outbox batch being stored (None: a live update)
     _register_deadline = None
 
     def connectionMade(self):
@@ -82,10 +85,29 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
     def _failed(self, failure):
         if failure.check(ProtocolError):
             self.fail(failure.value)
+        elif failure.check(DatabaseUnavailable):
+            # The database logs its own outage once; the edge keeps what it sent.
+            self._database_unavailable()
         else:
             _log.failure("edge link: error handling a message from {edge}", failure,
                          edge=self.info.edge_id if self.info else self.peer)
             self.fail(ProtocolError(errors.BAD_MESSAGE, "internal error; see the locator log"))
+
+    def _database_unavailable(self) -> None:
+        """A message could not be handled while the database is away: nothing is lost.
+
+        A registered edge keeps the link and sends its outbox batch again after
+        ``retry``'s delay; live updates are carried by its next registration or report.
+        An edge that could not register yet is closed with 1013 (try again later) and
+        reconnects with back-off.
+        """
+        if self.info is None:
+            self._closing = True
+            self.sendCloseFrame(code=1013, reasonUtf8=b"database unavailable", isReply=False)
+            return
+        batch = self._batch_in_hand
+        if batch is not None:
+            self.send_json({"type": "retry", "batch": batch, "after": DATABASE_RETRY_AFTER})
 
     def dataReceived(self, data):
         # Any bytes from a registered edge prove it alive: a big outbox batch on a slow
@@ -125,6 +147,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
 
     @defer.inlineCallbacks
     def _handle(self, payload: bytes, is_binary: bool):
+        self._batch_in_hand = None
         if self._closing:
             return
         if is_binary:
@@ -147,6 +170,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         if kind == "report":
             yield locator.edge_reported(self.info, message)
         elif kind == "records":
+            self._batch_in_hand = message.get("batch")
             result = yield locator.store_records(self.info, message)
             self.send_json({"type": "stored", "batch": message.get("batch"), **result})
         elif kind == "ping":
