@@ -436,6 +436,8 @@ class SchemaNameTests(unittest.TestCase):
         code, output = run_to_exit("ctlocator", {
             "CT_LOCATOR_CONFIG": write_config(bad), "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
             "CT_DATA_DIR": tempfile.mkdtemp(), "CT_EDGE_SECRET": SECRET})
-        self.assertNotEqual(code, 0)
+        self.assertEqual(code, 1)
+        self.assertIn("twistd ctlocator: CT_LOCATOR_CONFIG: locator config ", output)
         self.assertIn("database.pgSchema must be a PostgreSQL identifier", output)
         self.assertNotIn("services available", output)
+        self.assertNotIn("Traceback", output)  # one line, like every invalid setting

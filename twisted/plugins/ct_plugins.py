@@ -4,15 +4,15 @@ This directory has no ``__init__.py`` on purpose: Twisted scans every
 ``twisted/plugins`` folder on ``sys.path`` for plugin modules.
 """
 
-from twisted.application.service import ServiceMaker
+from ct.common.daemon import DaemonMaker
 
-ctedge = ServiceMaker(
+ctedge = DaemonMaker(
     "ct edge", "ct.edge.tap", "Edge server: relays live coding sessions and team presence.", "ctedge"
 )
-ctlocator = ServiceMaker(
+ctlocator = DaemonMaker(
     "ct locator", "ct.locator.tap", "Locator: assigns sessions to edges, stores audit and metrics.",
     "ctlocator",
 )
-ctturn = ServiceMaker(
+ctturn = DaemonMaker(
     "ct turn", "ct.turn.tap", "STUN/TURN relay for audio/video fallback.", "ctturn"
 )
