@@ -14,9 +14,8 @@ from twisted.trial import unittest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ct.client.session import SessionClient
 from ct.protocol.wire import encode_upstream
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 
 def exchange(url, messages, then=None, wait_close=5.0):
@@ -55,12 +54,8 @@ class BadInputTests(unittest.TestCase):
 
         # A well-behaved session streams throughout.
         received = []
-        host = SessionClient(reactor, url, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: received.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, url, frames={
+            "bob": lambda f: received.append(f.data)})
         total = 300
         sent = [0]
 

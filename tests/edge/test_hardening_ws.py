@@ -28,11 +28,10 @@ from twisted.trial import unittest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ct.client.session import SessionClient
 from ct.common.logthrottle import LogThrottle
 from ct.protocol.errors import ProtocolError
 from ct.protocol.wire import decode_control, encode_control, encode_upstream
-from tests.edge.util import close_all, wait_for
+from tests.edge.util import host_and_guests, wait_for
 from tests.procutil import Daemon
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -523,12 +522,8 @@ class FloodTests(unittest.TestCase):
 
         # A well-behaved session (the reference client) streams throughout.
         received = []
-        host = SessionClient(reactor, base, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: received.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, base, frames={
+            "bob": lambda f: received.append(f.data)})
         total, sent = 400, [0]
 
         def pump():

@@ -1,9 +1,11 @@
-"""Helpers: run an edge in this test's reactor on an ephemeral loopback port."""
+"""Helpers: run an edge in this test's reactor on an ephemeral loopback port; open a
+session with a host and guests; wait for a condition (bounded)."""
 
 from __future__ import annotations
 
 from twisted.internet import defer, reactor, task
 
+from ct.client.session import SessionClient
 from ct.edge import tap
 
 BASE_ENV = {
@@ -46,3 +48,25 @@ def close_all(clients):
             c._over = True
             c._proto.transport.loseConnection()
     yield wait_for(lambda: all(c._proto is None for c in clients), timeout=5)
+
+
+@defer.inlineCallbacks
+def host_and_guests(case, url: str, guests=("bob",), *, host: str = "alice", frames=None,
+                    title: str | None = None, **options):
+    """``host`` hosts a session at ``url``; each of ``guests`` (names) joins it by its link.
+
+    ``frames`` maps a name to that client's ``on_frame`` callback; ``options`` go to every
+    :class:`SessionClient`. Every client is closed at the end of ``case``. Fires with
+    ``[host, *guests]``.
+    """
+    frames = frames or {}
+    owner = SessionClient(reactor, url, host, on_frame=frames.get(host), **options)
+    clients = [owner]
+    case.addCleanup(close_all, clients)  # the guests too, as they join
+    yield owner.host(title=title)
+    for name in guests:
+        guest = SessionClient.from_link(reactor, str(owner.link), name,
+                                        on_frame=frames.get(name), **options)
+        yield guest.join_link()
+        clients.append(guest)
+    return clients
