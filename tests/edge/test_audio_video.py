@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, utils
 from twisted.trial import unittest
 
 from tests.edge.util import host_and_guests, start_edge, wait_for

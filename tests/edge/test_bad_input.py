@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, threads
 from twisted.internet.task import LoopingCall
 from twisted.trial import unittest
 from websockets.exceptions import ConnectionClosed
