@@ -7,9 +7,7 @@ shows what Autobahn itself stores per connection; an edge protocol shows what is
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 from collections import deque
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -25,6 +23,7 @@ from ct.edge import autobahn_trim
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.ws import SessionProtocol, make_factory
 from ct.protocol import errors
+from tests.edge.util import masked_frame, upgrade_request
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 # Autobahn 26's protocol options: a new, renamed or removed one needs a look at
@@ -50,23 +49,12 @@ TCP_INTERNALS = ("TLS", "writeSomeData", "connected", "disconnecting")
 FILE_DESCRIPTOR_STATE = ("_tempDataLen", "offset", "dataBuffer", "_writeDisconnected")
 
 
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A short client frame (FIN set, masked)."""
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
-
-
 def open_connection(factory):
     """A server connection of ``factory`` over a ``StringTransport``, handshake done."""
     proto = factory.buildProtocol(PEER)
     transport = StringTransport(peerAddress=PEER)
     proto.makeConnection(transport)
-    key = base64.b64encode(os.urandom(16)).decode()
-    proto.dataReceived((
-        "GET /ws/session HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    proto.dataReceived(upgrade_request())
     assert transport.value().startswith(b"HTTP/1.1 101 "), transport.value()
     return proto, transport
 
@@ -112,8 +100,8 @@ class AutobahnCanaryTests(unittest.TestCase):
 
     def test_frames_set_the_slotted_state(self):
         proto, _ = self.plain_connection()
-        proto.dataReceived(masked(1, b"hello"))
-        proto.dataReceived(masked(10, b""))  # a pong
+        proto.dataReceived(masked_frame(0x81, b"hello"))
+        proto.dataReceived(masked_frame(0x8A, b""))  # a pong
         for name in autobahn_trim.AUTOBAHN_SLOTS:
             self.assertIn(name, proto.__dict__)
 
@@ -124,13 +112,13 @@ class AutobahnCanaryTests(unittest.TestCase):
         proto, transport = open_connection(factory)
         self.addCleanup(lambda: proto.transport is not None and proto.connectionLost(
             failure.Failure(error.ConnectionDone())))
-        proto.dataReceived(masked(1, json.dumps({"type": "host", "v": 1, "name": "a"}).encode()))
+        proto.dataReceived(masked_frame(0x81, json.dumps({"type": "host", "v": 1, "name": "a"}).encode()))
         self.assertIn(b'"hosted"', transport.value())
         return proto
 
     def test_idle_edge_connection_keeps_next_to_nothing_in_its_dict(self):
         proto = self.edge_connection()
-        proto.dataReceived(masked(10, b""))  # a pong: an idle connection's usual last frame
+        proto.dataReceived(masked_frame(0x8A, b""))  # a pong: an idle connection's usual last frame
         # Everything else is on the class or in slots (control_frame_data is set per pong).
         self.assertEqual(set(proto.__dict__), {"control_frame_data"})
         self.assertIsNone(proto.current_frame_masker)

@@ -31,7 +31,7 @@ from websockets.sync.client import connect
 from ct.common.logthrottle import LogThrottle
 from ct.protocol.errors import ProtocolError
 from ct.protocol.wire import decode_control, encode_control, encode_upstream
-from tests.edge.util import host_and_guests, wait_for
+from tests.edge.util import host_and_guests, masked_frame, wait_for
 from tests.procutil import Daemon
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -276,22 +276,6 @@ def spawn_node(case, node: str, url: str, first: str, send: int, expect: int) ->
             return client.ended
     case.addCleanup(stop)
     return client
-
-
-def masked_frame(first_byte: int, payload: bytes, length: int | None = None) -> bytes:
-    """A client frame: ``first_byte`` (FIN, RSV, opcode), masked ``payload`` (< 64 KiB
-    unless only the header is sent: ``length`` then claims a larger size)."""
-    import struct
-
-    length = len(payload) if length is None else length
-    if length < 126:
-        header = bytes([first_byte, 0x80 | length])
-    elif length < 1 << 16:
-        header = bytes([first_byte, 0x80 | 126]) + struct.pack(">H", length)
-    else:
-        header = bytes([first_byte, 0x80 | 127]) + struct.pack(">Q", length)
-    mask = os.urandom(4)
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def raw_websocket(hostport: str, frames: bytes, offer_deflate: bool = False,

@@ -1,7 +1,11 @@
 """Helpers: run an edge in this test's reactor on an ephemeral loopback port; open a
-session with a host and guests; wait for a condition (bounded)."""
+session with a host and guests; wait for a condition (bounded); raw websocket bytes."""
 
 from __future__ import annotations
+
+import base64
+import os
+import struct
 
 from twisted.internet import defer, reactor, task
 
@@ -70,3 +74,25 @@ def host_and_guests(case, url: str, guests=("bob",), *, host: str = "alice", fra
         yield guest.join_link()
         clients.append(guest)
     return clients
+
+
+def masked_frame(first_byte: int, payload: bytes, length: int | None = None) -> bytes:
+    """A client frame: ``first_byte`` (FIN, RSV, opcode), masked ``payload`` (< 64 KiB
+    unless only the header is sent: ``length`` then claims a larger size)."""
+    length = len(payload) if length is None else length
+    if length < 126:
+        header = bytes([first_byte, 0x80 | length])
+    elif length < 1 << 16:
+        header = bytes([first_byte, 0x80 | 126]) + struct.pack(">H", length)
+    else:
+        header = bytes([first_byte, 0x80 | 127]) + struct.pack(">Q", length)
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def upgrade_request(path: str = "/ws/session") -> bytes:
+    """A client's websocket opening handshake for ``path``."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
