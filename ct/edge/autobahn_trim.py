@@ -50,7 +50,7 @@ FLAG_DEFAULTS.update(dict.fromkeys((
     "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
     "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
     "_perMessageCompress", "trackedTimings", "websocket_protocol_in_use",
-    # Autobahn's own keep-alive is off (see ct.edge.ws.KeepAlive): its state never changes.
+    # Autobahn's own keep-alive is off (see ct.edge.keepalive.KeepAlive): its state never changes.
     "autoPingTimeoutCall", "autoPingPending", "autoPingPendingCall", "autoPingPendingSent",
 ), None))
 FLAG_DEFAULTS["autoPingPendingSeq"] = 0

@@ -15,7 +15,6 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.task import LoopingCall
 from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
 
@@ -27,6 +26,7 @@ from ct.edge.autobahn_trim import (
     peer_string,
     trimmed_protocol_class,
 )
+from ct.edge.keepalive import KeepAlive
 from ct.common.tokens import check_team_token
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -51,6 +51,7 @@ _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 # An unmasked websocket ping with no payload (FIN + opcode 9, length 0).
 _PING_FRAME = b"\x89\x00"
 
+
 class _SilentLog:
     """Autobahn's logger for a connection already reported in one rate-limited line."""
 
@@ -69,82 +70,6 @@ def _for_log(text: str) -> str:
     """``text`` cut to :data:`_LOGGED_MESSAGE_MAX` characters (it may quote client input)."""
     text = str(text)
     return text if len(text) <= _LOGGED_MESSAGE_MAX else text[:_LOGGED_MESSAGE_MAX] + "..."
-
-
-class KeepAlive:
-    """Websocket pings for every open connection of a factory, from one timer.
-
-    The connections are spread over ``slices`` groups; each tick of the timer visits one
-    group, so each connection is visited once per ``interval``. A visit drops a connection
-    still marked quiet (nothing received since the previous visit's ping, a whole
-    ``interval`` ago); otherwise it pings it and marks it quiet. Anything received from the
-    peer clears the mark (``conn.keepalive_quiet = False``). So every connection gets a ping
-    per ``interval``, has ``interval`` to answer it, and a silent peer is dropped at most
-    ``2 * interval`` (plus one tick) after the last thing it sent.
-
-    A connection provides ``keepalive_quiet``, ``send_ping()`` and ``drop_silent()``.
-    """
-
-    def __init__(self, clock, interval: float, slices: int = 40):
-        self.clock = clock
-        self.interval = interval
-        self.slices = max(1, int(slices))
-        self._groups: list[set] = [set() for _ in range(self.slices)]
-        self._next = 0
-        self._count = 0
-        self._loop: LoopingCall | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def tick(self) -> float:
-        return self.interval / self.slices
-
-    def add(self, conn) -> None:
-        """Start keeping ``conn`` alive (it has just opened); a no-op when interval is 0."""
-        if self.interval <= 0:
-            return
-        group = self._groups[hash(conn) % self.slices]
-        if conn in group:
-            return
-        group.add(conn)
-        self._count += 1
-        if self._loop is None:
-            self._loop = LoopingCall(self._visit_next_group)
-            self._loop.clock = self.clock
-            self._loop.start(self.tick, now=False)
-
-    def discard(self, conn) -> None:
-        """Forget ``conn`` (it has closed); the timer stops with the last connection."""
-        group = self._groups[hash(conn) % self.slices]
-        if conn not in group:
-            return
-        group.remove(conn)
-        self._count -= 1
-        if not self._count and self._loop is not None:
-            loop, self._loop = self._loop, None
-            if loop.running:
-                loop.stop()
-
-    def _visit_next_group(self) -> None:
-        # One group per tick, however late the tick: after a stall of the reactor, the
-        # answers to earlier pings may still be unread, so nobody is judged early.
-        group = self._groups[self._next]
-        self._next = (self._next + 1) % self.slices
-        for conn in list(group):
-            if conn.keepalive_quiet:
-                self.discard(conn)
-                try:
-                    conn.drop_silent()
-                except Exception:
-                    _log.failure("error dropping a silent connection")
-            else:
-                conn.keepalive_quiet = True
-                try:
-                    conn.send_ping()
-                except Exception:
-                    _log.failure("error sending a websocket ping")
 
 
 class _WriteBatch:
@@ -525,6 +450,8 @@ def decline_compression(offers) -> None:
 
 def make_factory(protocol, edge, url: str, max_bytes: int, reactor,
                  rejections: LogThrottle | None = None) -> WebSocketServerFactory:
+    """The factory of ``protocol`` connections for ``edge``, with its own protocol class
+    (see :func:`trimmed_protocol_class`)."""
     factory = WebSocketServerFactory(url, reactor=reactor)
     factory.edge = edge
     factory.rejections = rejections if rejections is not None else rejection_log(edge.clock)

@@ -9,8 +9,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from ct.edge.keepalive import KeepAlive
 from ct.edge.server import EdgeConfig, EdgeServer
-from ct.edge.ws import KeepAlive, SessionProtocol, make_factory
+from ct.edge.ws import SessionProtocol, make_factory
 from tests.edge.util import masked_frame, upgrade_request, wait_for
 
 INTERVAL = 20.0
