@@ -4,6 +4,7 @@ session with a host and guests; wait for a condition (bounded); raw websocket by
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import struct
 
@@ -74,6 +75,19 @@ def host_and_guests(case, url: str, guests=("bob",), *, host: str = "alice", fra
         yield guest.join_link()
         clients.append(guest)
     return clients
+
+
+def stream_frames(case, client, total: int, per_tick: int, interval: float) -> None:
+    """``client`` sends ``b"good-0"`` .. ``b"good-<total - 1>"``, ``per_tick`` frames every
+    ``interval`` seconds (a well-behaved stream); stopped at the end of ``case``."""
+    sent = iter(range(total))
+
+    def tick():
+        for n in itertools.islice(sent, per_tick):
+            client.send(b"good-%d" % n)
+    loop = task.LoopingCall(tick)
+    loop.start(interval)
+    case.addCleanup(lambda: loop.running and loop.stop())
 
 
 def masked_frame(first_byte: int, payload: bytes, length: int | None = None) -> bytes:
