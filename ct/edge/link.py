@@ -70,9 +70,7 @@ class LocatorLink(service.Service):
         self._backlog = False
         self.batches_sent = 0
         self.last_error: str | None = None
-        self.connects = 0
         self.downloads = None  # a DownloadCounter: per-client counts go into reports
-        self.settings: dict[str, Any] = {}  # the last deployment settings the locator sent
         self.config_listeners: list[Callable[[dict[str, Any]], None]] = [self._apply_advanced]
         self._reporter = LoopingCall(self.report)
         self._reporter.clock = reactor
@@ -118,7 +116,6 @@ class LocatorLink(service.Service):
 
     def _opened(self, proto):
         self.proto = proto
-        self.connects += 1
         relay = self.edge.relay
         sessions = [{"session": s.id, "team": s.team, "started": s.created_at}
                     for s in relay.sessions.values() if not s.internal]
@@ -153,7 +150,6 @@ class LocatorLink(service.Service):
             _log.info("the locator {what} this edge", what="suspended" if self.suspended
                       else "resumed")
         elif kind == "config":
-            self.settings = message
             for listener in self.config_listeners:
                 try:
                     listener(message)

@@ -3,25 +3,30 @@
 Each protocol is thin: it decodes, applies the per-connection rate limit and the
 handshake timeout, hands the message to the pure core and turns every
 :class:`ProtocolError` into an error frame plus, when fatal, a documented close code.
+What keeps idle connections small lives in :mod:`ct.edge.autobahn_trim`; the fast paths
+here (reads, writes, message ends, close) use a few more Autobahn internals, all checked by
+``tests/edge/test_autobahn_canary.py``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.task import LoopingCall
+from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Server as TCPServerTransport
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
 
 from ct.common.logthrottle import LogThrottle
 from ct.common.ratelimit import TokenBucket
 from ct.edge import stickiness
+from ct.edge.autobahn_trim import (
+    TrimmedServerProtocol,
+    peer_string,
+    trimmed_protocol_class,
+)
+from ct.edge.keepalive import KeepAlive
 from ct.common.tokens import check_team_token
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
@@ -46,39 +51,6 @@ _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 # An unmasked websocket ping with no payload (FIN + opcode 9, length 0).
 _PING_FRAME = b"\x89\x00"
 
-# What Autobahn keeps from the opening handshake; nothing reads it once the connection is open.
-_HANDSHAKE_LEFTOVERS = (
-    "http_headers", "http_request_data", "http_response_data", "http_status_line",
-    "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
-    "_wskey", "websocket_protocols", "websocket_extensions", "websocket_origin",
-)
-# Per-connection flags Autobahn sets to these values when a connection starts and changes
-# only when it closes. As class attributes of the same value they need no slot in each
-# idle connection's ``__dict__``. (Attributes set again for every frame or ping are not
-# listed: dropping them would only make the dict grow again, to a larger size.)
-_FLAG_DEFAULTS = dict.fromkeys((
-    "closedByMe", "failedByMe", "droppedByMe", "wasClean", "wasServerConnectionDropTimeout",
-    "wasOpenHandshakeTimeout", "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
-    "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "triggered",
-), False)
-_FLAG_DEFAULTS.update(dict.fromkeys((
-    "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
-    "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
-    "_perMessageCompress", "trackedTimings", "websocket_protocol_in_use",
-    # Autobahn's own keep-alive is off (see KeepAlive): its state never changes.
-    "autoPingTimeoutCall", "autoPingPending", "autoPingPendingCall", "autoPingPendingSent",
-), None))
-_FLAG_DEFAULTS["autoPingPendingSeq"] = 0
-_FLAG_DEFAULTS["websocket_version"] = 13  # RFC 6455; older drafts keep their own value
-# Autobahn's per-frame and per-message state: attributes with no class default anywhere,
-# set before they are read. Slots hold them, so they take no room in each ``__dict__``.
-_AUTOBAHN_SLOTS = (
-    "state", "send_state", "data", "current_frame", "current_frame_masker", "frame_data",
-    "frame_length", "inside_message", "message_data", "message_data_total_length",
-    "message_is_binary", "_isMessageCompressed", "utf8validateIncomingCurrentMessage",
-    "utf8validateLast", "utf8validator",
-)
-
 
 class _SilentLog:
     """Autobahn's logger for a connection already reported in one rate-limited line."""
@@ -100,98 +72,6 @@ def _for_log(text: str) -> str:
     return text if len(text) <= _LOGGED_MESSAGE_MAX else text[:_LOGGED_MESSAGE_MAX] + "..."
 
 
-class _Unobserved:
-    """Stands for Autobahn's ``is_open``/``is_closed`` Deferreds when nothing waits on them."""
-
-    __slots__ = ()
-    called = False
-
-    def callback(self, result=None) -> None:
-        pass
-
-    def errback(self, fail=None) -> None:
-        pass
-
-
-_UNOBSERVED = _Unobserved()
-
-
-class KeepAlive:
-    """Websocket pings for every open connection of a factory, from one timer.
-
-    The connections are spread over ``slices`` groups; each tick of the timer visits one
-    group, so each connection is visited once per ``interval``. A visit drops a connection
-    still marked quiet (nothing received since the previous visit's ping, a whole
-    ``interval`` ago); otherwise it pings it and marks it quiet. Anything received from the
-    peer clears the mark (``conn.keepalive_quiet = False``). So every connection gets a ping
-    per ``interval``, has ``interval`` to answer it, and a silent peer is dropped at most
-    ``2 * interval`` (plus one tick) after the last thing it sent.
-
-    A connection provides ``keepalive_quiet``, ``send_ping()`` and ``drop_silent()``.
-    """
-
-    def __init__(self, clock, interval: float, slices: int = 40):
-        self.clock = clock
-        self.interval = interval
-        self.slices = max(1, int(slices))
-        self._groups: list[set] = [set() for _ in range(self.slices)]
-        self._next = 0
-        self._count = 0
-        self._loop: LoopingCall | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def tick(self) -> float:
-        return self.interval / self.slices
-
-    def add(self, conn) -> None:
-        """Start keeping ``conn`` alive (it has just opened); a no-op when interval is 0."""
-        if self.interval <= 0:
-            return
-        group = self._groups[hash(conn) % self.slices]
-        if conn in group:
-            return
-        group.add(conn)
-        self._count += 1
-        if self._loop is None:
-            self._loop = LoopingCall(self._visit_next_group)
-            self._loop.clock = self.clock
-            self._loop.start(self.tick, now=False)
-
-    def discard(self, conn) -> None:
-        """Forget ``conn`` (it has closed); the timer stops with the last connection."""
-        group = self._groups[hash(conn) % self.slices]
-        if conn not in group:
-            return
-        group.remove(conn)
-        self._count -= 1
-        if not self._count and self._loop is not None:
-            loop, self._loop = self._loop, None
-            if loop.running:
-                loop.stop()
-
-    def _visit_next_group(self) -> None:
-        # One group per tick, however late the tick: after a stall of the reactor, the
-        # answers to earlier pings may still be unread, so nobody is judged early.
-        group = self._groups[self._next]
-        self._next = (self._next + 1) % self.slices
-        for conn in list(group):
-            if conn.keepalive_quiet:
-                self.discard(conn)
-                try:
-                    conn.drop_silent()
-                except Exception:
-                    _log.failure("error dropping a silent connection")
-            else:
-                conn.keepalive_quiet = True
-                try:
-                    conn.send_ping()
-                except Exception:
-                    _log.failure("error sending a websocket ping")
-
-
 class _WriteBatch:
     """Frames for many connections, gathered while one read is processed, written once each.
 
@@ -211,44 +91,23 @@ class _WriteBatch:
             conn._flush()
 
 
-class _GuardedProtocol(WebSocketServerProtocol):
+class _GuardedProtocol(TrimmedServerProtocol):
     """Common parts: peer address, handshake timer, rate limit, error handling."""
 
-    __slots__ = _AUTOBAHN_SLOTS + (
-        "transport", "factory", "connected",  # Twisted's, with their defaults set below
+    __slots__ = (
         "peer_host", "stickiness", "bucket", "keepalive_quiet", "_handshake_call",
         "_pending",  # frames waiting for the end of the current read (see _WriteBatch)
     )
     keeps_stickiness = False
     _closing = False
-    # Autobahn queues writes only for sync/chopped sends, which this server never makes;
-    # an idle connection shares this empty tuple instead of owning an empty deque.
-    send_queue = ()
-    # Nothing here reads Autobahn's transport details or traffic counters once the
-    # connection is open: after the handshake they are shared (see _trim_after_handshake).
-    _transport_details = None
-    websocket_extensions_in_use = ()
-    is_open = is_closed = _UNOBSERVED
 
     def __init__(self):
-        self.transport = self.factory = None
-        self.connected = 0
         self.peer_host = "?"
         self.stickiness = None
         self.keepalive_quiet = False  # see KeepAlive; cleared by every read
         self._handshake_call = None
         self._pending = None
         super().__init__()
-
-    @property
-    def peer(self) -> str:
-        """Autobahn's peer string, worked out when a log line asks for it (not stored)."""
-        t = self.transport
-        return peer_string(t.getPeer()) if t is not None else "?"
-
-    @peer.setter
-    def peer(self, value) -> None:
-        pass  # the same value as the getter's (the X-Forwarded-For option is off)
 
     def onConnect(self, request):
         edge = self.factory.edge
@@ -265,35 +124,6 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self.stickiness = value  # goes into the ``hosted`` reply
         secure = bool(getattr(self.factory, "isSecure", False))
         return None, {stickiness.NAME: value, "Set-Cookie": stickiness.cookie(value, secure)}
-
-    def _trim_after_handshake(self) -> None:
-        """Forget what only the opening handshake needed: idle connections stay small."""
-        transport = self.transport
-        if isinstance(getattr(transport, "producer", None), HTTPChannel):
-            # twisted.web's channel (and its request) registered itself as the transport's
-            # producer; the websocket has replaced it, so let both go.
-            transport.unregisterProducer()
-        cls = type(self)
-        drop = _HANDSHAKE_LEFTOVERS
-        if self._listeners is None:
-            # Nothing observes this connection's events (nothing here calls ``on``): its
-            # event list and per-event results need no copy of their own.
-            drop = drop + ("_valid_events", "_results")
-        kept = {}
-        for name, value in self.__dict__.items():
-            if name in drop:
-                continue
-            if name in _FLAG_DEFAULTS and getattr(cls, name, self) is value:
-                continue
-            if name in ("send_queue", "websocket_extensions_in_use") and not value:
-                continue
-            if name in ("is_open", "is_closed", "_transport_details", "trafficStats"):
-                # The class's instead (see above and make_factory): nothing here waits on
-                # these Deferreds (Autobahn does only on the client side), and nothing
-                # reads the details or counters after the handshake.
-                continue
-            kept[name] = value
-        self.__dict__ = kept  # a new dict, sized for what is left
 
     def dataReceived(self, data: bytes) -> None:
         self.keepalive_quiet = False  # anything from the peer shows it is there
@@ -314,8 +144,6 @@ class _GuardedProtocol(WebSocketServerProtocol):
         if self._pending is not None:
             self._flush()  # keep the order of everything written to this connection
         if sync or chopsize or self.send_queue or self.logOctets:
-            if "send_queue" not in self.__dict__:
-                self.send_queue = deque()
             super().sendData(data, sync, chopsize)
         else:
             # Autobahn's sendData is this write plus a debug line it formats even when
@@ -363,7 +191,7 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self._write_now(frame)
 
     def onOpen(self):
-        self._trim_after_handshake()
+        self.trim_after_handshake()
         edge = self.factory.edge
         self.bucket = TokenBucket(edge.rate_limit, edge.rate_burst, edge.clock.seconds)
         self._handshake_call = edge.clock.callLater(edge.handshake_timeout, self._handshake_expired)
@@ -444,14 +272,6 @@ class _GuardedProtocol(WebSocketServerProtocol):
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
-    def onFrameEnd(self):
-        try:
-            return super().onFrameEnd()
-        finally:
-            # Autobahn keeps each frame's unmasker (~1 KB) until the next frame arrives;
-            # an idle connection's last frame is often a pong.
-            self.current_frame_masker = None
-
     def fail(self, e: ProtocolError) -> None:
         """Send the error; close the connection when the error is fatal.
 
@@ -487,6 +307,12 @@ class _GuardedProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         self._closing = True
         self._handshake_done()
+        close_timeout = self.closeHandshakeTimeoutCall
+        if close_timeout is not None:
+            # Autobahn cancels it only when the peer answers our close frame; a peer that
+            # drops the TCP connection instead would leave it pending for seconds.
+            self.closeHandshakeTimeoutCall = None
+            close_timeout.cancel()
         self.factory.keepalive.discard(self)
         try:
             self.closed()
@@ -608,18 +434,6 @@ class PresenceProtocol(_GuardedProtocol):
             self.team = None
 
 
-def peer_string(address) -> str:
-    """Autobahn's peer descriptor (``tcp4:127.0.0.1:52914``) of a Twisted address."""
-    if isinstance(address, IPv4Address):
-        return f"tcp4:{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"tcp6:{address.host}:{address.port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return f"unix:{name.decode(errors='replace') if isinstance(name, bytes) else name}"
-    return "unknown"
-
-
 def rejection_log(clock, limit: int = DEFAULT_REJECTION_LOG_LIMIT) -> LogThrottle:
     """The rate-limited warning log of rejected clients, shared by an edge's factories."""
     return LogThrottle(_log, clock, limit, 60.0, "client rejections")
@@ -636,6 +450,8 @@ def decline_compression(offers) -> None:
 
 def make_factory(protocol, edge, url: str, max_bytes: int, reactor,
                  rejections: LogThrottle | None = None) -> WebSocketServerFactory:
+    """The factory of ``protocol`` connections for ``edge``, with its own protocol class
+    (see :func:`trimmed_protocol_class`)."""
     factory = WebSocketServerFactory(url, reactor=reactor)
     factory.edge = edge
     factory.rejections = rejections if rejections is not None else rejection_log(edge.clock)
@@ -654,16 +470,5 @@ def make_factory(protocol, edge, url: str, max_bytes: int, reactor,
         failByDrop=False,
         perMessageCompressionAccept=decline_compression,
     )
-    # Autobahn copies every option from the factory into each connection unless the
-    # protocol class already has it: give this factory's class the options and the
-    # default flags once, instead of ~60 dict entries per connection. A function option
-    # stays a plain function (not a method) on the class.
-    attrs = {name: _class_attr(getattr(factory, name)) for name in protocol.CONFIG_ATTRS}
-    attrs.update(_FLAG_DEFAULTS)
-    attrs["trafficStats"] = TrafficStats()  # counted for all connections; nothing reads it
-    factory.protocol = type(protocol.__name__, (protocol,), attrs)
+    factory.protocol = trimmed_protocol_class(protocol, factory)
     return factory
-
-
-def _class_attr(value):
-    return staticmethod(value) if callable(value) else value

@@ -196,7 +196,6 @@ def makeService(options, reactor=None) -> service.MultiService:
     listening = server_listeners(reactor, values, site)
     listening.setServiceParent(runtime)
     runtime.listening = listening
-    runtime.locator_obj = locator
     runtime.api = api
     runtime.dashboard = dashboard
     return runtime

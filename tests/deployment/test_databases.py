@@ -10,9 +10,8 @@ import tempfile
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from ct.client.session import SessionClient
 from tests.deployment.util import OPERATOR, Deployment
-from tests.edge.util import close_all, wait_for
+from tests.edge.util import host_and_guests, wait_for
 from tests.procutil import run_to_exit
 from tests.storage.dbs import admin, fresh_database
 
@@ -60,11 +59,7 @@ class LocatorOnServerDatabaseMixin:
         yield d.wait_edges(lambda s: s.get("e1") == "suspended" and s.get("e2") == "online")
         placed = yield d.client().start_session()
         self.assertEqual(placed["edge"], "e2")
-        host = SessionClient(reactor, placed["server"], "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob")
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, _ = yield host_and_guests(self, placed["server"])
         yield wait_for(lambda: self.count(
             config, "SELECT COUNT(*) FROM audit_entries WHERE session_id = %s",
             (host.session,)) == 2, timeout=30, step=0.3)

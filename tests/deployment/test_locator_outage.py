@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from ct.client.session import SessionClient
 from tests.deployment.util import Deployment
-from tests.edge.util import close_all, sleep, wait_for
+from tests.edge.util import host_and_guests, sleep, wait_for
 
 OUTAGE = float(os.environ.get("CT_TEST_OUTAGE_SECONDS", "60"))
 ENTRIES_PER_CYCLE = 4  # session_started, participant_joined, participant_left, session_ended
@@ -46,12 +46,8 @@ class LocatorOutageTests(unittest.TestCase):
 
         # A session that stays active throughout, on an edge that is not restarted.
         received = []
-        host = SessionClient(reactor, d.edge_urls["e1"], "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: received.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, d.edge_urls["e1"], frames={
+            "bob": lambda f: received.append(f.data)})
         sent = [0]
 
         def stream():

@@ -7,11 +7,10 @@ import socket
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, utils
 from twisted.trial import unittest
 
-from ct.client.session import SessionClient
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 AIOICE_CLIENT = Path(__file__).resolve().parent.parent / "turn" / "aioice_client.py"
 
@@ -44,11 +43,7 @@ class AudioVideoTests(unittest.TestCase):
                             CT_TURN_RELAY_ADDRESS="127.0.0.1",
                             CT_TURN_RELAY_PORTS="40000-40100",
                             CT_TURN_ALLOW_PEERS="127.0.0.1/32")
-        host = SessionClient(reactor, url, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob")
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, url)
         yield wait_for(lambda: host.ice_servers is not None and guest.ice_servers is not None)
         turn = [s for s in guest.ice_servers if "username" in s][0]
         self.assertEqual(turn["urls"], [f"turn:127.0.0.1:{port}?transport=udp",

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import defer, reactor, threads
-from twisted.internet.task import LoopingCall
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ct.client.session import SessionClient
 from ct.protocol.wire import encode_upstream
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, stream_frames, wait_for
 
 
 def exchange(url, messages, then=None, wait_close=5.0):
@@ -55,23 +53,10 @@ class BadInputTests(unittest.TestCase):
 
         # A well-behaved session streams throughout.
         received = []
-        host = SessionClient(reactor, url, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: received.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, url, frames={
+            "bob": lambda f: received.append(f.data)})
         total = 300
-        sent = [0]
-
-        def pump():
-            for _ in range(3):
-                if sent[0] < total:
-                    host.send(b"good-%d" % sent[0])
-                    sent[0] += 1
-        loop = LoopingCall(pump)
-        loop.start(0.02)
-        self.addCleanup(lambda: loop.running and loop.stop())
+        stream_frames(self, host, total, per_tick=3, interval=0.02)
 
         def misbehave():
             results = {}

@@ -6,8 +6,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial import unittest
 
-from ct.client.session import SessionClient
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 
 class _Pipe(protocol.Protocol):
@@ -62,12 +61,8 @@ class EncryptionTests(unittest.TestCase):
         via_proxy = f"http://127.0.0.1:{listening.getHost().port}"
 
         got = []
-        host = SessionClient(reactor, via_proxy, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: got.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
+        host, guest = yield host_and_guests(self, via_proxy, frames={
+            "bob": lambda f: got.append(f.data)})
         secret_text = "def launch_codes(): return 'PLAINTEXT-MARKER-0042'"
         secret_bytes = b"\x89PNG-BINARY-MARKER-0043" * 4
         host.send(secret_text)

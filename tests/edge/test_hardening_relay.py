@@ -13,7 +13,7 @@ from ct.edge.relay import Limits
 from ct.protocol import errors
 from ct.protocol.wire import encode_upstream
 from tests.edge.test_relay import FakeConnection, RelayTestCase
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 
 class Collector:
@@ -36,17 +36,10 @@ class RelayHardeningTests(unittest.TestCase):
     def session(self, guests=2, **env):
         self.service, self.url = start_edge(self, **env)
         self.relay = self.service.edge.relay
-        self.received = [Collector()]
-        host = SessionClient(reactor, self.url, "alice", on_frame=self.received[0])
-        yield host.host(title="pairing")
-        clients = [host]
-        for i in range(guests):
-            self.received.append(Collector())
-            guest = SessionClient.from_link(reactor, str(host.link), f"guest{i}",
-                                            on_frame=self.received[-1])
-            yield guest.join_link()
-            clients.append(guest)
-        self.addCleanup(close_all, clients)
+        names = ["alice"] + [f"guest{i}" for i in range(guests)]
+        self.received = [Collector() for _ in names]
+        clients = yield host_and_guests(self, self.url, names[1:], title="pairing",
+                                        frames=dict(zip(names, self.received)))
         return clients
 
     def edge_side(self, client):

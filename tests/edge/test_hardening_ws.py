@@ -22,17 +22,16 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 from twisted.internet import defer, protocol, reactor, threads
-from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial import unittest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ct.client.session import SessionClient
 from ct.common.logthrottle import LogThrottle
 from ct.protocol.errors import ProtocolError
 from ct.protocol.wire import decode_control, encode_control, encode_upstream
-from tests.edge.util import close_all, wait_for
+from tests.edge.util import host_and_guests, masked_frame, stream_frames, wait_for
 from tests.procutil import Daemon
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -218,6 +217,16 @@ def next_message(peer: _AutobahnPeer, binary: bool, timeout: float = 10.0):
             return payload if binary else json.loads(payload)
 
 
+@defer.inlineCallbacks
+def data_payloads(peer: _AutobahnPeer, count: int):
+    """The payloads of the next ``count`` data frames (after their 13-byte header)."""
+    payloads = []
+    for _ in range(count):
+        frame = yield next_message(peer, binary=True)
+        payloads.append(frame[13:])
+    return payloads
+
+
 class NodeClient(protocol.ProcessProtocol):
     """``node session_client.js`` as a child process; its JSON lines in a queue."""
 
@@ -277,22 +286,6 @@ def spawn_node(case, node: str, url: str, first: str, send: int, expect: int) ->
             return client.ended
     case.addCleanup(stop)
     return client
-
-
-def masked_frame(first_byte: int, payload: bytes, length: int | None = None) -> bytes:
-    """A client frame: ``first_byte`` (FIN, RSV, opcode), masked ``payload`` (< 64 KiB
-    unless only the header is sent: ``length`` then claims a larger size)."""
-    import struct
-
-    length = len(payload) if length is None else length
-    if length < 126:
-        header = bytes([first_byte, 0x80 | length])
-    elif length < 1 << 16:
-        header = bytes([first_byte, 0x80 | 126]) + struct.pack(">H", length)
-    else:
-        header = bytes([first_byte, 0x80 | 127]) + struct.pack(">Q", length)
-    mask = os.urandom(4)
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def raw_websocket(hostport: str, frames: bytes, offer_deflate: bool = False,
@@ -390,10 +383,7 @@ class CompressionOfferTests(unittest.TestCase):
         joined = yield guest.next_event("control")
         self.assertEqual(joined["message"]["type"], "joined", joined)
         # Frames both ways: Node's five reach the host, the host's five reach Node.
-        got = []
-        for _ in range(5):
-            frame = yield next_message(host, binary=True)
-            got.append(frame[13:])
+        got = yield data_payloads(host, 5)
         self.assertEqual(got, [b"node-%d" % i for i in range(5)])
         for i in range(5):
             host.sendMessage(encode_upstream(b"x" * 2000 + b"host-%d" % i), True)
@@ -414,10 +404,7 @@ class CompressionOfferTests(unittest.TestCase):
                                        "token": hosted["joinToken"], "name": "dave"}).encode())
         joined = yield next_message(joiner, binary=False)
         self.assertEqual(joined["type"], "joined", joined)
-        got = []
-        for _ in range(3):
-            frame = yield next_message(joiner, binary=True)
-            got.append(frame[13:])
+        got = yield data_payloads(joiner, 3)
         self.assertEqual(got, [b"node-%d" % i for i in range(3)])
         for i in range(3):
             joiner.sendMessage(encode_upstream(b"dave-%d" % i), True)
@@ -523,22 +510,10 @@ class FloodTests(unittest.TestCase):
 
         # A well-behaved session (the reference client) streams throughout.
         received = []
-        host = SessionClient(reactor, base, "alice")
-        yield host.host()
-        guest = SessionClient.from_link(reactor, str(host.link), "bob",
-                                        on_frame=lambda f: received.append(f.data))
-        yield guest.join_link()
-        self.addCleanup(close_all, [host, guest])
-        total, sent = 400, [0]
-
-        def pump():
-            for _ in range(2):
-                if sent[0] < total:
-                    host.send(b"good-%d" % sent[0])
-                    sent[0] += 1
-        loop = LoopingCall(pump)
-        loop.start(0.01)
-        self.addCleanup(lambda: loop.running and loop.stop())
+        host, guest = yield host_and_guests(self, base, frames={
+            "bob": lambda f: received.append(f.data)})
+        total = 400
+        stream_frames(self, host, total, per_tick=2, interval=0.01)
 
         nested_host = json.dumps({"type": "host", "v": 1, "name": "m",
                                   "title": json.loads("[" * 60 + "]" * 60)})

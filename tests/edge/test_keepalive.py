@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import struct
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from ct.edge.keepalive import KeepAlive
 from ct.edge.server import EdgeConfig, EdgeServer
-from ct.edge.ws import KeepAlive, SessionProtocol, make_factory
-from tests.edge.util import wait_for
+from ct.edge.ws import SessionProtocol, make_factory
+from tests.edge.util import masked_frame, upgrade_request, wait_for
 
 INTERVAL = 20.0
 
@@ -132,14 +131,6 @@ class KeepAliveTests(unittest.TestCase):
         self.assertEqual(len(keepalive), 0)
 
 
-def _masked(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
-    return bytes([0x80 | opcode]) + length + mask + body
-
-
 class RawClient(protocol.Protocol):
     """A hand-written websocket client: hosts a session, then answers pings or not."""
 
@@ -152,11 +143,7 @@ class RawClient(protocol.Protocol):
         self.lost = False
 
     def connectionMade(self):
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((
-            "GET /ws/session HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.transport.write(upgrade_request())
 
     def dataReceived(self, data):
         self.buffer += data
@@ -166,7 +153,7 @@ class RawClient(protocol.Protocol):
                 return
             assert head.startswith(b"HTTP/1.1 101"), head
             self.upgraded, self.buffer = True, rest
-            self.transport.write(_masked(1, json.dumps({"type": "host", "name": "raw"}).encode()))
+            self.transport.write(masked_frame(0x81, json.dumps({"type": "host", "name": "raw"}).encode()))
         while len(self.buffer) >= 2:
             opcode, n = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
             start = 2
@@ -180,7 +167,7 @@ class RawClient(protocol.Protocol):
             if opcode == 9:
                 self.pings += 1
                 if self.answer_pings:
-                    self.transport.write(_masked(10, payload))
+                    self.transport.write(masked_frame(0x8A, payload))
             elif opcode == 1:
                 self.messages.append(json.loads(payload))
 

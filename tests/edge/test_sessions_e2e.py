@@ -7,7 +7,7 @@ from twisted.internet.task import LoopingCall
 from twisted.trial import unittest
 
 from ct.client.session import SessionClient
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 
 class Collector:
@@ -31,18 +31,11 @@ class SessionEndToEndTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setup_session(self, guests=2, **env):
         self.service, self.url = start_edge(self, **env)
+        names = [f"guest{i}" for i in range(guests)]
         self.host_frames = Collector()
-        host = SessionClient(reactor, self.url, "alice", on_frame=self.host_frames)
-        yield host.host(title="pairing")
-        clients = [host]
-        self.guest_frames = []
-        for i in range(guests):
-            frames = Collector()
-            guest = SessionClient.from_link(reactor, str(host.link), f"guest{i}", on_frame=frames)
-            yield guest.join_link()
-            clients.append(guest)
-            self.guest_frames.append(frames)
-        self.addCleanup(close_all, clients)
+        self.guest_frames = [Collector() for _ in names]
+        clients = yield host_and_guests(self, self.url, names, title="pairing", frames={
+            "alice": self.host_frames, **dict(zip(names, self.guest_frames))})
         return clients
 
     @defer.inlineCallbacks

@@ -7,10 +7,10 @@ import os
 import socket
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, threads
+from twisted.internet import defer, reactor, tcp, threads
 from twisted.trial import unittest
 
-from tests.edge.util import sleep, start_edge, wait_for
+from tests.edge.util import start_edge, wait_for
 from tests.metrics.util import fetch
 
 PACKAGES = {
@@ -146,17 +146,23 @@ class CutTransferTests(unittest.TestCase):
         port = int(url.rsplit(":", 1)[1])
 
         def cut():
+            """Returns the port the edge saw the cut transfer come from."""
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                 s.sendall(b"GET /clients/intellij/big.zip HTTP/1.0\r\nHost: x\r\n\r\n")
                 got = 0
                 while got < 256 * 1024:
                     got += len(s.recv(65536))
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                return s.getsockname()[1]
 
-        yield threads.deferToThread(cut)  # closed with a reset after 256 KiB
+        def edge_still_serves(peer_port):
+            return any(isinstance(t, tcp.Server) and t.getPeer().port == peer_port
+                       for t in reactor.getReaders() + reactor.getWriters())
+
+        cut_from = yield threads.deferToThread(cut)  # closed with a reset after 256 KiB
+        yield wait_for(lambda: not edge_still_serves(cut_from))  # the edge saw the reset
         code, _, _ = yield fetch(f"{url}/clients/vscode/codetogether-1.0.vsix")
         yield wait_for(lambda: service.downloads.counts()["vscode"] == 1)
-        yield sleep(0.5)  # the edge has long noticed the reset by now
         self.assertEqual(service.downloads.counts(), {"eclipse": 0, "intellij": 0, "vscode": 1})
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from ct.client.session import SessionClient
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 from tests.metrics.util import fetch
 
 
@@ -32,21 +31,14 @@ class PrometheusEndpointTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_three_sessions_seven_connections_show_in_metrics(self):
         service, url = start_edge(self, CT_PROMETHEUS_ENABLED="true")
-        clients = []
-        self.addCleanup(close_all, clients)
         frames = []
         guests_per_session = [2, 1, 1]  # 3 hosts + 4 guests = 7 session connections
         hosts = []
         for n, guests in enumerate(guests_per_session):
-            host = SessionClient(reactor, url, f"host{n}")
-            yield host.host(title=f"s{n}")
-            clients.append(host)
-            hosts.append(host)
-            for g in range(guests):
-                guest = SessionClient.from_link(reactor, str(host.link), f"guest{n}-{g}",
-                                                on_frame=frames.append)
-                yield guest.join_link()
-                clients.append(guest)
+            names = [f"guest{n}-{g}" for g in range(guests)]
+            clients = yield host_and_guests(self, url, names, host=f"host{n}", title=f"s{n}",
+                                            frames=dict.fromkeys(names, frames.append))
+            hosts.append(clients[0])
         for i in range(5):
             hosts[0].send(b"frame-%d" % i)  # 5 frames to 2 guests: 10 deliveries
         yield wait_for(lambda: len(frames) == 10)

@@ -14,10 +14,9 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, reactor, utils
 from twisted.trial import unittest
 
-from ct.client.session import SessionClient
 from ct.turn import stun
 from tests.edge.test_audio_video import AIOICE_CLIENT, free_port
-from tests.edge.util import close_all, start_edge, wait_for
+from tests.edge.util import host_and_guests, start_edge, wait_for
 
 from .support import UdpClient, error_code
 
@@ -35,11 +34,7 @@ class BundledRelayCredentialTests(unittest.TestCase):
             CT_TURN_RELAY_ADDRESS="127.0.0.1", CT_TURN_RELAY_PORTS="40000-40200",
             CT_TURN_ALLOW_PEERS="127.0.0.1/32")
         self.relay = self.service.turn.turn_server
-        self.host = SessionClient(reactor, url, "alice")
-        yield self.host.host()
-        self.guest = SessionClient.from_link(reactor, str(self.host.link), "bob")
-        yield self.guest.join_link()
-        self.addCleanup(close_all, [self.host, self.guest])
+        self.host, self.guest = yield host_and_guests(self, url)
         yield wait_for(lambda: self.host.ice_servers and self.guest.ice_servers)
 
     def credential(self, client):
