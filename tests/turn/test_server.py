@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import sys
 
@@ -17,10 +18,11 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from ct.turn import auth, stun
-from ct.turn.server import TurnStreamFactory, UdpServerSocket
+from ct.turn.sockets import UdpServerSocket
+from ct.turn.stream import TurnStreamFactory
 
 from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code, make_server,
-                      wait_for, wait_until)
+                      wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -200,16 +202,24 @@ class LifetimeTests(ServerTestBase):
         self.assertEqual(client.bind(0x4001, peer_addr).cls, stun.SUCCESS)
         sock = peer  # the peer's socket sends to the relay
         sock.transport.write(b"ping", relay)
-        yield wait_for(reactor, lambda: client.link.sent)
+        yield wait_until(reactor, lambda: client.link.sent, message="permitted data lost")
         self.assertEqual(client.link.sent, [b"\x40\x01\x00\x04ping"])
         # Without refresh, the permission lapses at 300 s: peer data is dropped.
         self.clock.advance(301)
         self.assertEqual(allocation.permissions, {})
         self.assertIn(0x4001, allocation.channels)
-        sock.transport.write(b"late", relay)
         dropped = self.server.stats.dropped_packets
-        yield wait_for(reactor, lambda: self.server.stats.dropped_packets > dropped)
-        self.assertEqual(len(client.link.sent), 1)
+        sock.transport.write(b"late", relay)
+        yield wait_until(reactor, lambda: self.server.stats.dropped_packets > dropped,
+                         message="the late datagram was not dropped")
+        self.assertEqual(self.server.stats.refusals["data from a peer without permission"], 1)
+        # A fresh permission lets the next datagram through, and only that one.
+        self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
+        sock.transport.write(b"again", relay)
+        yield wait_until(reactor, lambda: len(client.link.sent) > 1,
+                         message="data after the fresh permission lost")
+        self.assertEqual(client.link.sent, [b"\x40\x01\x00\x04ping",
+                                            b"\x40\x01\x00\x05again"])
         self.clock.advance(300)
         self.assertEqual(allocation.channels, {})
         self.assertEqual(self.server.stats.channels_active, 0)
@@ -318,7 +328,7 @@ class EmbeddedIpv4OverSocketsTests(ServerTestBase):
 
     @defer.inlineCallbacks
     def test_finding_6_nat64_metadata_permission_refused_over_udp(self):
-        udp = UdpServerSocket(reactor, self.server, "::1", 0)
+        udp = UdpServerSocket(self.server, "::1", 0)
         self.addCleanup(udp.close)
         client = UdpClient(reactor, ("::1", udp.port), interface="::1")
         self.addCleanup(client.close)
@@ -341,7 +351,7 @@ class AmplificationTests(ServerTestBase):
 
     def setUp(self):
         super().setUp()
-        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(self.udp.close)
 
     def client(self, interface="127.0.0.1"):
@@ -401,9 +411,8 @@ class DataPathTests(ServerTestBase):
     @defer.inlineCallbacks
     def setUp(self):
         super().setUp()
-        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(self.udp.close)
-        self.listener = self.udp.listener
         self.client_socket = PeerSocket()
         cport = reactor.listenUDP(0, self.client_socket, interface="127.0.0.1")
         self.addCleanup(cport.stopListening)
@@ -415,44 +424,37 @@ class DataPathTests(ServerTestBase):
     def roundtrip(self, data):
         before = len(self.client_socket.received)
         self.client_socket.transport.write(data, self.server_addr)
-        yield wait_for(reactor, lambda: len(self.client_socket.received) > before)
+        yield wait_until(reactor, lambda: len(self.client_socket.received) > before,
+                         message="no answer")
         return stun.parse_message(self.client_socket.received[-1][0])
 
     @defer.inlineCallbacks
     def test_udp_channel_and_indications(self):
         peer, peer_addr = self.peer()
-        client = ScriptedClient(self.server, addr=self.client_addr)
         # Allocate through the real listener so the sink is a real socket.
-
-        class Link:
-            stream = False
-
-            def sink_for(_, addr):
-                return self.listener.sink_for(addr)
-
-            def udp_target(_, addr):
-                return self.listener.udp_target(addr)
-        client.link = Link()
+        client = ScriptedClient(self.server, addr=self.client_addr, link=self.udp)
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
         allocation = self.server.table.get(self.client_addr)
         relay = ("127.0.0.1", allocation.relay_address[1])
         self.assertEqual(client.bind(0x4000, peer_addr).cls, stun.SUCCESS)
         # client -> peer by ChannelData (with padding, allowed on UDP)
         self.client_socket.transport.write(b"\x40\x00\x00\x03abc\x00", self.server_addr)
-        yield wait_for(reactor, lambda: peer.received)
+        yield wait_until(reactor, lambda: peer.received, message="ChannelData lost")
         self.assertEqual(peer.received[0], (b"abc", relay))
         # peer -> client as ChannelData
         peer.transport.write(b"xyz", relay)
-        yield wait_for(reactor, lambda: self.client_socket.received)
+        yield wait_until(reactor, lambda: self.client_socket.received,
+                         message="peer data lost")
         self.assertEqual(self.client_socket.received[0][0], b"\x40\x00\x00\x03xyz")
         # client -> peer by Send indication; a second peer without channel gets Data indications
         peer2, peer2_addr = self.peer()
         self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
         client.send_indication(peer2_addr, b"via send")
-        yield wait_for(reactor, lambda: peer2.received)
+        yield wait_until(reactor, lambda: peer2.received, message="Send indication lost")
         self.assertEqual(peer2.received[0], (b"via send", relay))
         peer2.transport.write(b"back", relay)
-        yield wait_for(reactor, lambda: len(self.client_socket.received) > 1)
+        yield wait_until(reactor, lambda: len(self.client_socket.received) > 1,
+                         message="Data indication lost")
         data = stun.parse_message(self.client_socket.received[1][0])
         self.assertEqual((data.method, data.cls), (stun.DATA, stun.INDICATION))
         self.assertEqual(data.get(stun.DATA_ATTR), b"back")
@@ -468,7 +470,7 @@ class DataPathTests(ServerTestBase):
         wanted = 512 * 1024
         server = self.make(socket_buffer=wanted, relay_socket_buffer=wanted)
         self.addCleanup(server.stop)
-        udp = UdpServerSocket(self.reactor, server, "127.0.0.1", 0)
+        udp = UdpServerSocket(server, "127.0.0.1", 0)
         self.addCleanup(udp.close)
         client = ScriptedClient(server)
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
@@ -479,7 +481,7 @@ class DataPathTests(ServerTestBase):
         self.assertGreaterEqual(udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), wanted)
         default = self.make()
         self.addCleanup(default.stop)
-        plain = default.bind_relay_socket("127.0.0.1", 0)
+        plain = default.sockets.bind_relay(0)
         self.addCleanup(plain.close)
         self.assertLess(plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), wanted)
 
@@ -527,7 +529,11 @@ class StreamFramingTests(ServerTestBase):
         client.allocate()
         allocation = self.server.table.get(protocol)
         self.assertEqual(allocation.sink, transport.write)
-        client.bind(0x4005, ("127.0.0.1", 7))
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        peer.bind(("127.0.0.1", 0))
+        peer_addr = peer.getsockname()
+        client.bind(0x4005, peer_addr)
         sent = []
         allocation.peer_send = lambda payload, peer: sent.append((payload, peer))
         # two padded ChannelData frames and a STUN message in one chunk, split oddly
@@ -536,12 +542,15 @@ class StreamFramingTests(ServerTestBase):
         protocol.dataReceived(chunk[:5])
         protocol.dataReceived(chunk[5:11])
         protocol.dataReceived(chunk[11:])
-        self.assertEqual(sent, [(b"a", ("127.0.0.1", 7)), (b"bcdef", ("127.0.0.1", 7))])
+        self.assertEqual(sent, [(b"a", peer_addr), (b"bcdef", peer_addr)])
         self.assertEqual(stun.parse_message(transport.value()).cls, stun.SUCCESS)
         # peer -> client over a stream is padded
-        allocation.relay.datagramReceived(b"xyzzy", ("127.0.0.1", 7))
         transport.clear()
-        allocation.relay.datagramReceived(b"12345", ("127.0.0.1", 7))
+        relay = allocation.relay
+        peer.sendto(b"12345", allocation.relay_address)
+        self.assertEqual(select.select([relay.sock], [], [], 5.0)[0], [relay.sock],
+                         "the peer's datagram did not reach the relay socket")
+        relay.doRead()
         self.assertEqual(transport.value(), b"\x40\x05\x00\x0512345\x00\x00\x00")
         protocol.connectionLost(None)
         self.assertIsNone(self.server.table.get(protocol))
@@ -651,7 +660,7 @@ class AioiceTests(unittest.TestCase):
         self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
         self.server.start()
         self.addCleanup(self.server.stop)
-        udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(udp.close)
         self.udp_port = udp.port
         tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
@@ -670,8 +679,8 @@ class AioiceTests(unittest.TestCase):
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["echoes"], count)
         self.assertEqual(result["peer_saw"], [result["relayed"]])
-        yield wait_for(reactor, lambda: self.server.stats.allocations_active == 0)
-        self.assertEqual(self.server.stats.allocations_active, 0)  # deleted by the client
+        yield wait_until(reactor, lambda: self.server.stats.allocations_active == 0,
+                         message="the client did not delete its allocation")
         return result
 
     def rest(self):
