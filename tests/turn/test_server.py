@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -18,6 +19,10 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from ct.turn import auth, stun
+from ct.turn.datapath import DataPath
+from ct.turn.metrics import TurnStats
+from ct.turn.policy import PeerPolicy
+from ct.turn.server import TurnConfig, TurnServer
 from ct.turn.sockets import UdpServerSocket
 from ct.turn.stream import TurnStreamFactory
 
@@ -559,6 +564,76 @@ class StreamFramingTests(ServerTestBase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"\xff\xff\xff\xff")
         self.assertTrue(transport.disconnecting)
+
+
+class FakeRelay:
+    """A relay socket in memory: records what goes to peers."""
+
+    def __init__(self, port):
+        self.port = port
+        self.sent = []
+        self.closed = False
+
+    def send_to_peer(self, payload, peer):
+        self.sent.append((bytes(payload), peer))
+
+    def close(self):
+        self.closed = True
+
+
+class FakeRelaySockets:
+    """:class:`~ct.turn.server.RelaySockets` in memory; ports in ``taken`` are in use."""
+
+    def __init__(self, taken=()):
+        self.taken = set(taken)
+        self.opened = []
+
+    def open_relay(self, allocation, port, link, client, dont_fragment):
+        if port in self.taken:
+            raise OSError(errno.EADDRINUSE, "address in use")
+        relay = FakeRelay(port)
+        self.opened.append(relay)
+        return relay
+
+
+class InMemoryServerTests(unittest.TestCase):
+    """The request logic without a socket: relay sockets from a fake, time from a Clock."""
+
+    def make(self, ports, taken=()):
+        sockets = FakeRelaySockets(taken)
+        server = TurnServer(TurnConfig(realm="test.realm", relay_ports=ports),
+                            auth.Credentials("test.realm", {"alice": "pw"}, secret="s3cret"),
+                            PeerPolicy(allowed=("127.0.0.0/8",)), Clock(), sockets,
+                            DataPath(TurnStats()))
+        return server, sockets
+
+    def test_taken_ports_are_skipped_and_a_full_range_refused(self):
+        server, sockets = self.make((50000, 50001), taken={50000})
+        first = ScriptedClient(server, addr=("198.51.100.1", 1))
+        reply = first.allocate()
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        relayed = stun.decode_xor_address(reply.get(stun.XOR_RELAYED_ADDRESS),
+                                          reply.transaction_id)
+        self.assertEqual(relayed[1], 50001)
+        second = ScriptedClient(server, addr=("198.51.100.1", 2))
+        self.assertEqual(error_code(second.allocate()), 508)
+        self.assertEqual(first.refresh(0).cls, stun.SUCCESS)
+        self.assertEqual([relay.closed for relay in sockets.opened], [True])
+        self.assertEqual(second.allocate().cls, stun.SUCCESS)  # the port is free again
+
+    def test_stream_channel_data_reaches_the_peer_once_bound(self):
+        server, sockets = self.make((50000, 50009))
+        protocol = TurnStreamFactory(server).buildProtocol(None)
+        protocol.makeConnection(StringTransport(peerAddress=FakeAddress("198.51.100.5", 4444)))
+        client = ScriptedClient(server, addr=("198.51.100.5", 4444), key=protocol,
+                                link=protocol)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        self.assertEqual(client.bind(0x4000, ("127.0.0.1", 7)).cls, stun.SUCCESS)
+        protocol.dataReceived(stun.encode_channel_data(0x4000, b"hello", pad=True)
+                              + stun.encode_channel_data(0x4001, b"unbound", pad=True))
+        self.assertEqual(sockets.opened[0].sent, [(b"hello", ("127.0.0.1", 7))])
+        self.assertEqual(server.stats.refusals.get("ChannelData on an unbound channel"), 1)
+        self.assertEqual((server.stats.packets_to_peer, server.stats.bytes_to_peer), (1, 5))
 
 
 class _StreamClient(Protocol):
