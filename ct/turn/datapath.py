@@ -2,7 +2,8 @@
 
 ChannelData (UDP and TCP/TLS) and Send indications reach a peer through
 :meth:`DataPath.channel_to_peer` and :meth:`DataPath.to_peer`: bound channel, permission,
-bandwidth budget, send, count. Pure: sending is the allocation's ``peer_send``.
+bandwidth budget, send, count. Pure: sending is the allocation's ``peer_send`` (a relay
+socket's ``sendto``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ class DataPath:
         if allocation.budget < 0:
             self.drop_once(allocation, "bandwidth limit")
             return
-        allocation.peer_send(payload, peer)
         stats = self.stats
+        try:
+            allocation.peer_send(payload, peer)
+        except OSError:  # a full socket buffer
+            stats.dropped_packets += 1
         stats.packets_to_peer += 1
         stats.bytes_to_peer += size

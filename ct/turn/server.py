@@ -62,7 +62,7 @@ class RelaySockets(Protocol):
                    client: tuple[str, int], dont_fragment: bool) -> Any:
         """A relay socket bound on ``port``, relaying peer data to ``client`` over ``link``;
         OSError when the port is taken. It has ``port``, ``close()`` and
-        ``send_to_peer(payload, peer)``."""
+        ``send_to_peer(payload, peer)`` (which raises OSError when it cannot send)."""
 
 
 class TurnServer:

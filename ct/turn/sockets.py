@@ -27,7 +27,7 @@ _log = Logger()
 
 MAX_DATAGRAM = 65535
 _READ_IGNORE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
-_PAD_LENGTHS = (0, 3, 2, 1)
+_PADS = (b"", b"\0\0\0", b"\0\0", b"\0")  # ChannelData on a stream: to 4 bytes
 
 
 def set_socket_buffers(sock: socket.socket, size: int, send: bool = True) -> int:
@@ -283,7 +283,7 @@ class RelaySocket(_WatchedSocket):
     """
 
     __slots__ = ("sockets", "datapath", "stats", "allocation", "stream", "sock", "port",
-                 "closed", "_fileno", "_recvfrom", "_sendto", "batch", "client_sendto",
+                 "closed", "_fileno", "_recvfrom", "send_to_peer", "batch", "client_sendto",
                  "client_addr", "__weakref__")
     log_prefix = "turn-relay"
 
@@ -300,7 +300,7 @@ class RelaySocket(_WatchedSocket):
         self.batch = 64
         self._fileno = sock.fileno()
         self._recvfrom = sock.recvfrom_into
-        self._sendto = sock.sendto
+        self.send_to_peer = sock.sendto  # OSError when the socket's buffer is full
         # A UDP client's socket and address, for sending without the sink's extra call.
         udp_target = getattr(link, "udp_target", None)
         self.client_sendto, self.client_addr = (udp_target(client) if udp_target is not None
@@ -309,12 +309,6 @@ class RelaySocket(_WatchedSocket):
 
     def _forget(self) -> None:
         self.allocation = None
-
-    def send_to_peer(self, payload: Any, peer: tuple[str, int]) -> None:
-        try:
-            self._sendto(payload, peer)
-        except OSError:
-            self.stats.dropped_packets += 1
 
     def doRead(self) -> None:
         """Relay up to ``batch`` waiting datagrams."""
@@ -363,8 +357,9 @@ class RelaySocket(_WatchedSocket):
             buffer[2] = size >> 8
             buffer[3] = size & 0xFF
             if self.stream:  # padded, and copied: a transport keeps what it is given
-                end = 4 + size + _PAD_LENGTHS[size & 3]
-                buffer[4 + size:end] = bytes(end - 4 - size)
+                pad = _PADS[size & 3]
+                end = 4 + size + len(pad)
+                buffer[4 + size:end] = pad
                 message = bytes(_RELAY_VIEW[:end])
             else:
                 message = _RELAY_VIEW[:4 + size]
