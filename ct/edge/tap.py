@@ -269,25 +269,26 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
     if values["turn_enabled"]:
         from ct.turn.tap import make_turn_service
 
-        turn = make_turn_service(values, reactor)  # generates turn_secret when unset
+        turn = make_turn_service(values, reactor)  # turn.secret: generated when unset
         turn.setServiceParent(top)
         top.turn = turn
         top.metrics.add_source("turn", turn.turn_server.stats.snapshot, TURN_METRICS)
     if not values["av_enabled"]:
         return
-    from ct.turn.credentials import edge_ice_servers, participant_user, revoke_on_departure
+    from ct.turn.credentials import participant_user, revoke_on_departure
+    from ct.turn.tap import ice_server_config
 
-    if not edge_ice_servers(values, "check", reactor.seconds()):
+    ice = ice_server_config(values, turn.secret if turn is not None else None)
+    if ice is None:
         raise usage.UsageError("CT_AV_ENABLED needs a TURN server: CT_TURN_ENABLED=true (with "
                                "CT_TURN_HOST or CT_SERVER_URL naming this host), or "
                                "CT_AV_COTURN_SERVER and CT_AV_COTURN_SECRET")
-    ttl = values["turn_credential_ttl"]
 
     def hand_ice_servers(conn, participant):
         # Fresh short-lived credentials scoped to this participant.
         user = participant_user(participant.session.id, participant.id)
         conn.send_control({"type": "ice-servers",
-                           "iceServers": edge_ice_servers(values, user, reactor.seconds())})
+                           "iceServers": ice.servers_for(user, reactor.seconds())})
 
     def hand_everyone_fresh_ones():
         for session in list(edge.relay.sessions.values()):
@@ -296,12 +297,12 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
                     hand_ice_servers(participant.conn, participant)
 
     edge.handshake_hooks.append(hand_ice_servers)  # at every join and resume
-    refresher = TimerService(ttl / 2, hand_everyone_fresh_ones)  # and before they expire
+    refresher = TimerService(ice.ttl / 2, hand_everyone_fresh_ones)  # and before they expire
     refresher.clock = reactor
     refresher.setServiceParent(top)
     if turn is not None and not values["av_coturn_server"]:
         # The bundled relay ends a session's and a departed participant's allocations.
-        edge.relay.add_listener(revoke_on_departure(turn.turn_server, ttl, reactor.seconds))
+        edge.relay.add_listener(revoke_on_departure(turn.turn_server, ice.ttl, reactor.seconds))
 
 
 def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> ServerSite:

@@ -8,11 +8,10 @@ can revoke them when the participant leaves or the session ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ct.turn.auth import rest_credentials
-from ct.turn.settings import split_host_port
 
 
 def _host(host: str) -> str:
@@ -44,6 +43,24 @@ def ice_servers(host: str, secret: str, user: str, ttl: float, now: float, *,
     return servers
 
 
+@dataclass(frozen=True, slots=True)
+class IceServerConfig:
+    """The TURN server an edge hands its participants (built by ``tap.py``)."""
+
+    host: str
+    secret: str  # signs the REST API credentials
+    ttl: float  # seconds the credentials stay valid for new allocations
+    udp_port: int | None = 3478
+    tcp_port: int | None = 3478
+    tls_port: int | None = None
+
+    def servers_for(self, user: str, now: float) -> list[dict]:
+        """ICE servers with fresh credentials of ``user``."""
+        return ice_servers(self.host, self.secret, user, self.ttl, now,
+                           udp_port=self.udp_port, tcp_port=self.tcp_port,
+                           tls_port=self.tls_port)
+
+
 def participant_user(session_id: str, participant_id: int) -> str:
     """The REST API user of one participant: ``<session>.<participant>``."""
     return f"{session_id}.{participant_id}"
@@ -60,40 +77,3 @@ def revoke_on_departure(turn_server: Any, ttl: float, seconds: Callable[[], floa
             turn_server.revoke(participant_user(session.id, participant.id), seconds() + ttl)
 
     return on_relay_event
-
-
-def _port(listen: str | None) -> int | None:
-    if not listen:
-        return None
-    return split_host_port(listen, None)[1]
-
-
-def edge_ice_servers(values: Mapping[str, Any], user: str, now: float) -> list[dict]:
-    """ICE servers an edge hands a participant, from the edge's parsed settings.
-
-    Nothing unless ``CT_AV_ENABLED``; an external coturn (``CT_AV_COTURN_SERVER`` and
-    ``CT_AV_COTURN_SECRET``) wins over the bundled relay (``CT_TURN_ENABLED``).
-    """
-    if not values.get("av_enabled"):
-        return []
-    ttl = values.get("turn_credential_ttl", 600.0)
-    external = values.get("av_coturn_server")
-    if external:
-        secret = values.get("av_coturn_secret")
-        if not secret:
-            return []
-        host, port = split_host_port(external, 3478)
-        return ice_servers(host, secret, user, ttl, now, udp_port=port, tcp_port=port)
-    if not values.get("turn_enabled") or not values.get("turn_secret"):
-        return []
-    host = values.get("turn_host")
-    if not host and values.get("server_url"):
-        host = urlsplit(values["server_url"]).hostname
-    host = host or values.get("turn_external_address")
-    if not host:
-        return []
-    tls = values.get("turn_tls_cert") or values.get("tls_cert")
-    return ice_servers(host, values["turn_secret"], user, ttl, now,
-                       udp_port=_port(values.get("turn_listen_udp")),
-                       tcp_port=_port(values.get("turn_listen_tcp")),
-                       tls_port=_port(values.get("turn_listen_tls")) if tls else None)

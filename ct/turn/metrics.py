@@ -16,17 +16,8 @@ class TurnStats:
     )
 
     def __init__(self):
-        self.allocations_active = 0
-        self.allocations_total = 0
-        self.permissions_active = 0
-        self.channels_active = 0
-        self.bytes_to_peer = 0
-        self.packets_to_peer = 0
-        self.bytes_to_client = 0
-        self.packets_to_client = 0
-        self.auth_failures = 0
-        self.binding_requests = 0
-        self.dropped_packets = 0
+        for name in self.__slots__:
+            setattr(self, name, 0)
         self.refusals: dict[str, int] = {}
 
     def refused(self, reason: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 import socket
-from typing import Any, MutableMapping
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
@@ -15,8 +16,13 @@ from twisted.python import usage
 from ct.common.catalog import settings_for
 from ct.common.settings import describe, make_options
 from ct.turn import auth
+from ct.turn.credentials import IceServerConfig
+from ct.turn.datapath import DataPath
+from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
-from ct.turn.server import TurnConfig, TurnServer, TurnStreamFactory, UdpServerSocket
+from ct.turn.server import TurnConfig, TurnServer
+from ct.turn.sockets import UdpServerSocket, UdpSockets
+from ct.turn.stream import TurnStreamFactory
 from ct.turn.settings import split_host_port
 
 _log = Logger()
@@ -43,16 +49,15 @@ class Options(_SettingsOptions):
 class UdpListenerService(Service):
     """Listens for STUN/TURN datagrams while running."""
 
-    def __init__(self, reactor, server: TurnServer, host: str, port: int):
-        self.reactor = reactor
+    def __init__(self, server: TurnServer, host: str, port: int):
         self.server = server
         self.host = host
         self.port = port
-        self.listening = None
+        self.listening: UdpServerSocket | None = None
 
     def startService(self):
         super().startService()
-        self.listening = UdpServerSocket(self.reactor, self.server, self.host, self.port)
+        self.listening = UdpServerSocket(self.server, self.host, self.port)
 
     def stopService(self):
         super().stopService()
@@ -103,67 +108,86 @@ def _stream_endpoint(reactor, host: str, port: int, tls=None):
     return TCP4ServerEndpoint(reactor, port, interface=host)
 
 
-def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
-    """The relay as one service, from parsed settings (``ctturn`` or ``ctedge`` values).
+class TurnService(MultiService):
+    """The relay as one service: its :class:`TurnServer` and the secret of its REST API
+    credentials (generated when none is configured)."""
 
-    When neither CT_TURN_SECRET nor CT_TURN_USERS is set, a random secret is generated and
-    stored in ``values["turn_secret"]`` so the embedding edge mints matching credentials.
-    The :class:`TurnServer` is available as ``service.turn_server`` (stats: ``.stats``).
-    """
-    secret = values.get("turn_secret")
-    users = dict(values.get("turn_users") or ())
-    if not secret:
-        secret = secrets.token_urlsafe(32)
-        values["turn_secret"] = secret
-        _log.info("turn: no CT_TURN_SECRET set; generated one for this process")
-    relay_host = values.get("turn_relay_address") or "0.0.0.0"
-    external = values.get("turn_external_address")
+    def __init__(self, turn_server: TurnServer, secret: str):
+        super().__init__()
+        self.setName("turn")
+        self.turn_server = turn_server
+        self.secret = secret
+
+
+def turn_config(values: Mapping[str, Any]) -> TurnConfig:
+    """The relay's configuration from parsed settings (``ctturn`` or ``ctedge`` values)."""
+    relay_host = values["turn_relay_address"] or "0.0.0.0"  # an empty setting: the default
+    external = values["turn_external_address"]
     if not external and relay_host in ("0.0.0.0", "::"):
         external = _host_address()
         _log.warn("turn: CT_TURN_EXTERNAL_ADDRESS unset; announcing relayed addresses on "
                   "{address}", address=external)
-    alternate = values.get("turn_alternate_server")
-    config = TurnConfig(
-        realm=values.get("turn_realm") or "ct",
+    alternate = values["turn_alternate_server"]
+    return TurnConfig(
+        realm=values["turn_realm"] or "ct",
         relay_host=relay_host,
         external_host=external,
-        relay_ports=tuple(values.get("turn_relay_ports") or (49152, 65535)),
-        max_allocations=values.get("turn_max_allocations", 1000),
-        user_quota=values.get("turn_user_quota", 10),
-        bandwidth=values.get("turn_bandwidth", 1024 * 1024),
+        relay_ports=values["turn_relay_ports"],
+        max_allocations=values["turn_max_allocations"],
+        user_quota=values["turn_user_quota"],
+        bandwidth=values["turn_bandwidth"],
         alternate_server=split_host_port(alternate, 3478) if alternate else None,
-        hold=values.get("turn_batch_delay", 1.0) / 1000.0,
-        socket_buffer=values.get("turn_socket_buffer") or 4 * 1024 * 1024,
-        relay_socket_buffer=values.get("turn_relay_socket_buffer") or 0,
-        unauthenticated_rate=values.get("turn_unauthenticated_rate", 20.0),
-        max_connections=values.get("turn_max_connections", 2000),
-        idle_timeout=values.get("turn_tcp_idle_timeout", 60.0),
+        hold=values["turn_batch_delay"] / 1000.0,
+        socket_buffer=values["turn_socket_buffer"],
+        relay_socket_buffer=values["turn_relay_socket_buffer"],
+        unauthenticated_rate=values["turn_unauthenticated_rate"],
+        max_connections=values["turn_max_connections"],
+        idle_timeout=values["turn_tcp_idle_timeout"],
     )
-    credentials = auth.Credentials(config.realm, users, secret)
-    policy = PeerPolicy(allowed=values.get("turn_allow_peers") or (),
-                        own=(relay_host, external))
-    server = TurnServer(config, credentials, policy, reactor)
 
-    service = MultiService()
-    service.setName("turn")
-    service.turn_server = server
+
+def build_turn_server(config: TurnConfig, credentials: auth.Credentials, policy: PeerPolicy,
+                      reactor) -> TurnServer:
+    """A :class:`TurnServer` wired to real UDP sockets read through ``reactor``."""
+    datapath = DataPath(TurnStats())
+    sockets = UdpSockets(reactor, datapath, config.relay_host, config.relay_socket_buffer,
+                         config.hold)
+    return TurnServer(config, credentials, policy, reactor, sockets, datapath)
+
+
+def make_turn_service(values: Mapping[str, Any], reactor) -> TurnService:
+    """The relay as one service, from parsed settings (``ctturn`` or ``ctedge`` values).
+
+    When neither CT_TURN_SECRET nor CT_TURN_USERS is set, a random secret is generated;
+    the embedding edge mints matching credentials with ``service.secret``.
+    """
+    secret = values["turn_secret"]
+    if not secret:
+        secret = secrets.token_urlsafe(32)
+        _log.info("turn: no CT_TURN_SECRET set; generated one for this process")
+    config = turn_config(values)
+    credentials = auth.Credentials(config.realm, dict(values["turn_users"]), secret)
+    policy = PeerPolicy(allowed=values["turn_allow_peers"],
+                        own=(config.relay_host, config.external_host))
+    server = build_turn_server(config, credentials, policy, reactor)
+
+    service = TurnService(server, secret)
     TurnServerService(server).setServiceParent(service)
     listening = []
-    udp = values.get("turn_listen_udp")
+    udp = values["turn_listen_udp"]
     if udp:
         host, port = split_host_port(udp, 3478)
-        UdpListenerService(reactor, server, host.strip("[]"), port).setServiceParent(service)
+        UdpListenerService(server, host.strip("[]"), port).setServiceParent(service)
         listening.append(f"udp {udp}")
-    tcp = values.get("turn_listen_tcp")
+    tcp = values["turn_listen_tcp"]
     factory = TurnStreamFactory(server)
     if tcp:
         host, port = split_host_port(tcp, 3478)
         StreamServerEndpointService(_stream_endpoint(reactor, host.strip("[]"), port),
                                     factory).setServiceParent(service)
         listening.append(f"tcp {tcp}")
-    cert = values.get("turn_tls_cert") or values.get("tls_cert")
-    key = values.get("turn_tls_key") or values.get("tls_key")
-    tls = values.get("turn_listen_tls")
+    cert, key = _tls_files(values)
+    tls = values["turn_listen_tls"]
     if tls and cert and key:
         host, port = split_host_port(tls, 5349)
         StreamServerEndpointService(
@@ -173,12 +197,55 @@ def make_turn_service(values: MutableMapping[str, Any], reactor) -> IService:
     _log.info("turn: STUN/TURN relay on {listening}; relay ports {low}-{high} on {relay} "
               "announced as {external}; realm {realm}",
               listening=", ".join(listening) or "nothing", low=config.relay_ports[0],
-              high=config.relay_ports[1], relay=relay_host,
+              high=config.relay_ports[1], relay=config.relay_host,
               external=server.advertised_host, realm=config.realm)
     return service
 
 
-def makeService(options: usage.Options, reactor=None) -> IService:
+def _tls_files(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """TURN's certificate and key; an edge falls back to its HTTPS ones."""
+    return (values["turn_tls_cert"] or values.get("tls_cert"),
+            values["turn_tls_key"] or values.get("tls_key"))
+
+
+def ice_server_config(values: Mapping[str, Any],
+                      turn_secret: str | None) -> IceServerConfig | None:
+    """Where an edge's participants find a TURN server, from the edge's parsed settings;
+    None when there is none (CT_AV_ENABLED unset, or no usable server).
+
+    An external coturn (CT_AV_COTURN_SERVER and CT_AV_COTURN_SECRET) wins over the bundled
+    relay (CT_TURN_ENABLED), whose ``turn_secret`` is that of its :class:`TurnService`.
+    """
+    if not values["av_enabled"]:
+        return None
+    ttl = values["turn_credential_ttl"]
+    external = values["av_coturn_server"]
+    if external:
+        secret = values["av_coturn_secret"]
+        if not secret:
+            return None
+        host, port = split_host_port(external, 3478)
+        return IceServerConfig(host, secret, ttl, udp_port=port, tcp_port=port)
+    if not values["turn_enabled"] or not turn_secret:
+        return None
+    host = values["turn_host"]
+    if not host and values["server_url"]:
+        host = urlsplit(values["server_url"]).hostname
+    host = host or values["turn_external_address"]
+    if not host:
+        return None
+    ports = (_port(values["turn_listen_udp"]), _port(values["turn_listen_tcp"]),
+             _port(values["turn_listen_tls"]) if _tls_files(values)[0] else None)
+    if not any(ports):
+        return None
+    return IceServerConfig(host, turn_secret, ttl, *ports)
+
+
+def _port(listen: str | None) -> int | None:
+    return split_host_port(listen, None)[1] if listen else None
+
+
+def makeService(options: usage.Options, reactor=None) -> TurnService:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)

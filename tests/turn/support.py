@@ -9,7 +9,13 @@ from twisted.internet.protocol import DatagramProtocol
 
 from ct.turn import auth, stun
 from ct.turn.policy import PeerPolicy
-from ct.turn.server import TurnConfig, TurnServer
+from ct.turn.server import TurnConfig
+from ct.turn.settings import TURN_SETTINGS
+from ct.turn.tap import build_turn_server
+
+# An edge's parsed settings as far as TURN is concerned: every default.
+EDGE_DEFAULTS = {**{s.key: s.default for s in TURN_SETTINGS},
+                 "server_url": None, "tls_cert": None, "tls_key": None}
 
 
 class ClockedReactor:
@@ -49,9 +55,8 @@ def make_server(reactor, allow=("127.0.0.0/8",), users=None, secret="s3cret", **
     config.setdefault("relay_ports", (50000, 59999))
     credentials = auth.Credentials("test.realm", users if users is not None else {"alice": "pw"},
                                    secret=secret)
-    server = TurnServer(TurnConfig(realm="test.realm", **config), credentials,
-                        PeerPolicy(allowed=allow), reactor)
-    return server
+    return build_turn_server(TurnConfig(realm="test.realm", **config), credentials,
+                             PeerPolicy(allowed=allow), reactor)
 
 
 class ScriptedClient:
@@ -195,26 +200,17 @@ class UdpClient(ScriptedClient):
 
 @defer.inlineCallbacks
 def wait_until(reactor, predicate, timeout=5.0, message="condition not met", step=0.01):
-    """Poll ``predicate`` on the real reactor; AssertionError after ``timeout`` seconds."""
-    for _ in range(int(timeout / step) + 1):
-        if predicate():
-            return
+    """Poll ``predicate`` on the real reactor until it is true; fail the test (AssertionError)
+    after ``timeout`` seconds. ``message`` may be a callable, asked only on failure."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"{text} (waited {timeout} s)")
         yield task.deferLater(reactor, step, lambda: None)
-    if not predicate():
-        raise AssertionError(f"{message} (waited {timeout} s)")
 
 
 def error_code(message):
     if message is None or message.cls != stun.ERROR:
         return 0
     return stun.decode_error(message.get(stun.ERROR_CODE))[0]
-
-
-@defer.inlineCallbacks
-def wait_for(reactor, predicate, timeout=5.0, step=0.01):
-    """Poll ``predicate`` on the real reactor, at most ``timeout`` seconds."""
-    for _ in range(int(timeout / step)):
-        if predicate():
-            return True
-        yield task.deferLater(reactor, step, lambda: None)
-    return predicate()

@@ -15,9 +15,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from ct.turn import stun
-from ct.turn.credentials import edge_ice_servers
+from ct.turn.tap import ice_server_config
 
-from .support import wait_for
+from .support import EDGE_DEFAULTS, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TURNSERVER = shutil.which("turnserver") or (
@@ -87,12 +87,13 @@ class CoturnCompatTests(unittest.TestCase):
         sock = reactor.listenUDP(0, probe, interface="127.0.0.1")
         self.addCleanup(sock.stopListening)
         request = stun.encode_message(stun.BINDING, stun.REQUEST, b"coturn-probe")
-        for _ in range(50):  # up to ~10 s
-            sock.write(request, ("127.0.0.1", self.port))
-            if (yield wait_for(reactor, lambda: probe.replies, timeout=0.2)):
-                break
-        if not probe.replies:
-            self.fail("coturn did not answer: " + self.output.output.decode(errors="replace"))
+
+        def answered():
+            sock.write(request, ("127.0.0.1", self.port))  # lost while coturn starts: again
+            return probe.replies
+        yield wait_until(reactor, answered, timeout=10.0, step=0.2,
+                         message=lambda: "coturn did not answer: "
+                         + self.output.output.decode(errors="replace"))
 
     def _stop(self):
         if self.process.pid is not None:
@@ -100,9 +101,9 @@ class CoturnCompatTests(unittest.TestCase):
         return self.output.ended
 
     def servers(self, secret):
-        values = {"av_enabled": True, "av_coturn_server": f"127.0.0.1:{self.port}",
-                  "av_coturn_secret": secret, "turn_credential_ttl": 600.0}
-        return edge_ice_servers(values, "participant-1", reactor.seconds())
+        values = {**EDGE_DEFAULTS, "av_enabled": True,
+                  "av_coturn_server": f"127.0.0.1:{self.port}", "av_coturn_secret": secret}
+        return ice_server_config(values, None).servers_for("participant-1", reactor.seconds())
 
     @defer.inlineCallbacks
     def allocate(self, url, username, credential):

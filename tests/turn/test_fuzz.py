@@ -18,9 +18,10 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from ct.turn import server as server_module, stun
+from ct.turn import datapath, server as server_module, sockets, stream as stream_module, stun
 from ct.turn.policy import PeerPolicy
-from ct.turn.server import TurnStreamProtocol, UdpServerSocket
+from ct.turn.sockets import UdpServerSocket
+from ct.turn.stream import TurnStreamProtocol
 
 from .support import make_server
 from .test_stun import (SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST,
@@ -114,7 +115,7 @@ class Fuzzer:
 
     def signed(self, method, cls, attrs):
         tid = self.rng.randbytes(12)
-        nonce = self.server.nonces.mint(self.server.reactor.seconds())
+        nonce = self.server.nonces.mint(self.server.clock.seconds())
         body = [(t, v(tid) if callable(v) else v) for t, v in attrs]
         body += [(stun.USERNAME, b"alice"), (stun.REALM, b"test.realm"),
                  (stun.NONCE, nonce.encode())]
@@ -205,19 +206,20 @@ class FuzzTests(unittest.TestCase):
             if "log_failure" in event:
                 failures.append(event["log_failure"])
         # Refusals are logged at every packet: route them to a cheap observer.
-        self.patch(server_module, "_log", Logger(observer=observe))
+        for module in (server_module, datapath, sockets, stream_module):
+            self.patch(module, "_log", Logger(observer=observe))
         reactor = FuzzReactor()
         reactor.advance(1_700_000_000)
         policy = PeerPolicy(allowed=["127.0.0.0/8"], denied=[("0.0.0.0/0", "any"),
                                                               ("::/0", "any")])
         server = make_server(reactor, relay_ports=(50000, 50063), max_allocations=10,
                              bandwidth=10_000_000)
-        server.poller = None  # fake sockets: never polled
+        server.sockets.poller = None  # fake sockets: never polled
         server.policy = policy
-        server.bind_relay_socket = lambda host, port: NullSocket()
+        server.sockets.bind_relay = lambda port: NullSocket()
         server.start()
         self.addCleanup(server.stop)
-        udp = UdpServerSocket(reactor, server, "127.0.0.1", 3478, sock=NullSocket())
+        udp = UdpServerSocket(server, "127.0.0.1", 3478, sock=NullSocket())
         fuzzer = Fuzzer(server, seed=20240611)
         seeds = fuzzer.seeds()
         stream = self._stream(server)

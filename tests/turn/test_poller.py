@@ -8,7 +8,7 @@ import socket
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from ct.turn.server import SocketPoller
+from ct.turn.sockets import SocketPoller
 
 
 class RecordingReactor:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
 import socket
 import sys
 
@@ -17,10 +19,15 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from ct.turn import auth, stun
-from ct.turn.server import TurnStreamFactory, UdpServerSocket
+from ct.turn.datapath import DataPath
+from ct.turn.metrics import TurnStats
+from ct.turn.policy import PeerPolicy
+from ct.turn.server import TurnConfig, TurnServer
+from ct.turn.sockets import UdpServerSocket
+from ct.turn.stream import TurnStreamFactory
 
 from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code, make_server,
-                      wait_for, wait_until)
+                      wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -200,16 +207,24 @@ class LifetimeTests(ServerTestBase):
         self.assertEqual(client.bind(0x4001, peer_addr).cls, stun.SUCCESS)
         sock = peer  # the peer's socket sends to the relay
         sock.transport.write(b"ping", relay)
-        yield wait_for(reactor, lambda: client.link.sent)
+        yield wait_until(reactor, lambda: client.link.sent, message="permitted data lost")
         self.assertEqual(client.link.sent, [b"\x40\x01\x00\x04ping"])
         # Without refresh, the permission lapses at 300 s: peer data is dropped.
         self.clock.advance(301)
         self.assertEqual(allocation.permissions, {})
         self.assertIn(0x4001, allocation.channels)
-        sock.transport.write(b"late", relay)
         dropped = self.server.stats.dropped_packets
-        yield wait_for(reactor, lambda: self.server.stats.dropped_packets > dropped)
-        self.assertEqual(len(client.link.sent), 1)
+        sock.transport.write(b"late", relay)
+        yield wait_until(reactor, lambda: self.server.stats.dropped_packets > dropped,
+                         message="the late datagram was not dropped")
+        self.assertEqual(self.server.stats.refusals["data from a peer without permission"], 1)
+        # A fresh permission lets the next datagram through, and only that one.
+        self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
+        sock.transport.write(b"again", relay)
+        yield wait_until(reactor, lambda: len(client.link.sent) > 1,
+                         message="data after the fresh permission lost")
+        self.assertEqual(client.link.sent, [b"\x40\x01\x00\x04ping",
+                                            b"\x40\x01\x00\x05again"])
         self.clock.advance(300)
         self.assertEqual(allocation.channels, {})
         self.assertEqual(self.server.stats.channels_active, 0)
@@ -318,7 +333,7 @@ class EmbeddedIpv4OverSocketsTests(ServerTestBase):
 
     @defer.inlineCallbacks
     def test_finding_6_nat64_metadata_permission_refused_over_udp(self):
-        udp = UdpServerSocket(reactor, self.server, "::1", 0)
+        udp = UdpServerSocket(self.server, "::1", 0)
         self.addCleanup(udp.close)
         client = UdpClient(reactor, ("::1", udp.port), interface="::1")
         self.addCleanup(client.close)
@@ -341,7 +356,7 @@ class AmplificationTests(ServerTestBase):
 
     def setUp(self):
         super().setUp()
-        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(self.udp.close)
 
     def client(self, interface="127.0.0.1"):
@@ -401,9 +416,8 @@ class DataPathTests(ServerTestBase):
     @defer.inlineCallbacks
     def setUp(self):
         super().setUp()
-        self.udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        self.udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(self.udp.close)
-        self.listener = self.udp.listener
         self.client_socket = PeerSocket()
         cport = reactor.listenUDP(0, self.client_socket, interface="127.0.0.1")
         self.addCleanup(cport.stopListening)
@@ -415,44 +429,37 @@ class DataPathTests(ServerTestBase):
     def roundtrip(self, data):
         before = len(self.client_socket.received)
         self.client_socket.transport.write(data, self.server_addr)
-        yield wait_for(reactor, lambda: len(self.client_socket.received) > before)
+        yield wait_until(reactor, lambda: len(self.client_socket.received) > before,
+                         message="no answer")
         return stun.parse_message(self.client_socket.received[-1][0])
 
     @defer.inlineCallbacks
     def test_udp_channel_and_indications(self):
         peer, peer_addr = self.peer()
-        client = ScriptedClient(self.server, addr=self.client_addr)
         # Allocate through the real listener so the sink is a real socket.
-
-        class Link:
-            stream = False
-
-            def sink_for(_, addr):
-                return self.listener.sink_for(addr)
-
-            def udp_target(_, addr):
-                return self.listener.udp_target(addr)
-        client.link = Link()
+        client = ScriptedClient(self.server, addr=self.client_addr, link=self.udp)
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
         allocation = self.server.table.get(self.client_addr)
         relay = ("127.0.0.1", allocation.relay_address[1])
         self.assertEqual(client.bind(0x4000, peer_addr).cls, stun.SUCCESS)
         # client -> peer by ChannelData (with padding, allowed on UDP)
         self.client_socket.transport.write(b"\x40\x00\x00\x03abc\x00", self.server_addr)
-        yield wait_for(reactor, lambda: peer.received)
+        yield wait_until(reactor, lambda: peer.received, message="ChannelData lost")
         self.assertEqual(peer.received[0], (b"abc", relay))
         # peer -> client as ChannelData
         peer.transport.write(b"xyz", relay)
-        yield wait_for(reactor, lambda: self.client_socket.received)
+        yield wait_until(reactor, lambda: self.client_socket.received,
+                         message="peer data lost")
         self.assertEqual(self.client_socket.received[0][0], b"\x40\x00\x00\x03xyz")
         # client -> peer by Send indication; a second peer without channel gets Data indications
         peer2, peer2_addr = self.peer()
         self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
         client.send_indication(peer2_addr, b"via send")
-        yield wait_for(reactor, lambda: peer2.received)
+        yield wait_until(reactor, lambda: peer2.received, message="Send indication lost")
         self.assertEqual(peer2.received[0], (b"via send", relay))
         peer2.transport.write(b"back", relay)
-        yield wait_for(reactor, lambda: len(self.client_socket.received) > 1)
+        yield wait_until(reactor, lambda: len(self.client_socket.received) > 1,
+                         message="Data indication lost")
         data = stun.parse_message(self.client_socket.received[1][0])
         self.assertEqual((data.method, data.cls), (stun.DATA, stun.INDICATION))
         self.assertEqual(data.get(stun.DATA_ATTR), b"back")
@@ -468,7 +475,7 @@ class DataPathTests(ServerTestBase):
         wanted = 512 * 1024
         server = self.make(socket_buffer=wanted, relay_socket_buffer=wanted)
         self.addCleanup(server.stop)
-        udp = UdpServerSocket(self.reactor, server, "127.0.0.1", 0)
+        udp = UdpServerSocket(server, "127.0.0.1", 0)
         self.addCleanup(udp.close)
         client = ScriptedClient(server)
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
@@ -479,7 +486,7 @@ class DataPathTests(ServerTestBase):
         self.assertGreaterEqual(udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), wanted)
         default = self.make()
         self.addCleanup(default.stop)
-        plain = default.bind_relay_socket("127.0.0.1", 0)
+        plain = default.sockets.bind_relay(0)
         self.addCleanup(plain.close)
         self.assertLess(plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), wanted)
 
@@ -527,7 +534,11 @@ class StreamFramingTests(ServerTestBase):
         client.allocate()
         allocation = self.server.table.get(protocol)
         self.assertEqual(allocation.sink, transport.write)
-        client.bind(0x4005, ("127.0.0.1", 7))
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        peer.bind(("127.0.0.1", 0))
+        peer_addr = peer.getsockname()
+        client.bind(0x4005, peer_addr)
         sent = []
         allocation.peer_send = lambda payload, peer: sent.append((payload, peer))
         # two padded ChannelData frames and a STUN message in one chunk, split oddly
@@ -536,12 +547,15 @@ class StreamFramingTests(ServerTestBase):
         protocol.dataReceived(chunk[:5])
         protocol.dataReceived(chunk[5:11])
         protocol.dataReceived(chunk[11:])
-        self.assertEqual(sent, [(b"a", ("127.0.0.1", 7)), (b"bcdef", ("127.0.0.1", 7))])
+        self.assertEqual(sent, [(b"a", peer_addr), (b"bcdef", peer_addr)])
         self.assertEqual(stun.parse_message(transport.value()).cls, stun.SUCCESS)
         # peer -> client over a stream is padded
-        allocation.relay.datagramReceived(b"xyzzy", ("127.0.0.1", 7))
         transport.clear()
-        allocation.relay.datagramReceived(b"12345", ("127.0.0.1", 7))
+        relay = allocation.relay
+        peer.sendto(b"12345", allocation.relay_address)
+        self.assertEqual(select.select([relay.sock], [], [], 5.0)[0], [relay.sock],
+                         "the peer's datagram did not reach the relay socket")
+        relay.doRead()
         self.assertEqual(transport.value(), b"\x40\x05\x00\x0512345\x00\x00\x00")
         protocol.connectionLost(None)
         self.assertIsNone(self.server.table.get(protocol))
@@ -550,6 +564,76 @@ class StreamFramingTests(ServerTestBase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"\xff\xff\xff\xff")
         self.assertTrue(transport.disconnecting)
+
+
+class FakeRelay:
+    """A relay socket in memory: records what goes to peers."""
+
+    def __init__(self, port):
+        self.port = port
+        self.sent = []
+        self.closed = False
+
+    def send_to_peer(self, payload, peer):
+        self.sent.append((bytes(payload), peer))
+
+    def close(self):
+        self.closed = True
+
+
+class FakeRelaySockets:
+    """:class:`~ct.turn.server.RelaySockets` in memory; ports in ``taken`` are in use."""
+
+    def __init__(self, taken=()):
+        self.taken = set(taken)
+        self.opened = []
+
+    def open_relay(self, allocation, port, link, client, dont_fragment):
+        if port in self.taken:
+            raise OSError(errno.EADDRINUSE, "address in use")
+        relay = FakeRelay(port)
+        self.opened.append(relay)
+        return relay
+
+
+class InMemoryServerTests(unittest.TestCase):
+    """The request logic without a socket: relay sockets from a fake, time from a Clock."""
+
+    def make(self, ports, taken=()):
+        sockets = FakeRelaySockets(taken)
+        server = TurnServer(TurnConfig(realm="test.realm", relay_ports=ports),
+                            auth.Credentials("test.realm", {"alice": "pw"}, secret="s3cret"),
+                            PeerPolicy(allowed=("127.0.0.0/8",)), Clock(), sockets,
+                            DataPath(TurnStats()))
+        return server, sockets
+
+    def test_taken_ports_are_skipped_and_a_full_range_refused(self):
+        server, sockets = self.make((50000, 50001), taken={50000})
+        first = ScriptedClient(server, addr=("198.51.100.1", 1))
+        reply = first.allocate()
+        self.assertEqual(reply.cls, stun.SUCCESS)
+        relayed = stun.decode_xor_address(reply.get(stun.XOR_RELAYED_ADDRESS),
+                                          reply.transaction_id)
+        self.assertEqual(relayed[1], 50001)
+        second = ScriptedClient(server, addr=("198.51.100.1", 2))
+        self.assertEqual(error_code(second.allocate()), 508)
+        self.assertEqual(first.refresh(0).cls, stun.SUCCESS)
+        self.assertEqual([relay.closed for relay in sockets.opened], [True])
+        self.assertEqual(second.allocate().cls, stun.SUCCESS)  # the port is free again
+
+    def test_stream_channel_data_reaches_the_peer_once_bound(self):
+        server, sockets = self.make((50000, 50009))
+        protocol = TurnStreamFactory(server).buildProtocol(None)
+        protocol.makeConnection(StringTransport(peerAddress=FakeAddress("198.51.100.5", 4444)))
+        client = ScriptedClient(server, addr=("198.51.100.5", 4444), key=protocol,
+                                link=protocol)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        self.assertEqual(client.bind(0x4000, ("127.0.0.1", 7)).cls, stun.SUCCESS)
+        protocol.dataReceived(stun.encode_channel_data(0x4000, b"hello", pad=True)
+                              + stun.encode_channel_data(0x4001, b"unbound", pad=True))
+        self.assertEqual(sockets.opened[0].sent, [(b"hello", ("127.0.0.1", 7))])
+        self.assertEqual(server.stats.refusals.get("ChannelData on an unbound channel"), 1)
+        self.assertEqual((server.stats.packets_to_peer, server.stats.bytes_to_peer), (1, 5))
 
 
 class _StreamClient(Protocol):
@@ -651,7 +735,7 @@ class AioiceTests(unittest.TestCase):
         self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
         self.server.start()
         self.addCleanup(self.server.stop)
-        udp = UdpServerSocket(reactor, self.server, "127.0.0.1", 0)
+        udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         self.addCleanup(udp.close)
         self.udp_port = udp.port
         tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
@@ -670,8 +754,8 @@ class AioiceTests(unittest.TestCase):
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["echoes"], count)
         self.assertEqual(result["peer_saw"], [result["relayed"]])
-        yield wait_for(reactor, lambda: self.server.stats.allocations_active == 0)
-        self.assertEqual(self.server.stats.allocations_active, 0)  # deleted by the client
+        yield wait_until(reactor, lambda: self.server.stats.allocations_active == 0,
+                         message="the client did not delete its allocation")
         return result
 
     def rest(self):

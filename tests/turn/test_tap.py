@@ -21,10 +21,10 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from ct.turn import auth, stun, tap
-from ct.turn.credentials import edge_ice_servers, ice_servers
-from ct.turn.server import TurnStreamFactory
+from ct.turn.credentials import IceServerConfig, ice_servers
+from ct.turn.stream import TurnStreamFactory
 
-from .support import make_server, wait_for
+from .support import EDGE_DEFAULTS, make_server, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -121,7 +121,7 @@ class OptionsTests(unittest.TestCase):
                         "CT_TURN_LISTEN_UDP": "127.0.0.1:0", "CT_TURN_LISTEN_TCP": "none",
                         "CT_TURN_LISTEN_TLS": "none", "CT_TURN_RELAY_ADDRESS": "127.0.0.1"})
         service = tap.makeService(o, UdpMemoryReactor())
-        self.assertEqual(service.turn_server.poller.hold, 0.0025)
+        self.assertEqual(service.turn_server.sockets.poller.hold, 0.0025)
         for raw in ("21", "-1", "soon"):
             e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_BATCH_DELAY": raw})
             self.assertIn("CT_TURN_BATCH_DELAY", str(e))
@@ -163,7 +163,7 @@ class OptionsTests(unittest.TestCase):
         service.startService()
         udp = [s for s in service if isinstance(s, tap.UdpListenerService)][0].listening
         self.assertEqual(udp.sock.getsockname()[0], "127.0.0.1")
-        self.assertEqual(memory.readers, [service.turn_server.poller])
+        self.assertEqual(memory.readers, [service.turn_server.sockets.poller])
         self.assertEqual(sorted(p[0] for p in memory.tcpServers), [3478])
         self.assertEqual(sorted(p[0] for p in memory.sslServers), [5349])
         self.assertEqual(service.turn_server.advertised_host, "127.0.0.1")
@@ -177,11 +177,12 @@ class OptionsTests(unittest.TestCase):
         return path
 
     def test_edge_gets_generated_secret(self):
-        values = {"turn_listen_udp": None, "turn_listen_tcp": None, "turn_listen_tls": None,
-                  "turn_relay_address": "127.0.0.1"}
+        values = {**EDGE_DEFAULTS, "turn_listen_udp": None, "turn_listen_tcp": None,
+                  "turn_listen_tls": None, "turn_relay_address": "127.0.0.1"}
         service = tap.make_turn_service(values, UdpMemoryReactor())
-        self.assertTrue(values["turn_secret"])
-        self.assertEqual(service.turn_server.credentials.secret, values["turn_secret"])
+        self.assertTrue(service.secret)
+        self.assertEqual(service.turn_server.credentials.secret, service.secret)
+        self.assertIsNone(values["turn_secret"])  # the settings are read, never written
 
 
 class IceServerTests(unittest.TestCase):
@@ -198,22 +199,26 @@ class IceServerTests(unittest.TestCase):
         self.assertEqual(v6[1]["urls"], ["turn:[2001:db8::1]:3478?transport=udp"])
 
     def test_edge_choice(self):
-        base = {"av_enabled": True, "turn_credential_ttl": 60.0}
-        self.assertEqual(edge_ice_servers({**base, "av_enabled": False}, "u", 0), [])
-        self.assertEqual(edge_ice_servers(base, "u", 0), [])
-        coturn = edge_ice_servers({**base, "av_coturn_server": "coturn.example.org:3479",
-                                   "av_coturn_secret": "x", "turn_enabled": True,
-                                   "turn_secret": "y"}, "u", 0)
-        self.assertEqual(coturn[1]["urls"], ["turn:coturn.example.org:3479?transport=udp",
-                                             "turn:coturn.example.org:3479?transport=tcp"])
-        self.assertEqual(coturn[1]["credential"], auth.rest_password("x", "60:u"))
-        bundled = edge_ice_servers({**base, "turn_enabled": True, "turn_secret": "y",
-                                    "server_url": "https://ct.example.org:1443",
-                                    "turn_listen_udp": "0.0.0.0:3478",
-                                    "turn_listen_tcp": None, "turn_listen_tls": "0.0.0.0:443",
-                                    "tls_cert": "/etc/cert.pem"}, "u", 0)
-        self.assertEqual(bundled[1]["urls"], ["turn:ct.example.org:3478?transport=udp",
+        base = {**EDGE_DEFAULTS, "av_enabled": True, "turn_credential_ttl": 60.0}
+        self.assertIsNone(tap.ice_server_config({**base, "av_enabled": False}, "y"))
+        self.assertIsNone(tap.ice_server_config(base, None))
+        coturn = tap.ice_server_config({**base, "av_coturn_server": "coturn.example.org:3479",
+                                        "av_coturn_secret": "x", "turn_enabled": True}, "y")
+        self.assertEqual(coturn, IceServerConfig("coturn.example.org", "x", 60.0, 3479, 3479))
+        servers = coturn.servers_for("u", 0)
+        self.assertEqual(servers[1]["urls"], ["turn:coturn.example.org:3479?transport=udp",
+                                              "turn:coturn.example.org:3479?transport=tcp"])
+        self.assertEqual(servers[1]["credential"], auth.rest_password("x", "60:u"))
+        bundled = {**base, "turn_enabled": True, "server_url": "https://ct.example.org:1443",
+                   "turn_listen_udp": "0.0.0.0:3478", "turn_listen_tcp": None,
+                   "turn_listen_tls": "0.0.0.0:443", "tls_cert": "/etc/cert.pem"}
+        self.assertIsNone(tap.ice_server_config(bundled, None))  # no secret from the relay
+        servers = tap.ice_server_config(bundled, "y").servers_for("u", 0)
+        self.assertEqual(servers[1]["urls"], ["turn:ct.example.org:3478?transport=udp",
                                               "turns:ct.example.org:443?transport=tcp"])
+        self.assertEqual(servers[1]["credential"], auth.rest_password("y", "60:u"))
+        no_port = {**bundled, "turn_listen_udp": None, "turn_listen_tls": None}
+        self.assertIsNone(tap.ice_server_config(no_port, "y"))
 
 
 class TlsTests(unittest.TestCase):
@@ -299,12 +304,13 @@ class StandaloneTests(unittest.TestCase):
         sock = reactor.listenUDP(0, probe, interface="127.0.0.1")
         self.addCleanup(sock.stopListening)
         request = stun.encode_message(stun.BINDING, stun.REQUEST, b"standalone!!")
-        for _ in range(100):  # up to ~20 s for twistd to start
-            sock.write(request, ("127.0.0.1", udp))
-            if (yield wait_for(reactor, lambda: probe.replies, timeout=0.2)):
-                break
-            if process.pid is None:
-                break
+
+        def answered_or_ended():
+            sock.write(request, ("127.0.0.1", udp))  # lost while twistd starts: ask again
+            return probe.replies or process.pid is None
+        yield wait_until(reactor, answered_or_ended, timeout=20.0, step=0.2,
+                         message=lambda: "ctturn did not answer: "
+                         + collector.output.decode(errors="replace")[-2000:])
         self.assertTrue(probe.replies, collector.output.decode(errors="replace")[-2000:])
         reply = stun.parse_message(probe.replies[0])
         self.assertEqual(reply.cls, stun.SUCCESS)
