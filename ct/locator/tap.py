@@ -26,6 +26,7 @@ from ct.common.listen import server_listeners
 from ct.common.ratelimit import KeyedLimiter
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
+from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
@@ -176,10 +177,11 @@ def makeService(options, reactor=None) -> service.MultiService:
     root = LocatorRoot(link_factory, api.app.resource())
     if metrics_page is not None:
         root.putChild(b"metrics", metrics_page)
-    dashboard = locator_dashboard(locator, credentials, values, reactor, log_capture.server_log,
-                                  throttle)
-    root.putChild(b"dashboard", dashboard.resource())
-    root.putChild(b"logs", dashboard.resource())
+    dashboard = locator_dashboard(
+        locator, credentials,
+        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]), reactor,
+        log_capture.server_log, throttle)
+    dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     site = ServerSite(root, reactor, values["access_log"])
 
