@@ -10,6 +10,7 @@ Routes are relative to where :meth:`Dashboard.mount` puts them. See ``docs/dashb
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from klein import Klein
 from twisted.web import resource
@@ -25,7 +26,7 @@ from ct.dashboard.pages.audit import AuditPages
 from ct.dashboard.pages.edges import EdgePages
 from ct.dashboard.pages.live import LivePages
 from ct.dashboard.pages.login import LoginPages
-from ct.dashboard.pages.logs import LogPage, OlderLogs
+from ct.dashboard.pages.logs import OlderLogs, log_page
 from ct.dashboard.pages.settings import SettingsPages
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -39,6 +40,9 @@ class StaticFiles(File):
 
 
 class Dashboard:
+    """The route table: each route names its page (navigation key, title, refresh) and
+    the producer of its body, or its action, where to go back, and the performer."""
+
     app = Klein()
 
     def __init__(self, backend: Backend, credentials: Credentials, clock,
@@ -46,18 +50,17 @@ class Dashboard:
                  throttle: LoginThrottle | None = None, sessions: SessionStore | None = None):
         """``throttle``: shared with another log-in (the locator's operator API)."""
         self.backend = backend
-        self.clock = clock
         login = LoginGuard(credentials, clock, self._record_failure, "dashboard",
                            throttle=throttle)
         self.guard = RequestGuard(sessions or SessionStore(clock), login, config)
-        frame = Frame(self.guard, backend.mode)
-        self.login = LoginPages(frame, backend)
-        self.live = LivePages(frame, backend, clock)
-        self.edge_pages = EdgePages(frame, backend, clock)
-        self.settings = SettingsPages(frame, backend)
-        self.audit = AuditPages(frame, backend, clock)
-        self.log_page = LogPage(frame, server_log)
-        self.older_logs = OlderLogs(frame, server_log)
+        self.frame = Frame(self.guard, backend.mode)
+        self.login = LoginPages(self.guard, backend)
+        self.live = LivePages(backend, clock)
+        self.edges = EdgePages(backend, clock)
+        self.settings = SettingsPages(backend, clock)
+        self.audit = AuditPages(backend, clock)
+        self.server_log = log_page(server_log)
+        self.older_logs = OlderLogs(self.guard, server_log)
         self._static = StaticFiles(STATIC_DIR)
 
     def mount(self, root: resource.Resource) -> None:
@@ -83,72 +86,81 @@ class Dashboard:
 
     @app.route("/logout", methods=["POST"])
     def log_out(self, request):
-        return self.login.logout(request)
+        return self.frame.action(request, self.login.logout, "/dashboard/login")
 
     @app.route("/", methods=["GET"], strict_slashes=False)  # /dashboard and /dashboard/
-    def overview(self, request):
-        return self.live.overview(request)
+    def overview_page(self, request):
+        return self.frame.page(request, "overview", "Overview", self.live.overview,
+                               refresh=15)
 
     @app.route("/sessions", methods=["GET"])
     def sessions_page(self, request):
-        return self.live.sessions(request)
+        return self.frame.page(request, "sessions", "Active sessions", self.live.sessions,
+                               refresh=15)
 
     @app.route("/sessions/<string:sid>/end", methods=["POST"])
     def end_session(self, request, sid):
-        return self.live.end_session(request, sid)
+        return self.frame.action(request, partial(self.live.end_session, sid),
+                                 "/dashboard/sessions")
 
     @app.route("/sessions/<string:sid>/participants/<int:pid>/remove", methods=["POST"])
     def remove_participant(self, request, sid, pid):
-        return self.live.remove_participant(request, sid, pid)
+        return self.frame.action(request, partial(self.live.remove_participant, sid, pid),
+                                 "/dashboard/sessions")
 
     @app.route("/edges", methods=["GET"])
     def edges_page(self, request):
-        return self.edge_pages.edges(request)
+        return self.frame.page(request, "edges", "Edge servers", self.edges.edges,
+                               refresh=10)
 
     @app.route("/edges/<string:edge_id>/suspend", methods=["POST"])
     def suspend(self, request, edge_id):
-        return self.edge_pages.suspend(request, edge_id, True)
+        return self.frame.action(request, partial(self.edges.suspend, edge_id, True),
+                                 "/dashboard/edges")
 
     @app.route("/edges/<string:edge_id>/resume", methods=["POST"])
     def resume(self, request, edge_id):
-        return self.edge_pages.suspend(request, edge_id, False)
+        return self.frame.action(request, partial(self.edges.suspend, edge_id, False),
+                                 "/dashboard/edges")
 
     @app.route("/regions", methods=["GET"])
     def regions_page(self, request):
-        return self.settings.regions(request)
+        return self.frame.page(request, "regions", "Regions", self.settings.regions)
 
     @app.route("/regions", methods=["POST"])
     def save_regions(self, request):
-        return self.settings.save_regions(request)
+        return self.frame.action(request, self.settings.save_regions, "/dashboard/regions")
 
     @app.route("/advanced", methods=["GET"])
     def advanced_page(self, request):
-        return self.settings.advanced(request)
+        return self.frame.page(request, "advanced", "Advanced", self.settings.advanced)
 
     @app.route("/advanced", methods=["POST"])
     def save_advanced(self, request):
-        return self.settings.save_advanced(request)
+        return self.frame.action(request, self.settings.save_advanced, "/dashboard/advanced")
 
     @app.route("/integrations", methods=["GET"])
     def integrations_page(self, request):
-        return self.settings.integrations(request)
+        return self.frame.page(request, "integrations", "Integrations",
+                               self.settings.integrations)
 
     @app.route("/integrations", methods=["POST"])
     def save_integrations(self, request):
-        return self.settings.save_integrations(request)
+        return self.frame.action(request, self.settings.save_integrations,
+                                 "/dashboard/integrations")
 
     @app.route("/audit", methods=["GET"])
     def audit_page(self, request):
-        return self.audit.audit(request)
+        return self.frame.page(request, "audit", "Audit log", self.audit.audit)
 
     @app.route("/audit.csv", methods=["GET"])
     def audit_csv(self, request):
-        return self.audit.export(request, "csv")
+        return self.frame.download(request, partial(self.audit.export, "csv"))
 
     @app.route("/audit.json", methods=["GET"])
     def audit_json(self, request):
-        return self.audit.export(request, "json")
+        return self.frame.download(request, partial(self.audit.export, "json"))
 
     @app.route("/logs", methods=["GET"])
     def logs_page(self, request):
-        return self.log_page.page(request)
+        return self.frame.page(request, "logs", "Server log", self.server_log, refresh=10)

@@ -12,7 +12,7 @@ from ct import __version__
 from ct.dashboard.backend import ActionError, NotAvailable
 from ct.dashboard.guard import RequestGuard
 from ct.dashboard.html import tags
-from ct.dashboard.responses import render, see_other, to_login
+from ct.dashboard.responses import refuse, render, see_other, to_login
 
 NAV = [("overview", "/dashboard", "Overview"), ("edges", "/dashboard/edges", "Edge servers"),
        ("sessions", "/dashboard/sessions", "Sessions"), ("regions", "/dashboard/regions",
@@ -99,7 +99,8 @@ class Frame:
         return build()
 
     def action(self, request, perform: Callable, back: str):
-        """A logged-in, same-origin, CSRF-checked POST: ``perform(session)``; then back."""
+        """A logged-in, same-origin, CSRF-checked POST: ``perform(request, session)``
+        (a message to flash, or a Deferred of one); then 303 to ``back``."""
         session = self.guard.current(request)
         refusal = self.guard.refuse_post(request, session)
         if refusal is not None:
@@ -108,7 +109,7 @@ class Frame:
         @defer.inlineCallbacks
         def run():
             try:
-                message = yield perform(session)
+                message = yield perform(request, session)
                 if message:
                     session.flash.append(("ok", message))
             except (ActionError, NotAvailable, ValueError) as e:
@@ -117,3 +118,18 @@ class Frame:
             return see_other(request, back)
 
         return run()
+
+    def download(self, request, produce: Callable):
+        """A logged-in GET answered by ``produce(request)`` itself (not a page)."""
+        if self.guard.current(request) is None:
+            return refuse(request, 403, "not logged in")
+        return produce(request)
+
+
+class PageGroup:
+    """Pages and actions over one backend: producers ``(request, session)`` of a page body
+    for :meth:`Frame.page`, and performers ``(request, session)`` for :meth:`Frame.action`."""
+
+    def __init__(self, backend, clock):
+        self.backend = backend
+        self.clock = clock

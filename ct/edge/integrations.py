@@ -81,9 +81,8 @@ class EdgeIntegrations:
         self.reactor = reactor
         self.metrics = metrics
         self.parent = parent
-        self.environment = environment
         self.naming = naming
-        self.current = environment
+        self.environment = self.current = environment
         self.resource = SwitchableMetrics(metrics, environment.prometheus)
 
     def on_config(self, message: Mapping[str, Any]) -> None:

@@ -13,9 +13,9 @@ from twisted.internet import defer
 
 from ct.dashboard.backend import audit_entry_dict
 from ct.dashboard.format import csv_cell, parse_utc, utc
-from ct.dashboard.frame import Frame
+from ct.dashboard.frame import PageGroup
 from ct.dashboard.html import tags
-from ct.dashboard.responses import arg, refuse, set_headers
+from ct.dashboard.responses import arg, set_headers
 from ct.storage.store import AUDIT_KINDS
 
 PAGE_SIZE = 50
@@ -55,17 +55,9 @@ def details_text(entry) -> str:
     return details
 
 
-class AuditPages:
-    def __init__(self, frame: Frame, backend, clock):
-        self.frame = frame
-        self.backend = backend
-        self.clock = clock
-
-    def audit(self, request):
-        return self.frame.page(request, "audit", "Audit log", self._audit)
-
+class AuditPages(PageGroup):
     @defer.inlineCallbacks
-    def _audit(self, request, session):
+    def audit(self, request, session):
         try:
             page = max(1, int(arg(request, "page") or 1))
         except ValueError:
@@ -136,33 +128,27 @@ class AuditPages:
                 break
         return out
 
-    def export(self, request, fmt: str):
+    @defer.inlineCallbacks
+    def export(self, fmt: str, request):
         """``fmt``: ``csv`` or ``json``; a download of every matching entry."""
-        if self.frame.guard.current(request) is None:
-            return refuse(request, 403, "not logged in")
-
-        @defer.inlineCallbacks
-        def build():
-            entries = yield self._matching(request)
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock.seconds()))
-            if fmt == "json":
-                set_headers(request, b"application/json")
-                body = json.dumps({"entries": [audit_entry_dict(e) for e in entries]},
-                                  indent=1, sort_keys=True).encode() + b"\n"
-            else:
-                set_headers(request, b"text/csv; charset=utf-8")
-                buf = io.StringIO()
-                writer = csv.writer(buf)
-                writer.writerow(["time_utc", "time", "kind", "user", "edge", "session",
-                                 "details"])
-                for e in entries:
-                    writer.writerow([csv_cell(utc(e.at)), f"{e.at:.3f}", csv_cell(e.kind),
-                                     csv_cell(e.user), csv_cell(e.edge_id),
-                                     csv_cell(e.session_id),
-                                     csv_cell(json.dumps(dict(e.details), sort_keys=True))])
-                body = buf.getvalue().encode("utf-8")
-            request.setHeader(b"content-disposition",
-                              f'attachment; filename="ct-audit-{stamp}.{fmt}"'.encode())
-            return body
-
-        return build()
+        entries = yield self._matching(request)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock.seconds()))
+        if fmt == "json":
+            set_headers(request, b"application/json")
+            body = json.dumps({"entries": [audit_entry_dict(e) for e in entries]},
+                              indent=1, sort_keys=True).encode() + b"\n"
+        else:
+            set_headers(request, b"text/csv; charset=utf-8")
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["time_utc", "time", "kind", "user", "edge", "session",
+                             "details"])
+            for e in entries:
+                writer.writerow([csv_cell(utc(e.at)), f"{e.at:.3f}", csv_cell(e.kind),
+                                 csv_cell(e.user), csv_cell(e.edge_id),
+                                 csv_cell(e.session_id),
+                                 csv_cell(json.dumps(dict(e.details), sort_keys=True))])
+            body = buf.getvalue().encode("utf-8")
+        request.setHeader(b"content-disposition",
+                          f'attachment; filename="ct-audit-{stamp}.{fmt}"'.encode())
+        return body

@@ -8,24 +8,16 @@ from twisted.web.template import Tag
 
 from ct.dashboard.backend import NotAvailable
 from ct.dashboard.format import ago, number
-from ct.dashboard.frame import Frame, csrf_field
+from ct.dashboard.frame import PageGroup, csrf_field
 from ct.dashboard.html import tags
 
 COLUMNS = ["Edge", "Status", "Region", "Version", "Load", "Lag", "Connections", "Sessions",
            "Last seen", ""]
 
 
-class EdgePages:
-    def __init__(self, frame: Frame, backend, clock):
-        self.frame = frame
-        self.backend = backend
-        self.clock = clock
-
-    def edges(self, request):
-        return self.frame.page(request, "edges", "Edge servers", self._edges, refresh=10)
-
+class EdgePages(PageGroup):
     @defer.inlineCallbacks
-    def _edges(self, request, session):
+    def edges(self, request, session):
         try:
             edges = yield self.backend.edges()
         except NotAvailable:
@@ -77,8 +69,7 @@ class EdgePages:
             **({"data-confirm": f"Suspend edge {edge['edge']}? New sessions will go "
                                 "to other edges."} if not suspended else {}))
 
-    def suspend(self, request, edge_id: str, suspended: bool):
+    def suspend(self, edge_id: str, suspended: bool, request, session):
         done = "suspended" if suspended else "resumed"
-        return self.frame.action(
-            request, lambda s: self.backend.suspend(edge_id, suspended, s.user)
-            .addCallback(lambda _: f"Edge {edge_id} {done}."), "/dashboard/edges")
+        return self.backend.suspend(edge_id, suspended, session.user).addCallback(
+            lambda _: f"Edge {edge_id} {done}.")

@@ -10,7 +10,7 @@ from twisted.web.template import Tag
 
 from ct.dashboard.charts import line_chart
 from ct.dashboard.format import ago, number, utc
-from ct.dashboard.frame import Frame, post_button
+from ct.dashboard.frame import PageGroup, post_button
 from ct.dashboard.html import tags
 from ct.dashboard.responses import arg
 
@@ -30,17 +30,9 @@ def card(label: str, value: str, key: str, extra: Any = "") -> Tag:
                     class_="card")
 
 
-class LivePages:
-    def __init__(self, frame: Frame, backend, clock):
-        self.frame = frame
-        self.backend = backend
-        self.clock = clock
-
-    def overview(self, request):
-        return self.frame.page(request, "overview", "Overview", self._overview, refresh=15)
-
+class LivePages(PageGroup):
     @defer.inlineCallbacks
-    def _overview(self, request, session):
+    def overview(self, request, session):
         now = yield self.backend.overview()
         which = arg(request, "range") or "hour"
         if which not in RANGES:
@@ -85,12 +77,8 @@ class LivePages:
                          class_="hint")]
         return parts
 
-    def sessions(self, request):
-        return self.frame.page(request, "sessions", "Active sessions", self._sessions,
-                               refresh=15)
-
     @defer.inlineCallbacks
-    def _sessions(self, request, session):
+    def sessions(self, request, session):
         sessions = yield self.backend.sessions()
         intro = tags.p("Who is in which session. The server never sees what they edit "
                        "(sessions are end-to-end encrypted).", class_="hint")
@@ -130,13 +118,10 @@ class LivePages:
                 tags.td(people), tags.td(end, class_="actions"), id=f"session-{sid}"))
         return [intro, table(body)]
 
-    def end_session(self, request, sid: str):
-        return self.frame.action(request, lambda s: self.backend.end_session(sid, s.user)
-                                 .addCallback(lambda _: f"Session {sid} ended."),
-                                 "/dashboard/sessions")
+    def end_session(self, sid: str, request, session):
+        return self.backend.end_session(sid, session.user).addCallback(
+            lambda _: f"Session {sid} ended.")
 
-    def remove_participant(self, request, sid: str, pid: int):
-        return self.frame.action(
-            request, lambda s: self.backend.remove_participant(sid, pid, s.user)
-            .addCallback(lambda _: f"Participant #{pid} removed from {sid}."),
-            "/dashboard/sessions")
+    def remove_participant(self, sid: str, pid: int, request, session):
+        return self.backend.remove_participant(sid, pid, session.user).addCallback(
+            lambda _: f"Participant #{pid} removed from {sid}.")

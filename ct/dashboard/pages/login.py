@@ -6,8 +6,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from ct.common.tokens import same_secret
-from ct.dashboard.frame import Frame
-from ct.dashboard.guard import COOKIE, LOGIN_COOKIE
+from ct.dashboard.guard import COOKIE, LOGIN_COOKIE, RequestGuard
 from ct.dashboard.html import tags
 from ct.dashboard.responses import arg, refuse, render, see_other
 
@@ -24,9 +23,8 @@ def safe_next(target: str | None) -> str:
 
 
 class LoginPages:
-    def __init__(self, frame: Frame, backend):
-        self.guard = frame.guard
-        self.frame = frame
+    def __init__(self, guard: RequestGuard, backend):
+        self.guard = guard
         self.backend = backend
 
     def form(self, request, error: str | None = None, status: int = 200):
@@ -88,10 +86,9 @@ class LoginPages:
             lambda f: _log.failure("dashboard: could not store an audit entry", f))
         return see_other(request, safe_next(arg(request, "next")))
 
-    def logout(self, request):
-        def perform(s):
-            self.guard.sessions.end(s.sid)
-            self.guard.set_cookie(request, COOKIE, "", max_age=0)
-            return self.backend.record("dashboard_logout", s.user).addCallback(lambda _: None)
-
-        return self.frame.action(request, perform, "/dashboard/login")
+    def logout(self, request, session):
+        """An action: ends the session and clears its cookie."""
+        self.guard.sessions.end(session.sid)
+        self.guard.set_cookie(request, COOKIE, "", max_age=0)
+        return self.backend.record("dashboard_logout", session.user).addCallback(
+            lambda _: None)

@@ -5,28 +5,24 @@ from __future__ import annotations
 from klein import Klein
 
 from ct.common.credentials import basic_auth
-from ct.dashboard.frame import Frame
+from ct.dashboard.guard import RequestGuard
 from ct.dashboard.html import tags
 from ct.dashboard.logs import ServerLog
 from ct.dashboard.responses import TEXT, refuse, see_other, set_headers, to_login
 
 
-class LogPage:
-    def __init__(self, frame: Frame, server_log: ServerLog):
-        self.frame = frame
-        self.server_log = server_log
+def log_page(server_log: ServerLog):
+    """The producer of the log page's body."""
 
-    def page(self, request):
-        def produce(request, session):
-            source = self.server_log.source()
-            where = ("kept in memory since start-up" if source == "memory"
-                     else f"file {source}")
-            return self.server_log.lines().addCallback(lambda lines: [
-                tags.p(f"The last {len(lines)} lines of the server log ({where}). Times are "
-                       "the server's local time.", class_="hint"),
-                tags.pre("\n".join(lines), class_="log", id="log")])
+    def produce(request, session):
+        source = server_log.source()
+        where = "kept in memory since start-up" if source == "memory" else f"file {source}"
+        return server_log.lines().addCallback(lambda lines: [
+            tags.p(f"The last {len(lines)} lines of the server log ({where}). Times are "
+                   "the server's local time.", class_="hint"),
+            tags.pre("\n".join(lines), class_="log", id="log")])
 
-        return self.frame.page(request, "logs", "Server log", produce, refresh=10)
+    return produce
 
 
 class OlderLogs:
@@ -35,8 +31,8 @@ class OlderLogs:
 
     app = Klein()
 
-    def __init__(self, frame: Frame, server_log: ServerLog):
-        self.guard = frame.guard
+    def __init__(self, guard: RequestGuard, server_log: ServerLog):
+        self.guard = guard
         self.server_log = server_log
 
     @app.route("/", methods=["GET"], strict_slashes=False)  # /logs and /logs/

@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from ct.dashboard.backend import ActionError
 from ct.dashboard.format import form_lines
-from ct.dashboard.frame import Frame, csrf_field
+from ct.dashboard.frame import PageGroup, csrf_field
 from ct.dashboard.html import tags
 from ct.dashboard.responses import arg
 from ct.edge.integrations import STATSD_PORT, Integrations
@@ -23,22 +23,15 @@ def _selected(on: bool) -> dict[str, str]:
     return {"selected": "selected"} if on else {}
 
 
-class SettingsPages:
-    def __init__(self, frame: Frame, backend):
-        self.frame = frame
-        self.backend = backend
-
+class SettingsPages(PageGroup):
     @property
     def multi_server(self) -> bool:
         return self.backend.mode == "multi-server"
 
     # ------------------------------------------------------------------ regions
 
-    def regions(self, request):
-        return self.frame.page(request, "regions", "Regions", self._regions)
-
     @defer.inlineCallbacks
-    def _regions(self, request, session):
+    def regions(self, request, session):
         stored = yield self.backend.regions()
         reported = self.backend.reported_regions()
         names = sorted(set(stored) | set(reported))
@@ -67,38 +60,32 @@ class SettingsPages:
                        "name their region with CT_REGION. Empty a region's list to remove it.",
                        class_="hint"), form]
 
-    def save_regions(self, request):
-        @defer.inlineCallbacks
-        def perform(s):
-            stored = yield self.backend.regions()
-            value: dict[str, Any] = {}
-            for key, values in request.args.items():
-                key = key.decode("utf-8", "replace")
-                if not key.startswith("region:"):
-                    continue
-                name = key[len("region:"):]
-                cidrs = form_lines(values[0].decode("utf-8", "replace"))
-                old = stored.get(name)
-                if isinstance(old, dict):
-                    if cidrs or old.get("countries") or old.get("continents"):
-                        value[name] = {**old, "cidrs": cidrs}
-                elif cidrs:
-                    value[name] = cidrs
-            new = (arg(request, "new_region") or "").strip()
-            if new:
-                value[new] = form_lines(arg(request, "new_cidrs") or "")
-            yield self.backend.set_regions(value, s.user)
-            return "Regions saved."
-
-        return self.frame.action(request, perform, "/dashboard/regions")
+    @defer.inlineCallbacks
+    def save_regions(self, request, session):
+        stored = yield self.backend.regions()
+        value: dict[str, Any] = {}
+        for key, values in request.args.items():
+            key = key.decode("utf-8", "replace")
+            if not key.startswith("region:"):
+                continue
+            name = key[len("region:"):]
+            cidrs = form_lines(values[0].decode("utf-8", "replace"))
+            old = stored.get(name)
+            if isinstance(old, dict):
+                if cidrs or old.get("countries") or old.get("continents"):
+                    value[name] = {**old, "cidrs": cidrs}
+            elif cidrs:
+                value[name] = cidrs
+        new = (arg(request, "new_region") or "").strip()
+        if new:
+            value[new] = form_lines(arg(request, "new_cidrs") or "")
+        yield self.backend.set_regions(value, session.user)
+        return "Regions saved."
 
     # ------------------------------------------------------------------ advanced
 
-    def advanced(self, request):
-        return self.frame.page(request, "advanced", "Advanced", self._advanced)
-
     @defer.inlineCallbacks
-    def _advanced(self, request, session):
+    def advanced(self, request, session):
         value = yield self.backend.advanced()
         form = tags.form(
             csrf_field(session),
@@ -117,23 +104,17 @@ class SettingsPages:
                  "stored configuration).")
         return [tags.p(where, class_="hint"), form]
 
-    def save_advanced(self, request):
-        def perform(s):
-            version = (arg(request, "min_client_version") or "").strip()
-            if version and not VERSION_RE.match(version):
-                raise ActionError(f"not a version number: {version!r} (e.g. 2024.2.0)")
-            d = self.backend.set_advanced({"minClientVersion": version or None}, s.user)
-            return d.addCallback(lambda _: "Minimum client version: " + (version or "any") + ".")
-
-        return self.frame.action(request, perform, "/dashboard/advanced")
+    def save_advanced(self, request, session):
+        version = (arg(request, "min_client_version") or "").strip()
+        if version and not VERSION_RE.match(version):
+            raise ActionError(f"not a version number: {version!r} (e.g. 2024.2.0)")
+        d = self.backend.set_advanced({"minClientVersion": version or None}, session.user)
+        return d.addCallback(lambda _: "Minimum client version: " + (version or "any") + ".")
 
     # ------------------------------------------------------------------ integrations
 
-    def integrations(self, request):
-        return self.frame.page(request, "integrations", "Integrations", self._integrations)
-
     @defer.inlineCallbacks
-    def _integrations(self, request, session):
+    def integrations(self, request, session):
         value = yield self.backend.integrations()
         multi = self.multi_server
         v = value or {}
@@ -181,27 +162,24 @@ class SettingsPages:
             method="post", action="/dashboard/integrations", class_="stack")
         return [tags.p(state, class_="hint", id="integrations-state"), form]
 
-    def save_integrations(self, request):
-        def perform(s):
-            if arg(request, "reset"):
-                return self.backend.set_integrations(None, s.user).addCallback(
-                    lambda _: "Edges use their own environment settings again.")
-            host = (arg(request, "statsd_host") or "").strip()
-            if host and not HOST_RE.match(host):
-                raise ActionError(f"not a host name or address: {host!r}")
-            try:
-                port = int(arg(request, "statsd_port") or STATSD_PORT)
-                if not 0 < port < 65536:
-                    raise ValueError
-            except ValueError:
-                raise ActionError("the StatsD port must be 1-65535") from None
-            protocol = arg(request, "statsd_protocol") or "UDP"
-            if protocol not in ("UDP", "TCP"):
-                raise ActionError("the StatsD protocol is UDP or TCP")
-            value = Integrations(prometheus=arg(request, "prometheus") == "on",
-                                 statsd_host=host or None, statsd_port=port,
-                                 statsd_protocol=protocol)
-            return self.backend.set_integrations(value.to_json(), s.user).addCallback(
-                lambda _: "Integrations saved and pushed to the edges.")
-
-        return self.frame.action(request, perform, "/dashboard/integrations")
+    def save_integrations(self, request, session):
+        if arg(request, "reset"):
+            return self.backend.set_integrations(None, session.user).addCallback(
+                lambda _: "Edges use their own environment settings again.")
+        host = (arg(request, "statsd_host") or "").strip()
+        if host and not HOST_RE.match(host):
+            raise ActionError(f"not a host name or address: {host!r}")
+        try:
+            port = int(arg(request, "statsd_port") or STATSD_PORT)
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise ActionError("the StatsD port must be 1-65535") from None
+        protocol = arg(request, "statsd_protocol") or "UDP"
+        if protocol not in ("UDP", "TCP"):
+            raise ActionError("the StatsD protocol is UDP or TCP")
+        value = Integrations(prometheus=arg(request, "prometheus") == "on",
+                             statsd_host=host or None, statsd_port=port,
+                             statsd_protocol=protocol)
+        return self.backend.set_integrations(value.to_json(), session.user).addCallback(
+            lambda _: "Integrations saved and pushed to the edges.")
