@@ -3,6 +3,7 @@
 Client calls need no credentials (they reveal only which edge to talk to); operator
 calls take the dashboard credentials with HTTP Basic. Errors are JSON
 ``{"error": code, "message": ...}`` with a fitting status. See ``docs/protocol.md``.
+Routes are relative to where :meth:`LocatorAPI.mount` puts them (``/api``, ``/health``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web import resource
 
 from ct import __version__
 from ct.common.credentials import Credentials, basic_auth
@@ -36,7 +38,8 @@ def _error(request, status: int, code: str, message: str) -> bytes:
 
 
 class LocatorAPI:
-    app = Klein()
+    app = Klein()  # at /api
+    health_app = Klein()  # at /health and /ct-health
 
     def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=(),
                  throttle: LoginThrottle | None = None):
@@ -46,6 +49,14 @@ class LocatorAPI:
         self.trusted_proxies = tuple(trusted_proxies)
         self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
                                 "operator API", throttle=throttle)
+
+    def mount(self, root: resource.Resource) -> None:
+        """Serve the API at ``/api`` and the health check at ``/health`` and ``/ct-health/``
+        under ``root``."""
+        root.putChild(b"api", self.app.resource())
+        health = self.health_app.resource()
+        root.putChild(b"health", health)
+        root.putChild(b"ct-health", health)
 
     def client_ip(self, request) -> str:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
@@ -83,8 +94,7 @@ class LocatorAPI:
 
     # -- health
 
-    @app.route("/health", methods=["GET", "HEAD"])
-    @app.route("/ct-health/", methods=["GET", "HEAD"])
+    @health_app.route("/", methods=["GET", "HEAD"], strict_slashes=False)
     @defer.inlineCallbacks
     def health(self, request):
         healthy, checks = yield self.locator.health()
@@ -94,18 +104,18 @@ class LocatorAPI:
 
     # -- client API
 
-    @app.route("/api/v1/sessions", methods=["POST"])
+    @app.route("/v1/sessions", methods=["POST"])
     def start_session(self, request):
         ip = self.client_ip(request)
         return self._answer(request, lambda: defer.succeed(self.locator.place_session(ip)))
 
-    @app.route("/api/v1/sessions/<string:session_id>", methods=["GET"])
+    @app.route("/v1/sessions/<string:session_id>", methods=["GET"])
     def find_session(self, request, session_id):
         if len(session_id) > 64:
             return _error(request, 400, "bad-request", "session id too long")
         return self._answer(request, lambda: self.locator.find_session(session_id))
 
-    @app.route("/api/v1/teams/<string:team>/edge", methods=["GET"])
+    @app.route("/v1/teams/<string:team>/edge", methods=["GET"])
     def team_edge(self, request, team):
         if not 0 < len(team) <= MAX_NAME:
             return _error(request, 400, "bad-request", f"team name must be 1-{MAX_NAME} "
@@ -115,18 +125,18 @@ class LocatorAPI:
 
     # -- operator API
 
-    @app.route("/api/v1/edges", methods=["GET"])
+    @app.route("/v1/edges", methods=["GET"])
     def edges(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
         return self._answer(request, lambda: self.locator.list_edges().addCallback(
             lambda edges: {"edges": edges}))
 
-    @app.route("/api/v1/edges/<string:edge_id>/suspend", methods=["POST"])
+    @app.route("/v1/edges/<string:edge_id>/suspend", methods=["POST"])
     def suspend(self, request, edge_id):
         return self._set_suspended(request, edge_id, True)
 
-    @app.route("/api/v1/edges/<string:edge_id>/resume", methods=["POST"])
+    @app.route("/v1/edges/<string:edge_id>/resume", methods=["POST"])
     def resume(self, request, edge_id):
         return self._set_suspended(request, edge_id, False)
 
@@ -136,14 +146,14 @@ class LocatorAPI:
             return self._unauthorized(request)
         return self._answer(request, lambda: self.locator.suspend(edge_id, suspended, by=user))
 
-    @app.route("/api/v1/regions", methods=["GET"])
+    @app.route("/v1/regions", methods=["GET"])
     def get_regions(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
         return self._answer(request, lambda: self.locator.store.get_config("regions", {})
                             .addCallback(lambda r: {"regions": r}))
 
-    @app.route("/api/v1/regions", methods=["PUT"])
+    @app.route("/v1/regions", methods=["PUT"])
     def put_regions(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
