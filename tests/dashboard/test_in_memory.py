@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import inspect
 import re
+from pathlib import Path
 from urllib.parse import urlencode
 
 from treq.testing import StubTreq
@@ -166,3 +167,15 @@ class BackendProtocolTests(unittest.TestCase):
                 inspect.signature(method).bind(*args, **kwargs)  # TypeError if it does not fit
         for backend in (LocatorBackend, EdgeBackend):
             self.assertIn(backend.mode, ("multi-server", "single-server"))
+
+
+class NoSettingsTests(unittest.TestCase):
+    def test_nothing_under_the_dashboard_reads_settings(self):
+        """Only the taps read settings: the dashboard gets config objects and values."""
+        import ct.dashboard
+
+        for path in Path(ct.dashboard.__file__).parent.rglob("*.py"):
+            text = path.read_text()
+            self.assertNotIn("ct.common.catalog", text, path)
+            self.assertNotIn("ct.common.settings", text, path)
+            self.assertNotRegex(text, r"\b(values|options)(\[|\.get\()", path)
