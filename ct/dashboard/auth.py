@@ -50,13 +50,17 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def token(self, nbytes: int = 32) -> str:
+        """A fresh random token (session ids, CSRF tokens, the log-in form's token)."""
+        return self._token(nbytes)
+
     def create(self, user: str) -> LoginSession:
         now = self.clock.seconds()
         self._expire(now)
         while len(self._sessions) >= self.max_sessions:  # drop the least recently used
             oldest = min(self._sessions.values(), key=lambda s: s.last_used)
             del self._sessions[oldest.sid]
-        session = LoginSession(self._token(32), user, self._token(32), now, now)
+        session = LoginSession(self.token(), user, self.token(), now, now)
         self._sessions[session.sid] = session
         return session
 

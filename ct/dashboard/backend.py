@@ -1,19 +1,20 @@
 """Where the dashboard's data comes from: the locator (multi-server) or one edge (single-server).
 
-Both backends offer the same Deferred-returning methods; a page that needs the locator
-(edges, regions) gets :class:`NotAvailable` from the edge backend and says so.
+Both backends satisfy :class:`Backend`; a page that needs the locator (edges, regions)
+gets :class:`NotAvailable` from the edge backend and says so.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from twisted.internet import defer
 
 from ct import __version__
-from ct.dashboard import admin
+from ct.edge import admin
 from ct.edge.downloads import CLIENT_KINDS
+from ct.edge.integrations import Integrations
 from ct.storage.store import AuditEntry
 
 
@@ -23,6 +24,33 @@ class NotAvailable(Exception):
 
 class ActionError(Exception):
     """An administrator action that failed; the message is shown to the user."""
+
+
+class Backend(Protocol):
+    """What the pages ask of the server they run in. Methods that return a Deferred say
+    so; ``by`` is the dashboard user doing it (audited). Locator-only ones fail with
+    :class:`NotAvailable` on a lone edge, and :meth:`this_edge` on the locator."""
+
+    mode: str  # "multi-server" or "single-server"
+    clock: Any
+
+    def overview(self) -> defer.Deferred: ...
+    def history(self, since: float, until: float, bucket: float) -> defer.Deferred: ...
+    def edges(self) -> defer.Deferred: ...
+    def this_edge(self) -> dict[str, Any]: ...
+    def suspend(self, edge_id: str, suspended: bool, by: str) -> defer.Deferred: ...
+    def sessions(self) -> defer.Deferred: ...
+    def remove_participant(self, session_id: str, pid: int, by: str) -> defer.Deferred: ...
+    def end_session(self, session_id: str, by: str) -> defer.Deferred: ...
+    def regions(self) -> defer.Deferred: ...
+    def reported_regions(self) -> dict[str, list[str]]: ...
+    def set_regions(self, value: Mapping[str, Any], by: str) -> defer.Deferred: ...
+    def advanced(self) -> defer.Deferred: ...
+    def set_advanced(self, value: Mapping[str, Any], by: str) -> defer.Deferred: ...
+    def integrations(self) -> defer.Deferred: ...
+    def set_integrations(self, value: Mapping[str, Any] | None, by: str) -> defer.Deferred: ...
+    def audit(self, **query) -> defer.Deferred: ...
+    def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
 
 
 def _sum_downloads(per_edge) -> dict[str, int]:
@@ -67,6 +95,9 @@ class LocatorBackend:
 
     def edges(self):
         return self.locator.list_edges()
+
+    def this_edge(self):
+        raise NotAvailable("the locator serves no sessions itself")
 
     def suspend(self, edge_id: str, suspended: bool, by: str):
         return _action(self.locator.suspend(edge_id, suspended, by=by))
@@ -136,7 +167,8 @@ class EdgeBackend:
     mode = "single-server"
 
     def __init__(self, edge, downloads=None, audit_ring=None, history=None,
-                 integrations: dict[str, Any] | None = None):
+                 integrations: Integrations | None = None):
+        """``integrations``: the edge's own, from its environment (shown, not editable)."""
         self.edge = edge
         self.clock = edge.clock
         self.downloads = downloads
@@ -213,7 +245,8 @@ class EdgeBackend:
                            before={"minClientVersion": before})
 
     def integrations(self):
-        return defer.succeed(self.integration_settings)
+        settings = self.integration_settings
+        return defer.succeed(None if settings is None else settings.to_json())
 
     def set_integrations(self, value, by):
         return defer.fail(NotAvailable())

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from ct import __version__
 from ct.client.links import websocket_url
 from ct.common.http import TrustAllPolicy
-from ct.dashboard import admin
+from ct.edge import admin
 from ct.locator.link import decode_link_message
 from ct.protocol.wire import encode_control
 

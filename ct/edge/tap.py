@@ -16,9 +16,12 @@ from ct.common.catalog import settings_for
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
 from ct.common.settings import apply_time_zone, describe, make_options
+from ct.common.credentials import dashboard_credentials
+from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
 from ct.edge import stickiness
+from ct.edge.integrations import EdgeIntegrations, Integrations, StatsdNaming
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, EdgeServer
 from ct.edge.web import build_edge_root
@@ -123,11 +126,14 @@ def makeService(options, reactor=None) -> service.MultiService:
     top.downloads = DownloadCounter()
     top.metrics = edge_metric_set(edge, top.downloads)
     metrics_page = setup_metrics(values, reactor, top.metrics, top)
+    own_integrations = Integrations(
+        prometheus=values["prometheus_enabled"], statsd_host=values["statsd_host"],
+        statsd_port=values["statsd_port"], statsd_protocol=values["statsd_protocol"])
     integrations = None
     if values["locator"]:  # the locator may switch /metrics and StatsD at run time
-        from ct.dashboard.integrations import EdgeIntegrations
-
-        integrations = EdgeIntegrations(reactor, top.metrics, top, values)
+        integrations = EdgeIntegrations(
+            reactor, top.metrics, top, own_integrations,
+            StatsdNaming(values["statsd_prefix"], values["metrics_interval"]))
         metrics_page = integrations.resource
     site = build_site(edge, values, reactor, top.downloads, metrics_page)
 
@@ -145,10 +151,11 @@ def makeService(options, reactor=None) -> service.MultiService:
         top.link.downloads = top.downloads
         top.link.config_listeners.append(integrations.on_config)
     else:
-        top.dashboard = edge_dashboard(edge, top.downloads, values, reactor, top,
-                                       log_capture.server_log)
-        site.resource.putChild(b"dashboard", top.dashboard.resource())
-        site.resource.putChild(b"logs", top.dashboard.resource())
+        top.dashboard = edge_dashboard(
+            edge, top.downloads, dashboard_credentials(values),
+            DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]),
+            values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
+        top.dashboard.mount(site.resource)
         log_capture.setServiceParent(top)
     EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)

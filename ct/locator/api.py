@@ -3,6 +3,7 @@
 Client calls need no credentials (they reveal only which edge to talk to); operator
 calls take the dashboard credentials with HTTP Basic. Errors are JSON
 ``{"error": code, "message": ...}`` with a fitting status. See ``docs/protocol.md``.
+Routes are relative to where :meth:`LocatorAPI.mount` puts them (``/api``, ``/health``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web import resource
 
 from ct import __version__
 from ct.common import jsonsafe
@@ -82,7 +84,8 @@ def regions_document(body: bytes) -> Any:
 
 
 class LocatorAPI:
-    app = Klein()
+    app = Klein()  # at /api
+    health_app = Klein()  # at /health and /ct-health
 
     def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=(),
                  throttle: LoginThrottle | None = None):
@@ -93,6 +96,14 @@ class LocatorAPI:
         self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
                                 "operator API", throttle=throttle)
         self.warnings = RateLimitedLog(_log, locator.clock.seconds)
+
+    def mount(self, root: resource.Resource) -> None:
+        """Serve the API at ``/api`` and the health check at ``/health`` and ``/ct-health/``
+        under ``root``."""
+        root.putChild(b"api", self.app.resource())
+        health = self.health_app.resource()
+        root.putChild(b"health", health)
+        root.putChild(b"ct-health", health)
 
     def client_ip(self, request) -> str:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
@@ -138,8 +149,7 @@ class LocatorAPI:
 
     # -- health
 
-    @app.route("/health", methods=["GET", "HEAD"])
-    @app.route("/ct-health/", methods=["GET", "HEAD"])
+    @health_app.route("/", methods=["GET", "HEAD"], strict_slashes=False)
     @defer.inlineCallbacks
     def health(self, request):
         healthy, checks = yield self.locator.health()
@@ -149,17 +159,17 @@ class LocatorAPI:
 
     # -- client API
 
-    @app.route("/api/v1/sessions", methods=["POST"])
+    @app.route("/v1/sessions", methods=["POST"])
     def start_session(self, request):
         ip = self.client_ip(request)
         return self._answer(request, lambda: defer.succeed(self.locator.place_session(ip)))
 
-    @app.route("/api/v1/sessions/<string:session_id>", methods=["GET"])
+    @app.route("/v1/sessions/<string:session_id>", methods=["GET"])
     def find_session(self, request, session_id):
         return self._answer(request, lambda: self.locator.find_session(
             _checked(session_id, "session id", MAX_ID)))
 
-    @app.route("/api/v1/teams/<string:team>/edge", methods=["GET"])
+    @app.route("/v1/teams/<string:team>/edge", methods=["GET"])
     def team_edge(self, request, team):
         ip = self.client_ip(request)
         return self._answer(request, lambda: self.locator.team_edge(
@@ -167,18 +177,18 @@ class LocatorAPI:
 
     # -- operator API
 
-    @app.route("/api/v1/edges", methods=["GET"])
+    @app.route("/v1/edges", methods=["GET"])
     def edges(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
         return self._answer(request, lambda: self.locator.list_edges().addCallback(
             lambda edges: {"edges": edges}))
 
-    @app.route("/api/v1/edges/<string:edge_id>/suspend", methods=["POST"])
+    @app.route("/v1/edges/<string:edge_id>/suspend", methods=["POST"])
     def suspend(self, request, edge_id):
         return self._set_suspended(request, edge_id, True)
 
-    @app.route("/api/v1/edges/<string:edge_id>/resume", methods=["POST"])
+    @app.route("/v1/edges/<string:edge_id>/resume", methods=["POST"])
     def resume(self, request, edge_id):
         return self._set_suspended(request, edge_id, False)
 
@@ -189,14 +199,14 @@ class LocatorAPI:
         return self._answer(request, lambda: self.locator.suspend(
             _checked(edge_id, "edge id", MAX_ID), suspended, by=user))
 
-    @app.route("/api/v1/regions", methods=["GET"])
+    @app.route("/v1/regions", methods=["GET"])
     def get_regions(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)
         return self._answer(request, lambda: self.locator.store.get_config("regions", {})
                             .addCallback(lambda r: {"regions": r}))
 
-    @app.route("/api/v1/regions", methods=["PUT"])
+    @app.route("/v1/regions", methods=["PUT"])
     def put_regions(self, request):
         if self._operator(request) is None:
             return self._unauthorized(request)

@@ -15,7 +15,7 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web import resource
+from twisted.web import pages, resource
 
 from ct import __version__
 from ct.common.catalog import settings_for
@@ -26,6 +26,7 @@ from ct.common.listen import server_listeners
 from ct.common.ratelimit import KeyedLimiter
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
+from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
@@ -53,22 +54,16 @@ Options = make_options(
 
 
 class LocatorRoot(resource.Resource):
-    """``/ws/edge`` for edges; every other path goes to the Klein API."""
+    """``/``: no page of its own; ``/ws/edge`` for edges, other children mounted on it."""
 
-    def __init__(self, link_factory, api_resource):
+    def __init__(self, link_factory):
         super().__init__()
         ws = resource.Resource()
         ws.putChild(b"edge", WebSocketResource(link_factory))
         self.putChild(b"ws", ws)
-        self.api = api_resource
 
     def getChild(self, path, request):
-        # Hand the whole path to Klein, which routes from the root.
-        request.postpath.insert(0, request.prepath.pop())
-        return self.api
-
-    def render(self, request):
-        return self.api.render(request)
+        return pages.notFound("Not found", "no such route on this server")
 
 
 class LocatorRuntime(service.MultiService):
@@ -174,13 +169,15 @@ def makeService(options, reactor=None) -> service.MultiService:
     runtime.metrics = MetricSet()
     runtime.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
     metrics_page = setup_metrics(values, reactor, runtime.metrics, runtime)
-    root = LocatorRoot(link_factory, api.app.resource())
+    root = LocatorRoot(link_factory)
+    api.mount(root)
     if metrics_page is not None:
         root.putChild(b"metrics", metrics_page)
-    dashboard = locator_dashboard(locator, credentials, values, reactor, log_capture.server_log,
-                                  throttle)
-    root.putChild(b"dashboard", dashboard.resource())
-    root.putChild(b"logs", dashboard.resource())
+    dashboard = locator_dashboard(
+        locator, credentials,
+        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]), reactor,
+        log_capture.server_log, throttle)
+    dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     regions_body = max(values["http_max_body"], REGIONS_MAX_BODY)
     site = ServerSite(root, reactor, values["access_log"], max_body=values["http_max_body"],

@@ -1,0 +1,91 @@
+"""Who is asking, and whether to believe them: the session cookie, the origin of a POST,
+its CSRF token, the client's address behind trusted proxies, and throttled log-ins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.logger import Logger
+
+from ct.dashboard.auth import LoginGuard, LoginSession, SessionStore, Verdict
+from ct.dashboard.responses import arg, refuse
+from ct.locator.regions import client_ip
+
+_log = Logger()
+
+COOKIE = b"ct_dashboard"
+LOGIN_COOKIE = b"ct_login"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """``public_https``: clients reach us over HTTPS (``CT_SERVER_URL`` is https, e.g.
+    behind a TLS-terminating proxy), so cookies are ``Secure`` even over plain HTTP.
+    ``allowed_origins``: URLs whose POSTs are accepted besides the ``Host`` itself."""
+
+    trusted_proxies: tuple[Any, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    public_https: bool = False
+
+    @classmethod
+    def for_server(cls, server_url: str | None, trusted_proxies=()) -> DashboardConfig:
+        """The dashboard of a server reached at ``server_url`` (None: not configured)."""
+        return cls(trusted_proxies=tuple(trusted_proxies or ()),
+                   allowed_origins=(server_url,) if server_url else (),
+                   public_https=urlsplit(server_url or "").scheme == "https")
+
+
+class RequestGuard:
+    """Checks a request against the log-in sessions and this server's origin."""
+
+    def __init__(self, sessions: SessionStore, login: LoginGuard, config: DashboardConfig):
+        self.sessions = sessions
+        self.login = login
+        self.config = config
+        self.allowed_netlocs = {urlsplit(o).netloc.lower() for o in config.allowed_origins}
+
+    def client_ip(self, request) -> str:
+        host = getattr(request.getClientAddress(), "host", "") or ""
+        forwarded = [h.decode("latin-1") for h in
+                     request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
+        return client_ip(host, forwarded or None, self.config.trusted_proxies)
+
+    def check_login(self, request, user: str, password: str) -> Verdict:
+        """A log-in attempt from this request's client, behind the throttle."""
+        return self.login.check(self.client_ip(request), user, password)
+
+    def current(self, request) -> LoginSession | None:
+        """The logged-in session named by the cookie, or None."""
+        raw = request.getCookie(COOKIE)
+        return self.sessions.get(raw.decode("ascii", "replace")) if raw else None
+
+    def same_origin(self, request) -> bool:
+        """POSTs must come from our own pages: Origin (else Referer) names this host."""
+        origin = request.getHeader("origin")
+        if origin is None:
+            origin = request.getHeader("referer")
+        if not origin or origin == "null":
+            return False
+        netloc = urlsplit(origin).netloc.lower()
+        host = (request.getHeader("host") or "").lower()
+        return bool(netloc) and (netloc == host or netloc in self.allowed_netlocs)
+
+    def refuse_post(self, request, session: LoginSession | None) -> bytes | None:
+        """A 403 body when this POST is not a logged-in, same-origin, CSRF-checked one."""
+        if session is None:
+            return refuse(request, 403, "not logged in")
+        if not self.same_origin(request):
+            _log.warn("dashboard: cross-site POST to {path} refused (origin {origin})",
+                      path=request.path, origin=request.getHeader("origin"))
+            return refuse(request, 403, "cross-site request refused")
+        if not session.csrf_ok(arg(request, "csrf")):
+            return refuse(request, 403, "missing or wrong CSRF token; reload the page")
+        return None
+
+    def set_cookie(self, request, name: bytes, value: str, max_age: int | None = None):
+        request.addCookie(name, value.encode("ascii"), path=b"/", httpOnly=True,
+                          secure=request.isSecure() or self.config.public_https or None,
+                          sameSite="strict",
+                          max_age=None if max_age is None else str(max_age).encode())
