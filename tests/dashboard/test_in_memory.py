@@ -184,3 +184,13 @@ class NoSettingsTests(unittest.TestCase):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     params = {a.arg for a in node.args.args + node.args.kwonlyargs}
                     self.assertFalse(params & {"values", "options"}, f"{path}: {node.name}")
+
+
+def test_after_login_only_dashboard_pages_are_targets():
+    from ct.dashboard.pages.login import safe_next
+
+    assert safe_next("/dashboard/audit?kind=x") == "/dashboard/audit?kind=x"
+    assert safe_next("/logs") == "/logs"
+    for bad in ("https://evil.example/", "//evil.example", "/dashboard//evil", "/\\evil",
+                "/dashboard\r\nSet-Cookie: a=b", "/dashboard\x00", "/other", None, ""):
+        assert safe_next(bad) == "/dashboard", bad

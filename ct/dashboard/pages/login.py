@@ -17,7 +17,7 @@ def safe_next(target: str | None) -> str:
     """Where to go after logging in: a dashboard page (or ``/logs``), never elsewhere."""
     target = target or "/dashboard"
     if not (target.startswith("/dashboard") or target == "/logs") or "//" in target \
-            or "\\" in target:
+            or "\\" in target or any(c < " " or c == "\x7f" for c in target):
         return "/dashboard"
     return target
 
