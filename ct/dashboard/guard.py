@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from ct.dashboard.auth import LoginGuard, LoginSession, SessionStore, Verdict
 from ct.dashboard.responses import arg, refuse
-from ct.locator.regions import client_ip
+from ct.common.addresses import request_client_ip
 
 _log = Logger()
 
@@ -47,10 +47,7 @@ class RequestGuard:
         self.allowed_netlocs = {urlsplit(o).netloc.lower() for o in config.allowed_origins}
 
     def client_ip(self, request) -> str:
-        host = getattr(request.getClientAddress(), "host", "") or ""
-        forwarded = [h.decode("latin-1") for h in
-                     request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
-        return client_ip(host, forwarded or None, self.config.trusted_proxies)
+        return request_client_ip(request, self.config.trusted_proxies)
 
     def check_login(self, request, user: str, password: str) -> Verdict:
         """A log-in attempt from this request's client, behind the throttle."""

@@ -11,6 +11,7 @@ once stored.
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any, Callable
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -24,12 +25,11 @@ from ct import __version__
 from ct.client.links import websocket_url
 from ct.common.http import TrustAllPolicy
 from ct.edge import admin
-from ct.locator.link import decode_link_message
+from ct.protocol import link
+from ct.protocol.link import BATCH, decode_link_message
 from ct.protocol.wire import encode_control
 
 _log = Logger()
-
-BATCH = 500
 
 
 class _LinkProtocol(WebSocketClientProtocol):
@@ -78,7 +78,7 @@ class LocatorLink(service.Service):
         edge.relay.add_listener(self._session_event)
 
         url = websocket_url(locator_url, "edge")
-        factory = WebSocketClientFactory(url, reactor=reactor)
+        self.factory = factory = WebSocketClientFactory(url, reactor=reactor)
         factory.protocol = _LinkProtocol
         factory.link = self
         factory.noisy = False
@@ -117,18 +117,16 @@ class LocatorLink(service.Service):
     def _opened(self, proto):
         self.proto = proto
         relay = self.edge.relay
-        sessions = [{"session": s.id, "team": s.team, "started": s.created_at}
-                    for s in relay.sessions.values() if not s.internal]
-        proto.send_json({
-            "type": "register", "v": 1, "edge": self.edge.edge_id, "secret": self.secret,
-            "url": self.public_url(), "region": self.edge.config.region,
-            "version": __version__, "maxConnections": self.max_connections,
-            "sessions": sessions, "teams": sorted(self.edge.presence.teams),
-        })
+        proto.send_json(link.Register(
+            edge=self.edge.edge_id, url=self.public_url(), region=self.edge.config.region,
+            version=__version__, max_connections=self.max_connections,
+            sessions=tuple(link.SessionInfo(s.id, s.team, s.created_at)
+                           for s in relay.sessions.values() if not s.internal),
+            teams=tuple(sorted(self.edge.presence.teams))).to_json(self.secret))
 
     def _received(self, proto, message):
         kind = message["type"]
-        if kind == "registered":
+        if kind == link.REGISTERED:
             self.registered = True
             self.suspended = bool(message.get("suspended"))
             self._backlog = self.outbox.depth > 0
@@ -141,23 +139,23 @@ class LocatorLink(service.Service):
                 self._retry_call = None
             self.report()
             self.pump()
-        elif kind == "stored":
+        elif kind == link.STORED:
             self._stored(message)
-        elif kind == "retry":
+        elif kind == link.RETRY:
             self._retry_later(message)
-        elif kind == "suspend":
+        elif kind == link.SUSPEND:
             self.suspended = bool(message.get("suspended"))
             _log.info("the locator {what} this edge", what="suspended" if self.suspended
                       else "resumed")
-        elif kind == "config":
+        elif kind == link.CONFIG:
             for listener in self.config_listeners:
                 try:
                     listener(message)
                 except Exception:
                     _log.failure("applying settings from the locator")
-        elif kind in ("list-sessions", "remove-participant", "end-session"):
+        elif kind in link.ADMIN_REQUESTS:
             self._admin_request(proto, kind, message)
-        elif kind == "error":
+        elif kind == link.ERROR:
             text = f"{message.get('code')}: {message.get('message')}"
             if text != self.last_error:
                 _log.error("the locator refused this edge: {text}", text=text)
@@ -173,23 +171,21 @@ class LocatorLink(service.Service):
         """Answer the locator's administrator requests (dashboard actions)."""
         relay = self.edge.relay
         request = message.get("request")
-        if kind == "list-sessions":
-            proto.send_json({"type": "sessions", "request": request,
-                             "sessions": admin.list_sessions(relay)})
+        if kind == link.LIST_SESSIONS:
+            proto.send_json(link.sessions_answer(request, admin.list_sessions(relay)))
             return
         try:
-            if kind == "remove-participant":
+            if kind == link.REMOVE_PARTICIPANT:
                 result = {"participant": admin.remove_participant(
                     relay, message.get("session"), message.get("participant"))}
             else:
                 result = {"summary": admin.end_session(relay, message.get("session"))}
         except admin.AdminError as e:
-            proto.send_json({"type": "done", "request": request, "ok": False,
-                             "error": e.code, "message": e.message})
+            proto.send_json(link.refused(request, e.code, e.message))
             return
         _log.info("administrator request from the locator: {kind} {session}", kind=kind,
                   session=message.get("session"))
-        proto.send_json({"type": "done", "request": request, "ok": True, **result})
+        proto.send_json(link.done(request, **result))
 
     def _closed(self, proto, code, reason):
         if proto is not self.proto:
@@ -209,23 +205,23 @@ class LocatorLink(service.Service):
             return
         snap = self.edge.snapshot()
         cap = self.max_connections
-        self.proto.send_json({
-            "type": "report", "lagMs": snap["lag_ms"], "connections": snap["connections"],
-            "sessions": snap["sessions"], "users": snap["users_online"],
-            "load": (snap["people"] / cap) if cap else None,
-            "suspended": self.suspended, "outbox": self.outbox.depth,
-            "sessionsHosted": snap["sessions_hosted_total"],
-            "downloads": self.downloads.counts() if self.downloads is not None else {}})
+        self.proto.send_json(link.Report(
+            lag_ms=snap["lag_ms"], connections=snap["connections"], sessions=snap["sessions"],
+            users=snap["users_online"], load=(snap["people"] / cap) if cap else None,
+            suspended=self.suspended, outbox=self.outbox.depth,
+            sessions_hosted=snap["sessions_hosted_total"],
+            downloads=self.downloads.counts() if self.downloads is not None else {}).to_json())
 
     def _session_event(self, kind, session, participant, reason):
         if session.internal or not self.registered:
             return  # the next registration carries the current sessions
         if kind == "session-started":
-            self.proto.send_json({"type": "records", "sessions": [
-                {"session": session.id, "team": session.team, "started": session.created_at}]})
+            update = link.SessionUpdate(session.id, session.team, session.created_at)
         elif kind == "session-ended":
-            self.proto.send_json({"type": "records", "sessions": [
-                {"session": session.id, "ended": self.reactor.seconds()}]})
+            update = link.SessionUpdate(session.id, ended=self.reactor.seconds())
+        else:
+            return
+        self.proto.send_json(update.to_json())
 
     def pump(self):
         """Send the next outbox batch unless one is in flight."""
@@ -244,10 +240,10 @@ class LocatorLink(service.Service):
                 return
             self.in_flight = [seq for seq, _, _ in records]
             self.batches_sent += 1
-            self.proto.send_json({
-                "type": "records", "batch": self.batches_sent,
-                "audit": [body for _, kind, body in records if kind == "audit"],
-                "metrics": [body for _, kind, body in records if kind == "metrics"]})
+            self.proto.send_json(link.Records(
+                self.batches_sent,
+                audit=tuple(body for _, kind, body in records if kind == "audit"),
+                metrics=tuple(body for _, kind, body in records if kind == "metrics")).to_json())
 
         def failed(f):
             self.in_flight = None
@@ -260,23 +256,18 @@ class LocatorLink(service.Service):
         after the delay it asks for (1 to 60 s); the records stay in the outbox."""
         if message.get("batch") != self.batches_sent or self.in_flight is None:
             return
-        after = message.get("after")
-        delay = min(max(after, 1.0), 60.0) if isinstance(after, (int, float)) else 5.0
         self.in_flight = None
         if self._retry_call is None:
-            self._retry_call = self.reactor.callLater(delay, self._retry_now)
+            self._retry_call = self.reactor.callLater(link.retry_delay(message), self._retry_now)
 
     def _retry_now(self):
         self._retry_call = None
         self.pump()
 
     def _stored(self, message):
-        if message.get("batch") is None:
-            return  # acknowledgement of a live session update
-        seqs, self.in_flight = self.in_flight or [], None
         if message.get("batch") != self.batches_sent:
-            self.pump()  # an acknowledgement from before a reconnect: send afresh
-            return
+            return  # of an earlier batch: the answer to the one in flight follows
+        seqs, self.in_flight = self.in_flight or [], None
         d = self.outbox.remove(seqs)
 
         def removed(depth):
@@ -287,3 +278,13 @@ class LocatorLink(service.Service):
 
         d.addCallback(removed)
         d.addErrback(lambda f: _log.failure("outbox delete failed", f))
+
+
+def metric_record(edge, downloads, clock) -> link.MetricRecord:
+    """The edge's numbers now, as the metric snapshot its outbox sends to the locator."""
+    snap = edge.snapshot()
+    return link.MetricRecord(
+        id=uuid.uuid4().hex, time=clock.seconds(), users_online=snap["users_online"],
+        sessions=snap["sessions"], connections=snap["connections"], lag_ms=snap["lag_ms"],
+        sessions_hosted_total=snap["sessions_hosted_total"],
+        downloads_total=sum(downloads.counts().values()))

@@ -13,13 +13,14 @@ from typing import Any, Callable
 from twisted.logger import Logger
 
 from ct import __version__
+from ct.common.addresses import client_ip, parse_networks
 from ct.common.lag import LagMonitor
 from ct.common.tokens import check_team_token
 from ct.edge.presence import PresenceHub
-from ct.locator.regions import client_ip, parse_networks
 from ct.edge.relay import Limits, Participant, Relay, Session
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
+from ct.protocol.link import AuditRecord
 from ct.protocol.wire import MAX_TOKEN, field_str
 
 _log = Logger()
@@ -92,7 +93,7 @@ class EdgeServer:
 
     def client_address(self, socket_host: str, forwarded_for: str | None = None) -> str:
         """The client's IP: the socket peer's, or from ``X-Forwarded-For`` when the peer is
-        one of ``trusted_proxies`` (see :func:`ct.locator.regions.client_ip`)."""
+        one of ``trusted_proxies`` (see :func:`ct.common.addresses.client_ip`)."""
         return client_ip(socket_host, forwarded_for, self._trusted_proxies)
 
     def after_handshake(self, conn, participant: Participant) -> None:
@@ -127,26 +128,27 @@ class EdgeServer:
             _log.info("{kind}: {name} (#{pid}) in session {sid}", kind=kind, name=p.name,
                       pid=p.id, sid=session.id)
             return
-        entry = {"id": uuid.uuid4().hex, "time": self.clock.seconds(), "edge": self.edge_id,
-                 "kind": kind.replace("-", "_"), "session": session.id,
-                 "user": p.name if p else None, "details": {}}
+        details: dict[str, Any] = {}
         if kind == "session-started":
-            entry["details"] = {"team": session.team, "client": session.host_client,
-                                "title": session.title}
+            details = {"team": session.team, "client": session.host_client,
+                       "title": session.title}
             _audit_log.info("session created: {sid} by {user} ({client})", sid=session.id,
                             user=p.name, client=session.host_client or "unknown client")
         elif kind == "participant-joined":
-            entry["details"] = {"client": p.client, "participant": p.id}
+            details = {"client": p.client, "participant": p.id}
             _audit_log.info("participant joined: {user} (#{pid}) in session {sid}",
                             user=p.name, pid=p.id, sid=session.id)
         elif kind == "participant-left":
-            entry["details"] = {"reason": reason, "participant": p.id}
+            details = {"reason": reason, "participant": p.id}
             _audit_log.info("participant left: {user} (#{pid}) from session {sid} ({reason})",
                             user=p.name, pid=p.id, sid=session.id, reason=reason)
         elif kind == "session-ended":
-            entry["details"] = {"reason": reason, "frames": session.frames,
-                                "duration": round(self.clock.seconds() - session.created_at, 3)}
+            details = {"reason": reason, "frames": session.frames,
+                       "duration": round(self.clock.seconds() - session.created_at, 3)}
             _audit_log.info("session ended: {sid} ({reason})", sid=session.id, reason=reason)
+        entry = AuditRecord(id=uuid.uuid4().hex, time=self.clock.seconds(), edge=self.edge_id,
+                            kind=kind.replace("-", "_"), session=session.id,
+                            user=p.name if p else None, details=details).to_json()
         for sink in self.audit_sinks:
             sink(entry)
         if session.team:

@@ -223,7 +223,7 @@ def stable_edge_id(path: str) -> str:
 
 
 def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
-    from ct.edge.link import LocatorLink
+    from ct.edge.link import LocatorLink, metric_record
     from ct.edge.outbox import Outbox
 
     if not values["edge_secret"]:
@@ -240,13 +240,7 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
     OutboxService(outbox).setServiceParent(top)
 
     def snapshot():
-        snap = edge.snapshot()
-        outbox.add("metrics", {"id": uuid.uuid4().hex, "time": reactor.seconds(),
-                               "users_online": snap["users_online"],
-                               "sessions": snap["sessions"],
-                               "connections": snap["connections"], "lag_ms": snap["lag_ms"],
-                               "sessions_hosted_total": snap["sessions_hosted_total"],
-                               "downloads_total": sum(top.downloads.counts().values())})
+        outbox.add("metrics", metric_record(edge, top.downloads, reactor).to_json())
 
     snapshots = TimerService(values["metrics_interval"], snapshot)
     snapshots.clock = reactor

@@ -19,10 +19,11 @@ from twisted.web import resource
 
 from ct import __version__
 from ct.common import jsonsafe
+from ct.common.addresses import request_client_ip
 from ct.common.credentials import Credentials, basic_auth
 from ct.dashboard.auth import LoginGuard, LoginThrottle
 from ct.common.web import RateLimitedLog
-from ct.locator.regions import RegionError, client_ip
+from ct.locator.regions import RegionError
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
 from ct.storage.database import DatabaseUnavailable
@@ -107,10 +108,7 @@ class LocatorAPI:
 
     def client_ip(self, request) -> str:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
-        host = getattr(request.getClientAddress(), "host", "") or ""
-        forwarded = [h.decode("latin-1") for h in
-                     request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
-        return client_ip(host, forwarded or None, self.trusted_proxies)
+        return request_client_ip(request, self.trusted_proxies)
 
     def _operator(self, request) -> str | None:
         """The operator's user name, or None; ``_unauthorized`` then answers 401, or 429

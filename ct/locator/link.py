@@ -19,23 +19,16 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ct.common import jsonsafe
 from ct.common.ratelimit import TokenBucket
 from ct.common.tokens import same_secret
-from ct.protocol import errors
+from ct.protocol import errors, link
 from ct.protocol.errors import ProtocolError
-from ct.protocol.wire import MAX_NAME, encode_control, field_str
+from ct.protocol.link import MAX_LINK_MESSAGE, MAX_REGISTER_MESSAGE, decode_link_message
+from ct.protocol.wire import encode_control
 from ct.storage.database import DatabaseUnavailable
 
 _log = Logger()
 
-LINK_VERSION = 1
-MAX_LINK_MESSAGE = 16 * 1024 * 1024
-MAX_REGISTER_MESSAGE = 256 * 1024  # until registered: a register with its sessions and teams
-MAX_REGISTER_SESSIONS = 2000
-MAX_REGISTER_TEAMS = 2000
-MAX_ID = 64  # edge and session ids
-MAX_URL = 512
 DEFAULT_REGISTER_TIMEOUT = 5.0
 DEFAULT_LINK_TIMEOUT = 6.0
 DATABASE_RETRY_AFTER = 5  # seconds an edge waits before sending a batch again
@@ -46,7 +39,7 @@ REFUSAL_LOG_RATE = 1.0
 
 class EdgeLinkProtocol(WebSocketServerProtocol):
     info = None
-    _batch_in_hand = None  # the outbox batch being stored (None: a live update)
+    _batch_in_hand = None  # the outbox batch being stored
     _register_deadline = None
 
     def connectionMade(self):
@@ -107,7 +100,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
             return
         batch = self._batch_in_hand
         if batch is not None:
-            self.send_json({"type": "retry", "batch": batch, "after": DATABASE_RETRY_AFTER})
+            self.send_json(link.retry(batch, DATABASE_RETRY_AFTER))
 
     def dataReceived(self, data):
         # Any bytes from a registered edge prove it alive: a big outbox batch on a slow
@@ -136,7 +129,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         if self._closing:
             return
         self.factory.log_refusal(self.peer, e.code.name, e.message)
-        self.send_json({"type": "error", "code": e.code.name, "message": e.message})
+        self.send_json(link.error(e))
         self._closing = True
         self.sendCloseFrame(code=e.code.close_code or 4000, reasonUtf8=e.code.name.encode(),
                             isReply=False)
@@ -156,27 +149,30 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         kind = message["type"]
         locator = self.factory.locator
         if self.info is None:
-            if kind != "register":
+            if kind != link.REGISTER:
                 raise ProtocolError(errors.BAD_MESSAGE, "first message must be 'register'")
             self._check_secret(message)
-            hello = parse_register(message)
+            hello = link.Register.from_json(message)
             self._cancel_deadline()
             self.info = yield locator.edge_registered(self, hello)
             self.maxMessagePayloadSize = self.factory.maxMessagePayloadSize
             self.maxFramePayloadSize = self.factory.maxFramePayloadSize
-            self.send_json({"type": "registered", "suspended": self.info.suspended})
+            self.send_json(link.registered(self.info.suspended))
             self.send_json(locator.config_message())
             return
-        if kind == "report":
-            yield locator.edge_reported(self.info, message)
-        elif kind == "records":
-            self._batch_in_hand = message.get("batch")
-            result = yield locator.store_records(self.info, message)
-            self.send_json({"type": "stored", "batch": message.get("batch"), **result})
-        elif kind == "ping":
-            self.send_json({"type": "pong"})
-        elif kind in ("sessions", "done"):  # answers to administrator requests
-            locator.edge_answered(self.info, message)
+        if kind == link.REPORT:
+            yield locator.edge_reported(self.info, link.Report.from_json(message))
+        elif kind == link.RECORDS:
+            records = link.Records.from_json(message)
+            self._batch_in_hand = records.batch
+            stored, rejected = yield locator.store_records(self.info, records)
+            self.send_json(link.stored(records.batch, stored, rejected))
+        elif kind == link.SESSION_UPDATE:
+            yield locator.session_updated(self.info, link.SessionUpdate.from_json(message))
+        elif kind == link.PING:
+            self.send_json({"type": link.PONG})
+        elif kind in link.ADMIN_ANSWERS:
+            locator.edge_answered(link.answer_request(message), message)
         else:
             raise ProtocolError(errors.BAD_MESSAGE, f"unknown message type {kind!r}")
 
@@ -195,68 +191,6 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         self._cancel_deadline()
         if self.info is not None:
             self.factory.locator.edge_disconnected(self.info, self)
-
-
-def decode_link_message(payload: bytes) -> dict[str, Any]:
-    """Parse a link message (larger than client control messages: batches of records)."""
-    try:
-        message = jsonsafe.loads(payload, max_bytes=MAX_LINK_MESSAGE)
-    except jsonsafe.JSONError as e:
-        raise ProtocolError(errors.BAD_MESSAGE, str(e)) from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError(errors.BAD_MESSAGE, "a link message is a JSON object with a type")
-    return message
-
-
-def _bad(message: str) -> ProtocolError:
-    return ProtocolError(errors.BAD_MESSAGE, f"register: {message}")
-
-
-def _bounded_list(message: dict[str, Any], name: str, limit: int) -> list:
-    value = message.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(f"'{name}' must be a list")
-    if len(value) > limit:
-        raise _bad(f"'{name}' holds more than {limit} entries")
-    return value
-
-
-def _parse_session(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise _bad("each of 'sessions' must be an object")
-    started = raw.get("started")
-    if started is not None and (isinstance(started, bool)
-                                or not isinstance(started, (int, float))):
-        raise _bad("a session's 'started' must be a number")
-    named = {**raw, "type": "register session"}  # field_str names the message type
-    return {"session": field_str(named, "session", MAX_ID),
-            "team": field_str(named, "team", MAX_NAME, required=False),
-            "started": started}
-
-
-def parse_register(message: dict[str, Any]) -> dict[str, Any]:
-    """Check a whole register message (pure); raises :class:`ProtocolError` on any flaw."""
-    max_connections = message.get("maxConnections")
-    if max_connections is None:
-        max_connections = 0
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
-            or not 0 <= max_connections <= 2**31:
-        raise _bad("'maxConnections' must be a whole number >= 0")
-    teams = _bounded_list(message, "teams", MAX_REGISTER_TEAMS)
-    if not all(isinstance(t, str) and 0 < len(t) <= MAX_NAME for t in teams):
-        raise _bad(f"each of 'teams' must be a string of 1 to {MAX_NAME} characters")
-    return {
-        "edge": field_str(message, "edge", MAX_ID),
-        "url": field_str(message, "url", MAX_URL),
-        "region": field_str(message, "region", MAX_NAME),
-        "version": field_str(message, "version", MAX_NAME),
-        "maxConnections": max_connections,
-        "sessions": [_parse_session(s)
-                     for s in _bounded_list(message, "sessions", MAX_REGISTER_SESSIONS)],
-        "teams": teams,
-    }
 
 
 class EdgeLinkFactory(WebSocketServerFactory):

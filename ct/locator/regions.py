@@ -5,7 +5,6 @@
 * :class:`GeoLookup`: optional MaxMind (GeoIP2/GeoLite2 Country or City) database,
   mapping the country or continent code of an address to a region.
 * :class:`RegionResolver`: the table first, then GeoIP, then a default.
-* :func:`client_ip`: the client's address behind trusted reverse proxies.
 
 The regions configuration (stored under the ``regions`` config key) maps a region
 name to a CIDR list, or to ``{"cidrs": [...], "countries": [...], "continents": [...]}``.
@@ -13,57 +12,22 @@ name to a CIDR list, or to ``{"cidrs": [...], "countries": [...], "continents": 
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from ct.common.addresses import (
+    AddressError,
+    IPAddress,
+    IPNetwork,
+    parse_ip,
+    parse_networks,
+)
+
+__all__ = ["RegionError", "RegionTable", "GeoLookup", "RegionResolver", "open_maxmind",
+           "resolver_from_config"]
 
 
 class RegionError(ValueError):
     """A regions configuration that cannot be used; the message names the entry."""
-
-
-def parse_ip(text: str | IPAddress) -> IPAddress | None:
-    """An address from text such as ``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:443``;
-    IPv4-mapped IPv6 addresses become IPv4. None when it is not an address."""
-    if isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        address = text
-    else:
-        value = text.strip()
-        if value.startswith("["):
-            value = value[1:].split("]", 1)[0]
-        elif value.count(":") == 1:  # IPv4 with a port
-            value = value.split(":", 1)[0]
-        value = value.split("%", 1)[0]  # zone index
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def parse_networks(items: Iterable[str | IPNetwork], what: str = "network") -> tuple[IPNetwork, ...]:
-    """CIDR strings (host bits allowed and cleared; a bare address is a /32 or /128)."""
-    out = []
-    for item in items:
-        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            out.append(item)
-            continue
-        if not isinstance(item, str):
-            raise RegionError(f"{what}: expected a CIDR string such as 10.0.0.0/8, got {item!r}")
-        try:
-            out.append(ipaddress.ip_network(item.strip(), strict=False))
-        except ValueError:
-            raise RegionError(f"{what}: not a CIDR such as 10.0.0.0/8 or 2001:db8::/32: "
-                              f"{item!r}") from None
-    return tuple(out)
-
-
-def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
-    return any(address.version == n.version and address in n for n in networks)
 
 
 class RegionTable:
@@ -75,7 +39,11 @@ class RegionTable:
         for region, cidrs in regions.items():
             if not isinstance(region, str) or not region.strip():
                 raise RegionError(f"region names must be non-empty strings, got {region!r}")
-            for network in parse_networks(cidrs, f"region {region!r}"):
+            try:
+                networks = parse_networks(cidrs, f"region {region!r}")
+            except AddressError as e:
+                raise RegionError(str(e)) from None
+            for network in networks:
                 table = self._by_length[network.version].setdefault(network.prefixlen, {})
                 key = int(network.network_address)
                 other = table.get(key)
@@ -209,32 +177,3 @@ def _list_field(spec: Mapping[str, Any], field: str, region: str) -> list:
         raise RegionError(f"region {region!r}: {field} must be a list, got "
                           f"{type(value).__name__}")
     return list(value)
-
-
-def client_ip(peer_ip: str, x_forwarded_for: str | Sequence[str] | None,
-              trusted_proxies: Sequence[str | IPNetwork]) -> str:
-    """The client's address: ``X-Forwarded-For`` is honoured only from trusted proxies.
-
-    Starting from the TCP peer, walk the header from the right while each hop is a
-    trusted proxy; the first untrusted address is the client. A malformed entry stops
-    the walk at the last trusted hop (nothing left of it can be believed). Several
-    header lines may be given as a list, in the order received.
-    """
-    trusted = parse_networks(trusted_proxies, "trusted proxy")
-    current = parse_ip(peer_ip)
-    if current is None:
-        return peer_ip
-    if not trusted or not in_networks(current, trusted) or not x_forwarded_for:
-        return str(current)
-    lines = [x_forwarded_for] if isinstance(x_forwarded_for, str) else list(x_forwarded_for)
-    hops = [hop.strip() for line in lines for hop in line.split(",")]
-    for hop in reversed(hops):
-        if not hop:
-            continue
-        address = parse_ip(hop)
-        if address is None:
-            return str(current)
-        current = address
-        if not in_networks(address, trusted):
-            return str(address)
-    return str(current)

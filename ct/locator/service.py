@@ -21,6 +21,8 @@ from twisted.logger import Logger
 from ct.locator.edges import EdgeDirectory, EdgeInfo
 from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
 from ct.locator.regions import RegionResolver, resolver_from_config
+from ct.protocol import link
+from ct.protocol.errors import ProtocolError
 from ct.storage.database import DatabaseUnavailable
 from ct.storage.store import (
     CONFIG_ADVANCED,
@@ -229,7 +231,7 @@ class Locator:
         if info is not None:
             info.suspended = suspended
             if info.link is not None:
-                info.link.send_json({"type": "suspend", "suspended": suspended})
+                info.link.send_json(link.suspend(suspended))
         kind = "edge_suspended" if suspended else "edge_resumed"
         _log.info("edge {edge} {what} by {by}", edge=edge_id,
                   what="suspended" if suspended else "resumed", by=by or "operator")
@@ -266,7 +268,7 @@ class Locator:
 
     def config_message(self) -> dict[str, Any]:
         """What every edge is told on registration and after each change."""
-        return {"type": "config", **self.edge_settings}
+        return link.config(self.edge_settings)
 
     @defer.inlineCallbacks
     def set_edge_setting(self, key: str, value: Any, by: str | None = None):
@@ -308,8 +310,8 @@ class Locator:
         d.addErrback(timed_out)
         return d
 
-    def edge_answered(self, info: EdgeInfo, message: dict[str, Any]) -> None:
-        d = self._pending.pop(message.get("request"), None)
+    def edge_answered(self, request: int, message: dict[str, Any]) -> None:
+        d = self._pending.pop(request, None)
         if d is not None and not d.called:
             d.callback(message)
 
@@ -320,7 +322,7 @@ class Locator:
         edges = sorted({r.edge_id for r in records} |
                        {e for e, i in self.directory.edges.items() if i.link is not None})
         answers = yield defer.DeferredList(
-            [self.ask_edge(e, {"type": "list-sessions"}) for e in edges], consumeErrors=True)
+            [self.ask_edge(e, link.list_sessions()) for e in edges], consumeErrors=True)
         live: dict[str, dict[str, Any]] = {}
         unreachable = set()
         for edge_id, (ok, answer) in zip(edges, answers):
@@ -347,9 +349,7 @@ class Locator:
     @defer.inlineCallbacks
     def remove_participant(self, session_id: str, participant: int, by: str | None = None):
         edge_id = yield self._session_edge(session_id)
-        answer = yield self.ask_edge(edge_id, {"type": "remove-participant",
-                                               "session": session_id,
-                                               "participant": participant})
+        answer = yield self.ask_edge(edge_id, link.remove_participant(session_id, participant))
         if not answer.get("ok"):
             raise LocatorError(404 if answer.get("error") == "not-found" else 409,
                                answer.get("error") or "failed", answer.get("message") or "")
@@ -365,7 +365,7 @@ class Locator:
     @defer.inlineCallbacks
     def end_session(self, session_id: str, by: str | None = None):
         edge_id = yield self._session_edge(session_id)
-        answer = yield self.ask_edge(edge_id, {"type": "end-session", "session": session_id})
+        answer = yield self.ask_edge(edge_id, link.end_session(session_id))
         if not answer.get("ok"):
             raise LocatorError(404 if answer.get("error") == "not-found" else 409,
                                answer.get("error") or "failed", answer.get("message") or "")
@@ -377,39 +377,35 @@ class Locator:
     # ------------------------------------------------------------ edge link
 
     @defer.inlineCallbacks
-    def edge_registered(self, link, hello: dict[str, Any]):
+    def edge_registered(self, link_protocol, hello: link.Register):
         """Record a (re)connected edge; the directory sees it only once all is stored."""
-        edge_id = hello["edge"]
-        edge = yield self.store.register_edge(edge_id, hello["url"], hello["region"],
-                                              hello["version"])
+        edge_id = hello.edge
+        edge = yield self.store.register_edge(edge_id, hello.url, hello.region, hello.version)
         # Reconcile the session directory with what the edge says it runs.
-        running = {s["session"]: s for s in hello.get("sessions", [])}
+        running = {s.session: s for s in hello.sessions}
         known = yield self.store.list_sessions(active_only=True, edge_id=edge_id, limit=10000)
         for session in known:
             if session.session_id not in running:
                 yield self.store.session_ended(session.session_id, edge_id)
         for sid, s in running.items():
-            yield self.store.session_started(sid, edge_id, s.get("team"), s.get("started"))
-        for team in hello.get("teams", []):
+            yield self.store.session_started(sid, edge_id, s.team, s.started)
+        for team in hello.teams:
             current = yield self.store.get_team_edge(team)
             if current is None:
                 yield self.store.assign_team(team, edge_id)
-        info = self.directory.connected(edge_id, hello["url"], hello["region"], hello["version"],
-                                        link, edge.suspended,
-                                        int(hello.get("maxConnections") or 0))
+        info = self.directory.connected(edge_id, hello.url, hello.region, hello.version,
+                                        link_protocol, edge.suspended, hello.max_connections)
         self._states[edge_id] = self.directory.state(info)
         _log.info("edge {edge} connected ({url}, region {region}, version {version}, "
-                  "{n} sessions{suspended})", edge=edge_id, url=hello["url"],
-                  region=hello["region"], version=hello["version"], n=len(running),
+                  "{n} sessions{suspended})", edge=edge_id, url=hello.url,
+                  region=hello.region, version=hello.version, n=len(running),
                   suspended=", suspended" if edge.suspended else "")
         return info
 
-    def edge_reported(self, info: EdgeInfo, report: dict[str, Any]) -> defer.Deferred:
-        self.directory.reported(info.edge_id, report)
-        return self.store.update_edge_stats(
-            info.edge_id, report.get("load"), report.get("lagMs"),
-            int(report.get("connections", 0)), int(report.get("sessions", 0)),
-            int(report.get("users", 0)))
+    def edge_reported(self, info: EdgeInfo, report: link.Report) -> defer.Deferred:
+        self.directory.reported(info.edge_id, report.to_json())
+        return self.store.update_edge_stats(info.edge_id, report.load, report.lag_ms,
+                                            report.connections, report.sessions, report.users)
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:
         if self.directory.disconnected(info.edge_id, link) is not None:
@@ -418,44 +414,49 @@ class Locator:
                       grace=self.directory.link_grace)
             self.probe_lost_edges()
 
+    def session_updated(self, info: EdgeInfo, update: link.SessionUpdate) -> defer.Deferred:
+        """A session started or ended on an edge since it registered."""
+        if update.ended is None:
+            return self.store.session_started(update.session, info.edge_id, update.team,
+                                              update.started)
+        return self.store.session_ended(update.session, info.edge_id, update.ended)
+
     @defer.inlineCallbacks
-    def store_records(self, info: EdgeInfo, message: dict[str, Any]):
-        """Store a batch of audit entries and metric snapshots exactly once."""
-        audit, metrics, rejected = [], [], 0
-        for raw in message.get("audit", []):
-            try:
-                audit.append(AuditEntry(
-                    entry_id=raw["id"], at=float(raw["time"]), kind=raw["kind"],
-                    edge_id=info.edge_id, session_id=raw.get("session"), user=raw.get("user"),
-                    details=raw.get("details") or {}))
-            except (KeyError, TypeError, ValueError) as e:
-                rejected += 1
-                _log.warn("edge {edge}: audit entry rejected ({error}): {raw!r}",
-                          edge=info.edge_id, error=e, raw=raw)
-        for raw in message.get("metrics", []):
-            try:
-                metrics.append(MetricSnapshot(
-                    snapshot_id=raw["id"], edge_id=info.edge_id, at=float(raw["time"]),
-                    users_online=int(raw.get("users_online", 0)),
-                    sessions=int(raw.get("sessions", 0)),
-                    connections=int(raw.get("connections", 0)),
-                    lag_ms=raw.get("lag_ms"),
-                    sessions_hosted_total=int(raw.get("sessions_hosted_total", 0)),
-                    downloads_total=int(raw.get("downloads_total", 0))))
-            except (KeyError, TypeError, ValueError) as e:
-                rejected += 1
-                _log.warn("edge {edge}: metric snapshot rejected ({error})",
-                          edge=info.edge_id, error=e)
-        for raw in message.get("sessions", []):
-            if raw.get("ended") is None:
-                yield self.store.session_started(raw["session"], info.edge_id, raw.get("team"),
-                                                 raw.get("started"))
-            else:
-                yield self.store.session_ended(raw["session"], info.edge_id, raw["ended"])
-        stored = yield self.store.insert_audit_batch(audit)
-        yield self.store.insert_metrics_batch(metrics)
+    def store_records(self, info: EdgeInfo, records: link.Records):
+        """Store a batch of audit entries and metric snapshots exactly once; fires with
+        (stored, rejected): records stored before (same ids) count as neither."""
+        audit = [self._audit_entry(info, raw) for raw in records.audit]
+        metrics = [self._metric_snapshot(info, raw) for raw in records.metrics]
+        rejected = audit.count(None) + metrics.count(None)
+        stored = yield self.store.insert_audit_batch([a for a in audit if a is not None])
+        yield self.store.insert_metrics_batch([m for m in metrics if m is not None])
         self.records_stored += stored
-        return {"stored": stored, "rejected": rejected}
+        return stored, rejected
+
+    def _audit_entry(self, info: EdgeInfo, raw: Any) -> AuditEntry | None:
+        try:
+            record = link.AuditRecord.from_json(raw)
+            return AuditEntry(entry_id=record.id, at=record.time, kind=record.kind,
+                              edge_id=info.edge_id, session_id=record.session,
+                              user=record.user, details=record.details)
+        except (ProtocolError, ValueError) as e:
+            _log.warn("edge {edge}: audit entry rejected ({error}): {raw!r}",
+                      edge=info.edge_id, error=e, raw=raw)
+            return None
+
+    def _metric_snapshot(self, info: EdgeInfo, raw: Any) -> MetricSnapshot | None:
+        try:
+            record = link.MetricRecord.from_json(raw)
+            return MetricSnapshot(
+                snapshot_id=record.id, edge_id=info.edge_id, at=record.time,
+                users_online=record.users_online, sessions=record.sessions,
+                connections=record.connections, lag_ms=record.lag_ms,
+                sessions_hosted_total=record.sessions_hosted_total,
+                downloads_total=record.downloads_total)
+        except (ProtocolError, ValueError) as e:
+            _log.warn("edge {edge}: metric snapshot rejected ({error})",
+                      edge=info.edge_id, error=e)
+            return None
 
     # ------------------------------------------------------------ liveness
 

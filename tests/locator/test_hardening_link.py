@@ -18,10 +18,10 @@ from twisted.trial import unittest
 
 from ct.common.ratelimit import KeyedLimiter
 from ct.locator.edges import EdgeDirectory
-from ct.locator.link import MAX_REGISTER_SESSIONS, parse_register
 from ct.locator.placement import EdgeState
 from ct.locator.service import Locator, RateLimited
 from ct.protocol.errors import ProtocolError
+from ct.protocol.link import MAX_REGISTER_SESSIONS, Register, SessionInfo
 from tests.deployment.util import EDGE_SECRET, Deployment
 from tests.edge.util import sleep
 
@@ -35,10 +35,9 @@ VALID_REGISTER = {"type": "register", "v": 1, "edge": "e1", "secret": EDGE_SECRE
 
 class RegisterValidationTests(unittest.SynchronousTestCase):
     def test_finding_9_valid_register_is_parsed(self):
-        hello = parse_register(dict(VALID_REGISTER))
-        self.assertEqual(hello["sessions"], [{"session": "s1", "team": "t", "started": 1.5}])
-        self.assertEqual((hello["edge"], hello["teams"], hello["maxConnections"]),
-                         ("e1", ["t"], 0))
+        hello = Register.from_json(dict(VALID_REGISTER))
+        self.assertEqual(hello.sessions, (SessionInfo("s1", "t", 1.5),))
+        self.assertEqual((hello.edge, hello.teams, hello.max_connections), ("e1", ("t",), 0))
 
     def test_finding_9_every_malformed_field_is_refused(self):
         bad = [{"sessions": "bogus"}, {"sessions": [1]}, {"sessions": [{"session": 5}]},
@@ -50,7 +49,7 @@ class RegisterValidationTests(unittest.SynchronousTestCase):
         for change in bad:
             with self.subTest(change=change):
                 with self.assertRaises(ProtocolError) as caught:
-                    parse_register({**VALID_REGISTER, **change})
+                    Register.from_json({**VALID_REGISTER, **change})
                 self.assertEqual(caught.exception.code.name, "bad-message")
 
 

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from ct.common.addresses import client_ip
 from ct.locator.regions import (
     GeoLookup,
     RegionError,
     RegionTable,
-    client_ip,
     open_maxmind,
     resolver_from_config,
 )

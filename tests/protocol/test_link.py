@@ -1,0 +1,97 @@
+"""The edge↔locator link contract (pure): every record round-trips, every flaw is refused."""
+
+from __future__ import annotations
+
+import math
+
+from twisted.trial import unittest
+
+from ct.protocol import link
+from ct.protocol.errors import ProtocolError
+
+
+class RoundTripTests(unittest.SynchronousTestCase):
+    def test_records_and_messages_survive_to_json_and_back(self):
+        cases = [
+            (link.Report, link.Report(lag_ms=1.5, connections=3, sessions=1, users=2, load=0.25,
+                                      outbox=7, sessions_hosted=4, downloads={"vscode": 2})),
+            (link.SessionUpdate, link.SessionUpdate("s1", "team", 12.5)),
+            (link.SessionUpdate, link.SessionUpdate("s1", ended=20.0)),
+            (link.AuditRecord, link.AuditRecord("a" * 32, 1.0, "e1", "session_started", "s1",
+                                                "alice", {"team": None})),
+            (link.MetricRecord, link.MetricRecord("m1", 2.0, 0.5, 3, 1, 4, 9, 2)),
+            (link.Records, link.Records(3, ({"id": "x"},), ())),
+        ]
+        for cls, value in cases:
+            with self.subTest(value=value):
+                self.assertEqual(cls.from_json(value.to_json()), value)
+
+    def test_register_carries_the_secret_but_does_not_keep_it(self):
+        hello = link.Register("e1", "http://e:1", "eu", "1.0", 10,
+                              (link.SessionInfo("s1", None, 1.0),), ("t",))
+        wire = hello.to_json("secret")
+        self.assertEqual((wire["type"], wire["v"], wire["secret"]), ("register", 1, "secret"))
+        self.assertEqual(link.Register.from_json(wire), hello)
+
+    def test_session_updates_are_not_record_batches(self):
+        self.assertEqual(link.SessionUpdate("s1", ended=2.0).to_json()["type"], "session-update")
+        with self.assertRaises(ProtocolError) as caught:
+            link.Records.from_json({"type": "records", "sessions": [{"session": "s1"}]})
+        self.assertIn("session-update", caught.exception.message)
+
+
+class RefusalTests(unittest.SynchronousTestCase):
+    def refused(self, cls, raw):
+        with self.assertRaises(ProtocolError) as caught:
+            cls.from_json(raw)
+        self.assertEqual(caught.exception.code.name, "bad-message")
+        return caught.exception.message
+
+    def test_report_fields_are_checked_and_bounded(self):
+        for change in [{"connections": "5"}, {"connections": -1}, {"sessions": 1.5},
+                       {"users": True}, {"users": 2**60}, {"lagMs": "slow"},
+                       {"lagMs": math.inf}, {"load": -0.1}, {"suspended": "no"},
+                       {"downloads": []}, {"downloads": {"vscode": "1"}},
+                       {"downloads": {str(n): 1 for n in range(100)}}]:
+            with self.subTest(change=change):
+                self.refused(link.Report, {"type": "report", **change})
+
+    def test_records_are_checked(self):
+        good_audit = {"id": "a1", "time": 1.0, "kind": "session_started"}
+        for change in [{"id": ""}, {"id": 5}, {"id": "x" * 65}, {"time": "1.0"},
+                       {"time": None}, {"kind": None}, {"details": []}, {"user": 7}]:
+            with self.subTest(change=change):
+                self.refused(link.AuditRecord, {**good_audit, **change})
+        self.refused(link.AuditRecord, ["not", "an", "object"])
+        for change in [{"users_online": -1}, {"lag_ms": "x"}, {"time": -5}]:
+            with self.subTest(change=change):
+                self.refused(link.MetricRecord, {"id": "m1", "time": 1.0, **change})
+        for batch in [None, 0, "1", True]:
+            with self.subTest(batch=batch):
+                self.refused(link.Records, {"type": "records", "batch": batch})
+        self.refused(link.Records, {"type": "records", "batch": 1, "audit": {}})
+
+    def test_session_update_needs_a_session(self):
+        self.refused(link.SessionUpdate, {"type": "session-update"})
+        self.refused(link.SessionUpdate, {"type": "session-update", "session": "s",
+                                          "ended": "now"})
+
+    def test_answers_need_a_request_number(self):
+        self.assertEqual(link.answer_request({"type": "done", "request": 3}), 3)
+        with self.assertRaises(ProtocolError):
+            link.answer_request({"type": "done", "request": [1]})
+
+    def test_decode_needs_an_object_with_a_type(self):
+        self.assertEqual(link.decode_link_message(b'{"type": "ping"}'), {"type": "ping"})
+        for payload in [b"[]", b'{"kind": 1}', b"{", b'{"type": 5}']:
+            with self.subTest(payload=payload):
+                with self.assertRaises(ProtocolError):
+                    link.decode_link_message(payload)
+
+
+class RetryDelayTests(unittest.SynchronousTestCase):
+    def test_the_delay_asked_for_is_kept_within_bounds(self):
+        for after, delay in [(5, 5), (0.1, 1.0), (600, 60.0), (None, 5.0), ("3", 5.0),
+                             (True, 5.0), (math.nan, 5.0)]:
+            with self.subTest(after=after):
+                self.assertEqual(link.retry_delay({"type": "retry", "after": after}), delay)
