@@ -152,7 +152,19 @@ def make_private(path: str) -> None:
             _log.warn("cannot make {name} private (0600): {error}", name=name, error=e)
 
 
-class PostgresEngine(Engine):
+class _ServerEngine(Engine):
+    """A database server reached over the network; TLS files given inline live in
+    private temporary files until the pool closes."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._tls_files = _TLSFiles()
+
+    def close(self):
+        self._tls_files.remove()
+
+
+class PostgresEngine(_ServerEngine):
     """psycopg2 (the binary wheel)."""
 
     dialect = "postgres"
@@ -163,10 +175,6 @@ class PostgresEngine(Engine):
         "TEXT": "TEXT", "BIGINT": "BIGINT", "INT": "INTEGER", "DOUBLE": "DOUBLE PRECISION",
         "BOOL": "SMALLINT", "SERIAL_PK": "BIGSERIAL PRIMARY KEY",
     }
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._tls_files = _TLSFiles()
 
     def connect_args(self):
         c = self.config
@@ -190,9 +198,6 @@ class PostgresEngine(Engine):
     def on_connect(self, conn):
         conn.set_session(isolation_level="READ COMMITTED", autocommit=False)
 
-    def close(self):
-        self._tls_files.remove()
-
     def is_disconnect(self, exc):
         import psycopg2
 
@@ -214,7 +219,7 @@ _MYSQL_DISCONNECT_CODES = {2003, 2006, 2013, 2055, 4031, 1927, 1053}
 _MYSQL_RETRY_CODES = {1205, 1213}  # lock wait timeout, deadlock
 
 
-class MySQLEngine(Engine):
+class MySQLEngine(_ServerEngine):
     """PyMySQL, for MySQL and MariaDB."""
 
     dialect = "mysql"
@@ -226,10 +231,6 @@ class MySQLEngine(Engine):
         "BOOL": "SMALLINT", "SERIAL_PK": "BIGINT AUTO_INCREMENT PRIMARY KEY",
     }
     table_options = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._tls_files = _TLSFiles()
 
     def connect_args(self):
         c = self.config
@@ -270,9 +271,6 @@ class MySQLEngine(Engine):
                     f"the server does not offer TLS but sslMode is {self.config.tls.mode}")
         cur.close()
         conn.commit()
-
-    def close(self):
-        self._tls_files.remove()
 
     def is_disconnect(self, exc):
         import pymysql
