@@ -1,13 +1,18 @@
 """Log lines an attacker can trigger at will, rate-limited: a flood costs a bounded log.
 
-At most ``limit`` lines per ``interval`` seconds get through; the rest are counted, and the
-first line let through after the interval says how many similar lines were suppressed
-(no timer: nothing is left scheduled when the process or a test stops).
+:class:`LogThrottle`: at most ``limit`` lines per ``interval`` seconds get through; the rest
+are counted, and the first line let through after the interval says how many similar lines
+were suppressed. :class:`RateLimitedLog`: a token bucket per kind of line. Neither keeps a
+timer: nothing is left scheduled when the process or a test stops.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from twisted.logger import Logger
+
+from ct.common.ratelimit import TokenBucket
 
 
 class LogThrottle:
@@ -66,3 +71,30 @@ class LogThrottle:
                          count=self.suppressed, what=self.what,
                          seconds=now - self.window_start)
         self.suppressed = 0
+
+
+class RateLimitedLog:
+    """Warnings about what peers can repeat at will: per ``kind`` (a fixed word chosen by
+    the caller) a burst, then ``rate`` lines a second; what was left out is counted in the
+    next line of that kind."""
+
+    def __init__(self, logger: Logger, seconds, rate: float = 0.2, burst: int = 10):
+        self._logger = logger
+        self._seconds = seconds
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, kind: str, fmt: str, **fields) -> None:
+        bucket = self._buckets.get(kind)
+        if bucket is None:
+            bucket = self._buckets[kind] = TokenBucket(self._rate, self._burst, self._seconds)
+        if not bucket.take():
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            fmt += " ({suppressed} more suppressed)"
+            fields["suppressed"] = suppressed
+        self._logger.warn(fmt, **fields)

@@ -27,7 +27,8 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
 
-from ct.common.ratelimit import TokenBucket
+from ct.common.logthrottle import RateLimitedLog
+
 
 _log = Logger()
 
@@ -71,33 +72,6 @@ def request_path(target: bytes) -> bytes:
     if b"://" in path[:16]:
         path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
     return path
-
-
-class RateLimitedLog:
-    """Warnings about what peers can repeat at will: per ``kind`` (a fixed word chosen by
-    the caller) a burst, then ``rate`` lines a second; what was left out is counted in the
-    next line of that kind."""
-
-    def __init__(self, logger: Logger, seconds, rate: float = 0.2, burst: int = 10):
-        self._logger = logger
-        self._seconds = seconds
-        self._rate = rate
-        self._burst = burst
-        self._buckets: dict[str, TokenBucket] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, kind: str, fmt: str, **fields) -> None:
-        bucket = self._buckets.get(kind)
-        if bucket is None:
-            bucket = self._buckets[kind] = TokenBucket(self._rate, self._burst, self._seconds)
-        if not bucket.take():
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return
-        suppressed = self._suppressed.pop(kind, 0)
-        if suppressed:
-            fmt += " ({suppressed} more suppressed)"
-            fields["suppressed"] = suppressed
-        self._logger.warn(fmt, **fields)
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -22,7 +22,7 @@ from ct.common import jsonsafe
 from ct.common.addresses import request_client_ip
 from ct.common.credentials import Credentials, basic_auth
 from ct.dashboard.auth import LoginGuard, LoginThrottle
-from ct.common.web import RateLimitedLog
+from ct.common.logthrottle import RateLimitedLog
 from ct.locator.regions import RegionError
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME

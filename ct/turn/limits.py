@@ -44,21 +44,3 @@ class SourceLimiter:
         for source in full:
             del self.buckets[source]
         return len(full)
-
-
-class LogThrottle:
-    """At most one log line per ``interval`` seconds for an event an attacker can repeat."""
-
-    def __init__(self, interval: float = 60.0):
-        self.interval = interval
-        self.last = float("-inf")
-        self.suppressed = 0
-
-    def ready(self, now: float) -> int | None:
-        """None while quiet; else how many events went unlogged since the last line."""
-        if now - self.last < self.interval:
-            self.suppressed += 1
-            return None
-        self.last = now
-        suppressed, self.suppressed = self.suppressed, 0
-        return suppressed

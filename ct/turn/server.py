@@ -19,7 +19,8 @@ from twisted.logger import Logger
 from ct.turn import auth, stun
 from ct.turn.allocation import DEFAULT_LIFETIME, MAX_LIFETIME, Allocation, AllocationTable
 from ct.turn.datapath import DataPath, show_client
-from ct.turn.limits import LogThrottle, SourceLimiter
+from ct.common.logthrottle import LogThrottle
+from ct.turn.limits import SourceLimiter
 from ct.turn.policy import PeerPolicy
 
 _log = Logger()
@@ -92,8 +93,8 @@ class TurnServer:
         rate = config.unauthenticated_rate
         self.limiter = (SourceLimiter(rate, max(1, int(2 * rate)), config.rate_sources,
                                       clock.seconds) if rate > 0 else None)
-        self._rate_log = LogThrottle()
-        self._connection_log = LogThrottle()
+        self._rate_log = LogThrottle(_log, self.clock, 1, 60.0, "unanswered requests")
+        self._connection_log = LogThrottle(_log, self.clock, 1, 60.0, "closed connections")
         self.streams: set = set()  # open TCP/TLS client connections
 
     # ------------------------------------------------------------ lifecycle
@@ -143,11 +144,9 @@ class TurnServer:
 
     def _refuse_connection(self, stream, reason: str, detail: str) -> None:
         self.stats.refused(reason)
-        more = self._connection_log.ready(self.clock.seconds())
-        if more is not None:
-            _log.warn("turn: closing {client}: {reason} ({detail}; {more} more since the last "
-                      "line, logged once a minute at most)", client=stream, reason=reason,
-                      detail=detail, more=more)
+        self._connection_log.warn("turn: closing {client}: {reason} ({detail}; logged once a "
+                                  "minute at most)", client=stream, reason=reason,
+                                  detail=detail)
 
     def close_idle_streams(self, now: float) -> None:
         """Close connections without an allocation that received nothing for the timeout."""
@@ -207,12 +206,10 @@ class TurnServer:
     def _rate_limited(self, addr) -> None:
         """Count an unanswered request; one warning line per minute at most."""
         self.stats.refused("unauthenticated rate limit")
-        more = self._rate_log.ready(self.clock.seconds())
-        if more is not None:
-            _log.warn("turn: not answering UDP requests from {client} ({more} more since the "
-                      "last line) beyond {rate}/s per source without an allocation "
-                      "(CT_TURN_UNAUTHENTICATED_RATE; logged once a minute at most)",
-                      client=addr[0], more=more, rate=self.config.unauthenticated_rate)
+        self._rate_log.warn("turn: not answering UDP requests from {client} beyond {rate}/s per "
+                            "source without an allocation (CT_TURN_UNAUTHENTICATED_RATE; "
+                            "logged once a minute at most)", client=addr[0],
+                            rate=self.config.unauthenticated_rate)
 
 
     # ------------------------------------------------------------ STUN messages
