@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.logger import globalLogPublisher
 
-from ct.common.credentials import Credentials, dashboard_credentials
+from ct.common.credentials import Credentials
 from ct.dashboard.app import Dashboard
 from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.backend import EdgeBackend, LocatorBackend
@@ -50,10 +50,8 @@ def locator_dashboard(locator, credentials: Credentials, values: Mapping[str, An
 
 def edge_dashboard(edge, downloads, values: Mapping[str, Any], reactor,
                    parent: service.MultiService, server_log: ServerLog,
-                   credentials: Credentials | None = None) -> Dashboard:
+                   credentials: Credentials) -> Dashboard:
     """Single-server: audit entries and metric history kept in memory by this edge."""
-    if credentials is None:
-        credentials = dashboard_credentials(values)
     audit = AuditRing()
     edge.audit_sinks.append(audit)
     interval = float(values.get("metrics_interval") or 10.0)
