@@ -3,6 +3,7 @@
 * Only a ``tap.py`` (and the settings machinery) imports the settings catalogue.
 * Only a ``tap.py`` (and the settings machinery) takes the options dict: a parameter
   named ``values`` or ``options`` that is indexed or read with ``.get``.
+* Only a ``tap.py`` imports the global reactor.
 * ``ct/common`` imports no component package.
 """
 
@@ -88,6 +89,8 @@ def _problems(module: str) -> list[str]:
         problems += [f"imports the settings catalogue {name}"
                      for name in sorted(_imported(tree)) if _is_catalogue(name)]
         problems += [f"reads the options dict in {where}" for where in _reads_options(tree)]
+    if not module.endswith("/tap.py") and "twisted.internet.reactor" in _imported(tree):
+        problems.append("imports the global reactor")
     if module.startswith("ct/common/"):
         problems += [f"ct/common imports the component {name}"
                      for name in sorted(_imported(tree))
@@ -113,6 +116,8 @@ def test_the_checks_catch_what_they_should():
                      "def f(values):\n    return values['x']\n"
                      "def g(options, other):\n    return options.get('y'), other['z']\n")
     assert "ct.edge.settings" in _imported(tree)
+    global_reactor = ast.parse("from twisted.internet import reactor")
+    assert "twisted.internet.reactor" in _imported(global_reactor)
     assert _is_catalogue("ct.edge.settings") and _is_catalogue("ct.common.catalog")
     assert not _is_catalogue("ct.edge.server")
     assert _reads_options(tree) == ["f(values)", "g(options)"]

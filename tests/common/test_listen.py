@@ -1,4 +1,4 @@
-"""``server_listeners`` from a ``ListenConfig`` and ``ServerSite`` from a ``SiteConfig``, in memory."""
+"""``server_listeners`` from a ``ListenConfig``, ``ServerSite`` from a ``SiteConfig``: in memory."""
 
 from __future__ import annotations
 
