@@ -15,7 +15,6 @@ from ct.common.settings import (
     Setting,
     parse_bool,
     parse_choice,
-    parse_directory,
     parse_endpoint,
     parse_existing_file,
     parse_float,

@@ -135,7 +135,7 @@ class LocatorRuntime(service.MultiService):
         return defer.maybeDeferred(lambda: d).addBoth(close)
 
 
-def makeService(options, reactor=None) -> service.MultiService:
+def makeService(options, reactor=None) -> LocatorRuntime:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
