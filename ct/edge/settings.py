@@ -1,6 +1,7 @@
 """Settings of the edge (``CT_REGION``, ``CT_MAX_*``, the outbox, the probe...).
 
-Rows for the catalogue (``ct/settings.py``); ``ct/edge/tap.py`` reads them.
+Rows for the catalogue (``ct/settings.py``); ``ct/edge/tap.py`` reads them into an
+:class:`EdgeConfig`, whose defaults (and those of its :class:`Limits`) are the rows' defaults.
 """
 
 from __future__ import annotations
@@ -15,31 +16,34 @@ from ct.common.settings import (
     parse_size,
     parse_str,
 )
+from ct.edge.relay import Limits
+from ct.edge.server import EdgeConfig
 
 EDGE = frozenset({"edge"})
 
 EDGE_SETTINGS = [
-    Setting("CT_REGION", "region", "default", parse_str,
+    Setting("CT_REGION", "region", EdgeConfig.region, parse_str,
             "Region this edge serves (multi-server).", EDGE),
-    Setting("CT_MAXCONNECTIONS", "max-connections", 0, parse_int(0),
+    Setting("CT_MAXCONNECTIONS", "max-connections", Limits.max_people, parse_int(0),
             "Cap on simultaneous people in sessions on this edge, hosts and guests "
             "(0: no cap).", EDGE),
-    Setting("CT_MAX_PARTICIPANTS", "max-participants", 50, parse_int(2, 10000),
+    Setting("CT_MAX_PARTICIPANTS", "max-participants", Limits.max_participants, parse_int(2, 10000),
             "Participants per session, host included.", EDGE),
-    Setting("CT_MAX_SESSIONS_PER_HOST", "max-sessions-per-host", 20, parse_int(1),
+    Setting("CT_MAX_SESSIONS_PER_HOST", "max-sessions-per-host", Limits.max_sessions_per_host,
+            parse_int(1),
             "Sessions one client address may host at once.", EDGE),
     Setting("CT_MAX_FRAME_BYTES", "max-frame-bytes", 1024 * 1024, parse_size(1024),
             "Largest websocket message accepted (e.g. 1MiB).", EDGE),
-    Setting("CT_RATE_LIMIT", "rate-limit", 500.0, parse_float(1.0),
+    Setting("CT_RATE_LIMIT", "rate-limit", EdgeConfig.rate_limit, parse_float(1.0),
             "Messages per second one connection may send, sustained.", EDGE),
-    Setting("CT_RATE_BURST", "rate-burst", 5000, parse_int(1),
+    Setting("CT_RATE_BURST", "rate-burst", EdgeConfig.rate_burst, parse_int(1),
             "Messages one connection may send in a burst above the sustained rate.", EDGE),
-    Setting("CT_RESUME_WINDOW", "resume-window", 60.0, parse_float(0.0),
+    Setting("CT_RESUME_WINDOW", "resume-window", Limits.resume_window, parse_float(0.0),
             "Seconds a participant whose connection dropped may resume before it is "
             "dropped (the host: before the session ends).", EDGE),
-    Setting("CT_REPLAY_MAX_FRAMES", "replay-max-frames", 4096, parse_int(16),
+    Setting("CT_REPLAY_MAX_FRAMES", "replay-max-frames", Limits.replay_max_frames, parse_int(16),
             "Frames a session keeps for participants to resume from.", EDGE),
-    Setting("CT_REPLAY_MAX_BYTES", "replay-max-bytes", 8 * 1024 * 1024, parse_size(1024),
+    Setting("CT_REPLAY_MAX_BYTES", "replay-max-bytes", Limits.replay_max_bytes, parse_size(1024),
             "Bytes a session keeps for participants to resume from.", EDGE),
     Setting("CT_TEAM_SECRET", "team-secret", None, parse_optional_str,
             "Secret from which team presence tokens are derived (`ctctl team-token`). "
@@ -48,7 +52,8 @@ EDGE_SETTINGS = [
             "Hide the `/clients` downloads.", EDGE),
     Setting("CT_CLIENTS_DIR", "clients-dir", None, parse_directory,
             "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/).", EDGE),
-    Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", 10.0, parse_float(0.1),
+    Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", EdgeConfig.handshake_timeout,
+            parse_float(0.1),
             "Seconds a new websocket has to send its first message.", EDGE),
     Setting("CT_BAD_INPUT_LOG_LIMIT", "bad-input-log-limit", 20, parse_int(0),
             "Warning lines per minute about rejected websocket clients (bad messages, "
