@@ -94,6 +94,7 @@ class ServerConfig:
     metrics: MetricsConfig
     dashboard_user: str | None
     dashboard_password: str | None
+    websocket_url: str  # the URL the websocket factories serve: CT_SERVER_URL as ws(s)
 
 
 def server_config(values: Mapping[str, Any]) -> ServerConfig:
@@ -111,4 +112,11 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
                               interval=values["metrics_interval"]),
         dashboard_user=values["dashboard_user"] or values["logs_user"],
         dashboard_password=values["dashboard_password"] or values["logs_password"],
+        websocket_url=_websocket_url(values["server_url"]),
     )
+
+
+def _websocket_url(server_url: str | None) -> str:
+    """``http(s)://host`` as ``ws(s)://host``; unset: ``ws://localhost``."""
+    url = server_url or "ws://localhost"
+    return "ws" + url[4:] if url.startswith("http") else url

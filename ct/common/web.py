@@ -36,7 +36,6 @@ DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_HSTS_MAX_AGE = 365 * 86400
 
 
-
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
     """``CT_ACCESS_LOG``, ``CT_HTTP_MAX_BODY`` and ``CT_HSTS_MAX_AGE`` (0: no HSTS)."""

@@ -13,9 +13,9 @@ from twisted.python import usage
 
 from ct import __version__
 from ct.settings import settings_for
-from ct.common.catalog import server_config
+from ct.common.catalog import ServerConfig, server_config
 from ct.common.credentials import dashboard_credentials
-from ct.common.web import ServerSite, SiteConfig
+from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.setup import LogCapture, edge_dashboard
@@ -148,7 +148,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
 
         integrations = EdgeIntegrations(reactor, top.metrics, top, values)
         metrics_page = integrations.resource
-    site = build_site(edge, values, server.site, reactor, top.downloads, metrics_page)
+    site = build_site(edge, values, server, reactor, top.downloads, metrics_page)
 
     listening = server_listeners(reactor, server.listen, site)
     add_audio_video(top, edge, values, reactor)
@@ -324,25 +324,20 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
         edge.relay.add_listener(revoke_on_departure(turn.turn_server, ttl, reactor.seconds))
 
 
-def build_site(edge: EdgeServer, values, site_config: SiteConfig, reactor, downloads=None,
+def build_site(edge: EdgeServer, values, server: ServerConfig, reactor, downloads=None,
                metrics_page=None) -> ServerSite:
-    url = values["server_url"] or "ws://localhost"
     max_bytes = values["max_frame_bytes"]
     rejections = rejection_log(reactor, values["bad_input_log_limit"])
-    session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor,
-                                   rejections)
-    presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor,
-                                    rejections)
+    session_factory = make_factory(SessionProtocol, edge, server.websocket_url, max_bytes,
+                                   reactor, rejections)
+    presence_factory = make_factory(PresenceProtocol, edge, server.websocket_url, 64 * 1024,
+                                    reactor, rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
-    site = ServerSite(root, reactor, site_config)
+    site = ServerSite(root, reactor, server.site)
     site.requestFactory = stickiness.request_factory(edge, site.requestFactory)
     site.displayTracebacks = False
     return site
-
-
-def _ws(url: str) -> str:
-    return "ws" + url[4:] if url.startswith("http") else url
 
 
 def _probe_url(listening: ListenersService, external: bool = False) -> str | None:

@@ -175,9 +175,8 @@ def makeService(options, reactor=None) -> LocatorRuntime:
                                         values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
     api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
-    url = values["server_url"] or "ws://localhost"
-    link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
-                                     reactor, link_timeout=values["edge_link_timeout"],
+    link_factory = make_link_factory(locator, server.websocket_url, reactor,
+                                     link_timeout=values["edge_link_timeout"],
                                      register_timeout=values["edge_register_timeout"])
     runtime = LocatorRuntime(reactor, db, locator)
     runtime.api = api

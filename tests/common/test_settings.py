@@ -68,7 +68,8 @@ class SettingsTests(unittest.TestCase):
         config = server_config(parse(edge_tap.Options))
         self.assertEqual(config, ServerConfig(
             listen=ListenConfig(http="tcp:1080", https="ssl:1443"), site=SiteConfig(),
-            metrics=MetricsConfig(), dashboard_user=None, dashboard_password=None))
+            metrics=MetricsConfig(), dashboard_user=None, dashboard_password=None,
+            websocket_url="ws://localhost"))
 
     def test_server_config_from_settings(self):
         config = server_config(parse(
@@ -76,12 +77,13 @@ class SettingsTests(unittest.TestCase):
             CT_HTTP_MAX_BODY="1k", CT_HSTS_MAX_AGE="0", CT_PROMETHEUS_ENABLED="true",
             CT_METRICS_STATSD_HOST="stats", CT_METRICS_STATSD_PROTOCOL="tcp",
             CT_METRICS_INTERVAL="2", CT_LOGS_USER="old", CT_LOGS_PASSWORD="old-pw",
-            CT_DASHBOARD_USER="new"))
+            CT_DASHBOARD_USER="new", CT_SERVER_URL="https://ct.example:8443/"))
         self.assertEqual(config.listen, ListenConfig(http=None, https="ssl:1443"))
         self.assertEqual(config.site, SiteConfig(access_log=True, max_body=1024, hsts_max_age=0))
         self.assertEqual(config.metrics, MetricsConfig(prometheus=True, statsd_host="stats",
                                                        statsd_protocol="TCP", interval=2.0))
         self.assertEqual((config.dashboard_user, config.dashboard_password), ("new", "old-pw"))
+        self.assertEqual(config.websocket_url, "wss://ct.example:8443")
 
     def test_sizes(self):
         self.assertEqual(parse_size()("64k"), 65536)
