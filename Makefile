@@ -26,7 +26,7 @@ test: setup system-deps
 	bash scripts/run-tests.sh
 
 docs: setup
-	$(PY) -m ct.common.settings > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
+	$(PY) -m ct.settings > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
 
 clean:
 	rm -rf $(VENV) .run _trial_temp* .pytest_cache test-artifacts

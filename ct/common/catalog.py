@@ -1,17 +1,20 @@
-"""The settings every daemon reads, in one catalogue (see ``docs/settings.md``).
+"""The settings both servers read (listening, TLS, HTTP, dashboard login, metrics).
 
-Component-specific rows live next to their component (``ct/turn/settings.py``,
-``ct/locator/settings.py``); this module gathers them so the docs table and the
-option parsers come from one place.
+Component rows live next to their component (``ct/edge/settings.py``,
+``ct/locator/settings.py``, ``ct/turn/settings.py``); ``ct/settings.py`` gathers them all.
+:func:`server_config` turns these rows into the config objects of the shared modules.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ct.common.listen import ListenConfig
 from ct.common.settings import (
     Setting,
     parse_bool,
     parse_choice,
-    parse_directory,
     parse_endpoint,
     parse_existing_file,
     parse_float,
@@ -22,10 +25,11 @@ from ct.common.settings import (
     parse_time_zone,
     parse_url,
 )
+from ct.common.web import DEFAULT_HSTS_MAX_AGE, DEFAULT_MAX_BODY, SiteConfig
+from ct.metrics.setup import MetricsConfig
+from ct.metrics.statsd import DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_PREFIX
 
-ALL = frozenset({"edge", "locator", "turn"})
 SERVERS = frozenset({"edge", "locator"})
-EDGE = frozenset({"edge"})
 
 COMMON_SETTINGS = [
     Setting("CT_SERVER_URL", "server-url", None, parse_url(("http", "https"), allow_none=True),
@@ -46,11 +50,11 @@ COMMON_SETTINGS = [
             "host's.", SERVERS),
     Setting("CT_ACCESS_LOG", "access-log", False, parse_bool,
             "Log one line per HTTP request (health probes and API calls included).", SERVERS),
-    Setting("CT_HTTP_MAX_BODY", "http-max-body", 64 * 1024, parse_size(1024),
+    Setting("CT_HTTP_MAX_BODY", "http-max-body", DEFAULT_MAX_BODY, parse_size(1024),
             "Largest HTTP request body accepted (e.g. 64k): a bigger Content-Length is "
             "refused with 413 before the body is read, a chunked body as soon as it passes "
             "the limit. The locator's regions routes accept max(this, 1MiB).", SERVERS),
-    Setting("CT_HSTS_MAX_AGE", "hsts-max-age", 365 * 86400, parse_int(0),
+    Setting("CT_HSTS_MAX_AGE", "hsts-max-age", DEFAULT_HSTS_MAX_AGE, parse_int(0),
             "Seconds of the Strict-Transport-Security header sent on HTTPS responses "
             "(browsers then use HTTPS only for this host); 0: no header.", SERVERS),
     Setting("CT_TLS_CERT", "tls-cert", None, parse_existing_file,
@@ -71,88 +75,48 @@ COMMON_SETTINGS = [
             "Expose Prometheus metrics at `/metrics`.", SERVERS),
     Setting("CT_METRICS_STATSD_HOST", "statsd-host", None, parse_optional_str,
             "StatsD host to push metrics to (unset: no StatsD).", SERVERS),
-    Setting("CT_METRICS_STATSD_PORT", "statsd-port", 8125, parse_int(1, 65535),
+    Setting("CT_METRICS_STATSD_PORT", "statsd-port", DEFAULT_PORT, parse_int(1, 65535),
             "StatsD port.", SERVERS),
     Setting("CT_METRICS_STATSD_PROTOCOL", "statsd-protocol", "UDP", parse_choice("UDP", "TCP"),
             "StatsD transport, UDP or TCP.", SERVERS),
-    Setting("CT_METRICS_STATSD_PREFIX", "statsd-prefix", "codetogether.", parse_str,
+    Setting("CT_METRICS_STATSD_PREFIX", "statsd-prefix", DEFAULT_PREFIX, parse_str,
             "Prefix of StatsD metric names.", SERVERS),
-    Setting("CT_METRICS_INTERVAL", "metrics-interval", 10.0, parse_float(1.0),
+    Setting("CT_METRICS_INTERVAL", "metrics-interval", DEFAULT_INTERVAL, parse_float(1.0),
             "Seconds between metric pushes and snapshots.", SERVERS),
 ]
 
-EDGE_SETTINGS = [
-    Setting("CT_REGION", "region", "default", parse_str,
-            "Region this edge serves (multi-server).", EDGE),
-    Setting("CT_MAXCONNECTIONS", "max-connections", 0, parse_int(0),
-            "Cap on simultaneous people in sessions on this edge, hosts and guests "
-            "(0: no cap).", EDGE),
-    Setting("CT_MAX_PARTICIPANTS", "max-participants", 50, parse_int(2, 10000),
-            "Participants per session, host included.", EDGE),
-    Setting("CT_MAX_SESSIONS_PER_HOST", "max-sessions-per-host", 20, parse_int(1),
-            "Sessions one client address may host at once.", EDGE),
-    Setting("CT_MAX_FRAME_BYTES", "max-frame-bytes", 1024 * 1024, parse_size(1024),
-            "Largest websocket message accepted (e.g. 1MiB).", EDGE),
-    Setting("CT_RATE_LIMIT", "rate-limit", 500.0, parse_float(1.0),
-            "Messages per second one connection may send, sustained.", EDGE),
-    Setting("CT_RATE_BURST", "rate-burst", 5000, parse_int(1),
-            "Messages one connection may send in a burst above the sustained rate.", EDGE),
-    Setting("CT_RESUME_WINDOW", "resume-window", 60.0, parse_float(0.0),
-            "Seconds a participant whose connection dropped may resume before it is "
-            "dropped (the host: before the session ends).", EDGE),
-    Setting("CT_REPLAY_MAX_FRAMES", "replay-max-frames", 4096, parse_int(16),
-            "Frames a session keeps for participants to resume from.", EDGE),
-    Setting("CT_REPLAY_MAX_BYTES", "replay-max-bytes", 8 * 1024 * 1024, parse_size(1024),
-            "Bytes a session keeps for participants to resume from.", EDGE),
-    Setting("CT_TEAM_SECRET", "team-secret", None, parse_optional_str,
-            "Secret from which team presence tokens are derived (`ctctl team-token`). "
-            "Unset: team presence and team sessions are refused.", EDGE, secret=True),
-    Setting("CT_NOCLIENTS", "no-clients", False, parse_bool,
-            "Hide the `/clients` downloads.", EDGE),
-    Setting("CT_CLIENTS_DIR", "clients-dir", None, parse_directory,
-            "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/).", EDGE),
-    Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", 10.0, parse_float(0.1),
-            "Seconds a new websocket has to send its first message.", EDGE),
-    Setting("CT_BAD_INPUT_LOG_LIMIT", "bad-input-log-limit", 20, parse_int(0),
-            "Warning lines per minute about rejected websocket clients (bad messages, "
-            "refused handshakes, rate limits); the rest are counted in one 'suppressed N "
-            "similar' line. 0: log every one.", EDGE),
-    Setting("CT_EDGE_ID", "edge-id", None, parse_optional_str,
-            "This edge's id towards the locator. Unset: generated once and kept in "
-            "CT_DATA_DIR/edge/edge-id.", EDGE),
-    Setting("CT_REPORT_INTERVAL", "report-interval", 2.0, parse_float(0.2),
-            "Seconds between load reports to the locator.", EDGE),
-    Setting("CT_OUTBOX_MAX", "outbox-max", 100_000, parse_int(100),
-            "Audit entries and metric snapshots kept on disk while the locator is "
-            "unreachable; past it the oldest snapshots, then the oldest entries, are dropped "
-            "(counted and logged).", EDGE),
-    Setting("CT_OUTBOX_MEMORY_MAX", "outbox-memory-max", 10_000, parse_int(100),
-            "Audit entries and metric snapshots held in memory while the outbox file cannot "
-            "be written (a full disk), retried with back-off up to every 30 s; past it the "
-            "oldest snapshots, then the oldest entries, are dropped (counted, logged, shown "
-            "in /health).", EDGE),
-    Setting("CT_DRAIN_TIMEOUT", "drain-timeout", 0.0, parse_float(0.0),
-            "On stop, seconds to wait for sessions to end by themselves (no new sessions "
-            "meanwhile) before ending the rest.", EDGE),
-    Setting("CT_PROBE_INTERVAL", "probe-interval", 15.0, parse_float(0.0),
-            "Seconds between self-probes of the relay path reported by `/health` (0: off).",
-            EDGE),
-]
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The rows both servers read, as the objects the shared modules take."""
+
+    listen: ListenConfig
+    site: SiteConfig
+    metrics: MetricsConfig
+    dashboard_user: str | None
+    dashboard_password: str | None
+    websocket_url: str  # the URL the websocket factories serve: CT_SERVER_URL as ws(s)
 
 
-def settings_for(role: str) -> list[Setting]:
-    """All rows a daemon of this role reads, in catalogue order."""
-    return [s for s in all_settings() if role in s.roles]
+def server_config(values: Mapping[str, Any]) -> ServerConfig:
+    """Read the rows above from a daemon's parsed options (called by its ``tap.py``)."""
+    return ServerConfig(
+        listen=ListenConfig(http=values["http_listen"], https=values["https_listen"],
+                            tls_cert=values["tls_cert"], tls_key=values["tls_key"]),
+        site=SiteConfig(access_log=values["access_log"], max_body=values["http_max_body"],
+                        hsts_max_age=values["hsts_max_age"]),
+        metrics=MetricsConfig(prometheus=values["prometheus_enabled"],
+                              statsd_host=values["statsd_host"],
+                              statsd_port=values["statsd_port"],
+                              statsd_protocol=values["statsd_protocol"],
+                              statsd_prefix=values["statsd_prefix"],
+                              interval=values["metrics_interval"]),
+        dashboard_user=values["dashboard_user"] or values["logs_user"],
+        dashboard_password=values["dashboard_password"] or values["logs_password"],
+        websocket_url=_websocket_url(values["server_url"]),
+    )
 
 
-def all_settings() -> list[Setting]:
-    from ct.locator.settings import LOCATOR_SETTINGS
-    from ct.turn.settings import TURN_SETTINGS
-
-    return COMMON_SETTINGS + EDGE_SETTINGS + LOCATOR_SETTINGS + TURN_SETTINGS
-
-
-def __getattr__(name):
-    if name == "ALL_SETTINGS":
-        return all_settings()
-    raise AttributeError(name)
+def _websocket_url(server_url: str | None) -> str:
+    """``http(s)://host`` as ``ws(s)://host``; unset: ``ws://localhost``."""
+    url = server_url or "ws://localhost"
+    return "ws" + url[4:] if url.startswith("http") else url

@@ -33,14 +33,14 @@ class Credentials:
         return user_ok and password_ok
 
 
-def dashboard_credentials(values, token=secrets.token_urlsafe) -> Credentials:
-    """CT_DASHBOARD_*, else CT_LOGS_*, else user ``ctuser`` with a password generated once
-    and kept in ``CT_DATA_DIR/dashboard-password`` (mode 0600); the log says only where."""
-    user = values.get("dashboard_user") or values.get("logs_user") or DEFAULT_USER
-    password = values.get("dashboard_password") or values.get("logs_password")
+def dashboard_credentials(user: str | None, password: str | None, data_dir: str,
+                          token=secrets.token_urlsafe) -> Credentials:
+    """``user`` (None: ``ctuser``) with ``password``; without one, a password generated once
+    and kept in ``data_dir/dashboard-password`` (mode 0600); the log says only where."""
+    user = user or DEFAULT_USER
     if password:
         return Credentials(user, password)
-    path = os.path.join(values["data_dir"], PASSWORD_FILE)
+    path = os.path.join(data_dir, PASSWORD_FILE)
     try:
         password, created = stored_password(path, token)
     except (OSError, ValueError) as e:

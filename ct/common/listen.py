@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.internet.endpoints import serverFromString
@@ -103,21 +104,31 @@ class HTTPSEndpoint:
             TLSMemoryBIOFactory(self.options, False, factory))
 
 
-def server_listeners(reactor, values, site) -> "ListenersService":
-    """HTTP on ``CT_HTTP_LISTEN``; HTTPS on ``CT_HTTPS_LISTEN`` when a certificate and key are set."""
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """Where a server listens: ``CT_HTTP_LISTEN``; ``CT_HTTPS_LISTEN`` with ``CT_TLS_CERT``
+    and ``CT_TLS_KEY``. An endpoint of None: not on that protocol."""
+
+    http: str | None
+    https: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def server_listeners(reactor, config: ListenConfig, site) -> "ListenersService":
+    """HTTP on ``config.http``; HTTPS on ``config.https`` when a certificate and key are set."""
     from twisted.python import usage
 
     listeners = []
-    if values["http_listen"]:
-        listeners.append(("HTTP", "CT_HTTP_LISTEN", values["http_listen"], site))
-    if values["tls_cert"] and values["tls_key"] and values["https_listen"]:
+    if config.http:
+        listeners.append(("HTTP", "CT_HTTP_LISTEN", config.http, site))
+    if config.tls_cert and config.tls_key and config.https:
         try:
-            endpoint = HTTPSEndpoint(reactor, values["https_listen"], values["tls_cert"],
-                                     values["tls_key"])
+            endpoint = HTTPSEndpoint(reactor, config.https, config.tls_cert, config.tls_key)
         except Exception as e:  # OpenSSL and PEM parsing raise many types
             raise usage.UsageError(f"HTTPS (CT_TLS_CERT, CT_TLS_KEY): {e}") from None
         listeners.append(("SSL", "CT_HTTPS_LISTEN", endpoint, site))
-    elif values["tls_cert"] or values["tls_key"]:
+    elif config.tls_cert or config.tls_key:
         raise usage.UsageError("HTTPS needs both CT_TLS_CERT and CT_TLS_KEY")
     if not listeners:
         raise usage.UsageError("nothing to listen on: set CT_HTTP_LISTEN, or CT_TLS_CERT and "

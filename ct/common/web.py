@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import unquote_to_bytes
 
@@ -34,6 +35,16 @@ _log = Logger()
 
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_HSTS_MAX_AGE = 365 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """``CT_ACCESS_LOG``, ``CT_HTTP_MAX_BODY`` and ``CT_HSTS_MAX_AGE`` (0: no HSTS)."""
+
+    access_log: bool = False
+    max_body: int = DEFAULT_MAX_BODY
+    hsts_max_age: int = DEFAULT_HSTS_MAX_AGE
+
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 # RFC 9110 media-type: type "/" subtype *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] )
@@ -164,22 +175,21 @@ class ServerSite(Site):
     """The ``Site`` of the locator and the edge (see the module doc).
 
     ``body_limits`` maps a path prefix (``b"/api/v1/regions"``) to the body cap of the
-    routes under it; every other route gets ``max_body``. ``hsts_max_age`` 0: no HSTS.
+    routes under it; every other route gets ``config.max_body``.
     """
 
     displayTracebacks = False
     requestFactory = ServerRequest
 
-    def __init__(self, resource, reactor, access_log: bool = False,
-                 max_body: int = DEFAULT_MAX_BODY,
-                 body_limits: Mapping[bytes, int] | None = None,
-                 hsts_max_age: int = DEFAULT_HSTS_MAX_AGE):
+    def __init__(self, resource, reactor, config: SiteConfig = SiteConfig(),
+                 body_limits: Mapping[bytes, int] | None = None):
         super().__init__(resource, reactor=reactor)
-        self.access_log = access_log
-        self.max_body = max_body
+        self.access_log = config.access_log
+        self.max_body = config.max_body
         # Longest prefix first, so /a/b wins over /a.
         self.body_limits = sorted((body_limits or {}).items(), key=lambda kv: -len(kv[0]))
-        self.hsts_header = b"max-age=%d" % hsts_max_age if hsts_max_age > 0 else None
+        self.hsts_header = (b"max-age=%d" % config.hsts_max_age if config.hsts_max_age > 0
+                            else None)
         self.warnings = RateLimitedLog(_log, reactor.seconds)
 
     def body_limit(self, target: bytes | None) -> int:

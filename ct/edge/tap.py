@@ -12,11 +12,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ct import __version__
-from ct.common.catalog import settings_for
+from ct.settings import settings_for
+from ct.common.catalog import ServerConfig, server_config
+from ct.common.credentials import dashboard_credentials
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
 from ct.common.settings import apply_time_zone, describe, make_options
-from ct.common.credentials import dashboard_credentials
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, edge_dashboard
 from ct.edge.downloads import DownloadCounter
@@ -110,7 +111,24 @@ def edge_config(values) -> EdgeConfig:
     )
 
 
-def makeService(options, reactor=None) -> service.MultiService:
+class EdgeDaemon(service.MultiService):
+    """The ``ctedge`` service: its children run the edge; these attributes name its parts."""
+
+    def __init__(self, edge: EdgeServer, downloads: DownloadCounter, metrics):
+        super().__init__()
+        self.edge = edge
+        self.downloads = downloads
+        self.metrics = metrics
+        self.listening: ListenersService | None = None
+        self.statsd = None  # StatsdPusher while pushing (the locator may switch it)
+        self.turn = None  # the bundled TURN relay's service (CT_TURN_ENABLED)
+        self.link = None  # LocatorLink (multi-server)
+        self.outbox = None
+        self.data_lock = None  # the lock file held on CT_DATA_DIR/edge
+        self.dashboard = None  # single-server
+
+
+def makeService(options, reactor=None) -> EdgeDaemon:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
@@ -121,11 +139,11 @@ def makeService(options, reactor=None) -> service.MultiService:
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
 
+    server = server_config(values)
     edge = EdgeServer(reactor, edge_config(values))
-    top = service.MultiService()
-    top.downloads = DownloadCounter()
-    top.metrics = edge_metric_set(edge, top.downloads)
-    metrics_page = setup_metrics(values, reactor, top.metrics, top)
+    downloads = DownloadCounter()
+    top = EdgeDaemon(edge, downloads, edge_metric_set(edge, downloads))
+    metrics_page, top.statsd = setup_metrics(server.metrics, reactor, top.metrics, top)
     own_integrations = Integrations(
         prometheus=values["prometheus_enabled"], statsd_host=values["statsd_host"],
         statsd_port=values["statsd_port"], statsd_protocol=values["statsd_protocol"])
@@ -135,9 +153,9 @@ def makeService(options, reactor=None) -> service.MultiService:
             reactor, top.metrics, top, own_integrations,
             StatsdNaming(values["statsd_prefix"], values["metrics_interval"]))
         metrics_page = integrations.resource
-    site = build_site(edge, values, reactor, top.downloads, metrics_page)
+    site = build_site(edge, values, server, reactor, top.downloads, metrics_page)
 
-    listening = server_listeners(reactor, values, site)
+    listening = server_listeners(reactor, server.listen, site)
     add_audio_video(top, edge, values, reactor)
     if values["probe_interval"] > 0:
         from ct.edge.probe import RelayProbe
@@ -151,8 +169,10 @@ def makeService(options, reactor=None) -> service.MultiService:
         top.link.downloads = top.downloads
         top.link.config_listeners.append(integrations.on_config)
     else:
+        credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
+                                            values["data_dir"])
         top.dashboard = edge_dashboard(
-            edge, top.downloads, dashboard_credentials(values),
+            edge, top.downloads, credentials,
             DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]),
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
@@ -162,7 +182,6 @@ def makeService(options, reactor=None) -> service.MultiService:
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
     usage_timer.clock = reactor
     usage_timer.setServiceParent(top)
-    top.edge = edge
     top.listening = listening
     return top
 
@@ -306,25 +325,20 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
         edge.relay.add_listener(revoke_on_departure(turn.turn_server, ice.ttl, reactor.seconds))
 
 
-def build_site(edge: EdgeServer, values, reactor, downloads=None, metrics_page=None) -> ServerSite:
-    url = values["server_url"] or "ws://localhost"
+def build_site(edge: EdgeServer, values, server: ServerConfig, reactor, downloads=None,
+               metrics_page=None) -> ServerSite:
     max_bytes = values["max_frame_bytes"]
     rejections = rejection_log(reactor, values["bad_input_log_limit"])
-    session_factory = make_factory(SessionProtocol, edge, _ws(url), max_bytes, reactor,
-                                   rejections)
-    presence_factory = make_factory(PresenceProtocol, edge, _ws(url), 64 * 1024, reactor,
-                                    rejections)
+    session_factory = make_factory(SessionProtocol, edge, server.websocket_url, max_bytes,
+                                   reactor, rejections)
+    presence_factory = make_factory(PresenceProtocol, edge, server.websocket_url, 64 * 1024,
+                                    reactor, rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page)
-    site = ServerSite(root, reactor, values["access_log"], max_body=values["http_max_body"],
-                      hsts_max_age=values["hsts_max_age"])
+    site = ServerSite(root, reactor, server.site)
     site.requestFactory = stickiness.request_factory(edge, site.requestFactory)
     site.displayTracebacks = False
     return site
-
-
-def _ws(url: str) -> str:
-    return "ws" + url[4:] if url.startswith("http") else url
 
 
 def _probe_url(listening: ListenersService, external: bool = False) -> str | None:

@@ -1,4 +1,4 @@
-"""Settings of the locator (rows for ``ct.common.catalog``).
+"""Settings of the locator (rows for the catalogue, ``ct/settings.py``).
 
 ``CT_DATA_DIR`` defaults to ``.run`` under the working directory, so a
 quick start (``make run``, a checkout) keeps its files under ``.run/`` and

@@ -18,11 +18,12 @@ from twisted.python import usage
 from twisted.web import pages, resource
 
 from ct import __version__
-from ct.common.catalog import settings_for
+from ct.settings import settings_for
+from ct.common.catalog import server_config
 from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker
 from ct.common.web import ServerSite
-from ct.common.listen import server_listeners
+from ct.common.listen import ListenersService, server_listeners
 from ct.common.ratelimit import KeyedLimiter
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
@@ -74,6 +75,12 @@ class LocatorRuntime(service.MultiService):
         self.reactor = reactor
         self.db = db
         self.locator = locator
+        self.metrics = MetricSet()
+        self.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
+        self.statsd = None  # StatsdPusher when CT_METRICS_STATSD_HOST is set
+        self.api: LocatorAPI | None = None
+        self.dashboard = None
+        self.listening: ListenersService | None = None
         self.ready: defer.Deferred = defer.Deferred()
         self.failed = False
 
@@ -123,10 +130,11 @@ class LocatorRuntime(service.MultiService):
         return defer.maybeDeferred(lambda: d).addBoth(close)
 
 
-def makeService(options, reactor=None) -> service.MultiService:
+def makeService(options, reactor=None) -> LocatorRuntime:
     if reactor is None:
         from twisted.internet import reactor
     values = dict(options)
+    server = server_config(values)
     apply_time_zone(values["time_zone"])
     log_capture = LogCapture(reactor)  # /logs shows the log from here on
     _log.info("ct locator {version} starting; configuration:", version=__version__)
@@ -158,17 +166,17 @@ def makeService(options, reactor=None) -> service.MultiService:
                       placement_limiter=KeyedLimiter(values["placement_rate"],
                                                      values["placement_burst"],
                                                      reactor.seconds))
-    credentials = dashboard_credentials(values)
+    credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
+                                        values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
     api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
-    url = values["server_url"] or "ws://localhost"
-    link_factory = make_link_factory(locator, "ws" + url[4:] if url.startswith("http") else url,
-                                     reactor, link_timeout=values["edge_link_timeout"],
+    link_factory = make_link_factory(locator, server.websocket_url, reactor,
+                                     link_timeout=values["edge_link_timeout"],
                                      register_timeout=values["edge_register_timeout"])
     runtime = LocatorRuntime(reactor, db, locator)
-    runtime.metrics = MetricSet()
-    runtime.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
-    metrics_page = setup_metrics(values, reactor, runtime.metrics, runtime)
+    runtime.api = api
+    metrics_page, runtime.statsd = setup_metrics(server.metrics, reactor, runtime.metrics,
+                                                 runtime)
     root = LocatorRoot(link_factory)
     api.mount(root)
     if metrics_page is not None:
@@ -179,20 +187,17 @@ def makeService(options, reactor=None) -> service.MultiService:
         log_capture.server_log, throttle)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
-    regions_body = max(values["http_max_body"], REGIONS_MAX_BODY)
-    site = ServerSite(root, reactor, values["access_log"], max_body=values["http_max_body"],
+    regions_body = max(server.site.max_body, REGIONS_MAX_BODY)
+    site = ServerSite(root, reactor, server.site,
                       body_limits={b"/api/v1/regions": regions_body,
-                                   b"/dashboard/regions": regions_body},
-                      hsts_max_age=values["hsts_max_age"])
+                                   b"/dashboard/regions": regions_body})
 
     retention = TimerService(3600, lambda: locator.prune(
         values["audit_retention_days"], values["metrics_retention_days"]).addErrback(
             lambda f: _log.failure("retention pruning failed", f)))
     retention.clock = reactor
     retention.setServiceParent(runtime)
-    listening = server_listeners(reactor, values, site)
-    listening.setServiceParent(runtime)
-    runtime.listening = listening
-    runtime.api = api
+    runtime.listening = server_listeners(reactor, server.listen, site)
+    runtime.listening.setServiceParent(runtime)
     runtime.dashboard = dashboard
     return runtime

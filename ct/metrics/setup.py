@@ -1,8 +1,8 @@
-"""Wiring used by the daemons' ``tap.py``: Prometheus resource and StatsD pusher from settings."""
+"""Wiring used by the daemons' ``tap.py``: Prometheus resource and StatsD pusher from a config."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.web import resource
@@ -10,7 +10,7 @@ from twisted.web import resource
 from ct.metrics.definitions import DOWNLOAD_METRICS, EDGE_METRICS
 from ct.metrics.model import MetricSet
 from ct.metrics.prometheus import MetricsResource, make_registry
-from ct.metrics.statsd import DEFAULT_PREFIX, StatsdPusher
+from ct.metrics.statsd import DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_PREFIX, StatsdPusher
 
 
 def edge_metric_set(edge, downloads=None) -> MetricSet:
@@ -22,24 +22,33 @@ def edge_metric_set(edge, downloads=None) -> MetricSet:
     return metrics
 
 
-def setup_metrics(values: Mapping[str, Any], reactor, metrics: MetricSet,
-                  parent: service.MultiService, clock=None) -> resource.Resource | None:
-    """Start exporting ``metrics`` as the settings say.
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """How a server exports its metrics: ``CT_PROMETHEUS_ENABLED``, ``CT_METRICS_STATSD_*``
+    (no host: no StatsD) and ``CT_METRICS_INTERVAL``."""
 
-    With CT_METRICS_STATSD_HOST set, a :class:`StatsdPusher` becomes a child of ``parent``
-    (available as ``parent.statsd``; otherwise that attribute is None). Returns the
-    ``/metrics`` resource when CT_PROMETHEUS_ENABLED is true, else None (no route: 404).
+    prometheus: bool = False
+    statsd_host: str | None = None
+    statsd_port: int = DEFAULT_PORT
+    statsd_protocol: str = "UDP"
+    statsd_prefix: str = DEFAULT_PREFIX
+    interval: float = DEFAULT_INTERVAL
+
+
+def setup_metrics(config: MetricsConfig, reactor, metrics: MetricSet,
+                  parent: service.MultiService, clock=None
+                  ) -> tuple[resource.Resource | None, StatsdPusher | None]:
+    """Start exporting ``metrics`` as ``config`` says: ``(page, pusher)``.
+
+    With a StatsD host, the :class:`StatsdPusher` becomes a child of ``parent``. The page is
+    the ``/metrics`` resource when Prometheus is on, else None (no route: 404).
     """
-    parent.statsd = None
-    if values.get("statsd_host"):
-        pusher = StatsdPusher(reactor, metrics, values["statsd_host"],
-                              port=values.get("statsd_port") or 8125,
-                              protocol=values.get("statsd_protocol") or "UDP",
-                              prefix=values.get("statsd_prefix") or DEFAULT_PREFIX,
-                              interval=values.get("metrics_interval") or 10.0, clock=clock)
+    pusher = None
+    if config.statsd_host:
+        pusher = StatsdPusher(reactor, metrics, config.statsd_host, port=config.statsd_port,
+                              protocol=config.statsd_protocol, prefix=config.statsd_prefix,
+                              interval=config.interval, clock=clock)
         pusher.setName("statsd")
         pusher.setServiceParent(parent)
-        parent.statsd = pusher
-    if values.get("prometheus_enabled"):
-        return MetricsResource(make_registry(metrics))
-    return None
+    page = MetricsResource(make_registry(metrics)) if config.prometheus else None
+    return page, pusher

@@ -28,6 +28,8 @@ from ct.metrics.model import COUNTER, INFO, Family, MetricSet, statsd_safe
 _log = Logger()
 
 DEFAULT_PREFIX = "codetogether."
+DEFAULT_PORT = 8125
+DEFAULT_INTERVAL = 10.0
 UDP_PACKET_BYTES = 1432  # fits one Ethernet frame with IPv4/IPv6 and UDP headers
 CONNECT_TIMEOUT = 5.0
 
@@ -160,8 +162,9 @@ class StatsdPusher(service.Service):
     attempts, ``pushes`` pushes that went out; ``failing`` is the reason while failing.
     """
 
-    def __init__(self, reactor, metrics: MetricSet, host: str, port: int = 8125,
-                 protocol: str = "UDP", prefix: str = DEFAULT_PREFIX, interval: float = 10.0,
+    def __init__(self, reactor, metrics: MetricSet, host: str,
+                 port: int = DEFAULT_PORT, protocol: str = "UDP", prefix: str = DEFAULT_PREFIX,
+                 interval: float = DEFAULT_INTERVAL,
                  clock=None, retry_policy=None, packet_size: int = UDP_PACKET_BYTES):
         protocol = protocol.upper()
         if protocol not in ("UDP", "TCP"):

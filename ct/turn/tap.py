@@ -13,7 +13,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, T
 from twisted.logger import Logger
 from twisted.python import usage
 
-from ct.common.catalog import settings_for
+from ct.settings import settings_for
 from ct.common.settings import describe, make_options
 from ct.turn import auth
 from ct.turn.credentials import IceServerConfig

@@ -22,17 +22,17 @@ class StoredPasswordTests(unittest.TestCase):
     def test_finding_16_created_once_0600_then_reused(self):
         old = os.umask(0o022)
         self.addCleanup(os.umask, old)
-        creds = dashboard_credentials({"data_dir": str(self.dir)}, token=self.token)
+        creds = dashboard_credentials(None, None, str(self.dir), token=self.token)
         path = self.dir / "dashboard-password"
         self.assertEqual((creds.user, creds.password, creds.generated),
                          ("ctuser", "first-token", True))
         self.assertEqual(path.stat().st_mode & 0o777, 0o600)
-        again = dashboard_credentials({"data_dir": str(self.dir)}, token=self.token)
+        again = dashboard_credentials(None, None, str(self.dir), token=self.token)
         self.assertEqual(again.password, "first-token")
 
     def test_configured_password_writes_no_file(self):
-        creds = dashboard_credentials({"data_dir": str(self.dir), "dashboard_password": "x"})
-        self.assertEqual(creds.password, "x")
+        creds = dashboard_credentials("ops", "x", str(self.dir))
+        self.assertEqual((creds.user, creds.password, creds.generated), ("ops", "x", False))
         self.assertFalse(self.dir.exists())
 
     def test_finding_16_loose_mode_is_tightened(self):
@@ -49,10 +49,10 @@ class StoredPasswordTests(unittest.TestCase):
         target.write_text("secret\n")
         (self.dir / "dashboard-password").symlink_to(target)
         with self.assertRaises(usage.UsageError) as caught:
-            dashboard_credentials({"data_dir": str(self.dir)})
+            dashboard_credentials(None, None, str(self.dir))
         self.assertIn("symbolic link", str(caught.exception))
         (self.dir / "dashboard-password").unlink()
         (self.dir / "dashboard-password").write_text("\n")
         with self.assertRaises(usage.UsageError) as caught:
-            dashboard_credentials({"data_dir": str(self.dir)})
+            dashboard_credentials(None, None, str(self.dir))
         self.assertIn("delete it", str(caught.exception))

@@ -7,8 +7,12 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial import unittest
 
-from ct.common.catalog import all_settings
+from ct.common.catalog import ServerConfig, server_config
+from ct.common.listen import ListenConfig
 from ct.common.settings import markdown_table, parse_size
+from ct.common.web import SiteConfig
+from ct.metrics.setup import MetricsConfig
+from ct.settings import all_settings
 from ct.edge import tap as edge_tap
 from ct.locator import tap as locator_tap
 
@@ -59,6 +63,27 @@ class SettingsTests(unittest.TestCase):
                               CT_EDGE_SECRET="short")
         self.assertIn("(hidden)", str(e))
         self.assertNotIn("short", str(e).replace("(hidden)", ""))
+
+    def test_server_config_defaults_are_the_catalogue_defaults(self):
+        config = server_config(parse(edge_tap.Options))
+        self.assertEqual(config, ServerConfig(
+            listen=ListenConfig(http="tcp:1080", https="ssl:1443"), site=SiteConfig(),
+            metrics=MetricsConfig(), dashboard_user=None, dashboard_password=None,
+            websocket_url="ws://localhost"))
+
+    def test_server_config_from_settings(self):
+        config = server_config(parse(
+            locator_tap.Options, ["--http-listen", "none"], CT_ACCESS_LOG="yes",
+            CT_HTTP_MAX_BODY="1k", CT_HSTS_MAX_AGE="0", CT_PROMETHEUS_ENABLED="true",
+            CT_METRICS_STATSD_HOST="stats", CT_METRICS_STATSD_PROTOCOL="tcp",
+            CT_METRICS_INTERVAL="2", CT_LOGS_USER="old", CT_LOGS_PASSWORD="old-pw",
+            CT_DASHBOARD_USER="new", CT_SERVER_URL="https://ct.example:8443/"))
+        self.assertEqual(config.listen, ListenConfig(http=None, https="ssl:1443"))
+        self.assertEqual(config.site, SiteConfig(access_log=True, max_body=1024, hsts_max_age=0))
+        self.assertEqual(config.metrics, MetricsConfig(prometheus=True, statsd_host="stats",
+                                                       statsd_protocol="TCP", interval=2.0))
+        self.assertEqual((config.dashboard_user, config.dashboard_password), ("new", "old-pw"))
+        self.assertEqual(config.websocket_url, "wss://ct.example:8443")
 
     def test_sizes(self):
         self.assertEqual(parse_size()("64k"), 65536)

@@ -54,7 +54,7 @@ class UnitFileTests(unittest.TestCase):
         self.assertEqual(run_unit.words(service, "AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"])
 
     def test_example_env_files_only_name_known_settings(self):
-        from ct.common.catalog import all_settings
+        from ct.settings import all_settings
 
         known = {s.env for s in all_settings()}
         for env_file, _ in UNITS.values():
