@@ -35,7 +35,7 @@ class EdgeTapTests(unittest.TestCase):
                          (None, None, None, None))
         self.assertIsInstance(service.downloads, DownloadCounter)
         self.assertEqual(service.metrics.source_names(), ["edge", "downloads"])
-        self.assertEqual(service.dashboard.credentials.password, "older-name")
+        self.assertEqual(service.dashboard.guard.login.credentials.password, "older-name")
 
     def test_statsd_from_settings(self):
         service = build(self, edge_tap, CT_HTTP_LISTEN="tcp:0", CT_DATA_DIR=self.mktemp(),
