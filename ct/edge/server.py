@@ -51,7 +51,7 @@ def _version_tuple(text: str) -> tuple:
     return tuple(parts)
 
 
-class EdgeServer:
+class Edge:
     """Sessions, presence and health of one edge process."""
 
     def __init__(self, clock, config: EdgeConfig | None = None):

@@ -24,7 +24,7 @@ from ct.edge.downloads import DownloadCounter
 from ct.edge import stickiness
 from ct.edge.integrations import EdgeIntegrations, Integrations, StatsdNaming
 from ct.edge.relay import Limits
-from ct.edge.server import EdgeConfig, EdgeServer
+from ct.edge.server import EdgeConfig, Edge
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory, rejection_log
 from ct.metrics.definitions import EDGE_LINK_METRICS, TURN_METRICS
@@ -46,7 +46,7 @@ USAGE_LOG_INTERVAL = 300.0
 class EdgeRuntime(service.Service):
     """Starts the edge's timers; on stop, lets sessions drain, then ends the rest."""
 
-    def __init__(self, edge: EdgeServer, drain_timeout: float = 0.0, clock=None):
+    def __init__(self, edge: Edge, drain_timeout: float = 0.0, clock=None):
         self.edge = edge
         self.drain_timeout = drain_timeout
         self.clock = clock
@@ -114,7 +114,7 @@ def edge_config(values) -> EdgeConfig:
 class EdgeDaemon(service.MultiService):
     """The ``ctedge`` service: its children run the edge; these attributes name its parts."""
 
-    def __init__(self, edge: EdgeServer, downloads: DownloadCounter, metrics):
+    def __init__(self, edge: Edge, downloads: DownloadCounter, metrics):
         super().__init__()
         self.edge = edge
         self.downloads = downloads
@@ -140,7 +140,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
         _log.info("  {line}", line=line)
 
     server = server_config(values)
-    edge = EdgeServer(reactor, edge_config(values))
+    edge = Edge(reactor, edge_config(values))
     downloads = DownloadCounter()
     top = EdgeDaemon(edge, downloads, edge_metric_set(edge, downloads))
     metrics_page, top.statsd = setup_metrics(server.metrics, reactor, top.metrics, top)
@@ -241,7 +241,7 @@ def stable_edge_id(path: str) -> str:
     return edge_id
 
 
-def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
+def add_locator_link(top, edge: Edge, values, listening, reactor):
     from ct.edge.link import LocatorLink, metric_record
     from ct.edge.outbox import Outbox
 
@@ -283,7 +283,7 @@ def add_locator_link(top, edge: EdgeServer, values, listening, reactor):
     return link
 
 
-def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
+def add_audio_video(top, edge: Edge, values, reactor) -> None:
     """The bundled TURN relay (CT_TURN_ENABLED) and ICE servers for participants (CT_AV_ENABLED)."""
     turn = None
     if values["turn_enabled"]:
@@ -325,7 +325,7 @@ def add_audio_video(top, edge: EdgeServer, values, reactor) -> None:
         edge.relay.add_listener(revoke_on_departure(turn.turn_server, ice.ttl, reactor.seconds))
 
 
-def build_site(edge: EdgeServer, values, server: ServerConfig, reactor, downloads=None,
+def build_site(edge: Edge, values, server: ServerConfig, reactor, downloads=None,
                metrics_page=None) -> ServerSite:
     max_bytes = values["max_frame_bytes"]
     rejections = rejection_log(reactor, values["bad_input_log_limit"])

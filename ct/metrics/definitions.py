@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ct.metrics.model import COUNTER, GAUGE, INFO, MetricDef
 
-# ``EdgeServer.snapshot()``
+# ``Edge.snapshot()``
 EDGE_METRICS = (
     MetricDef("users_online", GAUGE,
               "Unique users online: distinct people in sessions plus team-presence members.",

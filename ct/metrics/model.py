@@ -1,7 +1,7 @@
 """Metric definitions read from live snapshot dicts: one table feeds Prometheus and StatsD.
 
 Nothing here counts anything. A *source* is a callable returning a plain dict (for example
-``EdgeServer.snapshot``); a list of :class:`MetricDef` rows says which keys of that dict are
+``Edge.snapshot``); a list of :class:`MetricDef` rows says which keys of that dict are
 published, under which name, type and labels. Exporters call :meth:`MetricSet.read` at
 scrape or push time, so the numbers are always the live ones (no double bookkeeping).
 

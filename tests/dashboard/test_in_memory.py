@@ -23,7 +23,7 @@ from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.logs import LogRing, ServerLog
 from ct.dashboard.memory import AuditRing, MetricHistory
 from ct.edge.integrations import Integrations
-from ct.edge.server import EdgeServer
+from ct.edge.server import Edge
 
 BASE = "http://dash.example"
 PASSWORD = "in-memory-password"
@@ -35,7 +35,7 @@ class DashboardInMemoryTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.edge = EdgeServer(self.clock)
+        self.edge = Edge(self.clock)
         self.audit = AuditRing()
         self.edge.audit_sinks.append(self.audit)
         backend = EdgeBackend(self.edge, None, self.audit, MetricHistory(10.0),

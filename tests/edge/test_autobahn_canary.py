@@ -20,7 +20,7 @@ from twisted.python import failure
 from twisted.trial import unittest
 
 from ct.edge import autobahn_trim
-from ct.edge.server import EdgeConfig, EdgeServer
+from ct.edge.server import EdgeConfig, Edge
 from ct.edge.ws import SessionProtocol, make_factory
 from ct.protocol import errors
 from tests.edge.util import masked_frame, upgrade_request
@@ -107,7 +107,7 @@ class AutobahnCanaryTests(unittest.TestCase):
 
     def edge_connection(self):
         """An edge ``/ws/session`` connection that has hosted a session."""
-        edge = EdgeServer(Clock(), EdgeConfig(ping_interval=0))
+        edge = Edge(Clock(), EdgeConfig(ping_interval=0))
         factory = make_factory(SessionProtocol, edge, "ws://localhost", 1 << 20, reactor)
         proto, transport = open_connection(factory)
         self.addCleanup(lambda: proto.transport is not None and proto.connectionLost(

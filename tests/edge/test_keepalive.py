@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from ct.edge.keepalive import KeepAlive
-from ct.edge.server import EdgeConfig, EdgeServer
+from ct.edge.server import EdgeConfig, Edge
 from ct.edge.ws import SessionProtocol, make_factory
 from tests.edge.util import masked_frame, upgrade_request, wait_for
 
@@ -181,7 +181,7 @@ class KeepAliveOverSocketsTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_silent_peer_closed_answering_peer_kept(self):
         clock = Clock()
-        edge = EdgeServer(clock, EdgeConfig(ping_interval=INTERVAL))
+        edge = Edge(clock, EdgeConfig(ping_interval=INTERVAL))
         factory = make_factory(SessionProtocol, edge, "ws://127.0.0.1", 1 << 20, reactor)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)

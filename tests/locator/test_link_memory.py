@@ -14,7 +14,7 @@ from twisted.test import iosim
 from twisted.trial import unittest
 
 from ct.edge.link import LocatorLink
-from ct.edge.server import EdgeServer
+from ct.edge.server import Edge
 from ct.locator.edges import EdgeDirectory
 from ct.locator.link import DATABASE_RETRY_AFTER, EdgeLinkFactory
 from ct.locator.service import Locator
@@ -112,7 +112,7 @@ class LinkInMemoryTests(unittest.SynchronousTestCase):
         self.store = FakeStore()
         self.locator = Locator(self.clock, self.store, EdgeDirectory(self.clock), SECRET)
         self.factory = EdgeLinkFactory("ws://locator.test/ws/edge", self.locator, self.clock)
-        self.edge = EdgeServer(self.clock)
+        self.edge = Edge(self.clock)
         self.outbox = FakeOutbox()
         self.edge.audit_sinks.append(lambda entry: self.outbox.add("audit", entry))
         self.link = LocatorLink(self.clock, self.edge, self.outbox, "http://locator.test",
