@@ -224,9 +224,3 @@ class EdgeLinkFactory(WebSocketServerFactory):
                   more=f"; {self._refusals_unlogged} more refusals not logged"
                   if self._refusals_unlogged else "")
         self._refusals_unlogged = 0
-
-
-def make_link_factory(locator, url: str, reactor, clock=None,
-                      register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
-                      link_timeout: float = DEFAULT_LINK_TIMEOUT) -> EdgeLinkFactory:
-    return EdgeLinkFactory(url, locator, reactor, clock, register_timeout, link_timeout)

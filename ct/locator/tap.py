@@ -31,7 +31,7 @@ from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
 from ct.locator.edges import EdgeDirectory
-from ct.locator.link import make_link_factory
+from ct.locator.link import EdgeLinkFactory
 from ct.locator.service import HEALTH_PROBE_TIMEOUT, Locator
 from ct.metrics.definitions import LOCATOR_METRICS
 from ct.metrics.model import MetricSet
@@ -170,9 +170,9 @@ def makeService(options, reactor=None) -> LocatorRuntime:
                                         values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
     api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
-    link_factory = make_link_factory(locator, server.websocket_url, reactor,
-                                     link_timeout=values["edge_link_timeout"],
-                                     register_timeout=values["edge_register_timeout"])
+    link_factory = EdgeLinkFactory(server.websocket_url, locator, reactor,
+                                   link_timeout=values["edge_link_timeout"],
+                                   register_timeout=values["edge_register_timeout"])
     runtime = LocatorRuntime(reactor, db, locator)
     runtime.api = api
     metrics_page, runtime.statsd = setup_metrics(server.metrics, reactor, runtime.metrics,
