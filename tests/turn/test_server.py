@@ -134,6 +134,23 @@ class AllocateTests(ServerTestBase):
         self.assertNotEqual(reply.get(stun.NONCE), old_nonce)
         self.assertEqual(client.refresh(600).cls, stun.SUCCESS)  # retried with the new nonce
 
+    def test_issue16_foreign_realm_refused(self):
+        client = ScriptedClient(self.server)
+        challenge = client.request(stun.ALLOCATE, sign=False)
+        nonce = challenge.get(stun.NONCE)
+        key = stun.long_term_key("alice", "test.realm", "pw")  # the key matches
+        data = stun.encode_message(stun.ALLOCATE, stun.REQUEST, os.urandom(12), [
+            (stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17)),
+            (stun.USERNAME, b"alice"), (stun.REALM, b"other.realm"), (stun.NONCE, nonce)],
+            key=key)
+        with capturedLogs() as events:
+            reply = client.raw(data)
+        self.assertEqual(error_code(reply), 401)
+        self.assertEqual(reply.get(stun.REALM), b"test.realm")
+        self.assertIsNotNone(reply.get(stun.NONCE))
+        self.assertIsNone(self.server.table.get(client.addr))
+        self.assertEqual([e["reason"] for e in events if "reason" in e], ["foreign realm"])
+
     def test_retransmitted_allocate_and_mismatch(self):
         client = ScriptedClient(self.server)
         client.allocate()
@@ -469,6 +486,22 @@ class DataPathTests(ServerTestBase):
         self.assertEqual((stats.packets_to_peer, stats.bytes_to_peer), (2, 11))
         self.assertEqual((stats.packets_to_client, stats.bytes_to_client), (2, 7))
 
+    @defer.inlineCallbacks
+    def test_issue16_rfc5766_channel_0x7ffe_both_ways(self):
+        peer, peer_addr = self.peer()
+        client = ScriptedClient(self.server, addr=self.client_addr, link=self.udp)
+        self.assertEqual(client.allocate().cls, stun.SUCCESS)
+        relay = ("127.0.0.1", self.server.table.get(self.client_addr).relay_address[1])
+        self.assertEqual(client.bind(0x7FFE, peer_addr).cls, stun.SUCCESS)
+        self.assertEqual(error_code(client.bind(0x7FFF, peer_addr)), 400)
+        self.client_socket.transport.write(b"\x7f\xfe\x00\x03abc", self.server_addr)
+        yield wait_until(reactor, lambda: peer.received, message="ChannelData lost")
+        self.assertEqual(peer.received[0], (b"abc", relay))
+        peer.transport.write(b"xyz", relay)
+        yield wait_until(reactor, lambda: self.client_socket.received,
+                         message="peer data lost")
+        self.assertEqual(self.client_socket.received[0][0], b"\x7f\xfe\x00\x03xyz")
+
     def test_socket_buffers(self):
         # Linux reports twice what it grants; as much as asked when net.core.rmem_max
         # allows it or the process may exceed it.
@@ -520,6 +553,20 @@ class StreamFramingTests(ServerTestBase):
         transport = StringTransport(peerAddress=FakeAddress("198.51.100.5", 4444))
         protocol.makeConnection(transport)
         return protocol, transport
+
+    def test_issue16_rfc5766_channel_0x7ffe_on_a_stream(self):
+        protocol, transport = self.connect()
+        client = ScriptedClient(self.server, addr=("198.51.100.5", 4444), key=protocol,
+                                link=protocol)
+        client.allocate()
+        allocation = self.server.table.get(protocol)
+        peer = ("127.0.0.1", 9)
+        self.assertEqual(client.bind(0x7FFE, peer).cls, stun.SUCCESS)
+        sent = []
+        allocation.peer_send = lambda payload, to: sent.append((payload, to))
+        protocol.dataReceived(stun.encode_channel_data(0x7FFE, b"abcde", pad=True))
+        self.assertEqual(sent, [(b"abcde", peer)])
+        self.assertFalse(transport.disconnecting)
 
     def test_split_and_padded_frames(self):
         protocol, transport = self.connect()
