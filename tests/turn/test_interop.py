@@ -14,10 +14,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from ct.turn import tap
-from ct.turn.sockets import UdpServerSocket
-from ct.turn.stream import TurnStreamFactory
 
-from .support import make_server
+from .support import listen_on_loopback, make_server
 from .test_tap import self_signed
 
 UCLIENT = shutil.which("turnutils_uclient") or (
@@ -38,16 +36,7 @@ class RelayOnLoopback(unittest.TestCase):
         self.server = make_server(reactor, secret=SECRET)
         self.server.start()
         self.addCleanup(self.server.stop)
-        udp = UdpServerSocket(self.server, "127.0.0.1", 0)
-        self.addCleanup(udp.close)
-        self.udp_port = udp.port
-        tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
-        self.addCleanup(tcp.stopListening)
-        self.tcp_port = tcp.getHost().port
-        tls = reactor.listenSSL(0, TurnStreamFactory(self.server), tap._tls_context(cert, key),
-                                interface="127.0.0.1")
-        self.addCleanup(tls.stopListening)
-        self.tls_port = tls.getHost().port
+        self.ports = listen_on_loopback(self, self.server, reactor, tap._tls_context(cert, key))
 
     @defer.inlineCallbacks
     def run_tool(self, tool, args):
@@ -65,7 +54,7 @@ class TlsAlpnTests(RelayOnLoopback):
     @defer.inlineCallbacks
     def handshake(self, *alpn):
         code, output = yield self.run_tool(OPENSSL, [
-            "s_client", "-connect", f"127.0.0.1:{self.tls_port}", *alpn])
+            "s_client", "-connect", f"127.0.0.1:{self.ports['tls']}", *alpn])
         self.assertNotIn("alert", output)
         self.assertRegex(output, r"Cipher is TLS_\w+")
         return output
@@ -102,15 +91,15 @@ class UclientTests(RelayOnLoopback):
             self.assertEqual(received[-1], "40", output)
 
     def test_issue16_uclient_channels_udp(self):
-        return self.uclient(port=self.udp_port)
+        return self.uclient(port=self.ports["udp"])
 
     def test_issue16_uclient_channels_tcp(self):
-        return self.uclient("-t", port=self.tcp_port)
+        return self.uclient("-t", port=self.ports["tcp"])
 
     def test_issue16_uclient_send_indications_udp(self):
-        return self.uclient("-s", port=self.udp_port)
+        return self.uclient("-s", port=self.ports["udp"])
 
     def test_issue16_uclient_tls_with_alpn(self):
         # Allocates and relays; uclient counts 1-2 of its 40 messages lost over TLS (not
         # over TCP, and the relay drops none): not yet explained.
-        return self.uclient("-t", "-S", port=self.tls_port, lossless=False)
+        return self.uclient("-t", "-S", port=self.ports["tls"], lossless=False)
