@@ -145,6 +145,14 @@ def measure(name, start, peer, args, workdir) -> dict:
         client.delete_all()
         clients.append(client)
 
+        # quiet relay: one stream, paced slower than any batching hold
+        client = Client(server, peer, SECRET)
+        client.open(1)
+        out.update({f"quiet_rtt_{k}": v for k, v in
+                    client.rtt(args.quiet_rtt_count, interval=0.02).items()})
+        client.delete_all()
+        clients.append(client)
+
         # flood: CPU per echoed message
         client = Client(server, peer, SECRET)
         client.open(args.flood_sessions)
@@ -216,6 +224,8 @@ def table(ours: dict, coturn: dict | None, args) -> str:
     row("allocations/s (client pipelined 64)", "allocations_per_s", "{:.0f}", "higher")
     row("server CPU µs per allocation", "cpu_us_per_allocation", "{:.0f}")
     row("memory per allocation (bytes, RSS)", "bytes_per_allocation", "{:.0f}")
+    row("quiet relay, one stream 20 ms apart: RTT p50 (µs)", "quiet_rtt_p50_us", "{:.0f}")
+    row("quiet relay, one stream 20 ms apart: RTT p99 (µs)", "quiet_rtt_p99_us", "{:.0f}")
     row("relayed RTT p50 (µs)", "rtt_p50_us", "{:.0f}")
     row("relayed RTT p99 (µs)", "rtt_p99_us", "{:.0f}")
     head = ["| metric | ours | coturn | ratio (ours as a fraction of coturn; >1 better) |",
@@ -237,6 +247,7 @@ def main(argv=None) -> int:
     args.paced_seconds = 4.0 if args.quick else 10.0
     args.ladder = [100, 200, 400]
     args.rtt_count = 500 if args.quick else 2000
+    args.quiet_rtt_count = 200 if args.quick else 1000
     if os.cpu_count() < 2:
         print("needs two cores", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Hashable
 
+from ct.turn import stun
 from ct.turn.auth import rest_user
 from ct.turn.metrics import TurnStats
 
@@ -16,8 +17,6 @@ PERMISSION_LIFETIME = 300.0
 CHANNEL_LIFETIME = 600.0
 DEFAULT_LIFETIME = 600
 MAX_LIFETIME = 3600
-CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
 
 
 class Allocation:
@@ -64,7 +63,7 @@ class Allocation:
 
     def bind_check(self, number: int, peer: tuple[str, int]) -> str | None:
         """Why this binding is not allowed (RFC 8656 section 11.2), or None."""
-        if not CHANNEL_MIN <= number <= CHANNEL_MAX:
+        if not stun.CHANNEL_MIN <= number <= stun.CHANNEL_MAX:
             return "channel number out of range"
         bound = self.channels.get(number)
         if bound is not None and bound != peer:

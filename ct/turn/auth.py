@@ -181,7 +181,7 @@ def authenticate(message: stun.Message, credentials: Credentials, nonces: NonceM
     that same name the request is accepted after the name's expiry (the allocation was made
     while it was valid; revocation and the allocation's lifetime end it).
 
-    Errors: 401 (no or wrong credentials; ``reason`` empty for the normal first challenge),
+    Errors: 401 (no or wrong credentials, a REALM not ours; ``reason`` empty for the normal first challenge),
     400 (incomplete), 438 (stale or foreign nonce).
     """
     attrs = message.attributes
@@ -199,6 +199,8 @@ def authenticate(message: stun.Message, credentials: Credentials, nonces: NonceM
         nonce = stun.decode_text(raw_nonce, 763)
     except stun.StunError:
         return AuthResult(error=400, reason="credentials not UTF-8")
+    if raw_realm != credentials.realm.encode("utf-8"):
+        return AuthResult(error=401, reason="foreign realm", username=username)
     state = nonces.check(nonce, now)
     if state != "ok":
         return AuthResult(error=438, reason=f"{state} nonce")

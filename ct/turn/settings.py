@@ -175,8 +175,9 @@ TURN_SETTINGS = [
             "IP:port answered to Allocate requests as ALTERNATE-SERVER (300), e.g. while "
             "draining this relay.", TURN_AND_EDGE),
     Setting("CT_TURN_BATCH_DELAY", "turn-batch-delay", 1.0, parse_batch_delay,
-            "Milliseconds a busy relay may hold datagrams to relay them in batches (fewer "
-            "wake-ups, less CPU under load; a quiet relay forwards at once). 0: never hold.",
+            "Milliseconds a relay measured busy (16 ready sockets in one wake-up) may hold "
+            "datagrams to relay them in batches; a quiet relay forwards every datagram at "
+            "once. 0: never hold.",
             TURN_AND_EDGE),
     Setting("CT_TURN_SOCKET_BUFFER", "turn-socket-buffer", 4 * 1024 * 1024, parse_size(65536),
             "Receive and send buffer of the UDP listener (every client's packets queue there "

@@ -86,17 +86,15 @@ class SocketPoller:
     socket that is ready, which saves the reactor's per-descriptor dispatch cost.
     Registered with the reactor only while it watches some socket.
 
-    With a ``hold`` (seconds), a busy relay serves in batches: when a wake-up found little
-    to do (fewer than ``thin`` ready sockets) less than ``hold`` after the previous one,
-    the poller leaves the reactor for ``hold`` and then serves everything that arrived
-    meanwhile in one round. Under a steady stream of small packets (audio) this trades at
-    most ``hold`` of latency for far fewer wake-ups, each of which costs more than relaying
-    a datagram; a quiet relay, and a saturated one whose wake-ups are full, serve every
-    datagram on arrival.
+    With a ``hold`` (seconds), a relay measured busy serves in batches: when a wake-up
+    found at least ``busy`` ready sockets, the poller leaves the reactor for ``hold`` and
+    then serves everything that arrived meanwhile in one round, and keeps serving on that
+    timer while its rounds stay that full. A wake-up that finds fewer (a quiet relay, a
+    lone datagram) never holds: the next datagram is served on arrival.
     """
 
     rounds = 64
-    thin = 16
+    busy = 16
 
     def __init__(self, reactor, hold: float = 0.0):
         self.reactor = reactor
@@ -106,7 +104,6 @@ class SocketPoller:
         self.handlers: dict[int, Callable] = {}  # fd -> what serves one readiness
         self.registered = False  # watching some socket
         self.timer = None  # holding: the DelayedCall of the next round
-        self.last_wake = float("-inf")
         self.holds = 0  # times it switched to serving on a timer
 
     def add(self, reader, batch: int | None = 1) -> None:
@@ -146,25 +143,25 @@ class SocketPoller:
         self.registered = False
 
     def doRead(self) -> None:
-        served = self.serve()
-        hold = self.hold
-        if hold and self.registered:
-            now = self.reactor.seconds()
-            if served < self.thin and now - self.last_wake < hold:
-                self.holds += 1
-                self.reactor.removeReader(self)
-                self.timer = self.reactor.callLater(hold, self._round)
-            self.last_wake = now
+        if self.serve() >= self.busy and self.hold and self.registered:
+            self.holds += 1
+            self.reactor.removeReader(self)
+            self.timer = self.reactor.callLater(self.hold, self._round)
 
     def _round(self) -> None:
-        """The timed round that ends a hold; then back to waiting for readiness."""
+        """The timed round of a hold: again after ``hold`` while busy, else back to
+        waiting for readiness."""
         self.timer = None
         try:
-            self.serve()
+            served = self.serve()
         except Exception:
             _log.failure("turn: error serving sockets")
-        if self.registered:
-            self.last_wake = self.reactor.seconds()
+            served = 0
+        if not self.registered:
+            return
+        if served >= self.busy:
+            self.timer = self.reactor.callLater(self.hold, self._round)
+        else:
             self.reactor.addReader(self)
 
     def serve(self) -> int:
@@ -438,7 +435,7 @@ class UdpServerSocket(_WatchedSocket):
             if len(addr) > 2:
                 addr = addr[:2]
             first = buffer[0]
-            if 0x40 <= first <= 0x4F:
+            if 0x40 <= first <= 0x7F:  # ChannelData (stun.CHANNEL_FIRST_MAX)
                 length = (buffer[2] << 8) | buffer[3]
                 end = 4 + length
                 channel_to_peer(allocations.get(addr), (first << 8) | buffer[1],

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
+from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from ct.turn import stun
 
 _log = Logger()
+
+TURN_ALPN = b"stun.turn"  # RFC 7443
+
+
+def select_alpn(connection, offered: Sequence[bytes]):
+    """The TLS listener's ALPN choice: ``stun.turn`` when offered; for any other offer no
+    protocol, and the handshake goes on (an empty answer would be a fatal alert)."""
+    return TURN_ALPN if TURN_ALPN in offered else NO_OVERLAPPING_PROTOCOLS
 
 
 class TurnStreamProtocol(Protocol):
@@ -76,7 +85,7 @@ class TurnStreamProtocol(Protocol):
                     reply = None
                 if reply is not None:
                     self.transport.write(reply)
-            elif first <= 0x4F:
+            elif first <= 0x7F:  # stun.CHANNEL_FIRST_MAX
                 end = pos + 4 + ((length + 3) & ~3)
                 if end > size:
                     break

@@ -448,10 +448,15 @@ def decode_password_algorithm(value: bytes) -> int:
 
 
 _CHANNEL_HEADER = struct.Struct("!HH")
+# Channel numbers: RFC 8656 narrowed them to 0x4000-0x4FFF, RFC 5766 clients (coturn's
+# among them) pick up to 0x7FFE; both are accepted. ChannelData starts with 0x40-0x7F.
+CHANNEL_MIN = 0x4000
+CHANNEL_MAX = 0x7FFE
+CHANNEL_FIRST_MAX = CHANNEL_MAX >> 8
 
 
 def is_channel_data(data: bytes) -> bool:
-    return len(data) >= 4 and 0x40 <= data[0] <= 0x4F
+    return len(data) >= 4 and 0x40 <= data[0] <= CHANNEL_FIRST_MAX
 
 
 def encode_channel_data(number: int, payload: bytes, pad: bool = False) -> bytes:
@@ -467,7 +472,7 @@ def decode_channel_data(data: bytes) -> tuple[int, bytes]:
     if len(data) < 4:
         raise StunError("ChannelData too short")
     number, length = _CHANNEL_HEADER.unpack_from(data, 0)
-    if not 0x4000 <= number <= 0x4FFF:
+    if not CHANNEL_MIN <= number <= CHANNEL_MAX:
         raise StunError("channel number out of range")
     if length + 4 > len(data):
         raise StunError("ChannelData length exceeds data")
@@ -484,6 +489,6 @@ def stream_frame_length(header: bytes) -> int:
     length = (header[2] << 8) | header[3]
     if first < 0x40:
         return HEADER_LENGTH + length
-    if first <= 0x4F:
+    if first <= CHANNEL_FIRST_MAX:
         return 4 + ((length + 3) & ~3)
     return -1

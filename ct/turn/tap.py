@@ -22,7 +22,7 @@ from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig, TurnServer
 from ct.turn.sockets import UdpServerSocket, UdpSockets
-from ct.turn.stream import TurnStreamFactory
+from ct.turn.stream import TurnStreamFactory, select_alpn
 from ct.turn.settings import split_host_port
 
 _log = Logger()
@@ -97,7 +97,9 @@ def _tls_context(cert: str, key: str):
 
     with open(cert) as c, open(key) as k:
         pem = c.read() + "\n" + k.read()
-    return ssl.PrivateCertificate.loadPEM(pem).options()
+    options = ssl.PrivateCertificate.loadPEM(pem).options()
+    options.getContext().set_alpn_select_callback(select_alpn)
+    return options
 
 
 def _stream_endpoint(reactor, host: str, port: int, tls=None):

@@ -11,6 +11,8 @@ from ct.turn import auth, stun
 from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig
 from ct.turn.settings import TURN_SETTINGS
+from ct.turn.sockets import UdpServerSocket
+from ct.turn.stream import TurnStreamFactory
 from ct.turn.tap import build_turn_server
 
 # An edge's parsed settings as far as TURN is concerned: every default.
@@ -57,6 +59,24 @@ def make_server(reactor, allow=("127.0.0.0/8",), users=None, secret="s3cret", **
                                    secret=secret)
     return build_turn_server(TurnConfig(realm="test.realm", **config), credentials,
                              PeerPolicy(allowed=allow), reactor)
+
+
+def listen_on_loopback(test, server, reactor, tls=None) -> dict:
+    """UDP and TCP listeners for ``server`` on 127.0.0.1 (TLS too with a context), closed
+    at the test's cleanup; their ports by transport."""
+    udp = UdpServerSocket(server, "127.0.0.1", 0)
+    test.addCleanup(udp.close)
+    ports = {"udp": udp.port}
+    listeners = {"tcp": lambda: reactor.listenTCP(0, TurnStreamFactory(server),
+                                                  interface="127.0.0.1")}
+    if tls is not None:
+        listeners["tls"] = lambda: reactor.listenSSL(0, TurnStreamFactory(server), tls,
+                                                     interface="127.0.0.1")
+    for transport, listen in listeners.items():
+        port = listen()
+        test.addCleanup(port.stopListening)
+        ports[transport] = port.getHost().port
+    return ports
 
 
 class ScriptedClient:

@@ -65,7 +65,7 @@ class AllocationTableTests(unittest.TestCase):
     def test_bind_rules(self):
         a = self.allocate("c1")
         self.assertEqual(a.bind_check(0x3FFF, PEER), "channel number out of range")
-        self.assertEqual(a.bind_check(0x5000, PEER), "channel number out of range")
+        self.assertEqual(a.bind_check(0x7FFF, PEER), "channel number out of range")
         self.table.bind_channel(a, 0x4000, PEER, 0)
         self.assertIsNone(a.bind_check(0x4000, PEER))
         self.assertEqual(a.bind_check(0x4000, ("198.51.100.8", 1)), "channel bound to another peer")

@@ -1,4 +1,5 @@
-"""The socket poller's hold: thin wake-ups close together switch to one timed round."""
+"""The socket poller's hold: only a wake-up that finds the relay busy switches to timed
+rounds; a quiet relay serves every datagram on arrival."""
 
 from __future__ import annotations
 
@@ -67,46 +68,41 @@ class SocketPollerTests(unittest.TestCase):
         readable, _, _ = select.select([reader.sock], [], [], 2.0)
         self.assertTrue(readable, "datagram did not arrive")
 
-    def test_thin_wakeups_close_together_hold_then_one_round(self):
-        poller = self.make(0.001)
+    def test_issue16_quiet_relay_serves_a_lone_datagram_at_once(self):
+        poller = self.make(0.05)
         reader = Reader(self)
         poller.add(reader)
-        self.assertEqual(self.reactor.readers, [poller])
-        self.send(reader, b"1")
-        poller.doRead()  # first wake-up: nothing to compare with, served at once
-        self.assertEqual((reader.received, poller.holds), ([b"1"], 0))
-        self.assertEqual(self.reactor.readers, [poller])
-        self.reactor.clock.advance(0.0005)
-        self.send(reader, b"2")
-        poller.doRead()  # served at once, then the poller holds
-        self.assertEqual((reader.received, poller.holds), ([b"1", b"2"], 1))
-        self.assertEqual(self.reactor.readers, [])
-        for data in (b"3", b"4", b"5"):
+        for data in (b"request", b"echo"):  # one stream's round trip: close together
             self.send(reader, data)
-        self.assertEqual(len(reader.received), 2)
-        self.reactor.clock.advance(0.001)  # the round serves what arrived meanwhile
-        self.assertEqual(reader.received, [b"1", b"2", b"3", b"4", b"5"])
-        self.assertEqual(self.reactor.readers, [poller])
+            poller.doRead()
+            self.reactor.clock.advance(0.0001)
+        self.assertEqual(self.reactor.readers, [poller])  # still waiting for readiness
+        self.send(reader, b"next")
+        poller.doRead()
+        self.assertEqual((reader.received, poller.holds), ([b"request", b"echo", b"next"], 0))
         self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
 
-    def test_wakeups_far_apart_or_full_do_not_hold(self):
+    def test_busy_wakeup_holds_then_rounds_while_busy(self):
         poller = self.make(0.001)
-        poller.thin = 2
+        poller.busy = 2
         readers = [Reader(self), Reader(self)]
         for reader in readers:
             poller.add(reader)
         self.send(readers[0], b"a")
-        poller.doRead()
-        self.reactor.clock.advance(0.002)
-        self.send(readers[0], b"b")
-        poller.doRead()  # far apart
-        self.reactor.clock.advance(0.0001)
-        self.send(readers[0], b"c")
-        self.send(readers[1], b"d")
-        poller.doRead()  # close, but two ready sockets: not thin
-        self.assertEqual(poller.holds, 0)
+        self.send(readers[1], b"b")
+        poller.doRead()  # served at once, then the poller holds
+        self.assertEqual((poller.holds, self.reactor.readers), (1, []))
+        for data in (b"c", b"d", b"e"):
+            self.send(readers[0], data)
+        self.assertEqual(len(readers[0].received), 1)
+        self.reactor.clock.advance(0.001)  # the round serves what arrived meanwhile: busy
+        self.assertEqual(readers[0].received, [b"a", b"c", b"d", b"e"])
+        self.assertEqual((self.reactor.readers, len(self.reactor.clock.getDelayedCalls())),
+                         ([], 1))
+        self.reactor.clock.advance(0.001)  # an empty round: back to readiness
         self.assertEqual(self.reactor.readers, [poller])
-        self.assertEqual([r.received for r in readers], [[b"a", b"b", b"c"], [b"d"]])
+        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+        self.assertEqual(poller.holds, 1)
 
     def test_no_hold_when_disabled(self):
         poller = self.make(0.0)
@@ -120,11 +116,11 @@ class SocketPollerTests(unittest.TestCase):
 
     def test_removing_the_last_socket_while_holding_cancels_the_round(self):
         poller = self.make(0.001)
+        poller.busy = 1
         reader = Reader(self)
         poller.add(reader)
-        for data in (b"1", b"2"):
-            self.send(reader, data)
-            poller.doRead()
+        self.send(reader, b"1")
+        poller.doRead()
         self.assertEqual(poller.holds, 1)
         poller.remove(reader)
         self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
@@ -135,6 +131,7 @@ class SocketPollerTests(unittest.TestCase):
 
     def test_a_failing_reader_does_not_stop_the_round(self):
         poller = self.make(0.001)
+        poller.busy = 1
         bad, good = Reader(self), Reader(self)
 
         def fail():
@@ -143,13 +140,13 @@ class SocketPollerTests(unittest.TestCase):
         bad.doRead = fail
         poller.add(bad)
         poller.add(good)
-        for _ in range(2):
-            self.send(good, b"x")
-            poller.doRead()
+        self.send(good, b"x")
+        poller.doRead()
         self.assertEqual(poller.holds, 1)
         self.send(bad, b"y")
         self.send(good, b"z")
-        self.reactor.clock.advance(0.001)
-        self.assertEqual(good.received, [b"x", b"x", b"z"])
+        self.reactor.clock.advance(0.001)  # busy round, despite the failure
+        self.reactor.clock.advance(0.001)  # empty round
+        self.assertEqual(good.received, [b"x", b"z"])
         self.assertEqual(self.reactor.readers, [poller])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

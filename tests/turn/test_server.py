@@ -26,8 +26,8 @@ from ct.turn.server import TurnConfig, TurnServer
 from ct.turn.sockets import UdpServerSocket
 from ct.turn.stream import TurnStreamFactory
 
-from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code, make_server,
-                      wait_until)
+from .support import (ClockedReactor, ScriptedClient, UdpClient, error_code,
+                      listen_on_loopback, make_server, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -133,6 +133,23 @@ class AllocateTests(ServerTestBase):
         self.assertEqual(error_code(reply), 438)
         self.assertNotEqual(reply.get(stun.NONCE), old_nonce)
         self.assertEqual(client.refresh(600).cls, stun.SUCCESS)  # retried with the new nonce
+
+    def test_issue16_foreign_realm_refused(self):
+        client = ScriptedClient(self.server)
+        challenge = client.request(stun.ALLOCATE, sign=False)
+        nonce = challenge.get(stun.NONCE)
+        key = stun.long_term_key("alice", "test.realm", "pw")  # the key matches
+        data = stun.encode_message(stun.ALLOCATE, stun.REQUEST, os.urandom(12), [
+            (stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17)),
+            (stun.USERNAME, b"alice"), (stun.REALM, b"other.realm"), (stun.NONCE, nonce)],
+            key=key)
+        with capturedLogs() as events:
+            reply = client.raw(data)
+        self.assertEqual(error_code(reply), 401)
+        self.assertEqual(reply.get(stun.REALM), b"test.realm")
+        self.assertIsNotNone(reply.get(stun.NONCE))
+        self.assertIsNone(self.server.table.get(client.addr))
+        self.assertEqual([e["reason"] for e in events if "reason" in e], ["foreign realm"])
 
     def test_retransmitted_allocate_and_mismatch(self):
         client = ScriptedClient(self.server)
@@ -434,23 +451,29 @@ class DataPathTests(ServerTestBase):
         return stun.parse_message(self.client_socket.received[-1][0])
 
     @defer.inlineCallbacks
-    def test_udp_channel_and_indications(self):
+    def channel_both_ways(self, number, channel_data):
+        """Allocate, bind ``number`` to a peer, send ``channel_data`` (payload ``abc``) and
+        have the peer answer ``xyz``; the client and the relay address."""
         peer, peer_addr = self.peer()
         # Allocate through the real listener so the sink is a real socket.
         client = ScriptedClient(self.server, addr=self.client_addr, link=self.udp)
         self.assertEqual(client.allocate().cls, stun.SUCCESS)
-        allocation = self.server.table.get(self.client_addr)
-        relay = ("127.0.0.1", allocation.relay_address[1])
-        self.assertEqual(client.bind(0x4000, peer_addr).cls, stun.SUCCESS)
-        # client -> peer by ChannelData (with padding, allowed on UDP)
-        self.client_socket.transport.write(b"\x40\x00\x00\x03abc\x00", self.server_addr)
+        relay = ("127.0.0.1", self.server.table.get(self.client_addr).relay_address[1])
+        self.assertEqual(client.bind(number, peer_addr).cls, stun.SUCCESS)
+        self.client_socket.transport.write(channel_data, self.server_addr)
         yield wait_until(reactor, lambda: peer.received, message="ChannelData lost")
         self.assertEqual(peer.received[0], (b"abc", relay))
-        # peer -> client as ChannelData
-        peer.transport.write(b"xyz", relay)
+        peer.transport.write(b"xyz", relay)  # back to the client as ChannelData
         yield wait_until(reactor, lambda: self.client_socket.received,
                          message="peer data lost")
-        self.assertEqual(self.client_socket.received[0][0], b"\x40\x00\x00\x03xyz")
+        self.assertEqual(self.client_socket.received[0][0],
+                         stun.encode_channel_data(number, b"xyz"))
+        return client, relay
+
+    @defer.inlineCallbacks
+    def test_udp_channel_and_indications(self):
+        # with padding, allowed on UDP
+        client, relay = yield self.channel_both_ways(0x4000, b"\x40\x00\x00\x03abc\x00")
         # client -> peer by Send indication; a second peer without channel gets Data indications
         peer2, peer2_addr = self.peer()
         self.assertEqual(client.permit("127.0.0.1").cls, stun.SUCCESS)
@@ -468,6 +491,11 @@ class DataPathTests(ServerTestBase):
         stats = self.server.stats
         self.assertEqual((stats.packets_to_peer, stats.bytes_to_peer), (2, 11))
         self.assertEqual((stats.packets_to_client, stats.bytes_to_client), (2, 7))
+
+    @defer.inlineCallbacks
+    def test_issue16_rfc5766_channel_0x7ffe_both_ways(self):
+        client, _ = yield self.channel_both_ways(0x7FFE, b"\x7f\xfe\x00\x03abc")
+        self.assertEqual(error_code(client.bind(0x7FFF, ("127.0.0.1", 9))), 400)
 
     def test_socket_buffers(self):
         # Linux reports twice what it grants; as much as asked when net.core.rmem_max
@@ -520,6 +548,20 @@ class StreamFramingTests(ServerTestBase):
         transport = StringTransport(peerAddress=FakeAddress("198.51.100.5", 4444))
         protocol.makeConnection(transport)
         return protocol, transport
+
+    def test_issue16_rfc5766_channel_0x7ffe_on_a_stream(self):
+        protocol, transport = self.connect()
+        client = ScriptedClient(self.server, addr=("198.51.100.5", 4444), key=protocol,
+                                link=protocol)
+        client.allocate()
+        allocation = self.server.table.get(protocol)
+        peer = ("127.0.0.1", 9)
+        self.assertEqual(client.bind(0x7FFE, peer).cls, stun.SUCCESS)
+        sent = []
+        allocation.peer_send = lambda payload, to: sent.append((payload, to))
+        protocol.dataReceived(stun.encode_channel_data(0x7FFE, b"abcde", pad=True))
+        self.assertEqual(sent, [(b"abcde", peer)])
+        self.assertFalse(transport.disconnecting)
 
     def test_split_and_padded_frames(self):
         protocol, transport = self.connect()
@@ -735,16 +777,11 @@ class AioiceTests(unittest.TestCase):
         self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
         self.server.start()
         self.addCleanup(self.server.stop)
-        udp = UdpServerSocket(self.server, "127.0.0.1", 0)
-        self.addCleanup(udp.close)
-        self.udp_port = udp.port
-        tcp = reactor.listenTCP(0, TurnStreamFactory(self.server), interface="127.0.0.1")
-        self.addCleanup(tcp.stopListening)
-        self.tcp_port = tcp.getHost().port
+        self.ports = listen_on_loopback(self, self.server, reactor)
 
     @defer.inlineCallbacks
     def run_client(self, transport, username, password, count=3):
-        port = self.udp_port if transport == "udp" else self.tcp_port
+        port = self.ports[transport]
         out, err, code = yield getProcessOutputAndValue(
             sys.executable, [os.path.join(HERE, "aioice_client.py"), "127.0.0.1", str(port),
                              transport, username, password, str(count)],
