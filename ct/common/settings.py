@@ -214,6 +214,16 @@ def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
 
 
+def parse_cidr_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or bare addresses), normalised: ``10.0.0.0/8, ::1/128``."""
+    from ct.common.addresses import AddressError, parse_networks
+
+    try:
+        return tuple(str(n) for n in parse_networks(parse_list(raw), "CIDR"))
+    except AddressError as e:
+        raise SettingError(str(e)) from None
+
+
 # ---------------------------------------------------------------- resolution
 
 

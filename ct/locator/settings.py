@@ -8,16 +8,15 @@ systemd unit. The directory is created at start-up when missing.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from ct.common.settings import (
     Setting,
     SettingError,
+    parse_cidr_list,
     parse_existing_file,
     parse_float,
     parse_int,
-    parse_list,
     parse_optional_str,
 )
 
@@ -35,17 +34,6 @@ def parse_data_dir(raw: str) -> str:
     if os.path.exists(value) and not os.path.isdir(value):
         raise SettingError(f"not a directory: {value}")
     return value
-
-
-def parse_cidr_list(raw: str) -> tuple[str, ...]:
-    """Comma-separated CIDRs (or bare addresses), normalised: ``10.0.0.0/8, ::1``."""
-    out = []
-    for item in parse_list(raw):
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise SettingError(f"not a CIDR such as 10.0.0.0/8 or fd00::/8: {item!r}") from None
-    return tuple(out)
 
 
 def parse_edge_secret(raw: str) -> str | None:

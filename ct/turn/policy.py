@@ -111,8 +111,3 @@ class PeerPolicy:
             if address.version == network.version and address in network:
                 return f"{why} peer"
         return None
-
-
-def parse_cidrs(items: Iterable[str]) -> list[str]:
-    """Validate CIDRs (``10.0.0.0/8``, a bare address means one host); ValueError if bad."""
-    return [str(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip()]

@@ -6,6 +6,7 @@ from ct.common.settings import (
     Setting,
     SettingError,
     parse_bool,
+    parse_cidr_list,
     parse_existing_file,
     parse_float,
     parse_int,
@@ -72,15 +73,6 @@ def parse_users(raw: str) -> tuple[tuple[str, str], ...]:
             raise SettingError("expected user:password pairs separated by commas")
         users.append((name, password))
     return tuple(users)
-
-
-def parse_cidr_list(raw: str) -> tuple[str, ...]:
-    from ct.turn.policy import parse_cidrs
-
-    try:
-        return tuple(parse_cidrs(parse_list(raw)))
-    except ValueError as e:
-        raise SettingError(f"expected CIDRs such as 10.0.0.0/8 ({e})") from None
 
 
 def parse_address(raw: str) -> str | None:
