@@ -92,6 +92,9 @@ LOCATOR_METRICS = (
               "placements", label="kind"),
     MetricDef("locator_placement_failures_total", COUNTER,
               "Placement requests no edge could take.", "placement_failures_total"),
+    MetricDef("locator_placements_rate_limited_total", COUNTER,
+              "Placement requests refused (429) by the per-address limit "
+              "(CT_PLACEMENT_RATE, CT_PLACEMENT_BURST).", "placements_refused_total"),
     MetricDef("locator_edges_online", GAUGE, "Edges connected to the locator.", "edges_online"),
     MetricDef("locator_edges_suspended", GAUGE, "Connected edges that are suspended.",
               "edges_suspended"),

@@ -46,7 +46,8 @@ class CappedEdgesTests(unittest.TestCase):
     def test_finding_4_unhosted_placements_do_not_fill_capped_edges_and_are_rate_limited(self):
         d = Deployment(self, locator_env={"CT_PLACEMENT_BURST": "12",
                                           "CT_PLACEMENT_RATE": "0.5",
-                                          "CT_TRUSTED_PROXIES": "127.0.0.1/32"})
+                                          "CT_TRUSTED_PROXIES": "127.0.0.1/32",
+                                          "CT_PROMETHEUS_ENABLED": "true"})
         d.start_locator()
         d.start_edge("e1", CT_MAXCONNECTIONS=5)
         d.start_edge("e2", CT_MAXCONNECTIONS=5)
@@ -65,8 +66,16 @@ class CappedEdgesTests(unittest.TestCase):
         # Another client (behind the trusted proxy) has its own allowance.
         status, _, body = yield post_session(d.locator_url, forwarded_for="198.51.100.7")
         self.assertEqual(status, 200, body)
+        refused = 1
         for _ in range(20):
-            yield post_session(d.locator_url)
+            status, _, _ = yield post_session(d.locator_url)
+            refused += status == 429
+        self.assertGreaterEqual(refused, 15)
+        # Operators see the refusals on /metrics.
+        response = yield Agent(reactor).request(b"GET", f"{d.locator_url}/metrics".encode())
+        metrics = (yield readBody(response)).decode()
+        self.assertIn(f"codetogether_locator_placements_rate_limited_total {refused:.1f}",
+                      metrics)
         log = d.locator.wait_for_log(r"new sessions refused \(429\)", timeout=5).string
         self.assertEqual(log.count("new sessions refused (429)"), 1)  # one warning line
         self.assertNotIn("Traceback", log)
