@@ -19,6 +19,15 @@ from ct.common.settings import (
     parse_int,
     parse_optional_str,
 )
+from ct.storage.config import InlineConfig
+
+
+def parse_locator_config_source(raw: str) -> str | InlineConfig | None:
+    """A path to an existing file, or the JSON itself when the value starts with ``{``."""
+    if raw.lstrip().startswith("{"):
+        return InlineConfig(raw)
+    return parse_existing_file(raw)
+
 
 LOCATOR = frozenset({"locator"})
 SERVERS = frozenset({"locator", "edge"})
@@ -44,9 +53,10 @@ def parse_edge_secret(raw: str) -> str | None:
 
 
 LOCATOR_SETTINGS = [
-    Setting("CT_LOCATOR_CONFIG", "locator-config", None, parse_existing_file,
+    Setting("CT_LOCATOR_CONFIG", "locator-config", None, parse_locator_config_source,
             "Path of locator-config.json (database connection: MySQL/MariaDB or "
-            "PostgreSQL, with TLS options). Unset: an embedded SQLite file in CT_DATA_DIR.",
+            "PostgreSQL, with TLS options), or its JSON text itself (a value starting with "
+            "'{'; never logged). Unset: an embedded SQLite file in CT_DATA_DIR.",
             LOCATOR),
     Setting("CT_DATA_DIR", "data-dir", DEFAULT_DATA_DIR, parse_data_dir,
             "Directory for state: the locator's SQLite database (when no "

@@ -118,23 +118,40 @@ def sqlite_config(path: str) -> DatabaseConfig:
     return DatabaseConfig(dialect="sqlite", sqlite_path=path)
 
 
-def load_locator_config(path: str | None, data_dir: str) -> LocatorConfig:
-    """Read ``locator-config.json`` at ``path``; ``None`` means SQLite in ``data_dir``."""
-    if path is None:
+@dataclass(frozen=True)
+class InlineConfig:
+    """``locator-config.json`` given as the JSON text itself (``CT_LOCATOR_CONFIG={...}``, as
+    deployments of the product we replace do). Its ``repr`` never shows the text, which
+    holds the database password."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return f"<inline JSON, {len(self.text)} characters>"
+
+
+def load_locator_config(source: str | InlineConfig | None, data_dir: str) -> LocatorConfig:
+    """Read ``locator-config.json`` at the path ``source``, or the inline JSON; ``None``
+    means SQLite in ``data_dir``."""
+    if source is None:
         return LocatorConfig(database=sqlite_config(os.path.join(data_dir, SQLITE_FILE_NAME)))
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read locator config {path}: {e.strerror or e}") from None
+    if isinstance(source, InlineConfig):
+        name, text = "(inline JSON in CT_LOCATOR_CONFIG)", source.text
+    else:
+        name = source
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read locator config {source}: {e.strerror or e}") from None
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise ConfigError(f"locator config {path} is not valid JSON: {e}") from None
+        raise ConfigError(f"locator config {name} is not valid JSON: {e}") from None
     try:
         return parse_locator_config(data, data_dir)
     except ConfigError as e:
-        raise ConfigError(f"locator config {path}: {e}") from None
+        raise ConfigError(f"locator config {name}: {e}") from None
 
 
 def parse_locator_config(data: Any, data_dir: str) -> LocatorConfig:
