@@ -165,7 +165,8 @@ def run(reactor, args):
     locator    {locator_url}   (health {locator_url}/health, metrics {locator_url}/metrics)
     edge       {edge_url}   (health {edge_url}/health)
     TURN       udp/tcp 127.0.0.1:{args.turn_port} (bundled in the edge)
-    operator   user ctuser, password {secret_values['CT_DASHBOARD_PASSWORD']}
+    dashboard  {locator_url}/dashboard   user ctuser, password {secret_values['CT_DASHBOARD_PASSWORD']}
+               (the same credentials for the operator API and ctctl)
     team demo  token {token}
 
     try it:  .venv/bin/ct-client host --locator {locator_url} --name alice

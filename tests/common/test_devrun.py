@@ -51,6 +51,11 @@ class DevRunTests(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{locator}/health", timeout=10) as r:
             self.assertEqual(json.load(r)["edges_online"], 1)
         self.assertIn(f"udp/tcp 127.0.0.1:{turn}", output)
+        dashboard = f"http://127.0.0.1:{locator}/dashboard"
+        self.assertIn(f"dashboard  {dashboard}   user ctuser, password ", output)
+        with urllib.request.urlopen(dashboard, timeout=10) as r:  # to its log-in page
+            self.assertEqual(r.status, 200)
+            self.assertIn(b"password", r.read().lower())
         self.assertTrue(os.path.exists(os.path.join(work, ".run", "dev.env")))
         self.assertEqual(os.stat(os.path.join(work, ".run", "dev.env")).st_mode & 0o777, 0o600)
         proc.send_signal(signal.SIGINT)
