@@ -141,6 +141,8 @@ class DownloadTests(unittest.TestCase):
             self.assertIn(link, page)
         self.assertIn('<a href="/clients/vscode/odd%20%3Cb%3E%26amp%3B%20name.vsix">'
                       "odd &lt;b&gt;&amp;amp; name.vsix</a>", page)  # names escaped
+        code, _, body = yield fetch(self.url + "/clients/vscode/odd%20%3Cb%3E%26amp%3B%20name.vsix")
+        self.assertEqual((code, body), (200, b"W" * 10))  # the quoted link leads to the file
         self.assertNotIn("<b>", page)
         self.assertNotIn("link.vsix", page)  # leads outside the directory
         self.assertNotIn("secret", page)
