@@ -1,25 +1,41 @@
 """``/clients/``: the IDE plugin packages (eclipse/, intellij/, vscode/), with download counts.
 
-Counting rule: a download is counted, for the client kind whose folder holds the file, when a
-GET response that carries the file's last byte has been completely handed to the connection:
-a ``200`` with the whole file, or a single-range ``206`` whose range ends at the last byte (a
-resumed or chunked download therefore counts once, when its final part is fetched). Not
-counted: HEAD, ``304 Not Modified``, errors, multi-range responses, transfers cut before
-the end, files outside the three kind folders.
+Counting rule: one install is one fetch of the IDE's *entry file* (:func:`is_install_entry`):
+for Eclipse the p2 update site's content metadata (``content.jar``, ``content.xml.xz`` or
+``content.xml``, whichever the site has) or an archived update site ``.zip``; for IntelliJ the
+plugin ``.zip``/``.jar``; for VS Code the ``.vsix``. The other files of the same install
+(``p2.index``, ``artifacts.*``, ``composite*``, ``features/``, ``plugins/``,
+``updatePlugins.xml``) are served but not counted. An entry file counts when a GET response
+carrying its last byte has been completely handed to the connection: a ``200`` with the whole
+file, or a single-range ``206`` whose range ends at the last byte. Not counted: HEAD, ``304``,
+errors, multi-range responses, transfers cut before the end.
 
-Directories are listed as JSON. Path traversal is refused (``..``, encoded separators,
-symbolic links pointing outside the directory, hidden names).
+``/clients/`` is a small HTML page listing what is available per IDE (or saying that nothing
+is configured); sub-folders are listed as JSON. Path traversal is refused (``..``, encoded
+separators, NUL bytes, symbolic links pointing outside the directory, hidden names).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
+from urllib.parse import quote
 
-from twisted.web import http, resource
+from twisted.web import http, pages, resource
 from twisted.web.static import File
+from twisted.web.util import redirectTo
 
 CLIENT_KINDS = ("eclipse", "intellij", "vscode")
+ECLIPSE_CONTENT = ("content.jar", "content.xml.xz", "content.xml")
+INSTALL_SUFFIXES = {"eclipse": (".zip",), "intellij": (".zip", ".jar"), "vscode": (".vsix",)}
+
+
+def is_install_entry(kind: str | None, name: str) -> bool:
+    """Whether fetching the file ``name`` from the ``kind`` folder is one install."""
+    if kind == "eclipse" and name in ECLIPSE_CONTENT:
+        return True
+    return name.endswith(INSTALL_SUFFIXES.get(kind, ()))
 
 
 class DownloadCounter:
@@ -56,6 +72,82 @@ def _counts_as_download(request, size: int) -> bool:
         return unit == "bytes" and last == int(total) - 1 == size - 1
     except (ValueError, IndexError, UnicodeDecodeError):
         return False
+
+
+def available_packages(root: str) -> dict[str, list[tuple[str, str]]]:
+    """Per IDE, ``(what, relative URL)`` of each install entry under ``root`` (CT_CLIENTS_DIR)."""
+    real_root = os.path.realpath(root)
+    found: dict[str, list[tuple[str, str]]] = {}
+    for kind in CLIENT_KINDS:
+        top = os.path.join(root, kind)
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel = os.path.relpath(folder, root).replace(os.sep, "/")
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                hidden = name.startswith(".")
+                if hidden or not os.path.isfile(full) or not _inside(full, real_root):
+                    continue
+                if kind == "eclipse" and name in ECLIPSE_CONTENT:
+                    found.setdefault(kind, []).append(("update site", rel + "/"))
+                elif kind == "intellij" and name == "updatePlugins.xml":
+                    found.setdefault(kind, []).append(("plugin repository", f"{rel}/{name}"))
+                elif is_install_entry(kind, name):
+                    found.setdefault(kind, []).append((name, f"{rel}/{name}"))
+    return {kind: list(dict.fromkeys(entries)) for kind, entries in found.items()}
+
+
+def _inside(path: str, real_root: str) -> bool:
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root + os.sep)
+
+
+IDE_NAMES = {"eclipse": "Eclipse", "intellij": "IntelliJ IDEA", "vscode": "VS Code"}
+
+
+def clients_page(packages: dict[str, list[tuple[str, str]]] | None, base: str = "/clients/"
+                 ) -> bytes:
+    """The ``/clients/`` HTML page; ``packages`` is None when CT_CLIENTS_DIR is unset."""
+    if packages is None:
+        body = ("<p>No client packages are configured on this server. Set <code>CT_CLIENTS_DIR"
+                "</code> to a directory holding <code>eclipse/</code>, <code>intellij/</code> "
+                "and <code>vscode/</code>, then restart the edge.</p>")
+    elif not packages:
+        body = ("<p>No client packages are configured: <code>CT_CLIENTS_DIR</code> holds none "
+                "in <code>eclipse/</code>, <code>intellij/</code> or <code>vscode/</code>.</p>")
+    else:
+        sections = []
+        for kind in CLIENT_KINDS:
+            items = "".join(
+                f'<li><a href="{html.escape(quote(base + url))}">{html.escape(what)}</a></li>'
+                for what, url in packages.get(kind, []))
+            sections.append(f"<h2>{IDE_NAMES[kind]}</h2>"
+                            + (f"<ul>{items}</ul>" if items else "<p>none available</p>"))
+        body = "".join(sections)
+    return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CodeTogether clients'
+            f"</title></head><body><h1>CodeTogether clients</h1>{body}</body></html>\n"
+            ).encode("utf-8")
+
+
+class ClientsPage(resource.Resource):
+    """``/clients/`` as HTML, from ``packages()`` (None: CT_CLIENTS_DIR unset)."""
+
+    def __init__(self, packages):
+        super().__init__()
+        self._packages = packages
+
+    def getChild(self, path, request):
+        return self if path == b"" else pages.notFound("Not found", "no such client package")
+
+    def render_GET(self, request):
+        if not request.path.endswith(b"/"):
+            return redirectTo(request.path + b"/", request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return clients_page(self._packages())
+
+    render_HEAD = render_GET
 
 
 class _Listing(resource.Resource):
@@ -102,13 +194,13 @@ class ClientsDirectory(File):
         if path.startswith(b"."):
             return self.childNotFound
         child = super().getChild(path, request)
-        if isinstance(child, File):
-            real = os.path.realpath(child.path)
-            if real != self.root and not real.startswith(self.root + os.sep):
-                return self.childNotFound
+        if isinstance(child, File) and not _inside(child.path, self.root):
+            return self.childNotFound
         return child
 
     def directoryListing(self):
+        if os.path.realpath(self.path) == self.root:
+            return ClientsPage(lambda: available_packages(self.path))
         entries = []
         for name in self.listNames():
             if name.startswith("."):
@@ -126,7 +218,7 @@ class ClientsDirectory(File):
         return _Listing({"path": self.url, "client": self.kind, "entries": entries})
 
     def render_GET(self, request):
-        if self.kind is not None and request.method == b"GET":
+        if request.method == b"GET" and is_install_entry(self.kind, self.basename()):
             self.restat(False)
             if self.isfile():
                 size = self.getsize()
@@ -142,6 +234,9 @@ class ClientsDirectory(File):
             self.counter.record(self.kind)
 
 
-def clients_resource(directory: str, counter: DownloadCounter) -> ClientsDirectory:
-    """The ``/clients/`` tree over ``directory`` (CT_CLIENTS_DIR), counting into ``counter``."""
+def clients_resource(directory: str | None, counter: DownloadCounter) -> resource.Resource:
+    """``/clients/`` over ``directory`` (CT_CLIENTS_DIR; None: the "nothing configured" page),
+    counting installs into ``counter``."""
+    if directory is None:
+        return ClientsPage(lambda: None)
     return ClientsDirectory(directory, counter)

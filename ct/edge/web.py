@@ -63,6 +63,7 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
     root.putChild(b"ct-health", health)
     if metrics is not None:
         root.putChild(b"metrics", metrics)
-    if clients_dir and not no_clients:
-        root.putChild(b"clients", clients_resource(clients_dir, downloads or DownloadCounter()))
+    if not no_clients:
+        root.putChild(b"clients", clients_resource(clients_dir or None,
+                                                    downloads or DownloadCounter()))
     return root
