@@ -51,7 +51,8 @@ EDGE_SETTINGS = [
     Setting("CT_NOCLIENTS", "no-clients", False, parse_bool,
             "Hide the `/clients` downloads.", EDGE),
     Setting("CT_CLIENTS_DIR", "clients-dir", None, parse_directory,
-            "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/).", EDGE),
+            "Directory served at `/clients/` (sub-folders eclipse/, intellij/, vscode/); the "
+            "page there lists what it holds. Unset: the page says nothing is configured.", EDGE),
     Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", EdgeConfig.handshake_timeout,
             parse_float(0.1),
             "Seconds a new websocket has to send its first message.", EDGE),
