@@ -45,6 +45,11 @@ class _LinkProtocol(WebSocketClientProtocol):
     def onClose(self, wasClean, code, reason):
         self.factory.link._closed(self, code, reason)
 
+    def connectionLost(self, reason):
+        if "certificate verify failed" in str(reason.value):
+            self.factory.link.untrusted_certificate(str(reason.value))
+        super().connectionLost(reason)
+
     def send_json(self, message: dict[str, Any]) -> None:
         self.sendMessage(encode_control(message), False)
 
@@ -186,6 +191,15 @@ class LocatorLink(service.Service):
         _log.info("administrator request from the locator: {kind} {session}", kind=kind,
                   session=message.get("session"))
         proto.send_json(link.done(request, **result))
+
+    def untrusted_certificate(self, detail: str) -> None:
+        """The locator's TLS certificate did not verify: say what to do, once per cause."""
+        text = f"certificate: {detail}"
+        if text != self.last_error:
+            _log.error("the locator's TLS certificate is not trusted ({detail}): install its "
+                       "CA on this host, or set CT_TRUST_ALL_CERTS=true for a self-signed "
+                       "locator of your own", detail=detail)
+        self.last_error = text
 
     def _closed(self, proto, code, reason):
         if proto is not self.proto:
