@@ -27,6 +27,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ct.common.files import make_private_sqlite
+
 _log = Logger()
 
 SCHEMA = """
@@ -38,24 +40,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between write attempts; the last repeats
-PRIVATE = 0o600
-
-
-def create_private(path: str) -> None:
-    """Create the SQLite file (or tighten an existing one and its ``-wal``/``-shm``) as 0600.
-
-    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE)
-    try:
-        os.fchmod(fd, PRIVATE)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        try:
-            os.chmod(path + suffix, PRIVATE)
-        except FileNotFoundError:
-            pass
 
 
 class Outbox:
@@ -83,7 +67,7 @@ class Outbox:
         self.on_added = None  # callable: new records are on disk
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        create_private(path)
+        make_private_sqlite(path)
         self.pool = adbapi.ConnectionPool("sqlite3", path, cp_min=1, cp_max=1,
                                           cp_reactor=reactor, cp_openfun=None,
                                           check_same_thread=False, timeout=30)

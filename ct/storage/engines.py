@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from twisted.logger import Logger
 
+from ct.common.files import make_private_sqlite
 from ct.storage.config import DatabaseConfig
 
 _log = Logger()
@@ -116,7 +117,7 @@ class SqliteEngine(Engine):
         path = self.config.sqlite_path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        make_private(path)
+        make_private_sqlite(path)
         return (path,), {"timeout": self.config.connect_timeout, "check_same_thread": False}
 
     def on_connect(self, conn):
@@ -130,26 +131,6 @@ class SqliteEngine(Engine):
     def insert_ignore(self, table, columns, rows, conflict):
         return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES " + \
             self._values(columns, rows)
-
-
-def make_private(path: str) -> None:
-    """Create the database file readable by its owner only (0600) before SQLite opens it,
-    whatever the umask; tighten it and its ``-wal``/``-shm`` files if they are looser.
-    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode."""
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
-                         stat.S_IRUSR | stat.S_IWUSR))
-    except OSError:
-        return  # not a file we can create: SQLite's own error says why when it opens it
-    for name in (path, path + "-wal", path + "-shm"):
-        try:
-            mode = os.stat(name, follow_symlinks=False).st_mode
-            if stat.S_ISREG(mode) and mode & 0o077:
-                os.chmod(name, stat.S_IRUSR | stat.S_IWUSR)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            _log.warn("cannot make {name} private (0600): {error}", name=name, error=e)
 
 
 class _ServerEngine(Engine):
