@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ct.common.ratelimit import TokenBucket
+from ct.common.logthrottle import RateLimitedLog
 from ct.common.tokens import same_secret
 from ct.protocol import errors, link
 from ct.protocol.errors import ProtocolError
@@ -205,8 +205,8 @@ class EdgeLinkFactory(WebSocketServerFactory):
         self.locator = locator
         self.clock = clock or reactor
         self.register_timeout = register_timeout
-        self._refusal_log = TokenBucket(REFUSAL_LOG_RATE, REFUSAL_LOG_BURST, self.clock.seconds)
-        self._refusals_unlogged = 0
+        self._refusal_log = RateLimitedLog(_log, self.clock.seconds, REFUSAL_LOG_RATE,
+                                           REFUSAL_LOG_BURST)
         # Ping every half of link_timeout; no answer within the other half drops the link.
         self.setProtocolOptions(maxMessagePayloadSize=MAX_LINK_MESSAGE,
                                 maxFramePayloadSize=MAX_LINK_MESSAGE,
@@ -216,11 +216,5 @@ class EdgeLinkFactory(WebSocketServerFactory):
 
     def log_refusal(self, peer: str, code: str, message: str) -> None:
         """One warning per refused link, throttled: anyone can open links and be refused."""
-        if not self._refusal_log.take():
-            self._refusals_unlogged += 1
-            return
-        _log.warn("edge link from {peer} refused: {code} ({message}){more}", peer=peer,
-                  code=code, message=message,
-                  more=f"; {self._refusals_unlogged} more refusals not logged"
-                  if self._refusals_unlogged else "")
-        self._refusals_unlogged = 0
+        self._refusal_log.warn("refusal", "edge link from {peer} refused: {code} ({message})",
+                               peer=peer, code=code, message=message)

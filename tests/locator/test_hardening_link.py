@@ -68,7 +68,7 @@ class RefusalLogTests(unittest.SynchronousTestCase):
             factory.log_refusal("tcp4:127.0.0.1:1", "forbidden", "wrong edge secret")
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), REFUSAL_LOG_BURST + 1)
-        self.assertEqual(warnings[-1]["more"], "; 490 more refusals not logged")
+        self.assertEqual(warnings[-1]["suppressed"], 490)  # the refusals not logged
 
 
 class RegisterDeadlineTests(unittest.SynchronousTestCase):
