@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ct.common.logthrottle import LogThrottle
 from ct.locator.edges import EdgeDirectory, EdgeInfo
 from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
 from ct.locator.regions import RegionResolver, resolver_from_config
@@ -103,8 +104,8 @@ class Locator:
         self.placement_failures = 0
         self.placement_limiter = placement_limiter  # a KeyedLimiter per client address
         self.placements_refused = 0
-        self._refused_unwarned = 0
-        self._last_refusal_warning: float | None = None
+        self._refusal_log = LogThrottle(_log, clock, 1, PLACEMENT_WARNING_INTERVAL,
+                                        "placement refusals")
         self.records_stored = 0
         self._states: dict[str, EdgeState] = {}
         self.edge_settings: dict[str, Any] = {}  # advanced + integrations, pushed to edges
@@ -166,18 +167,11 @@ class Locator:
                 "state": placement.state.value, "inRegion": placement.in_region}
 
     def _placement_refused(self, client_ip: str) -> None:
-        """Count a refused placement; one warning per PLACEMENT_WARNING_INTERVAL at most."""
+        """Count a refused placement; one warning per PLACEMENT_WARNING_INTERVAL at most (the
+        next one says how many were not logged)."""
         self.placements_refused += 1
-        self._refused_unwarned += 1
-        now = self.clock.seconds()
-        if (self._last_refusal_warning is not None
-                and now - self._last_refusal_warning < PLACEMENT_WARNING_INTERVAL):
-            return
-        _log.warn("new sessions refused (429) for too many placements from one address: "
-                  "{n} since the last warning, the latest from {ip}",
-                  n=self._refused_unwarned, ip=client_ip)
-        self._refused_unwarned = 0
-        self._last_refusal_warning = now
+        self._refusal_log.warn("new sessions refused (429) for too many placements from one "
+                               "address, the latest from {ip}", ip=client_ip)
 
     @defer.inlineCallbacks
     def find_session(self, session_id: str):
