@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from ct.dashboard.auth import LoginGuard, LoginSession, SessionStore, Verdict
 from ct.dashboard.responses import arg, refuse
-from ct.common.addresses import request_client_ip
+from ct.common.addresses import parse_networks, request_client_ip
 
 _log = Logger()
 
@@ -32,7 +32,7 @@ class DashboardConfig:
     @classmethod
     def for_server(cls, server_url: str | None, trusted_proxies=()) -> DashboardConfig:
         """The dashboard of a server reached at ``server_url`` (None: not configured)."""
-        return cls(trusted_proxies=tuple(trusted_proxies or ()),
+        return cls(trusted_proxies=parse_networks(trusted_proxies or (), "trusted proxy"),
                    allowed_origins=(server_url,) if server_url else (),
                    public_https=urlsplit(server_url or "").scheme == "https")
 
@@ -49,9 +49,9 @@ class RequestGuard:
     def client_ip(self, request) -> str:
         return request_client_ip(request, self.config.trusted_proxies)
 
-    def check_login(self, request, user: str, password: str) -> Verdict:
-        """A log-in attempt from this request's client, behind the throttle."""
-        return self.login.check(self.client_ip(request), user, password)
+    def check_login(self, ip: str, user: str, password: str) -> Verdict:
+        """A log-in attempt from the client at ``ip``, behind the throttle."""
+        return self.login.check(ip, user, password)
 
     def current(self, request) -> LoginSession | None:
         """The logged-in session named by the cookie, or None."""

@@ -19,20 +19,20 @@ from twisted.web import resource
 
 from ct import __version__
 from ct.common import jsonsafe
-from ct.common.addresses import request_client_ip
+from ct.common.addresses import parse_networks, request_client_ip
 from ct.common.credentials import Credentials, basic_auth
 from ct.dashboard.auth import LoginGuard, LoginThrottle
 from ct.common.logthrottle import RateLimitedLog
+from ct.common.web import error_body
 from ct.locator.regions import RegionError
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
-from ct.storage.database import DatabaseUnavailable
+from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
 
 _log = Logger()
 
 MAX_ID = 64  # session and edge ids
 REGIONS_MAX_DEPTH = 8  # {"regions": {name: {"cidrs": [...]}}} is 4 deep
-RETRY_AFTER = 5  # seconds, on 503 while the database is away
 
 
 def _json(request, body: Any, status: int = 200) -> bytes:
@@ -43,7 +43,10 @@ def _json(request, body: Any, status: int = 200) -> bytes:
 
 
 def _error(request, status: int, code: str, message: str) -> bytes:
-    return _json(request, {"error": code, "message": message}, status)
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return error_body(code, message)
 
 
 def path_id_problem(value: str, what: str, max_len: int) -> str | None:
@@ -93,7 +96,7 @@ class LocatorAPI:
         """``throttle``: failed operator log-ins, shared with the dashboard."""
         self.locator = locator
         self.credentials = credentials
-        self.trusted_proxies = tuple(trusted_proxies)
+        self.trusted_proxies = parse_networks(trusted_proxies, "trusted proxy")  # parsed once
         self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
                                 "operator API", throttle=throttle)
         self.warnings = RateLimitedLog(_log, locator.clock.seconds)
@@ -140,7 +143,7 @@ class LocatorAPI:
                                    peer=self.client_ip(request), message=e.message)
             return _error(request, e.status, e.code, e.message)
         except DatabaseUnavailable:  # logged once per outage by the database
-            request.setHeader(b"retry-after", b"%d" % RETRY_AFTER)
+            request.setHeader(b"retry-after", b"%d" % DATABASE_RETRY_AFTER)
             return _error(request, 503, "database-unavailable",
                           "the locator's database is not reachable; try again shortly")
         return _json(request, body)

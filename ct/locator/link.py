@@ -25,13 +25,12 @@ from ct.protocol import errors, link
 from ct.protocol.errors import ProtocolError
 from ct.protocol.link import MAX_LINK_MESSAGE, MAX_REGISTER_MESSAGE, decode_link_message
 from ct.protocol.wire import encode_control
-from ct.storage.database import DatabaseUnavailable
+from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
 
 _log = Logger()
 
 DEFAULT_REGISTER_TIMEOUT = 5.0
 DEFAULT_LINK_TIMEOUT = 6.0
-DATABASE_RETRY_AFTER = 5  # seconds an edge waits before sending a batch again
 # Refusals are logged, at most this many at once and this many per second on average.
 REFUSAL_LOG_BURST = 10
 REFUSAL_LOG_RATE = 1.0

@@ -29,6 +29,9 @@ class StorageError(Exception):
     """The database cannot be used: unreachable, refused us, or has an unusable schema."""
 
 
+DATABASE_RETRY_AFTER = 5  # seconds clients and edges are told to wait while it is away
+
+
 class DatabaseUnavailable(StorageError):
     """Connecting failed or the connection was lost (after retrying)."""
 

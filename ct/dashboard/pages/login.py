@@ -68,7 +68,7 @@ class LoginPages:
         user = (arg(request, "user") or "")[:64]
         password = arg(request, "password") or ""
         ip = self.guard.client_ip(request)
-        verdict = self.guard.check_login(request, user, password)
+        verdict = self.guard.check_login(ip, user, password)
         if verdict.locked:
             request.setHeader(b"retry-after", verdict.retry_after_header)
             return self.form(request, f"Too many failed log-ins: try again in "

@@ -42,7 +42,7 @@ class OlderLogs:
         given = basic_auth(request)
         if given is None:
             return to_login(request, "/dashboard/logs")
-        verdict = self.guard.check_login(request, given[0][:64], given[1])
+        verdict = self.guard.check_login(self.guard.client_ip(request), given[0][:64], given[1])
         if verdict.locked:
             request.setHeader(b"retry-after", verdict.retry_after_header)
             return refuse(request, 429, "too many failed log-ins; try again later")
