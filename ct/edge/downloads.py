@@ -22,9 +22,14 @@ import json
 import os
 from urllib.parse import quote
 
+from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.web import http, pages, resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from twisted.web.util import redirectTo
+
+_log = Logger()
 
 CLIENT_KINDS = ("eclipse", "intellij", "vscode")
 ECLIPSE_CONTENT = ("content.jar", "content.xml.xz", "content.xml")
@@ -145,7 +150,25 @@ class ClientsPage(resource.Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return clients_page(self._packages())
+        # Walking the directory is disk I/O: in the reactor's thread pool, not on the reactor.
+        reactor = request.site.reactor
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(packages):
+            if not gone:
+                request.write(clients_page(packages))
+                request.finish()
+
+        def failed(failure):
+            _log.failure("listing the client packages", failure)
+            if not gone:
+                request.setResponseCode(500)
+                request.finish()
+
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._packages)
+        d.addCallbacks(answer, failed)
+        return NOT_DONE_YET
 
     render_HEAD = render_GET
 
