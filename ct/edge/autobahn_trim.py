@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import TrafficStats
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http import HTTPChannel
 
 # What Autobahn keeps from the opening handshake; nothing reads it once the connection is open.
@@ -110,7 +110,7 @@ class TrimmedServerProtocol(WebSocketServerProtocol):
     def peer(self) -> str:
         """Autobahn's peer string, worked out when a log line asks for it (not stored)."""
         t = self.transport
-        return peer_string(t.getPeer()) if t is not None else "?"
+        return peer2str(t) if t is not None else "?"
 
     @peer.setter
     def peer(self, value) -> None:
@@ -169,15 +169,3 @@ def trimmed_protocol_class(protocol: type, factory) -> type:
 
 def _class_attr(value):
     return staticmethod(value) if callable(value) else value
-
-
-def peer_string(address) -> str:
-    """Autobahn's peer descriptor (``tcp4:127.0.0.1:52914``) of a Twisted address."""
-    if isinstance(address, IPv4Address):
-        return f"tcp4:{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"tcp6:{address.host}:{address.port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return f"unix:{name.decode(errors='replace') if isinstance(name, bytes) else name}"
-    return "unknown"

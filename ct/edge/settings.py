@@ -18,6 +18,7 @@ from ct.common.settings import (
 )
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig
+from ct.edge.ws import DEFAULT_REJECTION_LOG_LIMIT
 
 EDGE = frozenset({"edge"})
 
@@ -56,7 +57,8 @@ EDGE_SETTINGS = [
     Setting("CT_HANDSHAKE_TIMEOUT", "handshake-timeout", EdgeConfig.handshake_timeout,
             parse_float(0.1),
             "Seconds a new websocket has to send its first message.", EDGE),
-    Setting("CT_BAD_INPUT_LOG_LIMIT", "bad-input-log-limit", 20, parse_int(0),
+    Setting("CT_BAD_INPUT_LOG_LIMIT", "bad-input-log-limit", DEFAULT_REJECTION_LOG_LIMIT,
+            parse_int(0),
             "Warning lines per minute about rejected websocket clients (bad messages, "
             "refused handshakes, rate limits); the rest are counted in one 'suppressed N "
             "similar' line. 0: log every one.", EDGE),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Server as TCPServerTransport
@@ -23,7 +24,6 @@ from ct.common.ratelimit import TokenBucket
 from ct.edge import stickiness
 from ct.edge.autobahn_trim import (
     TrimmedServerProtocol,
-    peer_string,
     trimmed_protocol_class,
 )
 from ct.edge.keepalive import KeepAlive
@@ -112,7 +112,7 @@ class _GuardedProtocol(TrimmedServerProtocol):
     def onConnect(self, request):
         edge = self.factory.edge
         address = self.transport.getPeer()
-        socket_host = getattr(address, "host", None) or peer_string(address)
+        socket_host = getattr(address, "host", None) or peer2str(self.transport)
         # The client's address (X-Forwarded-For only from CT_TRUSTED_PROXIES): the
         # per-address limits and the log lines use it. One interned copy per address.
         self.peer_host = sys.intern(edge.client_address(
