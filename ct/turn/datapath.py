@@ -54,8 +54,11 @@ class DataPath:
             self.stats.dropped_packets += 1
             return
         peer = allocation.channels.get(channel)
-        if peer is None or len(payload) < length:
+        if peer is None:
             self.drop_once(allocation, "ChannelData on an unbound channel")
+            return
+        if len(payload) < length:
+            self.drop_once(allocation, "truncated ChannelData")
             return
         self.to_peer(allocation, payload, peer)
 
