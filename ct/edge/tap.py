@@ -173,7 +173,8 @@ def makeService(options, reactor=None) -> EdgeDaemon:
                                             values["data_dir"])
         top.dashboard = edge_dashboard(
             edge, top.downloads, credentials,
-            DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]),
+            DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
+                                       server.sso, server.password_login),
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
         log_capture.setServiceParent(top)

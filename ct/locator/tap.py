@@ -183,7 +183,8 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         root.putChild(b"metrics", metrics_page)
     dashboard = locator_dashboard(
         locator, credentials,
-        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]), reactor,
+        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
+                                   server.sso, server.password_login), reactor,
         log_capture.server_log, throttle)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
