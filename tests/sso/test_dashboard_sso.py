@@ -146,6 +146,13 @@ class DashboardSsoTests(unittest.TestCase):
         self.assertIn("eve@elsewhere.test", message)
         self.assertFalse(cookie and cookie.get("value"))
 
+        # A callback this browser did not start (no state cookie) is refused.
+        response = yield treq.get(base + "/dashboard/sso/callback?state=forged&code=x",
+                                  pool=HTTPConnectionPool(reactor, persistent=False))
+        body = yield response.text()
+        self.assertEqual(response.code, 403)
+        self.assertIn("was not started here", body)
+
         # The audit log says who did what, and how they signed in.
         rows = self.d.audit_rows("SELECT kind, user_name, details FROM audit_entries "
                                  "WHERE kind IN ('dashboard_login', 'edge_suspended', "
