@@ -30,6 +30,7 @@ from ct.dashboard.pages.login import LoginPages
 from ct.dashboard.pages.logs import OlderLogs, log_page
 from ct.dashboard.pages.settings import SettingsPages
 from ct.dashboard.pages.sso import SsoPages
+from ct.dashboard.pages.tokens import TokenPages
 from ct.dashboard.responses import refuse
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -65,6 +66,7 @@ class Dashboard:
         self.edges = EdgePages(backend, clock)
         self.settings = SettingsPages(backend, clock)
         self.audit = AuditPages(backend, clock)
+        self.tokens = TokenPages(backend, clock)
         self.server_log = log_page(server_log)
         self.older_logs = OlderLogs(self.guard, server_log)
         self._static = StaticFiles(STATIC_DIR)
@@ -182,3 +184,16 @@ class Dashboard:
     @app.route("/logs", methods=["GET"])
     def logs_page(self, request):
         return self.frame.page(request, "logs", "Server log", self.server_log, refresh=10)
+
+    @app.route("/tokens", methods=["GET"])
+    def tokens_page(self, request):
+        return self.frame.page(request, "tokens", "API tokens", self.tokens.tokens)
+
+    @app.route("/tokens", methods=["POST"])
+    def create_token(self, request):
+        return self.frame.action(request, self.tokens.create, "/dashboard/tokens")
+
+    @app.route("/tokens/<string:token_id>/revoke", methods=["POST"])
+    def revoke_token(self, request, token_id):
+        return self.frame.action(request, partial(self.tokens.revoke, token_id),
+                                 "/dashboard/tokens")

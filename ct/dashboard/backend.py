@@ -51,6 +51,10 @@ class Backend(Protocol):
     def set_integrations(self, value: Mapping[str, Any] | None, by: str) -> defer.Deferred: ...
     def audit(self, **query) -> defer.Deferred: ...
     def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
+    def api_tokens(self) -> defer.Deferred: ...
+    def create_api_token(self, name: str, role: str, teams: tuple[str, ...],
+                         by: str) -> defer.Deferred: ...
+    def revoke_api_token(self, token_id: str, by: str) -> defer.Deferred: ...
 
 
 def _sum_downloads(per_edge) -> dict[str, int]:
@@ -67,9 +71,11 @@ class LocatorBackend:
 
     mode = "multi-server"
 
-    def __init__(self, locator):
+    def __init__(self, locator, tokens=None):
+        """``tokens``: the :class:`~ct.storage.apitokens.ApiTokenStore`."""
         self.locator = locator
         self.clock = locator.clock
+        self.tokens = tokens
 
     @defer.inlineCallbacks
     def overview(self) -> Any:
@@ -148,6 +154,34 @@ class LocatorBackend:
 
     def record(self, kind: str, user: str | None, **details):
         return self.locator.audit(kind, user=user, details=details)
+
+    def api_tokens(self):
+        if self.tokens is None:
+            return defer.fail(NotAvailable())
+        return self.tokens.list()
+
+    @defer.inlineCallbacks
+    def create_api_token(self, name, role, teams, by):
+        from ct.storage.apitokens import TooManyTokens
+
+        if self.tokens is None:
+            raise NotAvailable()
+        try:
+            token, text = yield self.tokens.create(name, role, teams, by)
+        except TooManyTokens as e:
+            raise ActionError(str(e)) from None
+        yield self.record("api_token_created", by, token=token.token_id, name=name,
+                          role=role, teams=list(teams))
+        return token, text
+
+    @defer.inlineCallbacks
+    def revoke_api_token(self, token_id, by):
+        if self.tokens is None:
+            raise NotAvailable()
+        revoked = yield self.tokens.revoke(token_id)
+        if not revoked:
+            raise ActionError(f"no live API token {token_id}")
+        yield self.record("api_token_revoked", by, token=token_id)
 
 
 @defer.inlineCallbacks
@@ -249,6 +283,15 @@ class EdgeBackend:
         return defer.succeed(None if settings is None else settings.to_json())
 
     def set_integrations(self, value, by):
+        return defer.fail(NotAvailable())
+
+    def api_tokens(self):
+        return defer.fail(NotAvailable())
+
+    def create_api_token(self, name, role, teams, by):
+        return defer.fail(NotAvailable())
+
+    def revoke_api_token(self, token_id, by):
         return defer.fail(NotAvailable())
 
     def audit(self, **query):

@@ -23,7 +23,7 @@ NAV = [("overview", "/dashboard", "Overview"), ("edges", "/dashboard/edges", "Ed
        ("advanced", "/dashboard/advanced", "Advanced"), ("audit", "/dashboard/audit",
                                                          "Audit log"),
        ("integrations", "/dashboard/integrations", "Integrations"),
-       ("logs", "/dashboard/logs", "Logs")]
+       ("logs", "/dashboard/logs", "Logs"), ("tokens", "/dashboard/tokens", "API tokens")]
 VIEWER_PAGES = ("overview", "sessions", "audit")  # what a team viewer sees in the navigation
 NEEDS_LOCATOR = ("This page needs the locator: this server runs in single-server mode "
                  "(CT_LOCATOR is not set), so there is only this one edge.")

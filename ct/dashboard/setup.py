@@ -44,9 +44,11 @@ def oidc_client(config: DashboardConfig, reactor) -> OidcClient | None:
 
 
 def locator_dashboard(locator, credentials: Credentials, config: DashboardConfig, reactor,
-                      server_log: ServerLog, throttle: LoginThrottle | None = None) -> Dashboard:
-    """``throttle``: shared with the operator API, which takes the same credentials."""
-    return Dashboard(LocatorBackend(locator), credentials, reactor, server_log, config,
+                      server_log: ServerLog, throttle: LoginThrottle | None = None,
+                      tokens=None) -> Dashboard:
+    """``throttle``: shared with the operator API, which takes the same credentials;
+    ``tokens``: the API tokens (:class:`~ct.storage.apitokens.ApiTokenStore`)."""
+    return Dashboard(LocatorBackend(locator, tokens), credentials, reactor, server_log, config,
                      throttle=throttle, oidc=oidc_client(config, reactor))
 
 
