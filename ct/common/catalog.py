@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from twisted.python.usage import UsageError
 
 from ct.common.listen import ListenConfig
+from ct.common.hosttoken import DEFAULT_AUDIENCE, DEFAULT_LIFETIME, MIN_SECRET, HostTokenConfig
 from ct.common.oidc import SsoConfig
 from ct.common.settings import (
     Setting,
@@ -50,6 +51,22 @@ def parse_issuer(raw: str) -> str | None:
                                                               and loopback):
         raise SettingError(f"expected an https:// issuer URL, got {raw!r}")
     return value
+
+
+def parse_host_token_secret(raw: str) -> str | None:
+    value = raw.strip()
+    if value and len(value) < MIN_SECRET:
+        raise SettingError(f"must be at least {MIN_SECRET} characters long")
+    return value or None
+
+
+def host_token_config(values: Mapping[str, Any]) -> HostTokenConfig | None:
+    """The host-token rows as a :class:`HostTokenConfig` (None: no secret set)."""
+    if not values["host_token_secret"]:
+        return None
+    return HostTokenConfig(secret=values["host_token_secret"],
+                           audience=values["host_token_audience"],
+                           lifetime=values["host_token_lifetime"])
 
 
 def parse_domains(raw: str) -> tuple[str, ...]:
@@ -121,6 +138,17 @@ COMMON_SETTINGS = [
             "empty: any).", SERVERS),
     Setting("CT_SSO_CLOCK_SKEW", "sso-clock-skew", 120, parse_int(0, 3600),
             "Seconds of clock difference tolerated on ID-token times (exp, iat).", SERVERS),
+    Setting("CT_HOST_TOKEN_SECRET", "host-token-secret", None, parse_host_token_secret,
+            "Secret (at least 32 characters) signing the host tokens of CT_HOST_AUTH=sso: "
+            "the server running single sign-on issues them, every edge checks them; the "
+            "same value on all of them.", SERVERS, secret=True),
+    Setting("CT_HOST_TOKEN_AUDIENCE", "host-token-audience", DEFAULT_AUDIENCE, parse_str,
+            "Audience of host tokens: the name of this deployment. Edges refuse tokens "
+            "issued for another audience.", SERVERS),
+    Setting("CT_HOST_TOKEN_LIFETIME", "host-token-lifetime", DEFAULT_LIFETIME,
+            parse_int(30, 86400),
+            "Seconds a host token stays valid after sign-in (checked when hosting or "
+            "subscribing to team presence; a running session goes on).", SERVERS),
     Setting("CT_LOGS_USER", "logs-user", None, parse_optional_str,
             "Older name for the dashboard user.", SERVERS),
     Setting("CT_LOGS_PASSWORD", "logs-password", None, parse_optional_str,
@@ -169,6 +197,7 @@ class ServerConfig:
     websocket_url: str  # the URL the websocket factories serve: CT_SERVER_URL as ws(s)
     sso: SsoConfig | None = None
     password_login: bool = True
+    host_tokens: HostTokenConfig | None = None
 
 
 def server_config(values: Mapping[str, Any]) -> ServerConfig:
@@ -189,6 +218,7 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         websocket_url=_websocket_url(values["server_url"]),
         sso=sso_config(values),
         password_login=values["dashboard_password_login"],
+        host_tokens=host_token_config(values),
     )
 
 

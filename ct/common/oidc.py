@@ -116,9 +116,9 @@ def _describe(error: Exception) -> str:
     return getattr(error, "error", None) or type(error).__name__
 
 
-def identity_from_claims(claims: dict[str, Any], config: SsoConfig) -> Identity:
-    """The role and teams these claims give; :class:`SignInRefused` when none or when the
-    e-mail domain is not allowed."""
+def check_domain(claims: dict[str, Any], config: SsoConfig) -> str | None:
+    """The e-mail of these claims; :class:`SignInRefused` when its domain is not allowed
+    (or not verified by the provider) and ``allowed_domains`` is set."""
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     if config.allowed_domains:
         domain = email.rpartition("@")[2].lower() if email and "@" in email else None
@@ -127,6 +127,21 @@ def identity_from_claims(claims: dict[str, Any], config: SsoConfig) -> Identity:
                                 f"({', '.join(config.allowed_domains)})")
         if claims.get("email_verified") is False:
             raise SignInRefused(f"the provider has not verified {email}")
+    return email
+
+
+def display_name(claims: dict[str, Any]) -> str:
+    """The name others see for a host: ``name``, else the e-mail, else the subject."""
+    for key in ("name", "preferred_username", "email"):
+        if isinstance(claims.get(key), str) and claims[key].strip():
+            return claims[key].strip()
+    return str(claims["sub"])
+
+
+def identity_from_claims(claims: dict[str, Any], config: SsoConfig) -> Identity:
+    """The role and teams these claims give; :class:`SignInRefused` when none or when the
+    e-mail domain is not allowed."""
+    email = check_domain(claims, config)
     groups = claims.get(config.groups_claim)
     if isinstance(groups, str):
         groups = [groups]
@@ -241,7 +256,13 @@ class OidcClient:
 
     @defer.inlineCallbacks
     def finish(self, code: str, redirect_uri: str, verifier: str, nonce: str):
-        """Exchange ``code``; fires with ``(Identity, raw ID token)``."""
+        """Exchange ``code``; fires with ``(Identity, raw ID token)`` (a dashboard role)."""
+        claims, raw = yield self.finish_claims(code, redirect_uri, verifier, nonce)
+        return identity_from_claims(claims, self.config), raw
+
+    @defer.inlineCallbacks
+    def finish_claims(self, code: str, redirect_uri: str, verifier: str, nonce: str):
+        """Exchange ``code``; fires with ``(verified claims, raw ID token)``."""
         doc = yield self.discovery()
         form = {"grant_type": "authorization_code", "code": code,
                 "redirect_uri": redirect_uri, "code_verifier": verifier}
@@ -254,23 +275,13 @@ class OidcClient:
         answer = yield self._fetch(doc["token_endpoint"], urlencode(form).encode(), headers)
         raw = answer.get("id_token")
         claims = yield self.verify(raw, nonce)
-        return identity_from_claims(claims, self.config), raw
+        return claims, raw
 
     @defer.inlineCallbacks
     def verify(self, raw, nonce: str):
         """The claims of ID token ``raw`` (keys fetched again once for an unknown kid)."""
         keys = yield self.keys(_kid(raw))
         return verify_id_token(raw, keys, self.config, nonce, self.clock.seconds())
-
-    def end_session_url(self, id_token: str | None, after: str) -> str | None:
-        """The provider's RP-initiated log-out URL, when it has one."""
-        endpoint = (self._discovery or {}).get("end_session_endpoint")
-        if not isinstance(endpoint, str):
-            return None
-        query = {"post_logout_redirect_uri": after, "client_id": self.config.client_id}
-        if id_token:
-            query["id_token_hint"] = id_token
-        return endpoint + ("&" if "?" in endpoint else "?") + urlencode(query)
 
 
 def _form(value: str) -> str:

@@ -61,7 +61,8 @@ class Dashboard:
         self.guard = RequestGuard(sessions or SessionStore(clock), login, config)
         self.frame = Frame(self.guard, backend.mode)
         self.login = LoginPages(self.guard, backend)
-        self.sso = SsoPages(self.guard, backend, oidc, self.login) if oidc else None
+        self.sso = SsoPages(self.guard, backend, oidc, self.login,
+                            config.host_tokens) if oidc else None
         self.live = LivePages(backend, clock)
         self.edges = EdgePages(backend, clock)
         self.settings = SettingsPages(backend, clock)
@@ -97,6 +98,12 @@ class Dashboard:
         if self.sso is None:
             return refuse(request, 404, "single sign-on is not configured (CT_SSO_ISSUER)")
         return self.sso.start(request)
+
+    @app.route("/sso/host", methods=["GET"])
+    def sso_host(self, request):
+        if self.sso is None:
+            return refuse(request, 404, "single sign-on is not configured (CT_SSO_ISSUER)")
+        return self.sso.host_start(request)
 
     @app.route("/sso/callback", methods=["GET"])
     def sso_callback(self, request):

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from ct.dashboard.auth import LoginGuard, LoginSession, SessionStore, Verdict
 from ct.dashboard.responses import arg, refuse
 from ct.common.addresses import parse_networks, request_client_ip
+from ct.common.hosttoken import HostTokenConfig
 from ct.common.oidc import SsoConfig
 
 _log = Logger()
@@ -33,17 +34,18 @@ class DashboardConfig:
     server_url: str | None = None
     sso: SsoConfig | None = None  # OpenID Connect sign-in (CT_SSO_*), or None
     password_login: bool = True  # the local account's form (CT_DASHBOARD_PASSWORD_LOGIN)
+    host_tokens: HostTokenConfig | None = None  # issue host tokens at /dashboard/sso/host
 
     @classmethod
     def for_server(cls, server_url: str | None, trusted_proxies=(),
-                   sso: SsoConfig | None = None, password_login: bool = True
-                   ) -> DashboardConfig:
+                   sso: SsoConfig | None = None, password_login: bool = True,
+                   host_tokens: HostTokenConfig | None = None) -> DashboardConfig:
         """The dashboard of a server reached at ``server_url`` (None: not configured)."""
         return cls(trusted_proxies=parse_networks(trusted_proxies or (), "trusted proxy"),
                    allowed_origins=(server_url,) if server_url else (),
                    public_https=urlsplit(server_url or "").scheme == "https",
                    server_url=server_url.rstrip("/") if server_url else None, sso=sso,
-                   password_login=password_login or sso is None)
+                   password_login=password_login or sso is None, host_tokens=host_tokens)
 
     def base_url(self, request) -> str:
         """This dashboard's origin as the browser sees it: ``CT_SERVER_URL``, else the

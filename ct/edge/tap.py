@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from ct import __version__
 from ct.settings import settings_for
-from ct.common.catalog import ServerConfig, server_config
+from ct.common.catalog import ServerConfig, host_token_config, server_config
 from ct.common.credentials import dashboard_credentials
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
@@ -91,6 +91,10 @@ class EdgeRuntime(service.Service):
 
 
 def edge_config(values) -> EdgeConfig:
+    host_tokens = host_token_config(values)
+    if values["host_auth"] == "sso" and host_tokens is None:
+        raise usage.UsageError("CT_HOST_AUTH=sso needs CT_HOST_TOKEN_SECRET (the same value "
+                               "as on the server running single sign-on)")
     limits = Limits(
         max_participants=values["max_participants"],
         max_sessions_per_host=values["max_sessions_per_host"],
@@ -108,6 +112,7 @@ def edge_config(values) -> EdgeConfig:
         region=values["region"],
         trusted_proxies=values["trusted_proxies"],
         edge_id=values["edge_id"],
+        host_tokens=host_tokens if values["host_auth"] == "sso" else None,
     )
 
 
@@ -174,7 +179,8 @@ def makeService(options, reactor=None) -> EdgeDaemon:
         top.dashboard = edge_dashboard(
             edge, top.downloads, credentials,
             DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
-                                       server.sso, server.password_login),
+                                       server.sso, server.password_login,
+                                   server.host_tokens),
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
         log_capture.setServiceParent(top)

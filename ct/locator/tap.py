@@ -187,7 +187,8 @@ def makeService(options, reactor=None) -> LocatorRuntime:
     dashboard = locator_dashboard(
         locator, credentials,
         DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
-                                   server.sso, server.password_login), reactor,
+                                   server.sso, server.password_login,
+                                   server.host_tokens), reactor,
         log_capture.server_log, throttle, tokens)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)

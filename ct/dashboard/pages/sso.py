@@ -4,23 +4,35 @@
 server (the browser holds only ``state``, in the ``ct_sso`` cookie) and sends the
 browser to the provider; ``/dashboard/sso/callback`` checks the state against the
 cookie, exchanges the code, verifies the ID token and starts a dashboard session with
-the role the token's claims give. Refusals show the log-in page with the reason (403)
+the role the token's claims give. ``/dashboard/sso/host`` is the same sign-in for a host
+(``ct-client login``): it ends at the client's loopback URL with a host token, for any
+user of the allowed domains (no dashboard role needed). Refusals show the log-in page with the reason (403)
 and leave one log line and an audit entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ct.common.oidc import OidcClient, SignInRefused
+from ct.common import hosttoken
+from ct.common.hosttoken import HostIdentity, HostTokenConfig
+from ct.common.oidc import (
+    OidcClient,
+    SignInRefused,
+    check_domain,
+    display_name,
+    identity_from_claims,
+)
 from ct.common.tokens import same_secret
 from ct.dashboard.guard import COOKIE, LOGIN_COOKIE, SSO_COOKIE, RequestGuard
 from ct.dashboard.html import tags
 from ct.dashboard.pages.login import LoginPages, safe_next
-from ct.dashboard.responses import arg, render
+from ct.dashboard.responses import arg, refuse, render
+from ct.protocol.wire import MAX_NAME
 
 _log = Logger()
 
@@ -31,14 +43,38 @@ CALLBACK = "/dashboard/sso/callback"
 
 @dataclass(frozen=True)
 class Pending:
+    """A sign-in under way. ``loopback``: set for a host sign-in (CT_HOST_AUTH=sso), the
+    client's loopback URL that gets the host token and ``client_state`` back."""
+
     verifier: str
     nonce: str
     next: str
     created: float
+    loopback: str | None = None
+    client_state: str = ""
+
+
+def loopback_redirect(raw: str | None) -> str | None:
+    """``raw`` when it is a loopback ``http://127.0.0.1:PORT/...`` (or ``[::1]``,
+    ``localhost``) URL a CLI listens on (RFC 8252), else None."""
+    if not raw or len(raw) > 512:
+        return None
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1", "localhost") \
+            or not port or parts.username or parts.password or parts.fragment:
+        return None
+    return raw
 
 
 class SsoPages:
-    def __init__(self, guard: RequestGuard, backend, oidc: OidcClient, login: LoginPages):
+    def __init__(self, guard: RequestGuard, backend, oidc: OidcClient, login: LoginPages,
+                 host_tokens: HostTokenConfig | None = None):
+        """``host_tokens``: set to issue host tokens (CT_HOST_AUTH=sso on the edges)."""
+        self.host_tokens = host_tokens
         self.guard = guard
         self.backend = backend
         self.oidc = oidc
@@ -58,8 +94,21 @@ class SsoPages:
             del self._pending[min(self._pending, key=lambda k: self._pending[k].created)]
         self._pending[state] = pending
 
+    def host_start(self, request):
+        """A host's sign-in (``ct-client login``): the host token goes to the client's
+        loopback ``redirect_uri`` with its ``state``."""
+        if self.host_tokens is None:
+            return refuse(request, 404, "host sign-in is not configured here "
+                                        "(CT_HOST_TOKEN_SECRET)")
+        loopback = loopback_redirect(arg(request, "redirect_uri"))
+        client_state = arg(request, "state") or ""
+        if loopback is None or not 16 <= len(client_state) <= 128:
+            return refuse(request, 400, "expected redirect_uri=http://127.0.0.1:PORT/... and "
+                                        "a state of 16-128 characters")
+        return self.start(request, loopback, client_state)
+
     @defer.inlineCallbacks
-    def start(self, request):
+    def start(self, request, loopback: str | None = None, client_state: str = ""):
         try:
             url, state, nonce, verifier = yield self.oidc.start(self._redirect_uri(request))
         except SignInRefused as e:
@@ -67,7 +116,7 @@ class SsoPages:
             result = yield self.login.form(request, f"Single sign-on is unavailable: {e}", 503)
             return result
         self._remember(state, Pending(verifier, nonce, safe_next(arg(request, "next")),
-                                      self.clock.seconds()))
+                                      self.clock.seconds(), loopback, client_state))
         self.guard.set_cookie(request, SSO_COOKIE, state, max_age=int(PENDING_LIFETIME),
                               same_site="lax")
         request.setResponseCode(303)
@@ -93,8 +142,11 @@ class SsoPages:
             code = arg(request, "code")
             if not code or len(code) > 2048:
                 raise SignInRefused("the identity provider sent no code")
-            identity, raw = yield self.oidc.finish(code, self._redirect_uri(request),
-                                                   pending.verifier, pending.nonce)
+            claims, raw = yield self.oidc.finish_claims(code, self._redirect_uri(request),
+                                                        pending.verifier, pending.nonce)
+            if pending.loopback is not None:
+                return self._host_token(request, claims, pending, ip)
+            identity = identity_from_claims(claims, self.oidc.config)
         except SignInRefused as e:
             _log.warn("sso: sign-in from {ip} refused: {reason}", ip=ip, reason=str(e))
             self.backend.record("dashboard_login_failed", None, ip=ip, reason=str(e)[:300],
@@ -125,3 +177,20 @@ class SsoPages:
                                class_="login-card"), class_="login"), lang="en")
         result = yield render(request, page)
         return result
+
+    def _host_token(self, request, claims, pending: Pending, ip: str) -> bytes:
+        """A signed-in host: 303 to its loopback URL with a fresh host token."""
+        email = check_domain(claims, self.oidc.config)
+        identity = HostIdentity(str(claims["sub"]), display_name(claims)[:MAX_NAME], email)
+        token = hosttoken.issue(identity, self.host_tokens, self.clock.seconds())
+        _log.info("sso: host token for {name} ({sub}) from {ip}", name=identity.name,
+                  sub=identity.subject, ip=ip)
+        self.backend.record("host_signed_in", identity.name, ip=ip, subject=identity.subject,
+                            audience=self.host_tokens.audience).addErrback(
+            lambda f: _log.failure("dashboard: could not store an audit entry", f))
+        target = pending.loopback + ("&" if "?" in pending.loopback else "?") + urlencode(
+            {"state": pending.client_state, "token": token})
+        request.setResponseCode(303)
+        request.setHeader(b"location", target.encode("utf-8"))
+        request.setHeader(b"cache-control", b"no-store")
+        return b""
