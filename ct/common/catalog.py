@@ -217,7 +217,8 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         dashboard_password=values["dashboard_password"] or values["logs_password"],
         websocket_url=_websocket_url(values["server_url"]),
         sso=sso_config(values),
-        password_login=values["dashboard_password_login"],
+        # Without single sign-on the local account is the only way in: never off.
+        password_login=values["dashboard_password_login"] or not values["sso_issuer"],
         host_tokens=host_token_config(values),
     )
 
