@@ -19,15 +19,17 @@ from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.logs import LogRing, ServerLog
 from ct.dashboard.memory import AuditRing, MetricHistory
 from ct.edge.server import Edge
-from tests.dashboard.test_in_memory import BASE, CSRF_RE, PASSWORD, DashboardInMemoryTests
+from tests.dashboard import test_in_memory as base
+from tests.dashboard.test_in_memory import BASE, CSRF_RE, PASSWORD
 
 SSO = SsoConfig(issuer="https://id.example.com", client_id="ct")
 
 
 class _InMemory(unittest.TestCase):
-    request = DashboardInMemoryTests.request
-    post = DashboardInMemoryTests.post
-    location = DashboardInMemoryTests.location
+    # The browser-like helpers of the dashboard's in-memory tests (not their tests).
+    request = base.DashboardInMemoryTests.request
+    post = base.DashboardInMemoryTests.post
+    location = base.DashboardInMemoryTests.location
 
     def make(self, config: DashboardConfig, oidc=None):
         self.clock = Clock()
