@@ -152,8 +152,9 @@ def identity_from_claims(claims: dict[str, Any], config: SsoConfig) -> Identity:
     name = name[:128]
     if config.admin_group in groups:
         return Identity(str(claims["sub"]), name, ADMIN, (), email)
-    teams = tuple(sorted({g[len(config.team_prefix):] for g in groups
-                          if g.startswith(config.team_prefix) and len(g) > len(config.team_prefix)}))
+    prefix = config.team_prefix
+    teams = tuple(sorted({g[len(prefix):] for g in groups
+                          if g.startswith(prefix) and len(g) > len(prefix)}))
     if teams:
         return Identity(str(claims["sub"]), name, TEAM_VIEWER, teams, email)
     raise SignInRefused(f"{name} has no role on this server (needs group "

@@ -29,8 +29,7 @@ TEAM_VIEWER = "team-viewer"
 @dataclass
 class LoginSession:
     """A logged-in browser. ``role``: ``admin`` (everything) or ``team-viewer`` (the
-    sessions and audit of ``teams``, nothing else); ``method``: ``password`` or ``sso``;
-    ``id_token``: the provider's, for its log-out (``sso`` only)."""
+    sessions and audit of ``teams``, nothing else); ``method``: ``password`` or ``sso``."""
 
     sid: str
     user: str
@@ -41,7 +40,6 @@ class LoginSession:
     role: str = ADMIN
     teams: tuple[str, ...] = ()
     method: str = "password"
-    id_token: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -71,14 +69,14 @@ class SessionStore:
         return self._token(nbytes)
 
     def create(self, user: str, role: str = ADMIN, teams: tuple[str, ...] = (),
-               method: str = "password", id_token: str | None = None) -> LoginSession:
+               method: str = "password") -> LoginSession:
         now = self.clock.seconds()
         self._expire(now)
         while len(self._sessions) >= self.max_sessions:  # drop the least recently used
             oldest = min(self._sessions.values(), key=lambda s: s.last_used)
             del self._sessions[oldest.sid]
         session = LoginSession(self.token(), user, self.token(), now, now, role=role,
-                               teams=tuple(teams), method=method, id_token=id_token)
+                               teams=tuple(teams), method=method)
         self._sessions[session.sid] = session
         return session
 

@@ -66,9 +66,15 @@ class ApiTokenTests(unittest.TestCase):
                 b.find(f"#token-role option[value={role}]").click()
                 b.find("#token-teams").send_keys(teams)
                 b.find("#create-token").click()
-                b.wait(lambda: b.driver.find_elements("css selector", ".flash-token"),
-                       what=f"token {name} shown")
-                made.append(b.text(".flash-token"))
+
+                def shown():  # the new page's token, not the one the old page showed
+                    text = b.text(".flash-token")
+                    if text.startswith("ctk_") and text not in made:
+                        made.append(text)
+                        return True
+                    return False
+
+                b.wait(shown, what=f"token {name} shown")
             b.screenshot("tokens-01-created")
             b.driver.refresh()
             return made, b.driver.page_source

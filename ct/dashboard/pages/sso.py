@@ -6,8 +6,8 @@ browser to the provider; ``/dashboard/sso/callback`` checks the state against th
 cookie, exchanges the code, verifies the ID token and starts a dashboard session with
 the role the token's claims give. ``/dashboard/sso/host`` is the same sign-in for a host
 (``ct-client login``): it ends at the client's loopback URL with a host token, for any
-user of the allowed domains (no dashboard role needed). Refusals show the log-in page with the reason (403)
-and leave one log line and an audit entry.
+user of the allowed domains (no dashboard role needed). Refusals show the log-in page
+with the reason (403) and leave one log line and an audit entry.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class SsoPages:
             code = arg(request, "code")
             if not code or len(code) > 2048:
                 raise SignInRefused("the identity provider sent no code")
-            claims, raw = yield self.oidc.finish_claims(code, self._redirect_uri(request),
+            claims, _ = yield self.oidc.finish_claims(code, self._redirect_uri(request),
                                                         pending.verifier, pending.nonce)
             if pending.loopback is not None:
                 return self._host_token(request, claims, pending, ip)
@@ -155,7 +155,7 @@ class SsoPages:
             result = yield self.login.form(request, f"Sign-in refused: {e}", 403)
             return result
         session = self.guard.sessions.create(identity.name, identity.role, identity.teams,
-                                             "sso", raw)
+                                             "sso")
         self.guard.set_cookie(request, COOKIE, session.sid)
         self.guard.set_cookie(request, LOGIN_COOKIE, "", max_age=0)
         _log.info("dashboard: {user} ({role}) signed in through SSO from {ip}",
