@@ -115,21 +115,39 @@ class Provider:
                 "CT_SSO_ALLOWED_DOMAINS": "example.com", **extra}
 
 
+def _stale(element) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
+def pass_provider(b, login: str, done, steps: int = 4) -> None:
+    """Blocking (run in a thread): through the provider's sign-in page (any password for
+    a known login) and consent page, whichever it shows, until ``done()``."""
+    for _ in range(steps):
+        b.wait(lambda: done() or b.driver.find_elements("css selector", "button[type=submit]"),
+               what="the provider's page or the way back")
+        if done():
+            return
+        if b.driver.find_elements("css selector", "input[name=login]"):
+            b.find("input[name=login]").send_keys(login)
+            b.find("input[name=password]").send_keys("any password")
+        button = b.find("button[type=submit]")
+        button.click()
+        b.wait(lambda: _stale(button), what="the provider's next page")
+    b.wait(done, what="the way back from the provider")
+
+
 def sign_in(b, base: str, login: str, start: str = "/dashboard"):
-    """Blocking (run in a thread): through the dashboard's SSO button, the provider's
-    sign-in page (any password) and its consent page, back to the dashboard."""
+    """Blocking (run in a thread): through the dashboard's SSO button and the provider's
+    pages, back to the dashboard (signed in, or refused on the log-in page)."""
     b.driver.get(base + start)
     b.wait(lambda: "/dashboard/login" in b.driver.current_url, what="log-in page")
     b.find("#sso-login").click()
-    b.wait(lambda: b.driver.find_elements("css selector", "input[name=login]")
-           or "/dashboard" in b.driver.current_url and "/login" not in b.driver.current_url,
-           what="the provider's sign-in page")
-    if b.driver.find_elements("css selector", "input[name=login]"):
-        b.find("input[name=login]").send_keys(login)
-        b.find("input[name=password]").send_keys("any password")
-        b.find("button[type=submit]").click()
-        b.wait(lambda: "/dashboard" in b.driver.current_url
-               or b.driver.find_elements("css selector", "input[name=prompt][value=consent]"),
-               what="consent page or back at the dashboard")
-        if b.driver.find_elements("css selector", "input[name=prompt][value=consent]"):
-            b.find("button[type=submit]").click()
+    b.wait(lambda: not b.driver.current_url.startswith(base + "/dashboard/login"),
+           what="off to the provider")
+    pass_provider(b, login, lambda: b.driver.current_url.startswith(base + "/dashboard"))

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+from urllib.parse import parse_qs
 
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
@@ -23,7 +24,7 @@ from ct.protocol import errors
 from tests.dashboard.browser import Browser, missing, run
 from tests.deployment.util import Deployment
 from tests.edge.util import close_all, wait_for
-from tests.sso.provider import Provider
+from tests.sso.provider import Provider, pass_provider
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST_SECRET = "host-token-secret-for-the-tests-0123456789"
@@ -103,21 +104,11 @@ class HostAuthTests(unittest.TestCase):
         self.addCleanup(lambda: cli.ended if cli.ended.called
                         else (process.signalProcess("KILL"), cli.ended)[1])
         url = yield cli.url.addTimeout(30, reactor)
-        b = yield run(Browser, self)
+        b = self.browser = yield run(Browser, self)
 
         def through_provider():
             b.driver.get(url)
-            for _ in range(3):
-                b.wait(lambda: "Signed in" in b.driver.page_source
-                       or b.driver.find_elements("css selector", "button[type=submit]"),
-                       what="the provider's page or the loopback answer")
-                if "Signed in" in b.driver.page_source:
-                    break
-                if b.driver.find_elements("css selector", "input[name=login]"):
-                    b.find("input[name=login]").send_keys(login)
-                    b.find("input[name=password]").send_keys("any password")
-                b.find("button[type=submit]").click()
-            b.wait(lambda: "Signed in" in b.driver.page_source, what="the loopback answer")
+            pass_provider(b, login, lambda: "Signed in" in b.driver.page_source)
             b.screenshot("host-login-done")
             return b.driver.current_url
 
@@ -149,6 +140,24 @@ class HostAuthTests(unittest.TestCase):
         other = yield self.host_on("e2", "mallory", token)
         self.assertTrue(other.session)
 
+        # A page of this server (the browser client's flow) gets a token in the fragment.
+        b = self.browser
+        state = "browser-client-state-0123456789"
+
+        def page_flow():
+            b.driver.get(f"{self.d.locator_url}/dashboard/sso/host?redirect_uri=/dashboard/"
+                         f"login&state={state}")
+            pass_provider(b, "bob@example.com", lambda: "#" in b.driver.current_url)
+            return b.driver.current_url
+
+        back = yield run(page_flow)
+        path, _, fragment = back.partition("#")
+        self.assertEqual(path, self.d.locator_url + "/dashboard/login")
+        answer = parse_qs(fragment)
+        self.assertEqual(answer["state"], [state])
+        third = yield self.host_on("e2", "mallory", answer["token"][0])
+        self.assertTrue(third.session)
+
         # Expired, for another deployment, forged: refused on both edges.
         who = HostIdentity("bob@example.com", "Bob Red")
         now = time.time()
@@ -176,8 +185,8 @@ class HostAuthTests(unittest.TestCase):
 
         rows = self.d.audit_rows("SELECT user_name FROM audit_entries WHERE kind = "
                                  "'host_signed_in'")
-        self.assertEqual(rows, [("Bob Red",)])
+        self.assertEqual(rows, [("Bob Red",), ("Bob Red",)])
         # The edges' audit entries (through their outboxes) name the identity too.
         query = "SELECT user_name FROM audit_entries WHERE kind = 'session_started'"
-        yield wait_for(lambda: len(self.d.audit_rows(query)) >= 2, timeout=20, step=0.2)
-        self.assertEqual(self.d.audit_rows(query), [("Bob Red",), ("Bob Red",)])
+        yield wait_for(lambda: len(self.d.audit_rows(query)) >= 3, timeout=20, step=0.2)
+        self.assertEqual(self.d.audit_rows(query), [("Bob Red",)] * 3)

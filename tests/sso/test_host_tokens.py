@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from ct.common import hosttoken
 from ct.common.hosttoken import HostIdentity, HostTokenConfig, HostTokenRefused
-from ct.dashboard.pages.sso import loopback_redirect
+from ct.dashboard.pages.sso import loopback_redirect, page_redirect
 
 SECRET = "s" * 40
 NOW = 1_700_000_000
@@ -65,3 +65,10 @@ class LoopbackTests(unittest.TestCase):
                     "http://user:pw@127.0.0.1:80/", "http://127.0.0.1:80/#x",
                     "http://127.0.0.1:99999/", "javascript:alert(1)", "//127.0.0.1:80/"):
             self.assertIsNone(loopback_redirect(bad), bad)
+
+    def test_pages_of_this_server(self):
+        for ok in ("/", "/app/", "/app/?x=1"):
+            self.assertEqual(page_redirect(ok), ok)
+        for bad in (None, "", "//evil.example/", "/\\evil.example", "https://x/", "app/",
+                    "/a#b", "/a\nb", "/" + "a" * 600):
+            self.assertIsNone(page_redirect(bad), bad)

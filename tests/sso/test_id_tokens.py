@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from ct.common.http import make_agent
 from ct.common.oidc import OidcClient, SignInRefused, SsoConfig, verify_id_token
 from tests.dashboard.browser import Browser, missing, run
-from tests.sso.provider import CLIENT_ID, CLIENT_SECRET, Provider
+from tests.sso.provider import CLIENT_ID, CLIENT_SECRET, Provider, pass_provider
 
 REDIRECT = "http://127.0.0.1:9/cb"  # nothing listens: the browser stops there, code in hand
 
@@ -60,19 +60,7 @@ class IdTokenTests(unittest.TestCase):
 
         def through_provider():
             b.driver.get(url)
-            b.wait(lambda: b.driver.current_url.startswith(REDIRECT)
-                   or b.driver.find_elements("css selector", "input[name=login]"),
-                   what="the provider's sign-in page")
-            for _ in range(3):
-                if b.driver.current_url.startswith(REDIRECT):
-                    break
-                if b.driver.find_elements("css selector", "input[name=login]"):
-                    b.find("input[name=login]").send_keys(login)
-                    b.find("input[name=password]").send_keys("any password")
-                b.find("button[type=submit]").click()
-                b.wait(lambda: b.driver.current_url.startswith(REDIRECT)
-                       or b.driver.find_elements("css selector", "button[type=submit]"),
-                       what="the next step")
+            pass_provider(b, login, lambda: b.driver.current_url.startswith(REDIRECT))
             return b.driver.current_url
 
         back = yield run(through_provider)

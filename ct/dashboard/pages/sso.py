@@ -5,8 +5,9 @@ server (the browser holds only ``state``, in the ``ct_sso`` cookie) and sends th
 browser to the provider; ``/dashboard/sso/callback`` checks the state against the
 cookie, exchanges the code, verifies the ID token and starts a dashboard session with
 the role the token's claims give. ``/dashboard/sso/host`` is the same sign-in for a host
-(``ct-client login``): it ends at the client's loopback URL with a host token, for any
-user of the allowed domains (no dashboard role needed). Refusals show the log-in page
+(``ct-client login``, or a page of this server such as the browser client): it ends at
+the client's loopback URL (token in the query) or at that page (token in the fragment)
+with a host token, for any user of the allowed domains (no dashboard role needed). Refusals show the log-in page
 with the reason (403) and leave one log line and an audit entry.
 """
 
@@ -54,6 +55,15 @@ class Pending:
     client_state: str = ""
 
 
+def page_redirect(raw: str | None) -> str | None:
+    """``raw`` when it is a path on this server (``/app/``), where a browser client
+    takes the host token from the fragment; else None."""
+    if not raw or len(raw) > 512 or not raw.startswith("/") or raw.startswith("//") \
+            or "\\" in raw or "#" in raw or any(c < " " or c == "\x7f" for c in raw):
+        return None
+    return raw
+
+
 def loopback_redirect(raw: str | None) -> str | None:
     """``raw`` when it is a loopback ``http://127.0.0.1:PORT/...`` (or ``[::1]``,
     ``localhost``) URL a CLI listens on (RFC 8252), else None."""
@@ -95,16 +105,18 @@ class SsoPages:
         self._pending[state] = pending
 
     def host_start(self, request):
-        """A host's sign-in (``ct-client login``): the host token goes to the client's
-        loopback ``redirect_uri`` with its ``state``."""
+        """A host's sign-in: the host token goes with the client's ``state`` to its
+        ``redirect_uri``: a loopback URL (``ct-client login``) or a page of this server."""
         if self.host_tokens is None:
             return refuse(request, 404, "host sign-in is not configured here "
                                         "(CT_HOST_TOKEN_SECRET)")
-        loopback = loopback_redirect(arg(request, "redirect_uri"))
+        raw = arg(request, "redirect_uri")
+        loopback = loopback_redirect(raw) or page_redirect(raw)
         client_state = arg(request, "state") or ""
         if loopback is None or not 16 <= len(client_state) <= 128:
-            return refuse(request, 400, "expected redirect_uri=http://127.0.0.1:PORT/... and "
-                                        "a state of 16-128 characters")
+            return refuse(request, 400, "expected redirect_uri=http://127.0.0.1:PORT/... (or "
+                                        "a path on this server) and a state of 16-128 "
+                                        "characters")
         return self.start(request, loopback, client_state)
 
     @defer.inlineCallbacks
@@ -179,7 +191,8 @@ class SsoPages:
         return result
 
     def _host_token(self, request, claims, pending: Pending, ip: str) -> bytes:
-        """A signed-in host: 303 to its loopback URL with a fresh host token."""
+        """A signed-in host: 303 to its loopback URL (query) or page (fragment) with a
+        fresh host token."""
         email = check_domain(claims, self.oidc.config)
         identity = HostIdentity(str(claims["sub"]), display_name(claims)[:MAX_NAME], email)
         token = hosttoken.issue(identity, self.host_tokens, self.clock.seconds())
@@ -188,8 +201,11 @@ class SsoPages:
         self.backend.record("host_signed_in", identity.name, ip=ip, subject=identity.subject,
                             audience=self.host_tokens.audience).addErrback(
             lambda f: _log.failure("dashboard: could not store an audit entry", f))
-        target = pending.loopback + ("&" if "?" in pending.loopback else "?") + urlencode(
-            {"state": pending.client_state, "token": token})
+        answer = urlencode({"state": pending.client_state, "token": token})
+        if pending.loopback.startswith("/"):  # a page here: never sent back to a server
+            target = f"{pending.loopback}#{answer}"
+        else:
+            target = pending.loopback + ("&" if "?" in pending.loopback else "?") + answer
         request.setResponseCode(303)
         request.setHeader(b"location", target.encode("utf-8"))
         request.setHeader(b"cache-control", b"no-store")
