@@ -163,16 +163,18 @@ def identity_from_claims(claims: dict[str, Any], config: SsoConfig) -> Identity:
 
 
 class OidcClient:
-    """Talks to the provider: discovery (cached), JWKS (cached, fetched again at most
-    every ``jwks_min_refresh`` seconds for an unknown key id), the token endpoint."""
+    """Talks to the provider: discovery (cached), JWKS (cached for ``jwks_max_age``
+    seconds, and fetched again at most every ``jwks_min_refresh`` seconds for an unknown
+    key id), the token endpoint."""
 
     def __init__(self, config: SsoConfig, agent, clock, timeout: float = 10.0,
-                 jwks_min_refresh: float = 10.0):
+                 jwks_min_refresh: float = 10.0, jwks_max_age: float = 3600.0):
         self.config = config
         self.agent = agent
         self.clock = clock
         self.timeout = timeout
         self.jwks_min_refresh = jwks_min_refresh
+        self.jwks_max_age = jwks_max_age
         self._discovery: dict[str, Any] | None = None
         self._keys: KeySet | None = None
         self._keys_at = float("-inf")
@@ -230,8 +232,9 @@ class OidcClient:
     def keys(self, kid: str | None = None):
         """The provider's keys; fetched again when ``kid`` is not among them."""
         now = self.clock.seconds()
-        stale = self._keys is None or (kid is not None and not _has_kid(self._keys, kid)
-                                       and now - self._keys_at >= self.jwks_min_refresh)
+        age = now - self._keys_at
+        stale = self._keys is None or age >= self.jwks_max_age or (
+            kid is not None and not _has_kid(self._keys, kid) and age >= self.jwks_min_refresh)
         if stale:
             doc = yield self.discovery()
             jwks = yield self._fetch(doc["jwks_uri"])
