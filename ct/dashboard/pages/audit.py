@@ -23,7 +23,7 @@ EXPORT_MAX = 50_000
 EXPORT_BATCH = 1000
 FILTERS = ("since", "until", "kind", "user", "edge", "session")
 KINDS = sorted(AUDIT_KINDS | {"session_ended_by_admin", "dashboard_logout",
-                              "api_token_created", "api_token_revoked"})
+                              "api_token_created", "api_token_revoked", "host_signed_in"})
 
 
 def audit_query(request) -> dict[str, Any]:
