@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ct.common.listen import ListenConfig
+from ct.common.proxy import NoProxy, OutboundProxy, ProxySettingError, parse_no_proxy, parse_proxy
 from ct.common.settings import (
     Setting,
+    SettingError,
     parse_bool,
     parse_choice,
     parse_endpoint,
@@ -31,6 +33,19 @@ from ct.metrics.statsd import DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_PREFIX
 
 SERVERS = frozenset({"edge", "locator"})
 
+
+def _proxy_setting(parse):
+    """A ``ct.common.proxy`` parser as a settings parser (its errors are setting errors)."""
+
+    def parse_setting(raw: str):
+        try:
+            return parse(raw)
+        except ProxySettingError as e:
+            raise SettingError(str(e)) from None
+
+    return parse_setting
+
+
 COMMON_SETTINGS = [
     Setting("CT_SERVER_URL", "server-url", None, parse_url(("http", "https"), allow_none=True),
             "External URL of this server (used in join links); its host must match the "
@@ -40,6 +55,18 @@ COMMON_SETTINGS = [
     Setting("CT_TRUST_ALL_CERTS", "trust-all-certs", False, parse_bool,
             "Accept self-signed certificates when calling other servers of the deployment.",
             SERVERS),
+    Setting("CT_PROXY", "proxy", None, _proxy_setting(parse_proxy),
+            "Outbound HTTP proxy, `http://[user:password@]host:port`, for the calls this "
+            "server makes to other servers of the deployment (the edge's link to the "
+            "locator, the locator's health probes of edges): each is an HTTP CONNECT tunnel "
+            "(websockets and TLS inside it end to end). Unset or `none`: direct. The "
+            "password is masked in logs.", SERVERS),
+    Setting("CT_NO_PROXY", "no-proxy", None, _proxy_setting(parse_no_proxy),
+            "Destinations reached without `CT_PROXY`: comma-separated host names (a name "
+            "also matches its subdomains; a leading dot is optional), IP addresses, CIDR "
+            "networks, each optionally with `:port`, or `*` for all. Names are not "
+            "resolved. Unset: `NO_PROXY`, then `no_proxy`.", SERVERS,
+            also_env=("NO_PROXY", "no_proxy")),
     Setting("CT_HTTP_LISTEN", "http-listen", "tcp:1080", parse_endpoint,
             "Endpoint serving plain HTTP and websockets (`none` to disable).", SERVERS),
     Setting("CT_HTTPS_LISTEN", "https-listen", "ssl:1443", parse_endpoint,
@@ -95,6 +122,7 @@ class ServerConfig:
     dashboard_user: str | None
     dashboard_password: str | None
     websocket_url: str  # the URL the websocket factories serve: CT_SERVER_URL as ws(s)
+    outbound: OutboundProxy = OutboundProxy()  # CT_PROXY and CT_NO_PROXY
 
 
 def server_config(values: Mapping[str, Any]) -> ServerConfig:
@@ -113,6 +141,7 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         dashboard_user=values["dashboard_user"] or values["logs_user"],
         dashboard_password=values["dashboard_password"] or values["logs_password"],
         websocket_url=_websocket_url(values["server_url"]),
+        outbound=OutboundProxy(values["proxy"], values["no_proxy"] or NoProxy()),
     )
 
 

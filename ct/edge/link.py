@@ -17,13 +17,17 @@ from typing import Any, Callable
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ct import __version__
 from ct.client.links import websocket_url
 from ct.common.http import TrustAllPolicy
+from ct.common.proxy import OutboundProxy
 from ct.edge import admin
 from ct.protocol import link
 from ct.protocol.link import BATCH, decode_link_message
@@ -54,10 +58,28 @@ class _LinkProtocol(WebSocketClientProtocol):
         self.sendMessage(encode_control(message), False)
 
 
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """Passes failed connection attempts to ``failed`` (ClientService keeps them quiet)."""
+
+    def __init__(self, endpoint, failed: Callable):
+        self.endpoint = endpoint
+        self.failed = failed
+
+    def __repr__(self) -> str:
+        return repr(self.endpoint)
+
+    def connect(self, factory):
+        d = self.endpoint.connect(factory)
+        d.addErrback(self.failed)
+        return d
+
+
 class LocatorLink(service.Service):
     def __init__(self, reactor, edge, outbox, locator_url: str, secret: str,
                  public_url: Callable[[], str], report_interval: float = 2.0,
-                 trust_all: bool = False, max_connections: int = 0):
+                 trust_all: bool = False, max_connections: int = 0,
+                 outbound: OutboundProxy | None = None):
         self.reactor = reactor
         self.edge = edge
         self.outbox = outbox
@@ -90,8 +112,12 @@ class LocatorLink(service.Service):
         factory.setProtocolOptions(autoPingInterval=5, autoPingTimeout=10,
                                    openHandshakeTimeout=10,
                                    maxMessagePayloadSize=16 * 1024 * 1024)
-        endpoint = clientFromString(reactor, f"tcp:host={factory.host}:port={factory.port}"
-                                             ":timeout=10")
+        self.proxy = outbound.proxy_for(factory.host, factory.port) if outbound else None
+        if self.proxy is not None:  # CT_PROXY: a CONNECT tunnel, TLS inside it
+            endpoint = outbound.endpoint(reactor, factory.host, factory.port, timeout=10)
+        else:
+            endpoint = clientFromString(reactor, f"tcp:host={factory.host}:port={factory.port}"
+                                                 ":timeout=10")
         if factory.isSecure:
             from twisted.internet.ssl import optionsForClientTLS
 
@@ -99,7 +125,7 @@ class LocatorLink(service.Service):
                    else optionsForClientTLS(factory.host))
             endpoint = wrapClientTLS(tls, endpoint)
         self.client = ClientService(
-            endpoint, factory, clock=reactor,
+            _ReportingEndpoint(endpoint, self._connect_failed), factory, clock=reactor,
             retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=1.6,
                                       jitter=random.random))
 
@@ -200,6 +226,17 @@ class LocatorLink(service.Service):
                        "CA on this host, or set CT_TRUST_ALL_CERTS=true for a self-signed "
                        "locator of your own", detail=detail)
         self.last_error = text
+
+    def _connect_failed(self, failure):
+        """One line per cause while connecting fails (ClientService retries with back-off)."""
+        if not failure.check(defer.CancelledError):
+            via = f" through the proxy {self.proxy}" if self.proxy is not None else ""
+            text = f"connect: {failure.getErrorMessage()}"
+            if text != self.last_error:
+                _log.warn("cannot connect to the locator at {url}{via}: {error}; retrying",
+                          url=self.locator_url, via=via, error=failure.getErrorMessage())
+            self.last_error = text
+        return failure
 
     def _closed(self, proto, code, reason):
         if proto is not self.proto:

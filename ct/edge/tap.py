@@ -271,15 +271,17 @@ def add_locator_link(top, edge: Edge, values, listening, reactor):
     link = LocatorLink(reactor, edge, outbox, values["locator"], values["edge_secret"],
                        public_url, report_interval=values["report_interval"],
                        trust_all=values["trust_all_certs"],
-                       max_connections=values["max_connections"])
+                       max_connections=values["max_connections"],
+                       outbound=server_config(values).outbound)
     link.setServiceParent(top)
     top.outbox = outbox
     top.metrics.add_source("edge-link", lambda: {
         "connected": 1 if link.registered else 0, "outbox_depth": outbox.depth,
         "outbox_dropped_total": outbox.dropped, "outbox_unwritten": outbox.unwritten,
         "outbox_write_failures_total": outbox.write_failures}, EDGE_LINK_METRICS)
-    _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
-              url=values["locator"])
+    _log.info("edge {edge} will register with the locator at {url}{via}", edge=edge.edge_id,
+              url=values["locator"],
+              via=f" through the proxy {link.proxy}" if link.proxy is not None else "")
     return link
 
 
