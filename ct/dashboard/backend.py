@@ -195,7 +195,8 @@ class EdgeBackend:
         snap = self.edge.snapshot()
         return {"edge": self.edge.edge_id, "region": self.edge.config.region,
                 "version": __version__, "state": "online", "suspended": False,
-                "lagMs": snap["lag_ms"], "connections": snap["connections"],
+                "lagMs": snap["lag_ms"], "cpu": snap["cpu"],
+                "connections": snap["connections"],
                 "sessions": snap["sessions"], "users": snap["users_online"],
                 "lastSeenAgo": 0.0}
 

@@ -255,11 +255,10 @@ class LocatorLink(service.Service):
         if not self.registered:
             return
         snap = self.edge.snapshot()
-        cap = self.max_connections
         self.proto.send_json(link.Report(
             lag_ms=snap["lag_ms"], connections=snap["connections"], sessions=snap["sessions"],
-            users=snap["users_online"], load=(snap["people"] / cap) if cap else None,
-            suspended=self.suspended, outbox=self.outbox.depth,
+            users=snap["users_online"], cpu=snap["cpu"], suspended=self.suspended,
+            outbox=self.outbox.depth,
             sessions_hosted=snap["sessions_hosted_total"],
             downloads=self.downloads.counts() if self.downloads is not None else {}).to_json())
 

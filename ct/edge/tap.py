@@ -54,6 +54,7 @@ class EdgeRuntime(service.Service):
     def startService(self):
         super().startService()
         self.edge.lag.start()
+        self.edge.cpu.start()
         if self.edge.probe is not None:
             self.edge.probe.start()
 
@@ -85,6 +86,7 @@ class EdgeRuntime(service.Service):
 
     def _finish(self):
         self.edge.lag.stop()
+        self.edge.cpu.stop()
         if self.edge.relay.sessions:
             _log.info("ending {n} sessions: the edge is stopping", n=len(self.edge.relay.sessions))
         self.edge.relay.shutdown()
@@ -108,6 +110,7 @@ def edge_config(values) -> EdgeConfig:
         region=values["region"],
         trusted_proxies=values["trusted_proxies"],
         edge_id=values["edge_id"],
+        cpu_interval=values["report_interval"],
     )
 
 

@@ -398,7 +398,7 @@ class Locator:
 
     def edge_reported(self, info: EdgeInfo, report: link.Report) -> defer.Deferred:
         self.directory.reported(info.edge_id, report.to_json())
-        return self.store.update_edge_stats(info.edge_id, report.load, report.lag_ms,
+        return self.store.update_edge_stats(info.edge_id, report.cpu, report.lag_ms,
                                             report.connections, report.sessions, report.users)
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:

@@ -29,6 +29,7 @@ MAX_COUNT = 2**53  # counters and gauges (exact in a JSON number)
 BATCH = 500  # records an edge sends in one outbox batch
 MAX_BATCH_RECORDS = 100 * BATCH  # of each kind in one batch the locator takes
 MAX_DOWNLOAD_KINDS = 64
+MAX_CPU = 1024.0  # process CPU in cores (one core: 1.0)
 MIN_RETRY_AFTER = 1.0
 MAX_RETRY_AFTER = 60.0
 DEFAULT_RETRY_AFTER = 5.0
@@ -180,13 +181,15 @@ class Register:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """An edge's load figures, every ``CT_REPORT_INTERVAL`` seconds."""
+    """An edge's load figures, every ``CT_REPORT_INTERVAL`` seconds: ``cpu`` is the CPU its
+    process used over the last interval in cores (1.0: one core busy), ``lag_ms`` how late
+    its event loop runs timers (recent average); None: not measured yet."""
 
     lag_ms: float | None = None
     connections: int = 0
     sessions: int = 0
     users: int = 0
-    load: float | None = None
+    cpu: float | None = None
     suspended: bool = False
     outbox: int = 0
     sessions_hosted: int = 0
@@ -194,7 +197,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": REPORT, "lagMs": self.lag_ms, "connections": self.connections,
-                "sessions": self.sessions, "users": self.users, "load": self.load,
+                "sessions": self.sessions, "users": self.users, "cpu": self.cpu,
                 "suspended": self.suspended, "outbox": self.outbox,
                 "sessionsHosted": self.sessions_hosted, "downloads": dict(self.downloads)}
 
@@ -213,7 +216,7 @@ class Report:
             raise bad(what, "'suspended' must be true or false")
         return cls(lag_ms=_number(raw, "lagMs", what), connections=_count(raw, "connections", what),
                    sessions=_count(raw, "sessions", what), users=_count(raw, "users", what),
-                   load=_number(raw, "load", what), suspended=suspended,
+                   cpu=_number(raw, "cpu", what, maximum=MAX_CPU), suspended=suspended,
                    outbox=_count(raw, "outbox", what),
                    sessions_hosted=_count(raw, "sessionsHosted", what), downloads=downloads)
 

@@ -13,7 +13,7 @@ from ct.protocol.errors import ProtocolError
 class RoundTripTests(unittest.SynchronousTestCase):
     def test_records_and_messages_survive_to_json_and_back(self):
         cases = [
-            (link.Report, link.Report(lag_ms=1.5, connections=3, sessions=1, users=2, load=0.25,
+            (link.Report, link.Report(lag_ms=1.5, connections=3, sessions=1, users=2, cpu=0.25,
                                       outbox=7, sessions_hosted=4, downloads={"vscode": 2})),
             (link.SessionUpdate, link.SessionUpdate("s1", "team", 12.5)),
             (link.SessionUpdate, link.SessionUpdate("s1", ended=20.0)),
@@ -50,11 +50,17 @@ class RefusalTests(unittest.SynchronousTestCase):
     def test_report_fields_are_checked_and_bounded(self):
         for change in [{"connections": "5"}, {"connections": -1}, {"sessions": 1.5},
                        {"users": True}, {"users": 2**60}, {"lagMs": "slow"},
-                       {"lagMs": math.inf}, {"load": -0.1}, {"suspended": "no"},
+                       {"lagMs": math.inf}, {"cpu": -0.1}, {"cpu": 1e6}, {"cpu": "high"},
+                       {"suspended": "no"},
                        {"downloads": []}, {"downloads": {"vscode": "1"}},
                        {"downloads": {str(n): 1 for n in range(100)}}]:
             with self.subTest(change=change):
                 self.refused(link.Report, {"type": "report", **change})
+
+    def test_a_report_of_an_older_edge_is_taken(self):
+        # Edges before 'cpu' sent 'load' (people / capacity): ignored, not refused.
+        report = link.Report.from_json({"type": "report", "load": 0.5, "connections": 2})
+        self.assertEqual((report.cpu, report.connections), (None, 2))
 
     def test_records_are_checked(self):
         good_audit = {"id": "a1", "time": 1.0, "kind": "session_started"}

@@ -11,7 +11,7 @@ from ct.dashboard.format import ago, number
 from ct.dashboard.frame import PageGroup, csrf_field
 from ct.dashboard.html import tags
 
-COLUMNS = ["Edge", "Status", "Region", "Version", "Load", "Lag", "Connections", "Sessions",
+COLUMNS = ["Edge", "Status", "Region", "Version", "CPU", "Lag", "Connections", "Sessions",
            "Last seen", ""]
 
 
@@ -39,7 +39,7 @@ class EdgePages(PageGroup):
         body = tags.tbody()
         for e in sorted(edges, key=lambda e: e["edge"]):
             state = e.get("state", "unavailable")
-            load = e.get("load")
+            cpu = e.get("cpu")
             last = e.get("lastSeenAgo")
             if last is None and e.get("lastReport"):
                 last = self.clock.seconds() - float(e["lastReport"])
@@ -48,7 +48,8 @@ class EdgePages(PageGroup):
                 tags.td(tags.span(state, class_=f"badge badge-{state}",
                                   id=f"state-{e['edge']}")),
                 tags.td(e.get("region") or "—"), tags.td(e.get("version") or "—"),
-                tags.td("—" if load is None else f"{float(load) * 100:.0f} %"),
+                tags.td("—" if cpu is None else f"{float(cpu) * 100:.0f} %",
+                        id=f"cpu-{e['edge']}", title="of one core, over the last report"),
                 tags.td(number(e.get("lagMs"), 1, " ms")),
                 tags.td(number(e.get("connections"))), tags.td(number(e.get("sessions"))),
                 tags.td(ago(last)),
