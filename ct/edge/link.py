@@ -98,6 +98,7 @@ class LocatorLink(service.Service):
         self.batches_sent = 0
         self.last_error: str | None = None
         self.downloads = None  # a DownloadCounter: per-client counts go into reports
+        self.server_log = None  # a ServerLog: its recent lines answer the locator's log-lines
         self.config_listeners: list[Callable[[dict[str, Any]], None]] = [self._apply_advanced]
         self._reporter = LoopingCall(self.report)
         self._reporter.clock = reactor
@@ -202,6 +203,9 @@ class LocatorLink(service.Service):
         """Answer the locator's administrator requests (dashboard actions)."""
         relay = self.edge.relay
         request = message.get("request")
+        if kind == link.LOG_LINES:
+            self._send_log(proto, request, link.requested_log_lines(message))
+            return
         if kind == link.LIST_SESSIONS:
             proto.send_json(link.sessions_answer(request, admin.list_sessions(relay)))
             return
@@ -217,6 +221,25 @@ class LocatorLink(service.Service):
         _log.info("administrator request from the locator: {kind} {session}", kind=kind,
                   session=message.get("session"))
         proto.send_json(link.done(request, **result))
+
+    def _send_log(self, proto, request, lines: int) -> None:
+        """The recent lines of this edge's log, bounded (``link.log_tail``), to the locator."""
+        if self.server_log is None:
+            proto.send_json(link.refused(request, "not-available", "this edge keeps no log"))
+            return
+
+        def answer(recent):
+            kept, truncated = link.log_tail(recent, lines)
+            if proto is self.proto:  # not over a link that has gone since
+                source = self.server_log.source()
+                proto.send_json(link.LogAnswer(tuple(kept), source, truncated).to_json(request))
+
+        def failed(f):
+            _log.failure("reading the log for the locator", f)
+            if proto is self.proto:
+                proto.send_json(link.refused(request, "failed", "could not read the log"))
+
+        self.server_log.lines(lines + 1).addCallbacks(answer, failed)  # +1: older ones?
 
     def untrusted_certificate(self, detail: str) -> None:
         """The locator's TLS certificate did not verify: say what to do, once per cause."""

@@ -136,8 +136,9 @@ def makeService(options, reactor=None) -> EdgeDaemon:
         from twisted.internet import reactor
     values = dict(options)
     apply_time_zone(values["time_zone"])
-    # Single-server: this edge serves the dashboard and /logs (from here on).
-    log_capture = None if values["locator"] else LogCapture(reactor)
+    # The log from here on: single-server, for the dashboard and /logs; under a locator,
+    # for the locator's dashboard (over the link).
+    log_capture = LogCapture(reactor)
     _log.info("ct edge {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
@@ -170,6 +171,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
     if values["locator"]:
         top.link = add_locator_link(top, edge, values, listening, reactor)
         top.link.downloads = top.downloads
+        top.link.server_log = log_capture.server_log
         top.link.config_listeners.append(integrations.on_config)
     else:
         credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
@@ -179,7 +181,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
             DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]),
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
-        log_capture.setServiceParent(top)
+    log_capture.setServiceParent(top)
     EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
