@@ -4,12 +4,14 @@ tinyproxy process, ``NO_PROXY`` bypassing it, and a proxy that dies and comes ba
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.deployment.util import Deployment
 from tests.edge.util import wait_for
+from tests.tlsutil import write_self_signed
 from tests.tinyproxy import MISSING, TinyProxy, free_port
 
 PASSWORD = "pr0xy-s3cret"
@@ -58,3 +60,26 @@ class EdgeLinkThroughProxyTests(unittest.TestCase):
         self.assertEqual(dep.edges["direct"].log().count("registered with the locator"), 1)
         for daemon in (proxied, direct, dep.locator):
             self.assertNotIn(PASSWORD, daemon.log())
+
+    @defer.inlineCallbacks
+    def test_wss_through_the_proxy_keeps_tls_end_to_end(self):
+        """The tunnel carries TLS: the certificate is checked by the edge, not the proxy."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        cert, key = write_self_signed(directory)
+        proxy = TinyProxy(self)
+        proxy.start()
+        dep = Deployment(self, locator_env={"CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1",
+                                            "CT_TLS_CERT": str(cert), "CT_TLS_KEY": str(key)})
+        dep.start_locator()
+        tls_port = dep.locator.port("SSL")
+        https = f"https://127.0.0.1:{tls_port}"
+        dep.start_edge("trusting", CT_LOCATOR=https, CT_TRUST_ALL_CERTS="true",
+                       CT_PROXY=proxy.url)
+        dep.start_edge("careful", CT_LOCATOR=https, CT_PROXY=proxy.url)
+        yield dep.wait_online(["trusting"])
+        dep.edges["careful"].wait_for_log(r"the locator's TLS certificate is not trusted "
+                                          r"\(.*certificate verify failed", timeout=30)
+        self.assertGreaterEqual(proxy.tunnels_to(tls_port), 2, proxy.log())
+        self.assertIn(f"will register with the locator at {https} through the proxy",
+                      dep.edges["trusting"].log())
