@@ -101,7 +101,7 @@ def score(edge: EdgeSnapshot, weights: Weights = DEFAULT_WEIGHTS) -> float:
         score = w_conn * connections / capacity
               + w_sess * sessions / capacity          (both counts plus ``pending``)
               + w_cpu  * clamp((cpu - cpu_idle) / (1 - cpu_idle), 0, 1)
-                                                      (unknown CPU: connections / capacity)
+                                   (unknown CPU: reported connections / capacity, no pending)
               + w_lag  * min((lag_ms - lag_idle_ms)+ / lag_reference_ms, lag_cap)
                                                       (unknown lag: 0)
 
@@ -113,7 +113,9 @@ def score(edge: EdgeSnapshot, weights: Weights = DEFAULT_WEIGHTS) -> float:
     conn_ratio = (max(0, edge.connections) + pending) / capacity
     sess_ratio = (max(0, edge.sessions) + pending) / capacity
     if edge.cpu is None or not math.isfinite(edge.cpu):
-        cpu = min(1.0, conn_ratio)
+        # Stand-in: its connections as reported; pending placements weigh in the counts
+        # already, and must not count twice against an edge that has just connected.
+        cpu = min(1.0, max(0, edge.connections) / capacity)
     else:
         idle = min(max(weights.cpu_idle, 0.0), 0.99)
         cpu = min(1.0, max(0.0, (edge.cpu - idle) / (1.0 - idle)))

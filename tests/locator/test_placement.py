@@ -87,7 +87,10 @@ class PickTests(unittest.SynchronousTestCase):
         self.assertFalse(capped.full)
         self.assertEqual(pick_edge([capped]).edge_id, "a")
         # ... yet they spread a burst: an edge with pending placements scores as busier.
-        self.assertEqual(score(edge("a", pending=10)), score(edge("a", connections=10,
+        self.assertEqual(score(edge("a", cpu=0.0, pending=10)),
+                         score(edge("a", cpu=0.0, connections=10, sessions=10)))
+        # (without a CPU figure, the stand-in counts reported connections only)
+        self.assertLess(score(edge("a", pending=10)), score(edge("a", connections=10,
                                                                  sessions=10)))
         self.assertEqual(pick_edge([edge("a", pending=1), edge("b")]).edge_id, "b")
 
@@ -146,6 +149,12 @@ class ReportedLoadTests(unittest.SynchronousTestCase):
         self.report("busy", cpu=0.08, lag_ms=15.0)
         self.report("idle", cpu=0.01, lag_ms=0.5)
         self.assertEqual(self.picks(6), {"idle": 3, "busy": 3})
+
+    def test_an_edge_not_measured_yet_shares_a_burst_evenly(self):
+        for name in ("busy", "idle"):  # capacity 5: each placement weighs 0.3
+            self.directory.connected(name, f"http://{name}", "eu", "1", object(), False, 5)
+        self.report("busy", cpu=0.01, lag_ms=1.0)  # "idle" has no figures yet
+        self.assertEqual(self.picks(12), {"busy": 6, "idle": 6})
 
     def test_lag_counts_half_a_saturated_cpu_per_200_ms(self):
         self.report("busy", cpu=0.1, lag_ms=500.0)  # 0 + 0.5 * 450 / 200 = 1.125
