@@ -16,6 +16,7 @@ from twisted.python.usage import UsageError
 from ct.common.listen import ListenConfig
 from ct.common.hosttoken import DEFAULT_AUDIENCE, DEFAULT_LIFETIME, MIN_SECRET, HostTokenConfig
 from ct.common.oidc import SsoConfig
+from ct.common.proxy import NoProxy, OutboundProxy, ProxySettingError, parse_no_proxy, parse_proxy
 from ct.common.settings import (
     Setting,
     SettingError,
@@ -72,6 +73,18 @@ def host_token_config(values: Mapping[str, Any]) -> HostTokenConfig | None:
 def parse_domains(raw: str) -> tuple[str, ...]:
     return tuple(d.lower().lstrip("@") for d in parse_list(raw))
 
+def _proxy_setting(parse):
+    """A ``ct.common.proxy`` parser as a settings parser (its errors are setting errors)."""
+
+    def parse_setting(raw: str):
+        try:
+            return parse(raw)
+        except ProxySettingError as e:
+            raise SettingError(str(e)) from None
+
+    return parse_setting
+
+
 COMMON_SETTINGS = [
     Setting("CT_SERVER_URL", "server-url", None, parse_url(("http", "https"), allow_none=True),
             "External URL of this server (used in join links); its host must match the "
@@ -81,6 +94,18 @@ COMMON_SETTINGS = [
     Setting("CT_TRUST_ALL_CERTS", "trust-all-certs", False, parse_bool,
             "Accept self-signed certificates when calling other servers of the deployment.",
             SERVERS),
+    Setting("CT_PROXY", "proxy", None, _proxy_setting(parse_proxy),
+            "Outbound HTTP proxy, `http://[user:password@]host:port`, for the calls this "
+            "server makes to other servers of the deployment (the edge's link to the "
+            "locator, the locator's health probes of edges): each is an HTTP CONNECT tunnel "
+            "(websockets and TLS inside it end to end). Unset or `none`: direct. The "
+            "password is masked in logs.", SERVERS),
+    Setting("CT_NO_PROXY", "no-proxy", None, _proxy_setting(parse_no_proxy),
+            "Destinations reached without `CT_PROXY`: comma-separated host names (a name "
+            "also matches its subdomains; a leading dot is optional), IP addresses, CIDR "
+            "networks, each optionally with `:port`, or `*` for all. Names are not "
+            "resolved. Unset: `NO_PROXY`, then `no_proxy`.", SERVERS,
+            also_env=("NO_PROXY", "no_proxy")),
     Setting("CT_HTTP_LISTEN", "http-listen", "tcp:1080", parse_endpoint,
             "Endpoint serving plain HTTP and websockets (`none` to disable).", SERVERS),
     Setting("CT_HTTPS_LISTEN", "https-listen", "ssl:1443", parse_endpoint,
@@ -198,6 +223,7 @@ class ServerConfig:
     sso: SsoConfig | None = None
     password_login: bool = True
     host_tokens: HostTokenConfig | None = None
+    outbound: OutboundProxy = OutboundProxy()  # CT_PROXY and CT_NO_PROXY
 
 
 def server_config(values: Mapping[str, Any]) -> ServerConfig:
@@ -220,6 +246,7 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         # Without single sign-on the local account is the only way in: never off.
         password_login=values["dashboard_password_login"] or not values["sso_issuer"],
         host_tokens=host_token_config(values),
+        outbound=OutboundProxy(values["proxy"], values["no_proxy"] or NoProxy()),
     )
 
 

@@ -140,6 +140,11 @@ class Dashboard:
         return self.frame.page(request, "edges", "Edge servers", self.edges.edges,
                                refresh=10)
 
+    @app.route("/edges/<string:edge_id>/log", methods=["GET"])
+    def edge_log_page(self, request, edge_id):
+        return self.frame.page(request, "edges", f"Log of edge {edge_id}",
+                               partial(self.edges.edge_log, edge_id), refresh=10)
+
     @app.route("/edges/<string:edge_id>/suspend", methods=["POST"])
     def suspend(self, request, edge_id):
         return self.frame.action(request, partial(self.edges.suspend, edge_id, True),

@@ -39,6 +39,7 @@ class Backend(Protocol):
     def edges(self) -> defer.Deferred: ...
     def this_edge(self) -> dict[str, Any]: ...
     def suspend(self, edge_id: str, suspended: bool, by: str) -> defer.Deferred: ...
+    def edge_log(self, edge_id: str) -> defer.Deferred: ...
     def sessions(self) -> defer.Deferred: ...
     def remove_participant(self, session_id: str, pid: int, by: str) -> defer.Deferred: ...
     def end_session(self, session_id: str, by: str) -> defer.Deferred: ...
@@ -107,6 +108,10 @@ class LocatorBackend:
 
     def suspend(self, edge_id: str, suspended: bool, by: str):
         return _action(self.locator.suspend(edge_id, suspended, by=by))
+
+    def edge_log(self, edge_id: str):
+        """A ``link.LogAnswer``: the edge's recent log lines, fetched over its link."""
+        return _action(self.locator.edge_log(edge_id))
 
     def sessions(self):
         return self.locator.live_sessions()
@@ -229,7 +234,8 @@ class EdgeBackend:
         snap = self.edge.snapshot()
         return {"edge": self.edge.edge_id, "region": self.edge.config.region,
                 "version": __version__, "state": "online", "suspended": False,
-                "lagMs": snap["lag_ms"], "connections": snap["connections"],
+                "lagMs": snap["lag_ms"], "cpu": snap["cpu"],
+                "connections": snap["connections"],
                 "sessions": snap["sessions"], "users": snap["users_online"],
                 "lastSeenAgo": 0.0}
 
@@ -238,6 +244,9 @@ class EdgeBackend:
 
     def suspend(self, edge_id, suspended, by):
         return defer.fail(NotAvailable())
+
+    def edge_log(self, edge_id):
+        return defer.fail(NotAvailable())  # its own log is the Logs page
 
     def sessions(self):
         return defer.succeed(admin.list_sessions(self.edge.relay))

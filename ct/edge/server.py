@@ -16,6 +16,7 @@ from ct import __version__
 from ct.common import hosttoken
 from ct.common.addresses import client_ip, parse_networks
 from ct.common.hosttoken import HostIdentity, HostTokenConfig
+from ct.common.cpu import CpuMeter
 from ct.common.lag import LagMonitor
 from ct.common.tokens import check_team_token
 from ct.edge.presence import PresenceHub
@@ -44,6 +45,7 @@ class EdgeConfig:
     min_client_version: str | None = None
     edge_id: str | None = None
     host_tokens: HostTokenConfig | None = None  # CT_HOST_AUTH=sso; None: open
+    cpu_interval: float = 2.0  # the CPU figure's window: the locator report interval
 
 
 def _version_tuple(text: str) -> tuple:
@@ -64,6 +66,7 @@ class Edge:
         self.relay = Relay(clock, config.limits)
         self.presence = PresenceHub(clock)
         self.lag = LagMonitor(clock)
+        self.cpu = CpuMeter(clock, config.cpu_interval)
         self.relay.host_check = self._check_host
         self.relay.add_listener(self._on_relay_event)
         self.audit_sinks: list[Callable[[dict[str, Any]], None]] = []
@@ -194,6 +197,7 @@ class Edge:
             "users_online": len(in_sessions) + self.presence.online_users(),
             "users_in_sessions": len(in_sessions),
             "lag_ms": round(self.lag.lag_ms, 3),
+            "cpu": self.cpu.fraction,
             "sessions_hosted_total": stats.sessions_hosted,
             "frames_in_total": stats.frames_in,
             "deliveries_total": stats.deliveries,

@@ -162,6 +162,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         reader = open_maxmind(values["maxmind_db"])
     locator = Locator(reactor, store, directory, values["edge_secret"],
                       health_check=health_checker(reactor, values["trust_all_certs"],
+                                                  outbound=server.outbound,
                                                   timeout=HEALTH_PROBE_TIMEOUT),
                       reader=reader,
                       placement_limiter=KeyedLimiter(values["placement_rate"],
