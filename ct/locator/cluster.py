@@ -133,10 +133,11 @@ class Liveness:
         self.dead_after = dead_after
         self.records: dict[str, LocatorRecord] = {}
         self._advanced: dict[str, float] = {}
+        self._alive_at_last_read: set[str] = set()
 
     def update(self, records: list[LocatorRecord]) -> tuple[set[str], set[str]]:
         """Take a fresh read; returns (ids that came alive, ids that died) since the last."""
-        before = self.alive_ids()
+        before = self._alive_at_last_read
         now = self.clock.seconds()
         fresh = {}
         for record in records:
@@ -152,7 +153,7 @@ class Liveness:
         self.records = fresh
         for gone in set(self._advanced) - set(fresh):
             del self._advanced[gone]
-        after = self.alive_ids()
+        after = self._alive_at_last_read = self.alive_ids()
         return after - before, before - after
 
     def alive(self, locator_id: str) -> bool:
