@@ -207,12 +207,11 @@ class NotifyListener:
         self._drop()
 
     def _connect(self) -> None:
-        from txpostgres import txpostgres
-
         self._retry = None
         if self._stopped:
             return
-        conn = txpostgres.Connection(reactor=self.reactor)
+        conn = _quiet_connection_class()(reactor=self.reactor)
+        conn.on_lost = lambda why: conn is self.conn and self._lost(why)
         self.conn = conn
         d = conn.connect(**self.connect_kwargs)
         d.addCallback(lambda _: conn.runOperation(f'LISTEN "{self.channel}"'))
@@ -307,6 +306,37 @@ class NotifyListener:
             return defer.fail(RuntimeError("not connected"))
         # One transaction: the notifications leave together on commit.
         return self.conn.runInteraction(_notify_all, self.channel, payloads)
+
+
+_QUIET = []
+
+
+def _quiet_connection_class():
+    """txpostgres' connection whose loss, noticed while reading or writing, is a call of
+    ``on_lost(why)`` rather than an "Unhandled Error" traceback in the log."""
+    if not _QUIET:
+        from txpostgres import txpostgres
+
+        class QuietConnection(txpostgres.Connection):
+            on_lost = None
+
+            def _guarded(self, step):
+                try:
+                    step(self)
+                except Exception as e:
+                    self.reactor.removeReader(self)
+                    self.reactor.removeWriter(self)
+                    if self.on_lost is not None:
+                        self.reactor.callLater(0, self.on_lost, " ".join(str(e).split()))
+
+            def doRead(self):
+                self._guarded(txpostgres.Connection.doRead)
+
+            def doWrite(self):
+                self._guarded(txpostgres.Connection.doWrite)
+
+        _QUIET.append(QuietConnection)
+    return _QUIET[0]
 
 
 def _notify_all(cursor, channel, payloads):
