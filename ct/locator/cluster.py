@@ -19,8 +19,10 @@ dashboard marks it.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import uuid
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -40,6 +42,7 @@ PING_TIMEOUT = 2.0  # no answer: the listening connection is replaced
 PEER_PING_INTERVAL = 5.0
 PEER_PING_TIMEOUT = 2.0
 LATENCY_WARNING_MS = 10.0
+LATENCY_SAMPLES = 5  # the latency shown and judged is the median of the last few
 LATENCY_WARNING_EVERY = 60.0  # one warning per target per this many seconds at most
 FLUSH_DELAY = 0.02  # changes of this long are sent in one notification
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
@@ -155,6 +158,13 @@ class Liveness:
             del self._advanced[gone]
         after = self._alive_at_last_read = self.alive_ids()
         return after - before, before - after
+
+    def forgive(self) -> None:
+        """This locator could not read the heartbeats for a while (its database was away):
+        the others get a fresh bound instead of being found dead for our outage."""
+        now = self.clock.seconds()
+        for locator_id in self.records:
+            self._advanced[locator_id] = now
 
     def alive(self, locator_id: str) -> bool:
         seen = self._advanced.get(locator_id)
@@ -371,8 +381,9 @@ class Cluster:
         self.liveness = Liveness(clock, dead_after)
         self.handler = None
         self.listener: NotifyListener | None = None
-        self.db_latency_ms: float | None = None
+        self.db_latency_ms: float | None = None  # median of the last LATENCY_SAMPLES
         self.peer_latency_ms: dict[str, float] = {}
+        self._samples: dict[str, deque] = {}
         self.last_heartbeat: float | None = None  # when the database last took ours
         self.notifications_sent = 0
         self.notifications_received = 0
@@ -438,7 +449,11 @@ class Cluster:
         records = yield self.store.heartbeat(
             self.locator_id, self.relay_url() or "", self.version, self.instance,
             self.started_at, self.db_latency_ms, peer)
-        self.last_heartbeat = self.clock.seconds()
+        now = self.clock.seconds()
+        if self.last_heartbeat is not None and now - self.last_heartbeat > \
+                self.liveness.dead_after:
+            self.liveness.forgive()
+        self.last_heartbeat = now
         came, went = self.liveness.update(records)
         came.discard(self.locator_id)
         went.discard(self.locator_id)
@@ -448,11 +463,12 @@ class Cluster:
                       url=record.relay_url or "no relay URL", version=record.version)
         for locator_id in sorted(went):
             self.peer_latency_ms.pop(locator_id, None)
+            self._samples.pop(f"peer:{locator_id}", None)
             _log.warn("locator {id} is dead (no heartbeat for {bound:g} s); edges linked to "
                       "it reconnect to another locator", id=locator_id,
                       bound=self.liveness.dead_after)
-        if went and self.handler is not None and self.shared:
-            self.handler.shared_edges_changed(None)  # their edges are link-lost now
+        if (came or went) and self.handler is not None and self.shared:
+            self.handler.shared_edges_changed(None)  # their edges are link-lost, or back
         return records
 
     def heartbeat(self):
@@ -500,9 +516,20 @@ class Cluster:
 
     # -- latency
 
+    def _median(self, target: str, ms: float) -> float:
+        """The median of the last few round trips: one slow answer (a busy host) is not a
+        slow link."""
+        samples = self._samples.setdefault(target, deque(maxlen=LATENCY_SAMPLES))
+        samples.append(ms)
+        return statistics.median(samples)
+
     def _latency(self, ms: float | None) -> None:
-        self.db_latency_ms = ms
-        if ms is not None and ms > LATENCY_WARNING_MS:
+        if ms is None:
+            self.db_latency_ms = None
+            self._samples.pop("database", None)
+            return
+        self.db_latency_ms = ms = self._median("database", ms)
+        if ms > LATENCY_WARNING_MS:
             self._slow("database", f"the database answers in {ms:.1f} ms")
 
     def _slow(self, target: str, what: str) -> None:
@@ -528,7 +555,7 @@ class Cluster:
         return defer.DeferredList(calls)
 
     def _peer_answered(self, ms: float, locator_id: str) -> None:
-        self.peer_latency_ms[locator_id] = ms
+        self.peer_latency_ms[locator_id] = ms = self._median(f"peer:{locator_id}", ms)
         if ms > LATENCY_WARNING_MS:
             self._slow(f"peer:{locator_id}", f"locator {locator_id} answers in {ms:.1f} ms")
 

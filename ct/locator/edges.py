@@ -48,6 +48,8 @@ class EdgeInfo:
     link: Any = None  # the websocket protocol while the link is up
     owner: str | None = None  # another live locator that holds the link (several locators)
     linked_at: float | None = None  # when the current link was made (shared epoch)
+    seen_at: float = 0.0  # when the database row was last read (edges linked elsewhere)
+    shared_report: float | None = None  # the row's report time (the owner's clock)
 
 
 class EdgeDirectory:
@@ -91,7 +93,13 @@ class EdgeDirectory:
         if info.link is not None:
             return changed
         info.url, info.region, info.version = row.url, row.region, row.version
-        if row.stats_at is not None and row.stats_at > info.last_report:
+        now = self.clock.seconds()
+        info.seen_at = now
+        if row.stats_at is not None and row.stats_at != info.shared_report:
+            # A new report: timed by this locator's clock (hosts' clocks may differ), the
+            # first one seen by the row's own time.
+            first = info.shared_report is None
+            info.shared_report = row.stats_at
             stats = row.stats()
             before = info.stats.get("sessionsHosted")
             hosted = stats["sessionsHosted"]
@@ -99,7 +107,7 @@ class EdgeDirectory:
                 for _ in range(min(hosted - before, len(info.pending))):
                     info.pending.popleft()
             info.stats = stats
-            info.last_report = row.stats_at
+            info.last_report = min(now, row.stats_at) if first else now
         new_link = row.linked_at != info.linked_at
         info.linked_at = row.linked_at
         if owner_alive:
@@ -189,7 +197,10 @@ class EdgeDirectory:
     def state(self, info: EdgeInfo) -> EdgeState:
         now = self.clock.seconds()
         if info.link_up or info.owner is not None:  # linked here, or to a live locator
-            if now - info.last_report > self.dead_after:
+            # Linked elsewhere: judged as of the last read of its row, so a database that
+            # cannot be read makes no edge look silent.
+            as_of = now if info.link_up else min(now, info.seen_at)
+            if as_of - info.last_report > self.dead_after:
                 return EdgeState.UNAVAILABLE
             return EdgeState.SUSPENDED if info.suspended else EdgeState.ONLINE
         if info.dead or info.link_lost_at is None or now - info.link_lost_at > self.link_grace:

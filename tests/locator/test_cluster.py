@@ -114,8 +114,18 @@ class SharedDirectoryTests(unittest.TestCase):
         snap, = self.directory.snapshots()
         self.assertEqual(snap.connections, 4)
         self.clock.advance(6)
-        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)  # no report for dead_after
+        # Not re-read meanwhile (the database was away): nothing says it fell silent.
+        self.assertEqual(self.state(), EdgeState.ONLINE)
+        self.directory.shared(row(), owner_alive=True)  # re-read: no report for 6 s
+        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)
         self.directory.shared(row(stats_at=106), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.ONLINE)
+
+    def test_reports_are_timed_by_this_locators_clock(self):
+        self.directory.shared(row(stats_at=40.0), owner_alive=True)  # its clock: 60 s behind
+        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)  # as far as we can tell
+        self.clock.advance(1)
+        self.directory.shared(row(stats_at=41.0), owner_alive=True)  # it reports: fresh
         self.assertEqual(self.state(), EdgeState.ONLINE)
 
     def test_a_lost_link_is_probed_here_too_and_two_failures_flag_it(self):
