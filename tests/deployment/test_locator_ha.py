@@ -322,6 +322,13 @@ class SeveralLocatorsTests(unittest.TestCase):
                 placed = yield c.client(name, forwarded_for="10.1.2.3").start_session()
                 self.assertEqual(placed["edge"], "e1", name)
 
+        # A new team's members meet on one edge whichever locator they ask.
+        first = yield c.client("l1").team_edge("new-team")
+        yield sleep(SHARED_BOUND)
+        for name in ("l2", "l3"):
+            other = yield c.client(name).team_edge("new-team")
+            self.assertEqual(other["edge"], first["edge"], name)
+
         # A killed edge: unavailable on every locator within the documented bound.
         c.edges["e3"].kill()
         took = yield c.wait_states(names, lambda s: s.get("e3") == "unavailable", timeout=10)

@@ -274,3 +274,33 @@ class ClusterStorePostgresTests(_ClusterStoreSuite, unittest.TestCase):
 
 class ClusterStoreMySQLTests(_ClusterStoreSuite, unittest.TestCase):
     dialect = "mysql"
+
+
+class DashboardLocatorsTests(unittest.TestCase):
+    def render(self, locators) -> str:
+        from twisted.web.template import flattenString
+
+        from ct.dashboard.pages.edges import EdgePages
+
+        parts = EdgePages._locators(locators)
+        if not parts:
+            return ""
+        out = []
+        for part in parts:
+            flattenString(None, part).addCallback(out.append)
+        return b"".join(out).decode()
+
+    def test_listed_with_several_locators_and_slow_ones_marked(self):
+        def loc(i, alive=True, slow=False):
+            return {"locator": f"loc-{i}", "url": f"http://l{i}", "version": "1",
+                    "self": i == 1, "alive": alive, "heartbeatAgo": 0.4,
+                    "databaseLatencyMs": 12.5 if slow else 0.8, "latencyMs": 1.0,
+                    "slow": slow}
+
+        self.assertEqual(self.render([loc(1)]), "")  # one locator: nothing to list
+        html = self.render([loc(1), loc(2, alive=False), loc(3, slow=True)])
+        self.assertIn('id="locator-loc-2"', html)
+        self.assertIn("dead", html)
+        self.assertIn("(this one)", html)
+        self.assertEqual(html.count(">slow<"), 1)
+        self.assertIn("12.5 ms", html)
