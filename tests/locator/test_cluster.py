@@ -304,3 +304,83 @@ class DashboardLocatorsTests(unittest.TestCase):
         self.assertIn("(this one)", html)
         self.assertEqual(html.count(">slow<"), 1)
         self.assertIn("12.5 ms", html)
+
+
+class _TwoLocatorsSuite:
+    """Two locators in this process on one real database (set ``dialect``)."""
+
+    dialect = ""
+
+    def setUp(self):
+        from tests.storage import dbs
+
+        self.config = dbs.fresh_database(self, self.dialect)
+
+    @defer.inlineCallbacks
+    def locator(self, name: str):
+        from twisted.internet import reactor
+
+        from ct.locator.cluster import Cluster, make_listener
+        from ct.locator.service import Locator
+        from ct.storage.cluster import ClusterStore
+        from ct.storage.database import Database
+        from ct.storage.migrations import prepare_database
+        from ct.storage.store import LocatorStore
+
+        db = Database(self.config, reactor)
+        self.addCleanup(db.close)
+        yield prepare_database(db, reactor)
+        cluster = Cluster(reactor, db, ClusterStore(db, reactor), name,
+                          lambda: f"http://{name}", "1")
+        locator = Locator(reactor, LocatorStore(db, reactor), EdgeDirectory(reactor), None,
+                          cluster=cluster)
+        yield cluster.start(make_listener(reactor, cluster) if cluster.shared else None)
+        self.addCleanup(cluster.stop)
+        yield locator.start()
+        self.addCleanup(locator.stop)
+        return locator
+
+
+class SecondLocatorRefusedSuite(_TwoLocatorsSuite):
+    @defer.inlineCallbacks
+    def test_a_second_locator_is_refused_and_the_first_goes_on(self):
+        from ct.locator.cluster import SecondLocatorRefused
+
+        first = yield self.locator("A")
+        e = yield self.assertFailure(self.locator("B"), SecondLocatorRefused)
+        self.assertIn("another locator (A, http://A)", str(e))
+        self.assertIn("several locators need PostgreSQL", str(e))
+        records = yield first.cluster.store.list_locators()
+        self.assertEqual([r.locator_id for r in records], ["A"])  # B left no row
+
+
+class SecondLocatorOnSQLiteTests(SecondLocatorRefusedSuite, unittest.TestCase):
+    dialect = "sqlite"
+
+
+class SecondLocatorOnMySQLTests(SecondLocatorRefusedSuite, unittest.TestCase):
+    dialect = "mysql"
+
+
+class SharedSettingsOnPostgresTests(_TwoLocatorsSuite, unittest.TestCase):
+    dialect = "postgres"
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_settings_and_regions_changed_on_one_apply_on_the_other(self):
+        from tests.edge.util import wait_for
+
+        a = yield self.locator("A")
+        b = yield self.locator("B")
+        yield wait_for(lambda: a.cluster.peers() == {"B"} and b.cluster.peers() == {"A"},
+                       timeout=10, step=0.05)
+        yield wait_for(lambda: a.cluster.listener.up and b.cluster.listener.up, timeout=10,
+                       step=0.05)
+        yield a.set_edge_setting("advanced", {"minClientVersion": "2.0"}, by="test")
+        yield wait_for(lambda: b.edge_settings["advanced"] == {"minClientVersion": "2.0"},
+                       timeout=2, step=0.02)
+        yield b.set_regions({"eu": ["10.0.0.0/8"]})
+        yield wait_for(lambda: a.resolver.region_for("10.1.2.3") == "eu", timeout=2,
+                       step=0.02)
+        self.assertGreater(b.cluster.notifications_received, 0)
+        self.assertIsNotNone(a.cluster.db_latency_ms)
