@@ -416,8 +416,8 @@ class Cluster:
                 f"another locator ({other.locator_id}, {other.relay_url or 'no relay URL'}) "
                 f"is running on {self.db.describe()}: several locators need PostgreSQL "
                 f"(docs/locator.md, 'Several locators'); on {self.db.dialect} run one")
-        for loop, interval in self._loops:
-            if loop.f is self.heartbeat or self.shared:
+        for loop, interval in self._loops:  # one locator alone needs only its heartbeat
+            if loop.f == self.heartbeat or self.shared:
                 loop.start(interval, now=False)
         if self.shared and listener is not None:
             self.listener = listener

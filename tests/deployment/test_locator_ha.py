@@ -506,6 +506,7 @@ class SingleLocatorDatabasesTests(unittest.TestCase):
         first = Daemon("ctlocator", {**env, "CT_DATA_DIR": os.path.join(root, "a")})
         self.addCleanup(first.stop)
         first.port("HTTP")
+        time.sleep(4)  # longer than a locator takes to be found dead: its heartbeat goes on
         code, output = run_to_exit("ctlocator", {**env, "CT_DATA_DIR": os.path.join(root, "b")})
         self.assertNotEqual(code, 0)
         self.assertIn("locator cannot start: another locator", output)

@@ -346,7 +346,10 @@ class SecondLocatorRefusedSuite(_TwoLocatorsSuite):
     def test_a_second_locator_is_refused_and_the_first_goes_on(self):
         from ct.locator.cluster import SecondLocatorRefused
 
+        from tests.edge.util import sleep
+
         first = yield self.locator("A")
+        yield sleep(3.5)  # A's heartbeat goes on beyond the bound a dead one is found in
         e = yield self.assertFailure(self.locator("B"), SecondLocatorRefused)
         self.assertIn("another locator (A, http://A)", str(e))
         self.assertIn("several locators need PostgreSQL", str(e))
