@@ -224,5 +224,6 @@ class EdgeDirectory:
         return {"edge": info.edge_id, "url": info.url, "region": info.region,
                 "version": info.version, "state": self.state(info).value,
                 "suspended": info.suspended, "linkUp": info.link_up or info.owner is not None,
-                "locator": info.owner, "lastReport": info.last_report, "lastSeenAgo": round(now - info.last_report, 3),
+                "locator": info.owner, "lastReport": info.last_report,
+                "lastSeenAgo": round(now - info.last_report, 3),
                 **{k: v for k, v in info.stats.items() if k != "type"}}
