@@ -111,6 +111,8 @@ class EdgeDirectory:
         new_link = row.linked_at != info.linked_at
         info.linked_at = row.linked_at
         if owner_alive:
+            if new_link:  # as on a link of our own: counted from now, until its first report
+                info.last_report = max(info.last_report, now)
             info.owner = row.owner
             info.link_lost_at = None
             info.dead = False

@@ -123,10 +123,22 @@ class SharedDirectoryTests(unittest.TestCase):
 
     def test_reports_are_timed_by_this_locators_clock(self):
         self.directory.shared(row(stats_at=40.0), owner_alive=True)  # its clock: 60 s behind
-        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)  # as far as we can tell
-        self.clock.advance(1)
-        self.directory.shared(row(stats_at=41.0), owner_alive=True)  # it reports: fresh
+        self.assertEqual(self.state(), EdgeState.ONLINE)  # a link new to us counts from now
+        self.clock.advance(4)
+        self.directory.shared(row(stats_at=44.0), owner_alive=True)  # it reports: fresh
+        self.clock.advance(4)
+        self.directory.shared(row(stats_at=48.0), owner_alive=True)
         self.assertEqual(self.state(), EdgeState.ONLINE)
+        self.clock.advance(6)
+        self.directory.shared(row(stats_at=48.0), owner_alive=True)  # silent for 6 s
+        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)
+
+    def test_a_new_link_counts_as_a_report_until_the_first_one(self):
+        self.directory.shared(row(stats_at=None), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.ONLINE)
+        self.clock.advance(6)
+        self.directory.shared(row(stats_at=None), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.UNAVAILABLE)  # never reported
 
     def test_a_lost_link_is_probed_here_too_and_two_failures_flag_it(self):
         self.directory.shared(row(), owner_alive=True)
@@ -387,3 +399,39 @@ class SharedSettingsOnPostgresTests(_TwoLocatorsSuite, unittest.TestCase):
                        step=0.02)
         self.assertGreater(b.cluster.notifications_received, 0)
         self.assertIsNotNone(a.cluster.db_latency_ms)
+
+    @defer.inlineCallbacks
+    def test_placements_and_suspensions_on_one_weigh_on_the_other(self):
+        from ct.protocol import link
+        from tests.edge.util import wait_for
+
+        class Link:
+            """What the locator sends the edge (no socket: the edge is not under test)."""
+
+            def __init__(self):
+                self.sent = []
+                self.transport = self
+
+            def loseConnection(self):
+                pass
+
+            def send_json(self, message):
+                self.sent.append(message)
+
+        a = yield self.locator("A")
+        b = yield self.locator("B")
+        yield wait_for(lambda: a.cluster.peers() == {"B"} and b.cluster.peers() == {"A"}
+                       and a.cluster.listener.up and b.cluster.listener.up, timeout=10,
+                       step=0.05)
+        edge_link = Link()
+        yield a.edge_registered(edge_link, link.Register("e1", "http://e1", "default", "1"))
+        yield wait_for(lambda: "e1" in b.directory.edges and
+                       b.directory.state(b.directory.edges["e1"]) == EdgeState.ONLINE,
+                       timeout=2, step=0.02)
+        for _ in range(4):
+            self.assertEqual(b.place_session("192.0.2.1")["edge"], "e1")
+        yield wait_for(lambda: a.directory.snapshots()[0].pending == 4, timeout=2, step=0.02)
+        # Suspended through B: A, which holds the link, tells the edge.
+        yield b.suspend("e1", True, by="test")
+        yield wait_for(lambda: link.suspend(True) in edge_link.sent, timeout=2, step=0.02)
+        self.assertEqual(a.directory.state(a.directory.edges["e1"]), EdgeState.SUSPENDED)
