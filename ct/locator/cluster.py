@@ -578,8 +578,10 @@ class Cluster:
     def flush(self):
         self._flush_call = None
         batch, self._batch = self._batch, Batch()
-        if not batch or not self.peers():
-            return None  # nobody listens; a locator that starts re-reads everything
+        if not batch:
+            return None
+        # Sent even when no other locator is known yet: one that is starting may have
+        # read everything just before this change, and learns of it only this way.
         payloads = batch.payloads(self.locator_id)
         if self.listener is not None and self.listener.up:
             d = self.listener.notify(payloads)
