@@ -47,6 +47,7 @@ LATENCY_WARNING_EVERY = 60.0  # one warning per target per this many seconds at 
 FLUSH_DELAY = 0.02  # changes of this long are sent in one notification
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
+STOP_TIMEOUT = 2.0  # removing this locator's row at a stop
 
 
 class SecondLocatorRefused(StorageError):
@@ -437,7 +438,9 @@ class Cluster:
         if self.listener is not None:
             self.listener.stop()
         try:  # the others see at once that this one is gone (a rolling upgrade)
-            yield self.store.remove_locator(self.locator_id, self.instance)
+            d = self.store.remove_locator(self.locator_id, self.instance)
+            d.addTimeout(STOP_TIMEOUT, self.clock)  # a database that is away delays no stop
+            yield d
         except Exception as e:
             _log.debug("could not remove this locator's row: {e}", e=e)
 
@@ -464,9 +467,13 @@ class Cluster:
         for locator_id in sorted(went):
             self.peer_latency_ms.pop(locator_id, None)
             self._samples.pop(f"peer:{locator_id}", None)
-            _log.warn("locator {id} is dead (no heartbeat for {bound:g} s); edges linked to "
-                      "it reconnect to another locator", id=locator_id,
-                      bound=self.liveness.dead_after)
+            if locator_id in self.liveness.records:
+                _log.warn("locator {id} is dead (no heartbeat for {bound:g} s); edges linked "
+                          "to it reconnect to another locator", id=locator_id,
+                          bound=self.liveness.dead_after)
+            else:
+                _log.info("locator {id} stopped; edges linked to it reconnect to another "
+                          "locator", id=locator_id)
         if (came or went) and self.handler is not None and self.shared:
             self.handler.shared_edges_changed(None)  # their edges are link-lost, or back
         return records
