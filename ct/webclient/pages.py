@@ -48,6 +48,7 @@ def _document(assets: Assets, title: str, nonce: str, body: str, *, app: bool) -
         f'<meta name="ct-csp-nonce" content="{html.escape(nonce)}">',
         f'<title>{html.escape(title)}</title>',
         f'<link rel="stylesheet" href="{css}">',
+        '<link rel="icon" href="data:,">',  # no /favicon.ico request
     ]
     if app:
         js = html.escape("../join-assets/" + assets.name_of("join.js"))
