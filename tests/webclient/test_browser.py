@@ -1,0 +1,174 @@
+"""The browser guest app in headless Chromium against a real edge and a real host.
+
+Screenshots go to ``test-artifacts/webclient/``. The host is the JavaScript client core
+in Node (``node_host.mjs``), sharing a workspace held in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import unittest
+
+from tests.dashboard.browser import missing
+from tests.webclient.support import (
+    AppPage, CapturingProxy, NodeHost, node_missing, start_edge, unmask_client_frames, wait_until)
+
+FILES = {
+    "README.md": "# Demo project\n\nShared from the test.\n",
+    "src/main.py": "def main():\n    print('hello')\n",
+    "src/util.js": "export const answer = 42;\n",
+}
+
+
+class BrowserTestCase(unittest.TestCase):
+    def setUp(self):
+        reason = missing() or node_missing()
+        if reason:
+            self.skipTest(reason)
+
+
+class TwoBrowsersTests(BrowserTestCase):
+    def test_two_browsers_edit_with_the_host(self):
+        _, url = start_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = AppPage(self), AppPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        for page in (a, b):
+            wait_until(lambda: sorted(page.people()) == ["Ada", "Bob", "Hannah Host"], 10,
+                       "participants list")
+            wait_until(lambda: page.path() == "README.md", 10, "README.md open first")
+        a.screenshot("01-a-joined")
+
+        # A types in a file: the host has it within a second.
+        a.type_at_end("Typed by Ada.")
+        started = time.monotonic()
+        wait_until(lambda: "Typed by Ada." in (host.read("README.md") or ""), 1.0,
+                   "A's typing at the host")
+        self.assertLess(time.monotonic() - started, 1.0)
+        wait_until(lambda: "Typed by Ada." in b.editor_text(), 5, "A's typing in B")
+
+        # B sees A's caret with A's name.
+        wait_until(lambda: "Ada" in b.caret_names(), 5, "A's caret with A's name in B")
+        b.screenshot("02-b-sees-a-caret")
+
+        # The host changes another file: both browsers show it.
+        host.write("src/main.py", "def main():\n    print('changed by the host')\n")
+        for page in (a, b):
+            page.open_file("src/main.py")
+            wait_until(lambda: "changed by the host" in page.editor_text(), 5,
+                       "the host's change shown")
+        a.screenshot("03-a-host-change")
+        self.assertEqual(a.editor_text(), host.read("src/main.py"))
+        self.assertEqual(b.editor_text(), host.read("src/main.py"))
+
+
+class ResumeTests(BrowserTestCase):
+    def test_a_cut_connection_resumes_and_everyone_converges(self):
+        _, url = start_edge(self)
+        host = NodeHost(self, url, FILES)
+        port = int(url.rsplit(":", 1)[1])
+        proxy = CapturingProxy("127.0.0.1", port)
+        self.addCleanup(proxy.stop)
+        a, b = AppPage(self), AppPage(self)
+        a.join(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"), "Ada")
+        b.join(host.link, "Bob")
+        for page in (a, b):
+            wait_until(lambda: page.path() == "README.md", 10, "README.md open")
+
+        proxy.cut()
+        a.wait_status("reconnecting", timeout=10)
+        a.screenshot("04-a-reconnecting")
+        cut_at = time.monotonic()
+        a.type_at_end(" A-offline")  # kept by A's client until the edge has it
+        b.type_at_end(" B-during-cut")
+        host.append("README.md", " Host-during-cut")
+        host.write("src/util.js", "export const answer = 43; // host, during the cut\n")
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - cut_at)))
+        proxy.restore()
+        a.wait_status("resumed", "connected", timeout=20)
+        a.screenshot("05-a-resumed")
+
+        def converged():
+            disk = host.read("README.md")
+            return disk if disk == a.editor_text() == b.editor_text() else None
+
+        text = wait_until(converged, 10, "host, A and B identical")
+        for edit in ("A-offline", "B-during-cut", "Host-during-cut"):  # no edit lost
+            self.assertIn(edit, text)
+        a.open_file("src/util.js")
+        wait_until(lambda: a.editor_text() == host.read("src/util.js"), 5, "util.js in A")
+        self.assertIn("during the cut", a.editor_text())
+
+
+class EndTests(BrowserTestCase):
+    def test_host_removes_b_then_ends_the_session(self):
+        _, url = start_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = AppPage(self), AppPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        bob = b.js("return window.ctApp.participant")
+        host.kick(bob)
+        b.wait_page("removed")
+        self.assertIn("removed", b.browser.text("h1"))
+        b.screenshot("06-b-removed")
+        wait_until(lambda: sorted(a.people()) == ["Ada", "Hannah Host"], 10, "Bob gone in A")
+        host.end()
+        a.wait_page("ended")
+        self.assertIn("ended", a.browser.text("h1"))
+        a.screenshot("07-a-ended")
+
+
+class CaptureTests(BrowserTestCase):
+    def test_no_plaintext_and_no_key_between_browser_and_edge(self):
+        _, url = start_edge(self)
+        secret_file = "TOP-SECRET-CONTENT-" + "x" * 8
+        host = NodeHost(self, url, {**FILES, "secret.txt": secret_file + "\n"})
+        port = int(url.rsplit(":", 1)[1])
+        proxy = CapturingProxy("127.0.0.1", port)
+        self.addCleanup(proxy.stop)
+        a = AppPage(self)
+        a.join(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"), "Ada")
+        a.open_file("secret.txt")
+        a.type_at_end("TYPED-BY-ADA-PLAINTEXT")
+        wait_until(lambda: "TYPED-BY-ADA-PLAINTEXT" in host.read("secret.txt"), 5, "A's edit")
+        time.sleep(0.5)
+        key_text = host.link.split("#key=", 1)[1]
+        key = base64.urlsafe_b64decode(key_text + "=" * (-len(key_text) % 4))
+        upstream = unmask_client_frames(bytes(proxy.upstream))
+        downstream = bytes(proxy.downstream)
+        self.assertIn(b"GET /join/", upstream)  # the capture saw the page load and the socket
+        self.assertIn(b'"type":"join"', upstream.replace(b" ", b""))
+        self.assertGreater(len(downstream), 10000)  # the page, the app and the frames
+        for needle in (secret_file.encode(), b"TYPED-BY-ADA", b"Demo project", b"answer = 42",
+                       key, key_text.encode()):
+            self.assertNotIn(needle, upstream, needle)
+            self.assertNotIn(needle, downstream, needle)
+
+
+class PagesTests(BrowserTestCase):
+    def test_unknown_session_missing_key_bad_token_and_insecure_pages(self):
+        _, url = start_edge(self)
+        host = NodeHost(self, url, FILES)
+        port = url.rsplit(":", 1)[1]
+        page = AppPage(self, extra_args=["--host-resolver-rules=MAP ct-test.example 127.0.0.1"])
+        page.open(f"{url}/join/no-such-session?token=x#key=abc")
+        page.wait_page("not-found")
+        page.screenshot("08-not-found")
+        page.open(host.link.split("#", 1)[0])
+        page.wait_page("no-key")
+        page.screenshot("09-no-key")
+        bad = host.link.replace("token=", "token=wrong")
+        page.open(bad)
+        page.browser.wait(lambda: page.browser.find("#ct-name"), 10, "the name prompt")
+        page.browser.find("#ct-name").send_keys("Eve")
+        page.browser.find("#ct-join").click()
+        page.wait_page("forbidden")
+        page.screenshot("10-forbidden")
+        page.open(host.link.replace("127.0.0.1", "ct-test.example"))
+        page.wait_page("insecure")
+        self.assertIn("HTTPS", page.browser.text("h1"))
+        page.screenshot("11-insecure")
+        self.assertTrue(port)
