@@ -7,6 +7,9 @@ import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { SessionConnection, Workspace } from "../index.js";
 
+// Node 18 (Debian 12's) has WebCrypto only as node:crypto's webcrypto; Node 20 has the global.
+if (!globalThis.crypto?.subtle) globalThis.crypto = (await import("node:crypto")).webcrypto;
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
 /** The Python that runs the edge: CT_TEST_PYTHON (set by the pytest wrapper), else the repo's venv. */
@@ -88,8 +91,9 @@ export async function host(t, edge, { name = "Host", files = {}, policy = {}, co
 }
 
 /** A guest joined through the host's link, synced. */
-export async function guest(t, link, { name = "Guest", sync = true, connectionOptions = {}, workspaceOptions = {} } = {}) {
+export async function guest(t, link, { name = "Guest", sync = true, connectionOptions = {}, workspaceOptions = {}, beforeJoin = null } = {}) {
   const connection = await SessionConnection.fromLink(link, { name, WebSocket, ...connectionOptions });
+  beforeJoin?.(connection);
   const workspace = new Workspace(connection, workspaceOptions);
   workspace.setUser({ name, color: "#00ff00" });
   t.after(() => closeQuietly(connection, workspace));
