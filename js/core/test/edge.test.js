@@ -184,3 +184,46 @@ test("the edge acknowledges frames: what the client keeps for resending stays bo
   await eventually(() => h.connection.unacked.length < 256, `host keeps ${h.connection.unacked.length} frames`);
   assert.ok(a.connection.ackedSeq >= 128, `A acknowledged up to ${a.connection.ackedSeq}`);
 });
+
+test("the host resumes after a drop (its host secret); a newcomer meanwhile syncs from a guest", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge, { files: { "a.txt": "one" }, connectionOptions: { resumeDelays: [2500] } });
+  const b = await guest(t, h.connection.link, { name: "Bob" });
+  const away = b.connection.waitFor("participant-away");
+  const hostResumed = h.connection.waitFor("resumed", { timeoutMs: 15000 });
+  h.connection.drop();
+  await away;
+  // The host is away: the newcomer asks everyone at once, and Bob answers.
+  const c = await guest(t, h.connection.link, { name: "Cy" });
+  assert.equal(h.connection.state, "reconnecting", "Cy synced while the host was away");
+  assert.equal(c.workspace.read("a.txt"), "one");
+  b.workspace.text("a.txt").insert(3, " two");
+  h.workspace.text("a.txt").insert(0, "zero "); // while away: resent after the resume
+  assert.equal((await hostResumed).recovered, true);
+  await eventually(() => [h, b, c].every((p) => p.workspace.read("a.txt") === "zero one two"), "all three converge");
+});
+
+test("a guest that leaves is reported as left; its connection ends with 'left'", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada" });
+  const left = h.connection.waitFor("participant-left");
+  const ended = a.connection.waitFor("ended");
+  await a.connection.leave();
+  assert.equal((await left).reason, "left");
+  assert.equal((await ended).code, "left");
+  assert.equal(h.connection.participants.has(a.connection.participant), false);
+});
+
+test("frames under another key are dropped with a warning, never fatal", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge, { files: { "a.txt": "secret" } });
+  const wrongLink = h.connection.link.replace(/#key=.*/, "#key=" + "A".repeat(43));
+  const warnings = [];
+  const a = await guest(t, wrongLink, { name: "Eve", sync: false, beforeJoin: (c) => c.on("warning", (w) => warnings.push(w)) });
+  await eventually(() => warnings.some((w) => /does not decrypt/.test(w)), "a decrypt warning");
+  assert.equal(a.workspace.read("a.txt"), undefined);
+  assert.equal(a.connection.isOpen, true);
+  const b = await guest(t, h.connection.link, { name: "Bob" }); // the others are not affected
+  assert.equal(b.workspace.read("a.txt"), "secret");
+});
