@@ -293,10 +293,10 @@ export class SessionConnection extends Emitter {
     }
     if (frame.seq <= this.lastSeq) return; // already had it (cannot happen with a correct edge)
     this.lastSeq = frame.seq;
-    const session = this.session;
     this._receiving = this._receiving.then(async () => {
       let body = frame.payload;
-      if (this.key) body = await this.key.decrypt(body, session);
+      // this.session is read in turn: a `joined` just ahead of this frame has set it by now.
+      if (this.key) body = await this.key.decrypt(body, this.session);
       let payload = body;
       if (frame.flags & FLAG_TEXT) payload = decoder.decode(body);
       this.emit("frame", { sender: frame.sender, seq: frame.seq, data: payload });
@@ -308,7 +308,12 @@ export class SessionConnection extends Emitter {
 
   _numberedIsNew(message) {
     const seq = message.seq;
-    if (message.type === "hosted" || message.type === "joined" || message.type === "resumed") return true;
+    if (message.type === "hosted" || message.type === "joined") {
+      // The session's sequence starts here for us; frames right behind it are numbered after.
+      if (typeof seq === "number") this.lastSeq = this.ackedSeq = seq;
+      return true;
+    }
+    if (message.type === "resumed") return true;
     if (typeof seq !== "number") return true;
     if (seq <= this.lastSeq) return false;
     this.lastSeq = seq;
@@ -383,7 +388,6 @@ export class SessionConnection extends Emitter {
       this._setState("resumed", message);
       this.emit("resumed", message);
     } else {
-      this.lastSeq = this.ackedSeq = message.seq;
       this._setState("open", message);
     }
     this.emit("participants", this.participants);
