@@ -227,3 +227,14 @@ test("frames under another key are dropped with a warning, never fatal", async (
   const b = await guest(t, h.connection.link, { name: "Bob" }); // the others are not affected
   assert.equal(b.workspace.read("a.txt"), "secret");
 });
+
+test("ctstickiness: the host's value comes back in 'hosted', rides in the link, and guests send it", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge, { connectionOptions: { stickiness: "lb-value_1" } });
+  assert.equal(h.connection.stickiness, "lb-value_1");
+  assert.match(h.connection.link, /&ctstickiness=lb-value_1#key=/);
+  const a = await guest(t, h.connection.link, { name: "Ada", sync: false });
+  assert.equal(a.connection.stickiness, "lb-value_1");
+  const generated = await host(t, edge);
+  assert.match(generated.connection.stickiness, /^[A-Za-z0-9_-]{16}$/);
+});
