@@ -228,7 +228,7 @@ test("frames under another key are dropped with a warning, never fatal", async (
   assert.equal(b.workspace.read("a.txt"), "secret");
 });
 
-test("ctstickiness: the host's value comes back in 'hosted', rides in the link, and guests send it", async (t) => {
+test("ctstickiness: the host's value comes back in 'hosted', rides in the link, and guests take it from there (their header)", async (t) => {
   const edge = await startEdge(t);
   const h = await host(t, edge, { connectionOptions: { stickiness: "lb-value_1" } });
   assert.equal(h.connection.stickiness, "lb-value_1");
