@@ -10,9 +10,13 @@ import base64
 import time
 import unittest
 
+import pytest
+
 from tests.dashboard.browser import missing
 from tests.webclient.support import (
     AppPage, CapturingProxy, NodeHost, node_missing, start_edge, unmask_client_frames, wait_until)
+
+pytestmark = pytest.mark.slow
 
 FILES = {
     "README.md": "# Demo project\n\nShared from the test.\n",

@@ -14,6 +14,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -23,6 +24,8 @@ from tests.procutil import Daemon
 from tests.tlsutil import write_self_signed
 from tests.webclient.support import AppPage, NodeHost, start_edge, wait_until
 from tests.webclient.test_browser import FILES, BrowserTestCase
+
+pytestmark = pytest.mark.slow
 
 
 def spki_hash(cert_path: Path) -> str:
