@@ -21,6 +21,7 @@ import { markdown } from "@codemirror/lang-markdown";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
 import { Y } from "../core/index.js";
 import { languageOf } from "./model.js";
+import { guardedAwareness } from "./awareness.js";
 
 function languageExtension(path) {
   switch (languageOf(path)) {
@@ -53,6 +54,7 @@ export class Editor {
    */
   constructor(parent, { awareness, nonce = null, onTooLarge = () => {}, onActivity = () => {} }) {
     this.awareness = awareness;
+    this._guarded = guardedAwareness(awareness);
     this.onTooLarge = onTooLarge;
     this.path = null;
     this.ytext = null;
@@ -90,7 +92,7 @@ export class Editor {
       extensions: [
         ...this._base(false),
         languageExtension(path),
-        yCollab(ytext, this.awareness, { undoManager: undo }),
+        yCollab(ytext, this._guarded, { undoManager: undo }),
       ],
     }));
     if (saved) this.view.scrollDOM.scrollTop = saved.scrollTop;

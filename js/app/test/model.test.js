@@ -76,3 +76,33 @@ test("banners per connection state", () => {
   assert.equal(bannerFor("reconnecting").kind, "reconnecting");
   assert.equal(bannerFor("resyncing").kind, "resyncing");
 });
+
+test("peers' colours reach the editor only as plain hex colours", async () => {
+  const { guardedAwareness } = await import("../awareness.js");
+  const states = new Map([
+    [1, { user: { name: "Ada", color: "#1a73e8", colorLight: "#1a73e833" }, cursor: { anchor: 1, head: 2 } }],
+    [2, { user: { name: "Eve".repeat(40), color: "red; background-image: url(https://evil)", colorLight: "x" }, cursor: null }],
+    [3, { user: null, cursor: null }],
+  ]);
+  const calls = [];
+  const awareness = {
+    doc: { clientID: 9 },
+    getStates: () => states,
+    getLocalState: () => ({ cursor: null }),
+    setLocalStateField: (k, v) => calls.push([k, v]),
+    on: (t) => calls.push(["on", t]),
+    off: (t) => calls.push(["off", t]),
+  };
+  const guarded = guardedAwareness(awareness);
+  const seen = guarded.getStates();
+  assert.deepEqual(seen.get(1).user, { name: "Ada", color: "#1a73e8", colorLight: "#1a73e833" });
+  assert.deepEqual(seen.get(1).cursor, { anchor: 1, head: 2 });
+  assert.equal(seen.get(2).user.color, "#30bced");
+  assert.equal(seen.get(2).user.colorLight, "#30bced33");
+  assert.equal(seen.get(2).user.name.length, 64);
+  assert.equal(seen.get(3).user, null);
+  assert.equal(guarded.doc.clientID, 9);
+  guarded.setLocalStateField("cursor", null);
+  guarded.on("change", () => {});
+  assert.deepEqual(calls, [["cursor", null], ["on", "change"]]);
+});
