@@ -400,7 +400,7 @@ class App {
       rows.push(h("li", { class: `ct-person${p.connected === false ? " ct-away" : ""}`, dataset: { participant: String(id) } },
         h("span", { class: "ct-swatch", style: { "background-color": color } }),
         h("span", { class: "ct-person-text" },
-          h("span", { class: "ct-person-name" }, p.name,
+          h("span", { class: "ct-person-name", title: p.name }, h("span", { class: "ct-name-text" }, p.name),
             p.role === "host" ? h("span", { class: "ct-role" }, "host") : null,
             me ? h("span", { class: "ct-role" }, "you") : null,
             p.connected === false ? h("span", { class: "ct-role" }, "away") : null),

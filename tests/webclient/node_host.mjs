@@ -3,7 +3,7 @@
 //   node tests/webclient/node_host.mjs SERVER '{"path": "text", ...}' [readOnly]
 // Commands: {"op": "write", "path", "text"}, {"op": "read", "path"}, {"op": "paths"},
 // {"op": "policy", ...policy}, {"op": "kick", "participant"}, {"op": "end"},
-// {"op": "participants"}. The first line out is {"link": ...}.
+// {"op": "participants"}, {"op": "open", "path"}. The first line out is {"link": ...}.
 import readline from "node:readline";
 import { createRequire } from "node:module";
 import { SessionConnection, Workspace } from "../../js/core/index.js";
@@ -44,6 +44,10 @@ rl.on("line", (line) => {
       break;
     case "policy":
       workspace.setPolicy(cmd.policy);
+      out({ ok: true });
+      break;
+    case "open": // the host "opens" a file: its awareness names it
+      workspace.setCursor(cmd.path, null);
       out({ ok: true });
       break;
     case "participants":

@@ -86,6 +86,13 @@ class NodeHost:
     def read(self, path: str) -> str | None:
         return self.command(op="read", path=path)["text"]
 
+    def open(self, path: str) -> None:
+        """The host's awareness names ``path`` as its open file."""
+        self.command(op="open", path=path)
+
+    def policy(self, **policy) -> None:
+        self.command(op="policy", policy=policy)
+
     def participants(self) -> list[dict]:
         return self.command(op="participants")["participants"]
 

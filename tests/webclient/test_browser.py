@@ -68,6 +68,45 @@ class TwoBrowsersTests(BrowserTestCase):
         self.assertEqual(b.editor_text(), host.read("src/main.py"))
 
 
+class FollowAndPolicyTests(BrowserTestCase):
+    def test_follow_the_host_read_only_and_unshared_files(self):
+        _, url = start_edge(self)
+        host = NodeHost(self, url, FILES)
+        host.policy(unshared=[{"path": "logo.png", "size": 20480, "reason": "binary"},
+                              {"path": "data/big.csv", "size": 5 << 20, "reason": "too-large"}])
+        b = AppPage(self)
+        b.join(host.link, "Bob")
+        self.assertEqual(b.js("return window.ctApp.following"), 1)  # the host, by default
+        host.open("src/util.js")
+        wait_until(lambda: b.path() == "src/util.js", 10, "B follows the host to util.js")
+        unshared = b.js("return [...document.querySelectorAll('.ct-unshared')]"
+                        ".map(e => [e.dataset.path, e.dataset.reason])")
+        self.assertEqual(sorted(unshared), [["data/big.csv", "too-large"], ["logo.png", "binary"]])
+        self.assertFalse(b.js("return document.querySelector('button.ct-file[data-path=\"logo.png\"]')"))
+        b.screenshot("15-follow-and-unshared")
+        b.open_file("README.md")  # picking a file stops following
+        self.assertIsNone(b.js("return window.ctApp.following"))
+        host.open("src/main.py")
+        time.sleep(0.5)
+        self.assertEqual(b.path(), "README.md")
+        b.browser.find("#ct-follow-host").click()
+        wait_until(lambda: b.path() == "src/main.py", 10, "following the host again")
+
+        # Read-only: the badge shows, typing changes nothing, the host's edits still arrive.
+        self.assertTrue(b.js("return document.querySelector('#ct-readonly').hidden"))
+        host.policy(readOnly=True)
+        wait_until(lambda: not b.js("return document.querySelector('#ct-readonly').hidden"), 5,
+                   "read-only badge")
+        before = b.editor_text()
+        b.type_at_end("should not appear")
+        time.sleep(0.5)
+        self.assertEqual(b.editor_text(), before)
+        self.assertEqual(host.read("src/main.py"), before)
+        host.append("src/main.py", "# host still edits\n")
+        wait_until(lambda: "host still edits" in b.editor_text(), 5, "the host's edit in B")
+        b.screenshot("16-read-only")
+
+
 class ResumeTests(BrowserTestCase):
     def test_a_cut_connection_resumes_and_everyone_converges(self):
         _, url = start_edge(self)
