@@ -7,9 +7,11 @@ cases, the servers are separate processes (``twistd``, ``node``, ``haproxy``).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -115,6 +117,86 @@ class NodeHost:
                 stream.close()
             except Exception:
                 pass
+
+
+class ShareHost:
+    """``ct-client share DIR`` as a child process: the host sharing a directory on disk.
+
+    Commands go to its standard input (``/kick``, ``/end``, ``/readonly``); the tests
+    read and write the directory like any editor would."""
+
+    def __init__(self, case, server: str, directory: Path, files: dict[str, str],
+                 name: str = "Hannah Host", args=()):
+        self.dir = Path(directory)
+        for path, text in files.items():
+            (self.dir / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.dir / path).write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ct.client.cli", "share", str(self.dir), "--server", server,
+             "--name", name, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1, env=env, cwd=str(self.dir.parent))
+        case.addCleanup(self.stop)
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.link = wait_until(self._link, 30, "the join link printed by ct-client share")
+        self.session = self.link.split("/join/", 1)[1].split("?", 1)[0]
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def _link(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("ct-client share exited:\n" + "\n".join(self.output))
+        for line in self.output:
+            if "/join/" in line and line.startswith(("http://", "https://")):
+                return line.strip()
+        return None
+
+    def command(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, path: str) -> str | None:
+        try:
+            return (self.dir / path).read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: str, text: str) -> None:
+        """Like an editor saving: a new file, renamed over the old one."""
+        target = self.dir / path
+        temporary = target.with_name(f".{target.name}.saving")
+        temporary.write_text(text)
+        os.replace(temporary, target)
+
+    def append(self, path: str, text: str) -> None:
+        self.write(path, self.read(path) + text)
+
+    def kick(self, participant: int) -> None:
+        self.command(f"/kick {participant}")
+
+    def end(self) -> None:
+        self.command("/end")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # end of input: the host leaves
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        try:
+            self.proc.stdout.close()
+        except Exception:
+            pass
 
 
 def wait_until(predicate, timeout: float, what: str, step: float = 0.05):

@@ -1,20 +1,26 @@
 """The browser guest app in headless Chromium against a real edge and a real host.
 
-Screenshots go to ``test-artifacts/webclient/``. The host is the JavaScript client core
-in Node (``node_host.mjs``), sharing a workspace held in memory.
+Screenshots go to ``test-artifacts/webclient/``. The host is ``ct-client share`` on a
+temporary directory (the acceptance scenarios: edits reach the disk, disk edits reach the
+browsers), or the JavaScript client core in Node (``node_host.mjs``, a workspace in memory
+it can steer: open a file, set the policy) where the test needs that.
 """
 
 from __future__ import annotations
 
 import base64
+import shutil
+import tempfile
 import time
 import unittest
+from pathlib import Path
 
 import pytest
 
 from tests.dashboard.browser import missing
 from tests.webclient.support import (
-    AppPage, CapturingProxy, NodeHost, node_missing, start_edge, unmask_client_frames, wait_until)
+    AppPage, CapturingProxy, NodeHost, ShareHost, node_missing, start_edge, unmask_client_frames,
+    wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +37,18 @@ class BrowserTestCase(unittest.TestCase):
         if reason:
             self.skipTest(reason)
 
+    def share(self, url: str, files=FILES, args=()) -> ShareHost:
+        """``ct-client share`` on a fresh directory holding ``files``."""
+        work = Path(tempfile.mkdtemp(prefix="ct-share-"))
+        self.addCleanup(shutil.rmtree, work, True)
+        (work / "project").mkdir()
+        return ShareHost(self, url, work / "project", files, args=args)
+
 
 class TwoBrowsersTests(BrowserTestCase):
     def test_two_browsers_edit_with_the_host(self):
         _, url = start_edge(self)
-        host = NodeHost(self, url, FILES)
+        host = self.share(url)
         a, b = AppPage(self), AppPage(self)
         a.join(host.link, "Ada")
         b.join(host.link, "Bob")
@@ -45,11 +58,11 @@ class TwoBrowsersTests(BrowserTestCase):
             wait_until(lambda: page.path() == "README.md", 10, "README.md open first")
         a.screenshot("01-a-joined")
 
-        # A types in a file: the host has it within a second.
+        # A types in a file: the file on disk has it within a second.
         a.type_at_end("Typed by Ada.")
         started = time.monotonic()
         wait_until(lambda: "Typed by Ada." in (host.read("README.md") or ""), 1.0,
-                   "A's typing at the host")
+                   "A's typing on the host's disk")
         self.assertLess(time.monotonic() - started, 1.0)
         wait_until(lambda: "Typed by Ada." in b.editor_text(), 5, "A's typing in B")
 
@@ -57,7 +70,7 @@ class TwoBrowsersTests(BrowserTestCase):
         wait_until(lambda: "Ada" in b.caret_names(), 5, "A's caret with A's name in B")
         b.screenshot("02-b-sees-a-caret")
 
-        # The host changes another file: both browsers show it.
+        # The host changes another file on disk: both browsers show it.
         host.write("src/main.py", "def main():\n    print('changed by the host')\n")
         for page in (a, b):
             page.open_file("src/main.py")
@@ -110,7 +123,7 @@ class FollowAndPolicyTests(BrowserTestCase):
 class ResumeTests(BrowserTestCase):
     def test_a_cut_connection_resumes_and_everyone_converges(self):
         _, url = start_edge(self)
-        host = NodeHost(self, url, FILES)
+        host = self.share(url)
         port = int(url.rsplit(":", 1)[1])
         proxy = CapturingProxy("127.0.0.1", port)
         self.addCleanup(proxy.stop)
@@ -126,8 +139,12 @@ class ResumeTests(BrowserTestCase):
         cut_at = time.monotonic()
         a.type_at_end(" A-offline")  # kept by A's client until the edge has it
         b.type_at_end(" B-during-cut")
+        # One after the other: a disk write racing the share's own write of B's keystrokes
+        # can be overwritten (no file system offers compare-and-replace).
+        wait_until(lambda: "B-during-cut" in host.read("README.md"), 5, "B's edit on disk")
         host.append("README.md", " Host-during-cut")
         host.write("src/util.js", "export const answer = 43; // host, during the cut\n")
+        wait_until(lambda: "Host-during-cut" in b.editor_text(), 5, "the host's edit in B")
         time.sleep(max(0.0, 5.0 - (time.monotonic() - cut_at)))
         proxy.restore()
         a.wait_status("resumed", "connected", timeout=20)
@@ -148,10 +165,13 @@ class ResumeTests(BrowserTestCase):
 class EndTests(BrowserTestCase):
     def test_host_removes_b_then_ends_the_session(self):
         _, url = start_edge(self)
-        host = NodeHost(self, url, FILES)
+        host = self.share(url)
         a, b = AppPage(self), AppPage(self)
         a.join(host.link, "Ada")
         b.join(host.link, "Bob")
+        wait_until(lambda: a.path() == "README.md", 10, "README.md open in A")
+        a.type_at_end("Last words from Ada.")
+        wait_until(lambda: "Last words from Ada." in host.read("README.md"), 5, "A's edit on disk")
         bob = b.js("return window.ctApp.participant")
         host.kick(bob)
         b.wait_page("removed")
@@ -162,13 +182,20 @@ class EndTests(BrowserTestCase):
         a.wait_page("ended")
         self.assertIn("ended", a.browser.text("h1"))
         a.screenshot("07-a-ended")
+        # The disk is intact: every file as it was last, A's edit in, no stray files.
+        host.proc.wait(timeout=15)
+        self.assertEqual(host.read("README.md"), FILES["README.md"] + "Last words from Ada.")
+        for path in ("src/main.py", "src/util.js"):
+            self.assertEqual(host.read(path), FILES[path])
+        self.assertEqual(sorted(str(p.relative_to(host.dir)) for p in host.dir.rglob("*")
+                                if p.is_file()), sorted(FILES))
 
 
 class CaptureTests(BrowserTestCase):
     def test_no_plaintext_and_no_key_between_browser_and_edge(self):
         _, url = start_edge(self)
         secret_file = "TOP-SECRET-CONTENT-" + "x" * 8
-        host = NodeHost(self, url, {**FILES, "secret.txt": secret_file + "\n"})
+        host = self.share(url, {**FILES, "secret.txt": secret_file + "\n"})
         port = int(url.rsplit(":", 1)[1])
         proxy = CapturingProxy("127.0.0.1", port)
         self.addCleanup(proxy.stop)
