@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import secrets
 from typing import Callable, Sequence
-from urllib.parse import parse_qs
 
 from twisted.web import resource
 

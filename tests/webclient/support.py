@@ -126,7 +126,8 @@ class ShareHost:
     read and write the directory like any editor would."""
 
     def __init__(self, case, server: str, directory: Path, files: dict[str, str],
-                 name: str = "Hannah Host", args=()):
+                 name: str = "Hannah Host", args=(), locator: bool = False):
+        """``locator``: ``server`` is a locator (placement, and a link to the locator)."""
         self.dir = Path(directory)
         for path, text in files.items():
             (self.dir / path).parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +135,8 @@ class ShareHost:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ct.client.cli", "share", str(self.dir), "--server", server,
-             "--name", name, *args],
+            [sys.executable, "-m", "ct.client.cli", "share", str(self.dir),
+             "--locator" if locator else "--server", server, "--name", name, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             bufsize=1, env=env, cwd=str(self.dir.parent))
         case.addCleanup(self.stop)

@@ -37,12 +37,12 @@ class BrowserTestCase(unittest.TestCase):
         if reason:
             self.skipTest(reason)
 
-    def share(self, url: str, files=FILES, args=()) -> ShareHost:
+    def share(self, url: str, files=FILES, args=(), locator: bool = False) -> ShareHost:
         """``ct-client share`` on a fresh directory holding ``files``."""
         work = Path(tempfile.mkdtemp(prefix="ct-share-"))
         self.addCleanup(shutil.rmtree, work, True)
         (work / "project").mkdir()
-        return ShareHost(self, url, work / "project", files, args=args)
+        return ShareHost(self, url, work / "project", files, args=args, locator=locator)
 
 
 class TwoBrowsersTests(BrowserTestCase):

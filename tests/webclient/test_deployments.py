@@ -1,6 +1,7 @@
 """The browser app as deployed: over HTTPS with a self-signed certificate the browser is
 told to trust, behind HAProxy routing on the ``ctstickiness`` cookie, and through the
-locator's redirect. Headless Chromium, real edges (``twistd``), a host on the JS core."""
+locator's redirect. Headless Chromium, real edges and locator (``twistd``), and the host
+``ct-client share`` on a temporary directory."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from tests.deployment.test_haproxy import EXAMPLE, free_port
 from tests.deployment.util import Deployment
 from tests.procutil import Daemon
 from tests.tlsutil import write_self_signed
-from tests.webclient.support import AppPage, NodeHost, start_edge, wait_until
-from tests.webclient.test_browser import FILES, BrowserTestCase
+from tests.webclient.support import AppPage, start_edge, wait_until
+from tests.webclient.test_browser import BrowserTestCase
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def spki_hash(cert_path: Path) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def edit_together(case, link_a: str, link_b: str, host: NodeHost, shot: str):
+def edit_together(case, link_a: str, link_b: str, host, shot: str):
     """A and B join, A types, the host and B have it; returns the pages."""
     a, b = AppPage(case, extra_args=case.browser_args), AppPage(case, extra_args=case.browser_args)
     a.join(link_a, "Ada")
@@ -61,7 +62,7 @@ class HTTPSTests(BrowserTestCase):
         edge, url = start_edge(self, CT_HTTPS_LISTEN="ssl:0:interface=127.0.0.1",
                                CT_TLS_CERT=str(cert), CT_TLS_KEY=str(key))
         https_port = edge.port("SSL")
-        host = NodeHost(self, url, FILES)  # the host over plain HTTP on loopback
+        host = self.share(url)  # the host over plain HTTP on loopback
         # A name that is not this computer: only HTTPS makes the page a secure context.
         self.browser_args = ("--host-resolver-rules=MAP ct-test.example 127.0.0.1",
                              f"--ignore-certificate-errors-spki-list={spki_hash(cert)}")
@@ -111,7 +112,7 @@ class HAProxyTests(BrowserTestCase):
         # Several sessions, so that some land on each edge and the browsers' first request
         # (no cookie yet: balanced by leastconn) meets the wrong edge at times, which
         # sends it back with the cookie (ct/webclient/web.py).
-        hosts = [NodeHost(self, via, FILES) for _ in range(3)]
+        hosts = [self.share(via) for _ in range(3)]
         for host in hosts:
             self.assertIn("ctstickiness=", host.link)
         for i, host in enumerate(hosts):
@@ -126,13 +127,9 @@ class LocatorRedirectTests(BrowserTestCase):
         deployment.start_locator()
         edge_url = deployment.start_edge("e1")
         wait_until(lambda: self._online(deployment), 30, "edge e1 online at the locator")
-        request = urllib.request.Request(deployment.locator_url + "/api/v1/sessions",
-                                         method="POST", data=b"")
-        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
-        self.assertEqual(answer["server"].rstrip("/"), edge_url)
-        host = NodeHost(self, answer["server"], FILES)
-        link = host.link.replace(answer["server"].rstrip("/"), deployment.locator_url)
-        self.assertTrue(link.startswith(deployment.locator_url + "/join/"))
+        host = self.share(deployment.locator_url, locator=True)
+        link = host.link
+        self.assertTrue(link.startswith(deployment.locator_url + "/join/"), link)
         a, _ = edit_together(self, link, link, host, "14-via-locator")
         self.assertTrue(a.driver.current_url.startswith(edge_url + "/join/"),
                         a.driver.current_url)
