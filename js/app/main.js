@@ -109,6 +109,7 @@ class App {
     this.editor = null;
     this.following = HOST; // follow the host's open file until told otherwise
     this.status = "connecting";
+    this.statuses = []; // the last transitions, for tests and debugging
     this.sessionEndedReason = null;
     this.over = false;
     this.collapsed = new Set();
@@ -211,6 +212,8 @@ class App {
 
   _setStatus(status) {
     this.status = status;
+    this.statuses.push(status);
+    if (this.statuses.length > 50) this.statuses.shift();
     const labels = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", resumed: "Connected", resyncing: "Catching up…" };
     this.el.status.dataset.state = status;
     this.el.status.textContent = labels[status] ?? status;
@@ -437,6 +440,7 @@ class App {
     const app = this;
     return Object.freeze({
       get status() { return app.status; },
+      get statuses() { return [...app.statuses]; },
       get path() { return app.editor?.path ?? null; },
       get participant() { return app.conn?.participant ?? null; },
       get following() { return app.following; },

@@ -162,6 +162,41 @@ class ResumeTests(BrowserTestCase):
         self.assertIn("during the cut", a.editor_text())
 
 
+    def test_resume_without_full_replay_resyncs(self):
+        # A small replay log: what B types while A is away overflows it.
+        _, url = start_edge(self, CT_REPLAY_MAX_FRAMES="16")
+        host = self.share(url)
+        proxy = CapturingProxy("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        self.addCleanup(proxy.stop)
+        a, b = AppPage(self), AppPage(self)
+        a.join(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"), "Ada")
+        b.join(host.link, "Bob")
+        wait_until(lambda: a.path() == "README.md" and b.path() == "README.md", 10, "open")
+        proxy.cut()
+        a.wait_status("reconnecting", timeout=10)
+        b.type_at_end(" " + "many keystrokes from Bob " * 3)
+        wait_until(lambda: "many keystrokes" in host.read("README.md"), 5, "B's edit on disk")
+        proxy.restore()
+        a.wait_status("resumed", timeout=20)
+        self.assertIn("resyncing", a.js("return window.ctApp.statuses"))
+        wait_until(lambda: a.editor_text() == b.editor_text() == host.read("README.md"), 10,
+                   "A caught up after the resync")
+
+    def test_away_longer_than_the_resume_window(self):
+        _, url = start_edge(self, CT_RESUME_WINDOW="1")
+        host = self.share(url)
+        proxy = CapturingProxy("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        self.addCleanup(proxy.stop)
+        a = AppPage(self)
+        a.join(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"), "Ada")
+        proxy.cut()
+        a.wait_status("reconnecting", timeout=10)
+        time.sleep(3)
+        proxy.restore()
+        a.wait_page("resume-expired")
+        a.screenshot("17-resume-expired")
+
+
 class EndTests(BrowserTestCase):
     def test_host_removes_b_then_ends_the_session(self):
         _, url = start_edge(self)
