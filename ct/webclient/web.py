@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Callable, Sequence
+from urllib.parse import quote
 
 from twisted.web import resource
 
@@ -120,7 +121,7 @@ class SessionPage(resource.Resource):
             if sticky is not None and carried != sticky:
                 # Another edge may hold it: come back with the cookie the balancer routes on.
                 request.setResponseCode(302)
-                request.setHeader(b"location", request.uri)
+                request.setHeader(b"location", self_location(self.session_id, request.uri))
                 request.setHeader(b"cache-control", b"no-store")
                 request.setHeader(b"referrer-policy", b"no-referrer")
                 request.setHeader(b"set-cookie", stickiness.cookie(sticky, request.isSecure()))
@@ -130,6 +131,13 @@ class SessionPage(resource.Resource):
             request.setHeader(stickiness.NAME, sticky)
             request.setHeader(b"set-cookie", stickiness.cookie(sticky, request.isSecure()))
         return send_page(request, pages.shell(assets, nonce), nonce)
+
+
+def self_location(session_id: str, uri: bytes) -> bytes:
+    """This page again, relative (``<session>?<query>``): the same path under any prefix a
+    proxy adds."""
+    query = uri.split(b"?", 1)[1] if b"?" in uri else b""
+    return quote(session_id, safe="").encode() + (b"?" + query if query else b"")
 
 
 def _cookie_header(request) -> str | None:

@@ -133,7 +133,7 @@ class EdgeJoinPageTests(unittest.TestCase):
         path = "/join/elsewhere?token=t&ctstickiness=s-9"
         response, _ = yield fetch(self.url + path)
         self.assertEqual(response.code, 302)
-        self.assertEqual(header(response, "location"), path)
+        self.assertEqual(header(response, "location"), "elsewhere?token=t&ctstickiness=s-9")
         self.assertEqual(header(response, "set-cookie"),
                          "ctstickiness=s-9; Path=/; SameSite=Lax; HttpOnly")
         # With the cookie (the balancer routed on it), this edge says it is not here.
