@@ -238,3 +238,19 @@ test("ctstickiness: the host's value comes back in 'hosted', rides in the link, 
   const generated = await host(t, edge);
   assert.match(generated.connection.stickiness, /^[A-Za-z0-9_-]{16}$/);
 });
+
+test("notices reach everyone or one participant, with the sender", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada" });
+  const b = await guest(t, h.connection.link, { name: "Bob" });
+  const seenByB = [];
+  b.workspace.on("notice", (n) => seenByB.push(n));
+  const toHost = h.workspace.waitFor("notice");
+  a.workspace.notice({ level: "warning", code: "file-too-large", message: "too big", path: "a.txt" }, 1);
+  assert.deepEqual(await toHost, { from: a.connection.participant, level: "warning", code: "file-too-large", message: "too big", path: "a.txt" });
+  const toB = b.workspace.waitFor("notice");
+  h.workspace.notice({ code: "hello", message: "hi all" });
+  assert.deepEqual(await toB, { from: 1, level: "info", code: "hello", message: "hi all" });
+  assert.equal(seenByB.length, 1, "B did not get the notice meant for the host");
+});
