@@ -1,7 +1,7 @@
 // The client core against a real edge (twistd -n ctedge on loopback).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startEdge, host, guest, eventually, snapshot } from "./helpers.js";
+import { startEdge, startProxy, host, guest, eventually, snapshot } from "./helpers.js";
 
 test("host and two guests converge on concurrent text edits", async (t) => {
   const edge = await startEdge(t);
@@ -253,4 +253,22 @@ test("notices reach everyone or one participant, with the sender", async (t) => 
   h.workspace.notice({ code: "hello", message: "hi all" });
   assert.deepEqual(await toB, { from: 1, level: "info", code: "hello", message: "hi all" });
   assert.equal(seenByB.length, 1, "B did not get the notice meant for the host");
+});
+
+test("a connection gone silent (half-open TCP) is noticed by the pings, dropped and resumed", async (t) => {
+  const edge = await startEdge(t);
+  const proxy = await startProxy(t, edge.url);
+  const h = await host(t, edge, { files: { "a.txt": "" } });
+  const viaProxy = h.connection.link.replace(edge.url, proxy.url);
+  const a = await guest(t, viaProxy, { name: "Ada", connectionOptions: { pingIntervalMs: 300 } });
+  const warnings = [];
+  a.connection.on("warning", (w) => warnings.push(w));
+  const resumed = a.connection.waitFor("resumed", { timeoutMs: 10000 });
+  proxy.freeze(); // nothing passes any more, and nothing closes
+  h.workspace.text("a.txt").insert(0, "while frozen");
+  a.workspace.text("a.txt").insert(0, "from Ada, ");
+  await resumed;
+  assert.ok(warnings.some((w) => /nothing heard/.test(w)), warnings.join("\n"));
+  await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt")
+    && /while frozen/.test(h.workspace.read("a.txt")) && /from Ada, /.test(h.workspace.read("a.txt")), "converged after the resume");
 });
