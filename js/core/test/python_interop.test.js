@@ -6,32 +6,48 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { SessionConnection } from "../index.js";
-import { startEdge, python, ROOT, sleep } from "./helpers.js";
+import { SessionConnection, Workspace } from "../index.js";
+import { startEdge, python, ROOT, sleep, eventually, snapshot } from "./helpers.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** Starts a Python process and resolves with its first stdout line. */
-async function firstLine(t, args, timeoutMs = 30000) {
-  const child = spawn(python(), args, { env: { ...process.env, PYTHONPATH: ROOT }, stdio: ["ignore", "pipe", "pipe"] });
+/** A Python child speaking JSON lines: next() resolves with its next stdout line. */
+async function pythonChild(t, args) {
+  const child = spawn(python(), args, { env: { ...process.env, PYTHONPATH: ROOT }, stdio: ["pipe", "pipe", "pipe"] });
   t.after(() => { if (child.exitCode === null) child.kill("SIGKILL"); });
   let out = "";
   let err = "";
   child.stdout.on("data", (d) => { out += d; });
   child.stderr.on("data", (d) => { err += d; });
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const nl = out.indexOf("\n");
-    if (nl >= 0) return out.slice(0, nl);
-    if (child.exitCode !== null) break;
-    await sleep(20);
-  }
-  throw new Error(`no line from ${args.join(" ")} within ${timeoutMs} ms:\n${out}\n${err}`);
+  return {
+    child,
+    async next(timeoutMs = 30000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const nl = out.indexOf("\n");
+        if (nl >= 0) {
+          const line = out.slice(0, nl);
+          out = out.slice(nl + 1);
+          return line;
+        }
+        if (child.exitCode !== null) break;
+        await sleep(20);
+      }
+      throw new Error(`no line from ${args.join(" ")} within ${timeoutMs} ms:\n${out}\n${err}`);
+    },
+    async ask(command) {
+      child.stdin.write(JSON.stringify(command) + "\n");
+      for (;;) {
+        const answer = JSON.parse(await this.next());
+        if (!answer.warning) return answer;
+      }
+    },
+  };
 }
 
 test("a JavaScript guest and a Python host exchange encrypted text and binary payloads", async (t) => {
   const edge = await startEdge(t);
-  const link = await firstLine(t, [path.join(here, "python_echo_host.py"), edge.url]);
+  const link = await (await pythonChild(t, [path.join(here, "python_echo_host.py"), edge.url])).next();
   assert.match(link, /\/join\/.+\?token=.+#key=/, link);
   const conn = await SessionConnection.fromLink(link, { name: "Ada", WebSocket });
   t.after(() => conn.close());
@@ -47,4 +63,32 @@ test("a JavaScript guest and a Python host exchange encrypted text and binary pa
   assert.equal(frames[0].sender, 1);
   assert.equal(frames[0].data, "echo: héllo 🎉");
   assert.deepEqual([...frames[1].data], [...new TextEncoder().encode("echo:"), 0, 1, 2, 255]);
+});
+
+test("a Python host (ct/collab, pycrdt) and a JavaScript guest converge, non-BMP text included", async (t) => {
+  const edge = await startEdge(t);
+  const files = { "a.txt": "a😀b", "dir/ü.md": "# Grüße 🎉\n" };
+  const py = await pythonChild(t, [path.join(here, "python_collab_host.py"), edge.url, JSON.stringify(files)]);
+  const link = await py.next();
+  assert.match(link, /#key=/, link);
+  const conn = await SessionConnection.fromLink(link, { name: "Ada", WebSocket });
+  const workspace = new Workspace(conn, { user: { name: "Ada" } });
+  t.after(() => { conn.close(); workspace.destroy(); });
+  const synced = workspace.waitFor("synced", { timeoutMs: 15000 });
+  await conn.join();
+  await synced;
+  assert.deepEqual(snapshot(workspace), files);
+
+  // JS edits in UTF-16 units: index 3 is after the emoji (a surrogate pair).
+  workspace.text("a.txt").insert(3, "X");
+  await eventually(async () => (await py.ask({ op: "snapshot" })).snapshot["a.txt"] === "a😀Xb", "Python sees the JS edit after the emoji");
+  // Python edits in code points: index 2 is after the emoji.
+  await py.ask({ op: "edit", path: "a.txt", start: 2, end: 3, text: "🦊" });
+  await eventually(() => workspace.read("a.txt") === "a😀🦊b", "JS sees the Python edit after the emoji");
+  await py.ask({ op: "put", path: "new/ß.txt", text: "ñ 👍" });
+  workspace.text("dir/ü.md").insert(workspace.text("dir/ü.md").length, "más ✓");
+  const sorted = (files) => JSON.stringify(Object.entries(files).sort(([a], [b]) => (a < b ? -1 : 1)));
+  await eventually(async () => sorted((await py.ask({ op: "snapshot" })).snapshot) === sorted(snapshot(workspace))
+    && workspace.read("new/ß.txt") === "ñ 👍", "both hold the same files");
+  assert.equal(workspace.read("dir/ü.md"), "# Grüße 🎉\nmás ✓");
 });
