@@ -188,6 +188,7 @@ class DirectoryShare:
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
         self._awaiting_sync = False
+        self._announce_sync = False
         self._pool = reactor.getThreadPool()
         umask = os.umask(0)
         os.umask(umask)
@@ -329,7 +330,9 @@ class DirectoryShare:
                 if not self.is_synced:
                     self.is_synced = True
                     changed = set(self.workspace.paths())
-                    self.say(f"* synced: {len(changed)} files")
+                    self._announce_sync = bool(changed)  # once the first batch is on disk
+                    if not changed:
+                        self.say("* synced: 0 files")
             self._mark(changed)
         elif kind == messages.AWARENESS:
             changed, refused = self.awareness.apply(message.body, sender)
@@ -515,6 +518,9 @@ class DirectoryShare:
                 else:
                     self.synced[path] = text
             self._dirty.update(again)
+        if self._announce_sync:
+            self._announce_sync = False
+            self.say(f"* synced: {len(self.workspace.paths())} files")
 
     def _reconcile(self, path: str, data: Any, updates: list[bytes],
                    writes: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]]) -> None:
