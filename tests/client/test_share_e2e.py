@@ -250,3 +250,99 @@ class ReadOnlyAndCommandsTests(ShareCase):
         self.host.send("/end")
         yield self.host.wait_line(r"session over")
         yield self.host.wait_exit()
+
+
+class ResumeTests(ShareCase):
+    timeout = 240
+
+    @defer.inlineCallbacks
+    def mirror_through_proxy(self):
+        from tests.locator.tcpproxy import CuttableProxy
+        port = int(self.url.rsplit(":", 1)[1])
+        proxy = CuttableProxy("127.0.0.1", port)
+        self.addCleanup(proxy.stop)
+        mirror, mdir = yield self.start_mirror(server=f"http://127.0.0.1:{proxy.port}")
+        return proxy, mirror, mdir
+
+    @defer.inlineCallbacks
+    def test_cut_for_5_s_resumes_and_converges(self):
+        yield self.start_share({"notes.txt": "start\n", "b.txt": "b\n"})
+        proxy, mirror, mdir = yield self.mirror_through_proxy()
+        proxy.cut()
+        for n in range(10):
+            write(self.host_dir, "notes.txt", read(self.host_dir, "notes.txt") + f"host {n}\n")
+            yield sleep(0.25)
+        write(mdir, "b.txt", "b\nmirror while cut off\n")  # queued, sent on resume
+        yield sleep(2.5)
+        proxy.restore()
+        yield mirror.wait_line(r"^\* resumed$", timeout=30)
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=15)
+        self.assertIn("host 9\n", read(mdir, "notes.txt"))
+        self.assertEqual(read(self.host_dir, "b.txt"), "b\nmirror while cut off\n")
+
+    @defer.inlineCallbacks
+    def test_resume_with_lost_frames_syncs_again(self):
+        yield self.start_share({"notes.txt": "start\n"}, CT_REPLAY_MAX_FRAMES=16)
+        proxy, mirror, mdir = yield self.mirror_through_proxy()
+        proxy.cut()
+        for n in range(40):  # more frames than the replay log keeps
+            write(self.host_dir, "notes.txt", read(self.host_dir, "notes.txt") + f"host {n}\n")
+            yield sleep(0.1)
+        proxy.restore()
+        yield mirror.wait_line(r"messages were lost meanwhile: synchronising again", timeout=30)
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=15)
+        self.assertIn("host 39\n", read(mdir, "notes.txt"))
+        # and it still works both ways afterwards
+        write(mdir, "notes.txt", read(mdir, "notes.txt") + "mirror after resync\n")
+        yield wait_for(lambda: "mirror after resync" in read(self.host_dir, "notes.txt"),
+                       timeout=5)
+
+
+class BadInputTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_malformed_and_unknown_messages_are_dropped_and_logged(self):
+        from twisted.internet import reactor
+
+        from ct.client.crypto import SessionKey
+        from ct.client.session import SessionClient
+        from ct.collab import messages
+        yield self.start_share({"a.txt": "one\n"})
+        mirror, mdir = yield self.start_mirror()
+        mallory = SessionClient.from_link(reactor, self.link, "mallory")
+        yield mallory.join_link()
+        self.addCleanup(lambda: mallory._over or mallory.leave())
+        good_key = mallory.key
+        evil = [
+            b"\x42whatever",                       # unknown kind: ignored by contract
+            b"\x01",                               # sync-step1 without flags
+            b"\x03not a yjs update",
+            b"\x02\x00\x01\x02",
+            b"\x04\xff\xff\xff",                   # truncated awareness
+            b"\x04" + bytes([1, 5, 1, 2]) + b"{}",  # awareness that claims nobody
+            b"\x05" + b'{"v": 1, "readOnly": true}',  # a policy from a guest
+            b"\x06" + b"[1, 2]",
+            b"\x7f\x00",                           # chunk shorter than its header
+            b"\x7f" + (9).to_bytes(4, "big") + (3).to_bytes(4, "big")
+            + (5).to_bytes(4, "big") + b"x",       # chunk 3 of an unknown message
+            b"\x7f" + (7).to_bytes(4, "big") + (0).to_bytes(4, "big")
+            + (1).to_bytes(4, "big") + b"\x7fnested",
+        ]
+        for payload in evil:
+            mallory.send(payload)
+        mallory.send("a text line, as the old join sends")
+        mallory.key = SessionKey.generate()  # a frame that does not decrypt
+        mallory.send(messages.update(b"\x00\x00"))
+        mallory.key = good_key
+        yield sleep(0.5)
+        # both sides still work, and the guest's policy did not make anything read-only
+        write(mdir, "a.txt", "one\ntwo\n")
+        yield wait_for(lambda: read(self.host_dir, "a.txt") == "one\ntwo\n", timeout=5)
+        write(self.host_dir, "a.txt", "one\ntwo\nthree\n")
+        yield wait_for(lambda: read(mdir, "a.txt") == "one\ntwo\nthree\n", timeout=5)
+        errors = self.host.errors.decode(errors="replace")
+        self.assertIn("dropped a message from participant 3", errors)
+        self.assertIn("ignored a policy from participant 3", errors)
+        self.assertIn("does not decrypt", errors)
+        self.assertNotIn("Traceback", errors + mirror.errors.decode(errors="replace"))
+        self.assertIsNone(self.host.status)
+        self.assertIsNone(mirror.status)
