@@ -92,3 +92,47 @@ test("a Python host (ct/collab, pycrdt) and a JavaScript guest converge, non-BMP
     && workspace.read("new/ß.txt") === "ñ 👍", "both hold the same files");
   assert.equal(workspace.read("dir/ü.md"), "# Grüße 🎉\nmás ✓");
 });
+
+test("`ct-client share DIR` hosts and a JavaScript guest edits with it: disk and document agree, emoji included", async (t) => {
+  const { mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const edge = await startEdge(t);
+  const dir = mkdtempSync(path.join(tmpdir(), "ct-js-share-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(path.join(dir, "src"));
+  writeFileSync(path.join(dir, "src", "main.py"), "print('a😀b')\n");
+  writeFileSync(path.join(dir, "notes.md"), "Grüße\n");
+  writeFileSync(path.join(dir, "logo.bin"), Buffer.from([0, 1, 2, 255]));
+  const share = await pythonChild(t, ["-m", "ct.client.cli", "share", dir, "--server", edge.url, "--name", "alice"]);
+  let link = "";
+  for (let i = 0; i < 20 && !/\/join\//.test(link); i++) link = (await share.next()).trim();
+  assert.match(link, /^http:\/\/.+\/join\/.+#key=.+$/, link);
+
+  const conn = await SessionConnection.fromLink(link, { name: "Ada", WebSocket });
+  const workspace = new Workspace(conn, { user: { name: "Ada", color: "#30bced" } });
+  t.after(() => { if (!conn.endedWith) conn.close(); workspace.destroy(); });
+  const synced = workspace.waitFor("synced", { timeoutMs: 15000 });
+  const policy = workspace.waitFor("policy", { timeoutMs: 15000 });
+  await conn.join();
+  await synced;
+  assert.deepEqual(snapshot(workspace), { "notes.md": "Grüße\n", "src/main.py": "print('a😀b')\n" });
+  const received = await policy;
+  assert.equal(received.readOnly, false);
+  assert.deepEqual(received.unshared, [{ path: "logo.bin", size: 4, reason: "binary" }]);
+  // The Python host's awareness (participant 1) is accepted; ours reaches it.
+  await eventually(() => workspace.peers().some((p) => p.participant === 1 && p.state.user?.participant === 1), "the host's awareness");
+
+  // The JS guest types after the emoji (UTF-16 index 10 = after "print('a😀"): the file on disk has it.
+  workspace.text("src/main.py").insert(10, "X🦊");
+  const disk = (p) => { try { return readFileSync(path.join(dir, p), "utf8"); } catch { return null; } };
+  await eventually(() => disk("src/main.py") === "print('a😀X🦊b')\n", "the guest's edit reached the disk", 15000);
+  // An edit on disk by any editor reaches the guest.
+  writeFileSync(path.join(dir, "notes.md"), "Grüße 🎉 from disk\n");
+  await eventually(() => workspace.read("notes.md") === "Grüße 🎉 from disk\n", "the disk edit reached the guest", 15000);
+  // A file created on disk is shared.
+  writeFileSync(path.join(dir, "new.txt"), "ñ\n");
+  await eventually(() => workspace.read("new.txt") === "ñ\n", "a new file reached the guest", 15000);
+  const ended = conn.waitFor("ended", { timeoutMs: 15000 });
+  share.child.stdin.write("/end\n");
+  assert.equal((await ended).code, "session-ended");
+});
