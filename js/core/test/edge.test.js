@@ -272,3 +272,16 @@ test("a connection gone silent (half-open TCP) is noticed by the pings, dropped 
   await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt")
     && /while frozen/.test(h.workspace.read("a.txt")) && /from Ada, /.test(h.workspace.read("a.txt")), "converged after the resume");
 });
+
+test("a resume after the resume window is refused: the session is over for that guest", async (t) => {
+  const edge = await startEdge(t, { CT_RESUME_WINDOW: "1" });
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada", connectionOptions: { resumeDelays: [2500] } });
+  const left = h.connection.waitFor("participant-left", { timeoutMs: 15000 });
+  const ended = a.connection.waitFor("ended", { timeoutMs: 15000 });
+  a.connection.drop();
+  assert.equal((await left).reason, "timeout");
+  const report = await ended;
+  assert.equal(report.code, "resume-expired", JSON.stringify(report));
+  assert.equal(a.connection.resumes, 0);
+});
