@@ -1,6 +1,7 @@
 // The client core against a real edge (twistd -n ctedge on loopback).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import * as Y from "yjs";
 import { startEdge, startProxy, host, guest, eventually, snapshot } from "./helpers.js";
 
 test("host and two guests converge on concurrent text edits", async (t) => {
@@ -22,6 +23,9 @@ test("host and two guests converge on concurrent text edits", async (t) => {
       && a.workspace.read("new.txt") === "fresh";
   }, "all three converge");
   assert.match(b.workspace.read("README.md"), /ünïcödé 🎉/);
+  // Guests edit texts; the host alone adds paths: one a guest adds goes again.
+  a.workspace.files.set("guest-added.txt", new Y.Text("nope"));
+  await eventually(() => [h, a, b].every((p) => p.workspace.read("guest-added.txt") === undefined), "the host removed the guest's path");
 });
 
 test("a guest whose connection is killed resumes with no edit lost either way", async (t) => {
