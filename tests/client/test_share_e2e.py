@@ -346,3 +346,10 @@ class BadInputTests(ShareCase):
         self.assertNotIn("Traceback", errors + mirror.errors.decode(errors="replace"))
         self.assertIsNone(self.host.status)
         self.assertIsNone(mirror.status)
+        # SIGTERM: the host leaves cleanly, which ends the session; the mirror stops
+        import signal
+        self.host.transport.signalProcess(signal.SIGTERM)
+        self.assertEqual((yield self.host.wait_exit()), 0, self.host.errors.decode(errors="replace")[-3000:])
+        yield mirror.wait_line(r"session over: session-ended")
+        self.assertEqual((yield mirror.wait_exit()), 0)
+        self.assertEqual(read(mdir, "a.txt"), "one\ntwo\nthree\n")
