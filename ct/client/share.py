@@ -474,8 +474,8 @@ class DirectoryShare:
                 self.reactor.callLater(0, self._restart_watching)
             return
         if path.split("/")[-1] == ".gitignore" and self.role == "host":
-            self.ignorer.reload()
-            self.rescan()
+            self.ignorer.reload()  # other files may now be hidden, or shown
+            self.reactor.callLater(0, self._restart_watching)
         self._mark({path})
 
     def rescan(self) -> None:

@@ -128,6 +128,12 @@ class ShareMirrorTests(ShareCase):
         write(self.host_dir, "src/emoji.txt", "😀 ok\n")
         yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         self.assertIsNone(read(mdir, "other.log"))
+        # .gitignore changes apply at once: now hidden, then shown again
+        with open(os.path.join(self.host_dir, ".gitignore"), "a") as f:
+            f.write("emoji.txt\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") is None, timeout=3)
+        write(self.host_dir, ".gitignore", "*.log\nbuild/\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         # an emoji-aware minimal edit from the mirror
         write(mdir, "src/ünï😀.txt", "a😀Xb\n")
         yield wait_for(lambda: read(self.host_dir, "src/ünï😀.txt") == "a😀Xb\n", timeout=2)
