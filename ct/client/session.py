@@ -368,6 +368,10 @@ class SessionClient:
             self.participants[info["id"]] = info
         elif kind == "participant-left":
             self.participants.pop(message["participant"], None)
+        elif kind in ("participant-away", "participant-back"):
+            info = self.participants.get(message["participant"])
+            if info is not None:
+                info["connected"] = kind == "participant-back"
         self.events.put(message)
 
     def _handshake_reply(self, message: dict[str, Any]) -> None:
