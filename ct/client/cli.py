@@ -226,7 +226,10 @@ def _run_workspace(reactor, client, share):
     trigger = reactor.addSystemEventTrigger("before", "shutdown", finish)  # SIGTERM, Ctrl-C
     yield defer.DeferredList([done, ended], fireOnOneCallback=True)
     yield finish()
-    reactor.removeSystemEventTrigger(trigger)
+    try:
+        reactor.removeSystemEventTrigger(trigger)
+    except (ValueError, KeyError):
+        pass  # it ran: we are shutting down already
 
 
 def _policy(args) -> Policy:

@@ -128,6 +128,12 @@ class ShareMirrorTests(ShareCase):
         write(self.host_dir, "src/emoji.txt", "😀 ok\n")
         yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         self.assertIsNone(read(mdir, "other.log"))
+        # .gitignore changes apply at once: now hidden, then shown again
+        with open(os.path.join(self.host_dir, ".gitignore"), "a") as f:
+            f.write("emoji.txt\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") is None, timeout=3)
+        write(self.host_dir, ".gitignore", "*.log\nbuild/\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         # an emoji-aware minimal edit from the mirror
         write(mdir, "src/ünï😀.txt", "a😀Xb\n")
         yield wait_for(lambda: read(self.host_dir, "src/ünï😀.txt") == "a😀Xb\n", timeout=2)
@@ -346,3 +352,10 @@ class BadInputTests(ShareCase):
         self.assertNotIn("Traceback", errors + mirror.errors.decode(errors="replace"))
         self.assertIsNone(self.host.status)
         self.assertIsNone(mirror.status)
+        # SIGTERM: the host leaves cleanly, which ends the session; the mirror stops
+        import signal
+        self.host.transport.signalProcess(signal.SIGTERM)
+        self.assertEqual((yield self.host.wait_exit()), 0, self.host.errors.decode(errors="replace")[-3000:])
+        yield mirror.wait_line(r"session over: session-ended")
+        self.assertEqual((yield mirror.wait_exit()), 0)
+        self.assertEqual(read(mdir, "a.txt"), "one\ntwo\nthree\n")
