@@ -28,6 +28,8 @@ import os
 import sys
 
 from twisted.internet import defer, stdio, task, threads
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
+                            globalLogBeginner, textFileLogObserver)
 from twisted.protocols.basic import LineReceiver
 
 from ct.client.links import parse_link
@@ -224,7 +226,10 @@ def _run_workspace(reactor, client, share):
     trigger = reactor.addSystemEventTrigger("before", "shutdown", finish)  # SIGTERM, Ctrl-C
     yield defer.DeferredList([done, ended], fireOnOneCallback=True)
     yield finish()
-    reactor.removeSystemEventTrigger(trigger)
+    try:
+        reactor.removeSystemEventTrigger(trigger)
+    except (ValueError, KeyError):
+        pass  # it ran: we are shutting down already
 
 
 def _policy(args) -> Policy:
@@ -329,6 +334,12 @@ def main(argv=None) -> None:
     p.add_argument("--token", required=True)
     p.add_argument("--user", required=True)
     args = parser.parse_args(argv)
+    if args.command in ("share",) or getattr(args, "mirror", None):
+        # warnings (dropped messages, files that cannot be written) to standard error
+        globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+            textFileLogObserver(sys.stderr),
+            [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
+            redirectStandardIO=False)
     command = {"host": host, "join": join, "share": share, "presence": presence}[args.command]
     task.react(command, [args])
 

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from ct.client.crypto import DecryptError, SessionKey
 from ct.client.links import JoinLink, parse_link, websocket_url
+from ct.common.logthrottle import LogThrottle
 from ct.protocol.errors import BY_NAME
 from ct.protocol.wire import (
     FLAG_TEXT,
@@ -157,6 +158,7 @@ class SessionClient:
         self.trust_all = trust_all_certs
         self.on_frame = on_frame
         self.on_resumed = on_resumed  # called with each ``resumed`` reply (after the resend)
+        self._bad_frames = LogThrottle(_log, reactor, limit=20, interval=60.0)
         self.frames: DeferredQueue = DeferredQueue()
         self.events: DeferredQueue = DeferredQueue()
         self.ended: Deferred = Deferred()  # fires with SessionEnded once the session is over
@@ -325,8 +327,8 @@ class SessionClient:
                 try:
                     body = self.key.decrypt(body, self.session.encode())
                 except DecryptError as e:
-                    _log.warn("dropped a frame from participant {sender}: {why}",
-                              sender=sender, why=e)
+                    self._bad_frames.warn("dropped a frame from participant {sender}: {why}",
+                                          sender=sender, why=e)
                     self._maybe_ack()
                     return
             data = body.decode("utf-8") if flags & FLAG_TEXT else body
@@ -366,6 +368,10 @@ class SessionClient:
             self.participants[info["id"]] = info
         elif kind == "participant-left":
             self.participants.pop(message["participant"], None)
+        elif kind in ("participant-away", "participant-back"):
+            info = self.participants.get(message["participant"])
+            if info is not None:
+                info["connected"] = kind == "participant-back"
         self.events.put(message)
 
     def _handshake_reply(self, message: dict[str, Any]) -> None:

@@ -142,6 +142,23 @@ def list_tree(root: str) -> list[str]:
     return list(tree._walk(root, real_root, "", tree.Ignorer(root), found))
 
 
+def watched_directories(root: str) -> list[str]:
+    """``root`` and every directory below it that ``.gitignore`` does not hide."""
+    ignorer = tree.Ignorer(root)
+    out = []
+    for directory, dirs, _ in os.walk(root):
+        out.append(directory)
+        rel = os.path.relpath(directory, root)
+        keep = []
+        for name in dirs:
+            path = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+            if not ignorer.ignored(path, is_dir=True) \
+                    and not os.path.islink(os.path.join(directory, name)):
+                keep.append(name)
+        dirs[:] = keep
+    return out
+
+
 class _Notifier(inotify.INotify):
     """Twisted's INotify stops for good when a watched directory is deleted: tell us."""
 
@@ -188,6 +205,7 @@ class DirectoryShare:
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
         self._awaiting_sync = False
+        self._announce_sync = False
         self._pool = reactor.getThreadPool()
         umask = os.umask(0)
         os.umask(umask)
@@ -237,6 +255,11 @@ class DirectoryShare:
             self._notifier.loseConnection()
             self._notifier = None
         pending = self._flushing or defer.succeed(None)
+
+        def last_batch(_):  # what arrived just before: on disk before we go
+            if self._dirty and self.is_synced:
+                return self._flush()
+        pending.addCallback(last_batch)
         return pending.addTimeout(10, self.reactor).addErrback(lambda _: None)
 
     # ------------------------------------------------------------ sending
@@ -329,7 +352,9 @@ class DirectoryShare:
                 if not self.is_synced:
                     self.is_synced = True
                     changed = set(self.workspace.paths())
-                    self.say(f"* synced: {len(changed)} files")
+                    self._announce_sync = bool(changed)  # once the first batch is on disk
+                    if not changed:
+                        self.say("* synced: 0 files")
             self._mark(changed)
         elif kind == messages.AWARENESS:
             changed, refused = self.awareness.apply(message.body, sender)
@@ -391,15 +416,29 @@ class DirectoryShare:
 
     # ------------------------------------------------------------ disk watching
 
-    def _start_watching(self) -> None:
-        if self._stopped:
-            return
-        notifier = _Notifier(self.reactor)
-        notifier.startReading()
-        notifier.on_lost = self._watch_lost
-        notifier.watch(FilePath(self.root), mask=WATCH_MASK, autoAdd=True,
-                       callbacks=[self._on_disk_event], recursive=True)
-        self._notifier = notifier
+    def _start_watching(self) -> defer.Deferred:
+        """Watch every directory ``.gitignore`` does not hide (listed in a thread); new
+        directories are added as they appear. Then look at everything once: what changed
+        before the watches were in place is not missed."""
+        d = threads.deferToThreadPool(self.reactor, self._pool, watched_directories, self.root)
+
+        def watch(directories):
+            if self._stopped:
+                return
+            notifier = _Notifier(self.reactor)
+            notifier.startReading()
+            notifier.on_lost = self._watch_lost
+            self._notifier = notifier
+            for directory in directories:
+                try:
+                    notifier.watch(FilePath(directory), mask=WATCH_MASK, autoAdd=True,
+                                   callbacks=[self._on_disk_event])
+                except inotify.INotifyError as e:
+                    _log.warn("cannot watch {dir}: {why}", dir=directory, why=e)
+            self.rescan()
+        d.addCallback(watch)
+        d.addErrback(lambda f: _log.failure("watching {root}", f, root=self.root))
+        return d
 
     def _watch_lost(self) -> None:
         """A watched directory went away (Twisted then stops watching): watch anew, and
@@ -435,8 +474,8 @@ class DirectoryShare:
                 self.reactor.callLater(0, self._restart_watching)
             return
         if path.split("/")[-1] == ".gitignore" and self.role == "host":
-            self.ignorer.reload()
-            self.rescan()
+            self.ignorer.reload()  # other files may now be hidden, or shown
+            self.reactor.callLater(0, self._restart_watching)
         self._mark({path})
 
     def rescan(self) -> None:
@@ -515,6 +554,9 @@ class DirectoryShare:
                 else:
                     self.synced[path] = text
             self._dirty.update(again)
+        if self._announce_sync:
+            self._announce_sync = False
+            self.say(f"* synced: {len(self.workspace.paths())} files")
 
     def _reconcile(self, path: str, data: Any, updates: list[bytes],
                    writes: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]]) -> None:

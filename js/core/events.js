@@ -31,8 +31,9 @@ export class Emitter {
       try {
         fn(...args);
       } catch (e) {
-        if (type !== "listener-error") this.emit("listener-error", e, type);
-        else console.error(e);
+        // One listener's failure does not stop the others, nor the connection.
+        if (type !== "listener-error" && this._listeners.get("listener-error")?.size) this.emit("listener-error", e, type);
+        else console.error(`listener of '${type}' failed:`, e);
       }
     }
   }

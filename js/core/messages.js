@@ -23,7 +23,7 @@ export const MAX_CHUNK_COUNT = 65536;
 export const MAX_PATH_BYTES = 1024;
 export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_WORKSPACE_BYTES = 32 * 1024 * 1024;
-export const MAX_JSON_BODY_BYTES = 1024 * 1024; // policy and notice bodies
+export const MAX_JSON_BODY_BYTES = 4 * 1024 * 1024; // policy and notice bodies (a policy lists unshared files)
 
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });

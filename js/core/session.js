@@ -56,11 +56,12 @@ export class SessionConnection extends Emitter {
    * @param {Function} options.WebSocket  a WebSocket constructor (the browser's, or `ws`)
    * @param {SessionKey} [options.key]  the session key (a host makes one when absent)
    * @param {object} [options.timers]   {setTimeout, clearTimeout} (tests)
+   * @param {Function} [options.now]     milliseconds clock (tests)
    */
   constructor({
     server, name, WebSocket, key = null, client = CLIENT_NAME, autoResume = true,
     resumeDelays = [100, 250, 500, 1000, 2000], resumeAttempts = 60, ackEvery = 128,
-    pingIntervalMs = 20000, stickiness = null, timers = globalThis,
+    pingIntervalMs = 20000, stickiness = null, timers = globalThis, now = () => Date.now(),
   }) {
     super();
     if (typeof WebSocket !== "function") throw new TypeError("SessionConnection needs a WebSocket constructor");
@@ -75,6 +76,7 @@ export class SessionConnection extends Emitter {
     this.ackEvery = ackEvery;
     this.pingIntervalMs = pingIntervalMs;
     this.timers = timers;
+    this.now = now;
     // ctstickiness: the same value on every request of this session keeps a load balancer
     // (without a locator) sending them all to one edge. Node sends it as a header; a
     // browser app sets it as a cookie (document.cookie) before connecting.
@@ -258,7 +260,7 @@ export class SessionConnection extends Emitter {
       };
       socket.onmessage = (event) => {
         if (socket !== this._socket) return;
-        this._lastHeard = Date.now();
+        this._lastHeard = this.now();
         this._received(event.data);
       };
       socket.onerror = () => {}; // a close follows
@@ -462,11 +464,11 @@ export class SessionConnection extends Emitter {
   _startPing() {
     this._stopPing();
     if (!this.pingIntervalMs) return;
-    this._lastHeard = Date.now();
+    this._lastHeard = this.now();
     const tick = () => {
       this._pingTimer = this.timers.setTimeout(tick, this.pingIntervalMs);
       if (!this._socket || this._handshake) return;
-      if (Date.now() - this._lastHeard > 2 * this.pingIntervalMs) {
+      if (this.now() - this._lastHeard > 2 * this.pingIntervalMs) {
         this.emit("warning", "nothing heard from the edge: reconnecting");
         this.drop();
         return;

@@ -94,7 +94,10 @@ export class Workspace extends Emitter {
         this._send(encodeAwareness(awarenessProtocol.encodeAwarenessUpdate(this.awareness, mine)), BROADCAST);
       }
     };
-    this._onFilesChange = () => this.emit("files");
+    this._onFilesChange = (event) => {
+      if (this.isHost && event.transaction.origin === this) this._refuseRemotePaths(event);
+      this.emit("files");
+    };
     this._onAwarenessChange = (change, origin) => {
       if (origin !== "local") this.emit("awareness", change);
     };
@@ -176,6 +179,20 @@ export class Workspace extends Emitter {
    */
   editFits(path, newBytes) {
     return newBytes <= this.policy.maxFileBytes;
+  }
+
+  // The host adds and removes paths; a path a guest added (or an invalid one) is removed
+  // again by the host (docs/protocol.md), after the remote transaction is over.
+  _refuseRemotePaths(event) {
+    const added = [...event.changes.keys].filter(([, change]) => change.action === "add").map(([key]) => key);
+    if (!added.length) return;
+    queueMicrotask(() => {
+      if (this._destroyed) return;
+      this.doc.transact(() => {
+        for (const path of added) this.files.delete(path);
+      });
+      this.emit("warning", `removed paths a guest added: ${added.slice(0, 5).join(", ")}${added.length > 5 ? ", ..." : ""}`);
+    });
   }
 
   // ------------------------------------------------------------------ awareness

@@ -90,5 +90,8 @@ class CliProcess(protocol.ProcessProtocol):
                     break
                 yield sleep(0.05)
             if self.status is None:
-                self.transport.signalProcess(signal.SIGKILL)
+                try:
+                    self.transport.signalProcess(signal.SIGKILL)
+                except Exception:
+                    pass
                 yield self.exited

@@ -37,10 +37,15 @@ def tree_of(root: str) -> dict[str, str]:
     for directory, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d != ".git"]
         for name in files:
+            if name.startswith(".ct-tmp-"):
+                continue  # an atomic write under way
             full = os.path.join(directory, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            with open(full, "rb") as f:
-                out[rel] = f.read().decode("utf-8", "replace")
+            try:
+                with open(full, "rb") as f:
+                    out[rel] = f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                continue
     return out
 
 
@@ -123,10 +128,234 @@ class ShareMirrorTests(ShareCase):
         write(self.host_dir, "src/emoji.txt", "😀 ok\n")
         yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         self.assertIsNone(read(mdir, "other.log"))
+        # .gitignore changes apply at once: now hidden, then shown again
+        with open(os.path.join(self.host_dir, ".gitignore"), "a") as f:
+            f.write("emoji.txt\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") is None, timeout=3)
+        write(self.host_dir, ".gitignore", "*.log\nbuild/\n")
+        yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         # an emoji-aware minimal edit from the mirror
         write(mdir, "src/ünï😀.txt", "a😀Xb\n")
         yield wait_for(lambda: read(self.host_dir, "src/ünï😀.txt") == "a😀Xb\n", timeout=2)
-        yield wait_for(lambda: self.converged(self.host_dir, mdir) is False or True)
+        shared = {p: t for p, t in tree_of(self.host_dir).items()
+                  if p not in ("debug.log", "build/out.txt", "logo.png", "big.txt", "other.log")}
+        yield wait_for(lambda: tree_of(mdir) == shared, timeout=3)
         mirror.close_input()
         yield mirror.wait_exit()
         yield self.host.wait_line(r"^\* bob left")
+
+
+class AtomicWriteTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_a_reader_never_sees_a_partial_file(self):
+        versions = [("version %d " % i) * 40000 + "\n" for i in range(6)]  # ~400 KB each
+        yield self.start_share({"big.txt": versions[0]})
+        mirror, mdir = yield self.start_mirror()
+        target = os.path.join(mdir, "big.txt")
+        yield wait_for(lambda: read(mdir, "big.txt") == versions[0], timeout=10)
+        seen, bad = set(), []
+
+        def look():
+            with open(target, encoding="utf-8") as f:
+                text = f.read()
+            if text in versions:
+                seen.add(versions.index(text))
+            else:
+                bad.append(len(text))
+        from twisted.internet.task import LoopingCall
+        watcher = LoopingCall(look)
+        watcher.start(0.001)
+        self.addCleanup(lambda: watcher.running and watcher.stop())
+        for version in versions[1:]:
+            write(self.host_dir, "big.txt", version)
+            yield sleep(0.4)
+        yield wait_for(lambda: read(mdir, "big.txt") == versions[-1], timeout=10)
+        watcher.stop()
+        self.assertEqual(bad, [], "a reader saw a partial or mixed file")
+        self.assertGreaterEqual(len(seen), 3)
+        mode_before = os.stat(os.path.join(self.host_dir, "big.txt")).st_mode
+        os.chmod(os.path.join(self.host_dir, "big.txt"), 0o640)
+        write(mdir, "big.txt", versions[0])
+        yield wait_for(lambda: read(self.host_dir, "big.txt") == versions[0], timeout=5)
+        self.assertEqual(os.stat(os.path.join(self.host_dir, "big.txt")).st_mode & 0o777, 0o640)
+        self.assertNotEqual(mode_before & 0o777, 0)
+        leftovers = [n for n in os.listdir(self.host_dir) + os.listdir(mdir) if "ct-tmp" in n]
+        self.assertEqual(leftovers, [])
+
+
+class ConvergenceTests(ShareCase):
+    timeout = 300
+
+    @defer.inlineCallbacks
+    def test_500_files_5_mb_with_concurrent_edits(self):
+        files = {}
+        for n in range(500):
+            body = "".join(f"file {n} line {i}: {'lorem ipsum dolor sit amet ' * 3}\n"
+                           for i in range(105))
+            files[f"pkg{n % 20}/module_{n}.py"] = body
+        total = sum(len(v.encode()) for v in files.values())
+        self.assertGreater(total, 5_000_000)
+        yield self.start_share(files)
+        mirror, mdir = yield self.start_mirror()
+        yield wait_for(lambda: len(tree_of(mdir)) == 500, timeout=60)
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=30)
+        markers = []
+        for round_ in range(8):
+            # each round starts from a settled state (a person's editor would not save over
+            # a file it has not reloaded), then both disks change at the same instant
+            yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=20)
+            yield sleep(0.2)
+            path = "pkg3/module_3.py"
+            host_text, mirror_text = read(self.host_dir, path), read(mdir, path)
+            lines_h, lines_m = host_text.split("\n"), mirror_text.split("\n")
+            lines_h.insert(round_ * 7, f"# host edit {round_}")
+            lines_m.insert(len(lines_m) - 1 - round_ * 5, f"# mirror edit {round_}")
+            write(self.host_dir, path, "\n".join(lines_h))  # the same instant on both disks
+            write(mdir, path, "\n".join(lines_m))
+            other = f"pkg{round_}/module_{100 + round_}.py"
+            write(mdir, other, read(mdir, other) + f"# mirror tail {round_}\n")
+            write(self.host_dir, f"pkg{round_}/new_{round_}.py", f"new {round_}\n")
+            markers += [f"# host edit {round_}", f"# mirror edit {round_}",
+                        f"# mirror tail {round_}"]
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=20)
+        yield sleep(0.5)  # nothing further moves
+        self.assertTrue(self.converged(self.host_dir, mdir))
+        everything = "".join(tree_of(self.host_dir).values())
+        for marker in markers:
+            self.assertEqual(everything.count(marker + "\n"), 1, marker)
+        self.assertEqual(len(tree_of(mdir)), 508)
+
+
+class ReadOnlyAndCommandsTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_read_only_guest_edits_are_not_applied_then_kick(self):
+        yield self.start_share({"a.txt": "original\n"}, "--read-only")
+        mirror, mdir = yield self.start_mirror()
+        write(mdir, "a.txt", "guest was here\n")
+        yield mirror.wait_line(r"read-only session")
+        yield wait_for(lambda: read(mdir, "a.txt") == "original\n", timeout=5)
+        yield sleep(0.5)
+        self.assertEqual(read(self.host_dir, "a.txt"), "original\n")
+        # the host still reaches the guest
+        write(self.host_dir, "a.txt", "host edit\n")
+        yield wait_for(lambda: read(mdir, "a.txt") == "host edit\n", timeout=5)
+        # editable again
+        self.host.send("/readonly off")
+        yield mirror.wait_line(r"now editable")
+        write(mdir, "a.txt", "host edit\nguest edit\n")
+        yield wait_for(lambda: read(self.host_dir, "a.txt") == "host edit\nguest edit\n",
+                       timeout=5)
+        start = len(self.host.lines)
+        self.host.send("/who")
+        yield self.host.wait_line(r"#2 bob \(guest", start=start)
+        self.host.send("/kick bob")
+        yield mirror.wait_line(r"session over: removed")
+        yield mirror.wait_exit()
+        yield self.host.wait_line(r"^\* bob left")
+        self.assertEqual(read(self.host_dir, "a.txt"), "host edit\nguest edit\n")
+        self.host.send("/end")
+        yield self.host.wait_line(r"session over")
+        yield self.host.wait_exit()
+
+
+class ResumeTests(ShareCase):
+    timeout = 240
+
+    @defer.inlineCallbacks
+    def mirror_through_proxy(self):
+        from tests.locator.tcpproxy import CuttableProxy
+        port = int(self.url.rsplit(":", 1)[1])
+        proxy = CuttableProxy("127.0.0.1", port)
+        self.addCleanup(proxy.stop)
+        mirror, mdir = yield self.start_mirror(server=f"http://127.0.0.1:{proxy.port}")
+        return proxy, mirror, mdir
+
+    @defer.inlineCallbacks
+    def test_cut_for_5_s_resumes_and_converges(self):
+        yield self.start_share({"notes.txt": "start\n", "b.txt": "b\n"})
+        proxy, mirror, mdir = yield self.mirror_through_proxy()
+        proxy.cut()
+        for n in range(10):
+            write(self.host_dir, "notes.txt", read(self.host_dir, "notes.txt") + f"host {n}\n")
+            yield sleep(0.25)
+        write(mdir, "b.txt", "b\nmirror while cut off\n")  # queued, sent on resume
+        yield sleep(2.5)
+        proxy.restore()
+        yield mirror.wait_line(r"^\* resumed$", timeout=30)
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=15)
+        self.assertIn("host 9\n", read(mdir, "notes.txt"))
+        self.assertEqual(read(self.host_dir, "b.txt"), "b\nmirror while cut off\n")
+
+    @defer.inlineCallbacks
+    def test_resume_with_lost_frames_syncs_again(self):
+        yield self.start_share({"notes.txt": "start\n"}, CT_REPLAY_MAX_FRAMES=16)
+        proxy, mirror, mdir = yield self.mirror_through_proxy()
+        proxy.cut()
+        for n in range(40):  # more frames than the replay log keeps
+            write(self.host_dir, "notes.txt", read(self.host_dir, "notes.txt") + f"host {n}\n")
+            yield sleep(0.1)
+        proxy.restore()
+        yield mirror.wait_line(r"messages were lost meanwhile: synchronising again", timeout=30)
+        yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=15)
+        self.assertIn("host 39\n", read(mdir, "notes.txt"))
+        # and it still works both ways afterwards
+        write(mdir, "notes.txt", read(mdir, "notes.txt") + "mirror after resync\n")
+        yield wait_for(lambda: "mirror after resync" in read(self.host_dir, "notes.txt"),
+                       timeout=5)
+
+
+class BadInputTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_malformed_and_unknown_messages_are_dropped_and_logged(self):
+        from twisted.internet import reactor
+
+        from ct.client.crypto import SessionKey
+        from ct.client.session import SessionClient
+        from ct.collab import messages
+        yield self.start_share({"a.txt": "one\n"})
+        mirror, mdir = yield self.start_mirror()
+        mallory = SessionClient.from_link(reactor, self.link, "mallory")
+        yield mallory.join_link()
+        self.addCleanup(lambda: mallory._over or mallory.leave())
+        good_key = mallory.key
+        evil = [
+            b"\x42whatever",                       # unknown kind: ignored by contract
+            b"\x01",                               # sync-step1 without flags
+            b"\x03not a yjs update",
+            b"\x02\x00\x01\x02",
+            b"\x04\xff\xff\xff",                   # truncated awareness
+            b"\x04" + bytes([1, 5, 1, 2]) + b"{}",  # awareness that claims nobody
+            b"\x05" + b'{"v": 1, "readOnly": true}',  # a policy from a guest
+            b"\x06" + b"[1, 2]",
+            b"\x7f\x00",                           # chunk shorter than its header
+            b"\x7f" + (9).to_bytes(4, "big") + (3).to_bytes(4, "big")
+            + (5).to_bytes(4, "big") + b"x",       # chunk 3 of an unknown message
+            b"\x7f" + (7).to_bytes(4, "big") + (0).to_bytes(4, "big")
+            + (1).to_bytes(4, "big") + b"\x7fnested",
+        ]
+        for payload in evil:
+            mallory.send(payload)
+        mallory.send("a text line, as the old join sends")
+        mallory.key = SessionKey.generate()  # a frame that does not decrypt
+        mallory.send(messages.update(b"\x00\x00"))
+        mallory.key = good_key
+        yield sleep(0.5)
+        # both sides still work, and the guest's policy did not make anything read-only
+        write(mdir, "a.txt", "one\ntwo\n")
+        yield wait_for(lambda: read(self.host_dir, "a.txt") == "one\ntwo\n", timeout=5)
+        write(self.host_dir, "a.txt", "one\ntwo\nthree\n")
+        yield wait_for(lambda: read(mdir, "a.txt") == "one\ntwo\nthree\n", timeout=5)
+        errors = self.host.errors.decode(errors="replace")
+        self.assertIn("dropped a message from participant 3", errors)
+        self.assertIn("ignored a policy from participant 3", errors)
+        self.assertIn("does not decrypt", errors)
+        self.assertNotIn("Traceback", errors + mirror.errors.decode(errors="replace"))
+        self.assertIsNone(self.host.status)
+        self.assertIsNone(mirror.status)
+        # SIGTERM: the host leaves cleanly, which ends the session; the mirror stops
+        import signal
+        self.host.transport.signalProcess(signal.SIGTERM)
+        self.assertEqual((yield self.host.wait_exit()), 0, self.host.errors.decode(errors="replace")[-3000:])
+        yield mirror.wait_line(r"session over: session-ended")
+        self.assertEqual((yield mirror.wait_exit()), 0)
+        self.assertEqual(read(mdir, "a.txt"), "one\ntwo\nthree\n")

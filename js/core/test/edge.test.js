@@ -1,7 +1,8 @@
 // The client core against a real edge (twistd -n ctedge on loopback).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startEdge, host, guest, eventually, snapshot } from "./helpers.js";
+import * as Y from "yjs";
+import { startEdge, startProxy, host, guest, eventually, snapshot } from "./helpers.js";
 
 test("host and two guests converge on concurrent text edits", async (t) => {
   const edge = await startEdge(t);
@@ -22,6 +23,9 @@ test("host and two guests converge on concurrent text edits", async (t) => {
       && a.workspace.read("new.txt") === "fresh";
   }, "all three converge");
   assert.match(b.workspace.read("README.md"), /ünïcödé 🎉/);
+  // Guests edit texts; the host alone adds paths: one a guest adds goes again.
+  a.workspace.files.set("guest-added.txt", new Y.Text("nope"));
+  await eventually(() => [h, a, b].every((p) => p.workspace.read("guest-added.txt") === undefined), "the host removed the guest's path");
 });
 
 test("a guest whose connection is killed resumes with no edit lost either way", async (t) => {
@@ -237,4 +241,51 @@ test("ctstickiness: the host's value comes back in 'hosted', rides in the link, 
   assert.equal(a.connection.stickiness, "lb-value_1");
   const generated = await host(t, edge);
   assert.match(generated.connection.stickiness, /^[A-Za-z0-9_-]{16}$/);
+});
+
+test("notices reach everyone or one participant, with the sender", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada" });
+  const b = await guest(t, h.connection.link, { name: "Bob" });
+  const seenByB = [];
+  b.workspace.on("notice", (n) => seenByB.push(n));
+  const toHost = h.workspace.waitFor("notice");
+  a.workspace.notice({ level: "warning", code: "file-too-large", message: "too big", path: "a.txt" }, 1);
+  assert.deepEqual(await toHost, { from: a.connection.participant, level: "warning", code: "file-too-large", message: "too big", path: "a.txt" });
+  const toB = b.workspace.waitFor("notice");
+  h.workspace.notice({ code: "hello", message: "hi all" });
+  assert.deepEqual(await toB, { from: 1, level: "info", code: "hello", message: "hi all" });
+  assert.equal(seenByB.length, 1, "B did not get the notice meant for the host");
+});
+
+test("a connection gone silent (half-open TCP) is noticed by the pings, dropped and resumed", async (t) => {
+  const edge = await startEdge(t);
+  const proxy = await startProxy(t, edge.url);
+  const h = await host(t, edge, { files: { "a.txt": "" } });
+  const viaProxy = h.connection.link.replace(edge.url, proxy.url);
+  const a = await guest(t, viaProxy, { name: "Ada", connectionOptions: { pingIntervalMs: 300 } });
+  const warnings = [];
+  a.connection.on("warning", (w) => warnings.push(w));
+  const resumed = a.connection.waitFor("resumed", { timeoutMs: 10000 });
+  proxy.freeze(); // nothing passes any more, and nothing closes
+  h.workspace.text("a.txt").insert(0, "while frozen");
+  a.workspace.text("a.txt").insert(0, "from Ada, ");
+  await resumed;
+  assert.ok(warnings.some((w) => /nothing heard/.test(w)), warnings.join("\n"));
+  await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt")
+    && /while frozen/.test(h.workspace.read("a.txt")) && /from Ada, /.test(h.workspace.read("a.txt")), "converged after the resume");
+});
+
+test("a resume after the resume window is refused: the session is over for that guest", async (t) => {
+  const edge = await startEdge(t, { CT_RESUME_WINDOW: "1" });
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada", connectionOptions: { resumeDelays: [2500] } });
+  const left = h.connection.waitFor("participant-left", { timeoutMs: 15000 });
+  const ended = a.connection.waitFor("ended", { timeoutMs: 15000 });
+  a.connection.drop();
+  assert.equal((await left).reason, "timeout");
+  const report = await ended;
+  assert.equal(report.code, "resume-expired", JSON.stringify(report));
+  assert.equal(a.connection.resumes, 0);
 });

@@ -112,3 +112,36 @@ export function closeQuietly(connection, workspace) {
 export function snapshot(workspace) {
   return Object.fromEntries(workspace.paths().map((p) => [p, workspace.read(p)]));
 }
+
+/**
+ * A TCP proxy on loopback in front of `target` (http://127.0.0.1:port). freeze() stops
+ * forwarding on the open connections without closing them (a dead network: half-open
+ * TCP); new connections pass. Resolves with {url, freeze(), connections}.
+ */
+export async function startProxy(t, target) {
+  const net = await import("node:net");
+  const { port: targetPort } = new URL(target);
+  const pairs = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(targetPort), "127.0.0.1");
+    const pair = { client, upstream, frozen: false };
+    pairs.add(pair);
+    client.on("data", (d) => { if (!pair.frozen) upstream.write(d); });
+    upstream.on("data", (d) => { if (!pair.frozen) client.write(d); });
+    const end = () => { pairs.delete(pair); client.destroy(); upstream.destroy(); };
+    client.on("close", end);
+    upstream.on("close", end);
+    client.on("error", end);
+    upstream.on("error", end);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    for (const { client, upstream } of pairs) { client.destroy(); upstream.destroy(); }
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    freeze() { for (const pair of pairs) pair.frozen = true; },
+    get connections() { return pairs.size; },
+  };
+}

@@ -265,3 +265,31 @@ test("sync: step1 is answered with step2, and an initial one with our step1 too"
     ws.destroy();
   }
 });
+
+test("the host removes a path a guest added (docs/protocol.md); guests keep remote paths", async () => {
+  const conn = new FakeConnection(1);
+  const ws = new Workspace(conn);
+  const guestConn = new FakeConnection(2);
+  const guestWs = new Workspace(guestConn);
+  try {
+    ws.addFile("host.txt", "h");
+    const other = new Y.Doc();
+    Y.applyUpdate(other, Y.encodeStateAsUpdate(ws.doc));
+    other.getMap("files").set("guest.txt", new Y.Text("g"));
+    other.getMap("files").get("host.txt").insert(1, "!");
+    const update = messages.encodeUpdate(Y.encodeStateAsUpdate(other, Y.encodeStateVector(ws.doc)));
+    conn.sent.length = 0;
+    conn.emit("frame", { sender: 2, seq: 1, data: update });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(ws.paths(), ["host.txt"]);
+    assert.equal(ws.read("host.txt"), "h!");
+    assert.ok(conn.sent.some(({ data, to }) => data[0] === KIND.UPDATE && to === 0), "the removal went to everyone");
+    // A guest applies the same update as it is: the host's removal reaches it later.
+    guestConn.emit("frame", { sender: 3, seq: 1, data: messages.encodeUpdate(Y.encodeStateAsUpdate(other)) });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(guestWs.paths(), ["guest.txt", "host.txt"]);
+  } finally {
+    ws.destroy();
+    guestWs.destroy();
+  }
+});
