@@ -15,13 +15,13 @@ edit is lost.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from typing import Any, Callable
 
 from pycrdt import merge_updates
 from twisted.internet import defer, inotify, threads
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -51,15 +51,10 @@ def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
         try:
             with open(full, "rb") as f:
                 out[path] = f.read(limit + 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             out[path] = None
-        except IsADirectoryError:
-            out[path] = None
-        except OSError as e:
-            if e.errno == errno.ENOTDIR:
-                out[path] = None
-            else:
-                out[path] = UNSAFE
+        except OSError:
+            out[path] = UNSAFE
     return out
 
 
@@ -139,7 +134,7 @@ def list_tree(root: str) -> list[str]:
     """Every file path of ``root`` that ``.gitignore`` does not hide (shareable or not)."""
     found = tree.Scan()
     real_root = os.path.realpath(root)
-    return list(tree._walk(root, real_root, "", tree.Ignorer(root), found))
+    return list(tree.walk(root, real_root, "", tree.Ignorer(root), found))
 
 
 def watched_directories(root: str) -> list[str]:
@@ -232,7 +227,6 @@ class DirectoryShare:
         if self.role == "guest":
             os.makedirs(self.root, exist_ok=True)
             self._request_sync()
-        from twisted.internet.task import LoopingCall
         self._awareness_loop = LoopingCall(self._renew_awareness)
         self._awareness_loop.clock = self.reactor
         self._awareness_loop.start(messages.AWARENESS_INTERVAL, now=False)
@@ -501,15 +495,6 @@ class DirectoryShare:
                 or not self.is_synced:  # a guest writes nothing before its first sync
             return
         self._timer = self.reactor.callLater(self.debounce, self._flush)
-
-    def flush_now(self) -> defer.Deferred:
-        """Flush what is dirty now (tests, shutdown)."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self._flushing is not None:
-            return self._flushing
-        return self._flush()
 
     def _flush(self) -> defer.Deferred:
         self._timer = None

@@ -355,7 +355,8 @@ class BadInputTests(ShareCase):
         # SIGTERM: the host leaves cleanly, which ends the session; the mirror stops
         import signal
         self.host.transport.signalProcess(signal.SIGTERM)
-        self.assertEqual((yield self.host.wait_exit()), 0, self.host.errors.decode(errors="replace")[-3000:])
+        status = yield self.host.wait_exit()
+        self.assertEqual(status, 0, self.host.errors.decode(errors="replace")[-3000:])
         yield mirror.wait_line(r"session over: session-ended")
         self.assertEqual((yield mirror.wait_exit()), 0)
         self.assertEqual(read(mdir, "a.txt"), "one\ntwo\nthree\n")
