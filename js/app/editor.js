@@ -50,9 +50,9 @@ function utf8Bytes(doc, cap) {
 export class Editor {
   /**
    * @param {HTMLElement} parent
-   * @param {object} options  {awareness, nonce, onTooLarge(path), onCursor()}
+   * @param {object} options  {awareness, nonce, onTooLarge(path), onLocalEdit()}
    */
-  constructor(parent, { awareness, nonce = null, onTooLarge = () => {}, onActivity = () => {} }) {
+  constructor(parent, { awareness, nonce = null, onTooLarge = () => {}, onLocalEdit = () => {} }) {
     this.awareness = awareness;
     this._guarded = guardedAwareness(awareness);
     this.onTooLarge = onTooLarge;
@@ -64,7 +64,7 @@ export class Editor {
     this._views = new Map(); // path -> {scrollTop, anchor, head}
     this._readOnly = new Compartment();
     this._nonce = nonce;
-    this._onActivity = onActivity;
+    this._onLocalEdit = onLocalEdit;
     this.view = new EditorView({ parent, state: EditorState.create({ doc: "", extensions: this._base(true) }) });
   }
 
@@ -117,7 +117,8 @@ export class Editor {
       this._nonce ? EditorView.cspNonce.of(this._nonce) : [],
       this._readOnly.of(this._readOnlyExtension(empty || this.readOnly)),
       EditorView.updateListener.of((update) => {
-        if (update.docChanged || update.selectionSet) this._onActivity();
+        // Typing here (not a remote edit, which carries no user event).
+        if (update.transactions.some((tr) => tr.docChanged && tr.annotation(Transaction.userEvent))) this._onLocalEdit();
       }),
       filter,
     ];

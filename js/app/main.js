@@ -112,6 +112,8 @@ class App {
     this.statuses = []; // the last transitions, for tests and debugging
     this.sessionEndedReason = null;
     this.over = false;
+    this.joined = false; // once joined, a lost connection is "disconnected", not "unreachable"
+    this.title = "";
     this.collapsed = new Set();
     this._bannerTimer = null;
     this._renderQueued = false;
@@ -164,6 +166,14 @@ class App {
       awareness: workspace.awareness,
       nonce: nonce(),
       onTooLarge: (path) => this.toast("warning", `${path} would pass the ${formatSize(workspace.policy.maxFileBytes)} limit: that edit was not applied.`),
+      onLocalEdit: () => {
+        // Typing while following would be pulled away at the next switch: stop following.
+        if (this.following !== null) {
+          const name = this.conn.participants.get(this.following)?.name ?? "them";
+          this._setFollowing(null);
+          this.toast("info", `You typed, so you stopped following ${name}.`);
+        }
+      },
     });
 
     conn.on("state", (state, detail) => this._state(state, detail));
@@ -185,8 +195,10 @@ class App {
     });
     try {
       const joined = await conn.join();
-      this.el.title.textContent = joined.title || "";
-      document.title = `${joined.title ? joined.title + " · " : ""}CodeTogether`;
+      this.joined = true;
+      this.title = joined.title || "";
+      this.el.title.textContent = this.title;
+      this._setTitle();
       workspace.setUser({ name: this.name, color: colorFor(conn.participant), colorLight: colorFor(conn.participant) + "33" });
       this.render();
     } catch {
@@ -233,7 +245,20 @@ class App {
     if (this.over) return;
     this.over = true;
     this.editor?.destroy();
+    if (!this.joined && (code === "closed" || code === "resume-failed")) {
+      showPage({
+        kind: "unreachable", title: "Cannot reach the server",
+        text: ["The page could not open its connection to the server.",
+          "Check your network; a proxy or firewall that blocks websockets to this site also causes this. Reload to try again."],
+      });
+      return;
+    }
     showPage(endPage(code, this.sessionEndedReason));
+  }
+
+  _setTitle() {
+    const parts = [this.editor?.path, this.title, "CodeTogether"].filter(Boolean);
+    document.title = parts.join(" · ");
   }
 
   // ---------------------------------------------------------------- files
@@ -268,6 +293,7 @@ class App {
     this.el.editor.hidden = !ytext;
     this.el.path.textContent = ytext ? path : "";
     this.el.path.title = ytext ? path : "";
+    this._setTitle();
     this.workspace.setCursor(ytext ? path : null, null);
     this.render();
   }

@@ -65,6 +65,8 @@ class TwoBrowsersTests(BrowserTestCase):
                    "A's typing on the host's disk")
         self.assertLess(time.monotonic() - started, 1.0)
         wait_until(lambda: "Typed by Ada." in b.editor_text(), 5, "A's typing in B")
+        self.assertIsNone(a.js("return window.ctApp.following"))  # typing stops following
+        self.assertEqual(b.js("return window.ctApp.following"), 1)
 
         # B sees A's caret with A's name.
         wait_until(lambda: "Ada" in b.caret_names(), 5, "A's caret with A's name in B")
@@ -276,4 +278,13 @@ class PagesTests(BrowserTestCase):
         page.wait_page("insecure")
         self.assertIn("HTTPS", page.browser.text("h1"))
         page.screenshot("11-insecure")
-        self.assertTrue(port)
+        # The page loads, but its websocket cannot reach the edge.
+        proxy = CapturingProxy("127.0.0.1", int(port))
+        self.addCleanup(proxy.stop)
+        page.open(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"))
+        page.browser.wait(lambda: page.browser.find("#ct-name"), 10, "the name prompt")
+        proxy.cut()
+        page.browser.find("#ct-name").send_keys("Eve")  # another origin: nothing remembered
+        page.browser.find("#ct-join").click()
+        page.wait_page("unreachable")
+        page.screenshot("18-unreachable")
