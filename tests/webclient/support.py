@@ -46,6 +46,9 @@ class NodeHost:
     memory; commands and answers are JSON lines."""
 
     def __init__(self, case, server: str, files: dict[str, str], read_only: bool = False):
+        reason = node_missing()
+        if reason:
+            case.skipTest(reason)
         args = ["node", str(NODE_HOST), server, json.dumps(files)]
         if read_only:
             args.append("readOnly")

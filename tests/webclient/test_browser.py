@@ -19,8 +19,7 @@ import pytest
 
 from tests.dashboard.browser import missing
 from tests.webclient.support import (
-    AppPage, CapturingProxy, NodeHost, ShareHost, node_missing, start_edge, unmask_client_frames,
-    wait_until)
+    AppPage, CapturingProxy, NodeHost, ShareHost, start_edge, unmask_client_frames, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ FILES = {
 
 class BrowserTestCase(unittest.TestCase):
     def setUp(self):
-        reason = missing() or node_missing()
+        reason = missing()
         if reason:
             self.skipTest(reason)
 
@@ -257,7 +256,8 @@ class CaptureTests(BrowserTestCase):
 
 class PagesTests(BrowserTestCase):
     def test_unknown_session_missing_key_bad_token_and_insecure_pages(self):
-        _, url = start_edge(self)
+        # 127.0.0.1 is a "proxy" here: its X-Forwarded-Proto counts (see the end).
+        _, url = start_edge(self, CT_TRUSTED_PROXIES="127.0.0.1/32")
         host = NodeHost(self, url, FILES)
         port = url.rsplit(":", 1)[1]
         page = AppPage(self, extra_args=["--host-resolver-rules=MAP ct-test.example 127.0.0.1"])
@@ -278,6 +278,18 @@ class PagesTests(BrowserTestCase):
         page.wait_page("insecure")
         self.assertIn("HTTPS", page.browser.text("h1"))
         page.screenshot("11-insecure")
+        self.assertIsNone(page.js("return document.querySelector('script')"))  # the edge's page
+        # A proxy that claims HTTPS gets the app: the app itself sees no secure context.
+        page.driver.execute_cdp_cmd("Network.enable", {})
+        page.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                                    {"headers": {"X-Forwarded-Proto": "https"}})
+        page.open(host.link.replace("127.0.0.1", "ct-test.example")
+                  .replace("?token=", "?via=proxy&token="))  # a new URL: loaded again
+        wait_until(lambda: page.js("return !!document.querySelector('script[src*=\"join-assets\"]')"),
+                   10, "the app's shell")
+        page.wait_page("insecure")
+        self.assertFalse(page.js("return window.isSecureContext"))
+        page.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
         # The page loads, but its websocket cannot reach the edge.
         proxy = CapturingProxy("127.0.0.1", int(port))
         self.addCleanup(proxy.stop)
