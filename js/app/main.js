@@ -441,6 +441,8 @@ class App {
         }, following ? "Following" : "Follow")));
     }
     fill(this.el.people, rows);
+    const hostName = conn.participants.get(HOST)?.name;
+    this.el.title.textContent = this.title || (hostName ? `${hostName}'s session` : "");
     const followed = this.following === null ? null : conn.participants.get(this.following);
     if (followed) {
       fill(this.el.follow, "Following ", h("strong", {}, followed.name), " ",
