@@ -64,7 +64,7 @@ export function sleep(ms) {
 }
 
 /** Polls until check() is truthy; fails the test with `what` after timeoutMs. */
-export async function eventually(check, what, timeoutMs = 10000) {
+export async function eventually(check, what, timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {

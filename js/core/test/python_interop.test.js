@@ -125,13 +125,13 @@ test("`ct-client share DIR` hosts and a JavaScript guest edits with it: disk and
   // The JS guest types after the emoji (UTF-16 index 10 = after "print('a😀"): the file on disk has it.
   workspace.text("src/main.py").insert(10, "X🦊");
   const disk = (p) => { try { return readFileSync(path.join(dir, p), "utf8"); } catch { return null; } };
-  await eventually(() => disk("src/main.py") === "print('a😀X🦊b')\n", "the guest's edit reached the disk", 15000);
+  await eventually(() => disk("src/main.py") === "print('a😀X🦊b')\n", "the guest's edit reached the disk", 20000);
   // An edit on disk by any editor reaches the guest.
   writeFileSync(path.join(dir, "notes.md"), "Grüße 🎉 from disk\n");
-  await eventually(() => workspace.read("notes.md") === "Grüße 🎉 from disk\n", "the disk edit reached the guest", 15000);
+  await eventually(() => workspace.read("notes.md") === "Grüße 🎉 from disk\n", "the disk edit reached the guest", 20000);
   // A file created on disk is shared.
   writeFileSync(path.join(dir, "new.txt"), "ñ\n");
-  await eventually(() => workspace.read("new.txt") === "ñ\n", "a new file reached the guest", 15000);
+  await eventually(() => workspace.read("new.txt") === "ñ\n", "a new file reached the guest", 20000);
   const ended = conn.waitFor("ended", { timeoutMs: 15000 });
   share.child.stdin.write("/end\n");
   assert.equal((await ended).code, "session-ended");
@@ -160,7 +160,7 @@ test("a JavaScript host and `ct-client join LINK --mirror DIR` (Python) converge
   workspace.text("a.txt").insert(3, "X"); // after the emoji, in UTF-16 units
   await eventually(() => disk("a.txt") === "a😀Xb\n", "the host's edit reached the mirror");
   writeFileSync(path.join(mirror, "deep/dir/ü.md"), "# Grüße 🎉\n");
-  await eventually(() => workspace.read("deep/dir/ü.md") === "# Grüße 🎉\n", "the mirror's disk edit reached the host", 15000);
+  await eventually(() => workspace.read("deep/dir/ü.md") === "# Grüße 🎉\n", "the mirror's disk edit reached the host", 20000);
   await eventually(() => workspace.peers().some((p) => p.state.user?.name === "bob"), "bob's awareness");
   const left = conn.waitFor("participant-left", { timeoutMs: 15000 });
   guest.child.stdin.end(); // end of input leaves the session
