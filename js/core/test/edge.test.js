@@ -289,3 +289,22 @@ test("a resume after the resume window is refused: the session is over for that 
   assert.equal(report.code, "resume-expired", JSON.stringify(report));
   assert.equal(a.connection.resumes, 0);
 });
+
+test("resume attempts that get no answer are given up in time and tried again until one passes", async (t) => {
+  const edge = await startEdge(t);
+  const proxy = await startProxy(t, edge.url);
+  const h = await host(t, edge, { files: { "a.txt": "" } });
+  const viaProxy = h.connection.link.replace(edge.url, proxy.url);
+  const a = await guest(t, viaProxy, { name: "Ada", connectionOptions: { pingIntervalMs: 300, handshakeTimeoutMs: 400, resumeDelays: [100] } });
+  const warnings = [];
+  a.connection.on("warning", (w) => warnings.push(w));
+  const resumed = a.connection.waitFor("resumed", { timeoutMs: 20000 });
+  proxy.freeze({ newToo: true }); // the network is dead: connections open but nothing passes
+  h.workspace.text("a.txt").insert(0, "host ");
+  a.workspace.text("a.txt").insert(0, "ada ");
+  await eventually(() => warnings.filter((w) => /no answer from/.test(w)).length >= 2, "two resume attempts timed out");
+  assert.equal(a.connection.state, "reconnecting");
+  proxy.thaw();
+  await resumed;
+  await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt") && h.workspace.read("a.txt").length === 9, "converged");
+});
