@@ -61,7 +61,8 @@ export class SessionConnection extends Emitter {
   constructor({
     server, name, WebSocket, key = null, client = CLIENT_NAME, autoResume = true,
     resumeDelays = [100, 250, 500, 1000, 2000], resumeAttempts = 60, ackEvery = 128,
-    pingIntervalMs = 20000, stickiness = null, timers = globalThis, now = () => Date.now(),
+    pingIntervalMs = 20000, handshakeTimeoutMs = 15000, stickiness = null, timers = globalThis,
+    now = () => Date.now(),
   }) {
     super();
     if (typeof WebSocket !== "function") throw new TypeError("SessionConnection needs a WebSocket constructor");
@@ -75,6 +76,7 @@ export class SessionConnection extends Emitter {
     this.resumeAttempts = resumeAttempts;
     this.ackEvery = ackEvery;
     this.pingIntervalMs = pingIntervalMs;
+    this.handshakeTimeoutMs = handshakeTimeoutMs;
     this.timers = timers;
     this.now = now;
     // ctstickiness: the same value on every request of this session keeps a load balancer
@@ -239,7 +241,8 @@ export class SessionConnection extends Emitter {
 
   _open(first) {
     return new Promise((resolve, reject) => {
-      this._handshake = { resolve, reject };
+      const handshake = { resolve, reject };
+      this._handshake = handshake;
       const url = websocketUrl(this.server, "session");
       const headers = this.stickiness ? { ctstickiness: this.stickiness } : {};
       let socket;
@@ -254,6 +257,16 @@ export class SessionConnection extends Emitter {
       socket.binaryType = "arraybuffer";
       this._socket = socket;
       this._lastError = null;
+      // A connection that neither opens nor answers (a dead network) is given up in time;
+      // its close rejects the handshake, and a resume tries again.
+      const timer = this.timers.setTimeout(() => {
+        if (this._handshake === handshake && this._socket === socket) {
+          this.emit("warning", `no answer from ${url} within ${this.handshakeTimeoutMs} ms`);
+          this.drop();
+        }
+      }, this.handshakeTimeoutMs);
+      handshake.resolve = (value) => { this.timers.clearTimeout(timer); resolve(value); };
+      handshake.reject = (error) => { this.timers.clearTimeout(timer); reject(error); };
       socket.onopen = () => {
         if (socket !== this._socket) return;
         socket.send(encodeControl(first));

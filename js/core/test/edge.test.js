@@ -36,7 +36,7 @@ test("a guest whose connection is killed resumes with no edit lost either way", 
   const states = [];
   a.connection.on("state", (s) => states.push(s));
   const resumed = a.connection.waitFor("resumed", { timeoutMs: 15000 });
-  const away = h.connection.waitFor("participant-away");
+  const away = h.connection.waitFor("participant-away", { timeoutMs: 20000 });
 
   a.connection.drop(); // the TCP connection dies without a goodbye
   await away;
@@ -62,7 +62,7 @@ test("resumed with recovered: false resynchronises the document", async (t) => {
   const h = await host(t, edge, { files: { "a.txt": "" } });
   const a = await guest(t, h.connection.link, { name: "Ada", connectionOptions: { resumeDelays: [1500] } });
   const resumed = a.connection.waitFor("resumed", { timeoutMs: 15000 });
-  const away = h.connection.waitFor("participant-away");
+  const away = h.connection.waitFor("participant-away", { timeoutMs: 20000 });
   a.connection.drop();
   await away;
   for (let i = 0; i < 60; i++) h.workspace.text("a.txt").insert(h.workspace.text("a.txt").length, `${i},`);
@@ -144,14 +144,14 @@ test("final closes: a removed guest and an ended session are reported with their
   const h = await host(t, edge, { files: { "x.txt": "x" } });
   const a = await guest(t, h.connection.link, { name: "Ada" });
   const b = await guest(t, h.connection.link, { name: "Bob" });
-  const aEnded = a.connection.waitFor("ended");
-  const left = h.connection.waitFor("participant-left");
+  const aEnded = a.connection.waitFor("ended", { timeoutMs: 20000 });
+  const left = h.connection.waitFor("participant-left", { timeoutMs: 20000 });
   h.connection.kick(a.connection.participant);
   assert.equal((await aEnded).code, "removed");
   assert.equal(a.connection.state, "ended");
   assert.equal((await left).reason, "removed");
-  const bEnded = b.connection.waitFor("ended");
-  const hEnded = h.connection.waitFor("ended");
+  const bEnded = b.connection.waitFor("ended", { timeoutMs: 20000 });
+  const hEnded = h.connection.waitFor("ended", { timeoutMs: 20000 });
   h.connection.end();
   assert.equal((await bEnded).code, "session-ended");
   assert.equal((await hEnded).code, "session-ended");
@@ -193,7 +193,7 @@ test("the host resumes after a drop (its host secret); a newcomer meanwhile sync
   const edge = await startEdge(t);
   const h = await host(t, edge, { files: { "a.txt": "one" }, connectionOptions: { resumeDelays: [2500] } });
   const b = await guest(t, h.connection.link, { name: "Bob" });
-  const away = b.connection.waitFor("participant-away");
+  const away = b.connection.waitFor("participant-away", { timeoutMs: 20000 });
   const hostResumed = h.connection.waitFor("resumed", { timeoutMs: 15000 });
   h.connection.drop();
   await away;
@@ -211,8 +211,8 @@ test("a guest that leaves is reported as left; its connection ends with 'left'",
   const edge = await startEdge(t);
   const h = await host(t, edge);
   const a = await guest(t, h.connection.link, { name: "Ada" });
-  const left = h.connection.waitFor("participant-left");
-  const ended = a.connection.waitFor("ended");
+  const left = h.connection.waitFor("participant-left", { timeoutMs: 20000 });
+  const ended = a.connection.waitFor("ended", { timeoutMs: 20000 });
   await a.connection.leave();
   assert.equal((await left).reason, "left");
   assert.equal((await ended).code, "left");
@@ -250,10 +250,10 @@ test("notices reach everyone or one participant, with the sender", async (t) => 
   const b = await guest(t, h.connection.link, { name: "Bob" });
   const seenByB = [];
   b.workspace.on("notice", (n) => seenByB.push(n));
-  const toHost = h.workspace.waitFor("notice");
+  const toHost = h.workspace.waitFor("notice", { timeoutMs: 20000 });
   a.workspace.notice({ level: "warning", code: "file-too-large", message: "too big", path: "a.txt" }, 1);
   assert.deepEqual(await toHost, { from: a.connection.participant, level: "warning", code: "file-too-large", message: "too big", path: "a.txt" });
-  const toB = b.workspace.waitFor("notice");
+  const toB = b.workspace.waitFor("notice", { timeoutMs: 20000 });
   h.workspace.notice({ code: "hello", message: "hi all" });
   assert.deepEqual(await toB, { from: 1, level: "info", code: "hello", message: "hi all" });
   assert.equal(seenByB.length, 1, "B did not get the notice meant for the host");
@@ -288,4 +288,23 @@ test("a resume after the resume window is refused: the session is over for that 
   const report = await ended;
   assert.equal(report.code, "resume-expired", JSON.stringify(report));
   assert.equal(a.connection.resumes, 0);
+});
+
+test("resume attempts that get no answer are given up in time and tried again until one passes", async (t) => {
+  const edge = await startEdge(t);
+  const proxy = await startProxy(t, edge.url);
+  const h = await host(t, edge, { files: { "a.txt": "" } });
+  const viaProxy = h.connection.link.replace(edge.url, proxy.url);
+  const a = await guest(t, viaProxy, { name: "Ada", connectionOptions: { pingIntervalMs: 300, handshakeTimeoutMs: 400, resumeDelays: [100] } });
+  const warnings = [];
+  a.connection.on("warning", (w) => warnings.push(w));
+  const resumed = a.connection.waitFor("resumed", { timeoutMs: 20000 });
+  proxy.freeze({ newToo: true }); // the network is dead: connections open but nothing passes
+  h.workspace.text("a.txt").insert(0, "host ");
+  a.workspace.text("a.txt").insert(0, "ada ");
+  await eventually(() => warnings.filter((w) => /no answer from/.test(w)).length >= 2, "two resume attempts timed out");
+  assert.equal(a.connection.state, "reconnecting");
+  proxy.thaw();
+  await resumed;
+  await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt") && h.workspace.read("a.txt").length === 9, "converged");
 });

@@ -64,7 +64,7 @@ export function sleep(ms) {
 }
 
 /** Polls until check() is truthy; fails the test with `what` after timeoutMs. */
-export async function eventually(check, what, timeoutMs = 10000) {
+export async function eventually(check, what, timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {
@@ -116,15 +116,17 @@ export function snapshot(workspace) {
 /**
  * A TCP proxy on loopback in front of `target` (http://127.0.0.1:port). freeze() stops
  * forwarding on the open connections without closing them (a dead network: half-open
- * TCP); new connections pass. Resolves with {url, freeze(), connections}.
+ * TCP); with {newToo: true} new connections are accepted but frozen too, until thaw().
+ * Resolves with {url, freeze(), thaw(), connections}.
  */
 export async function startProxy(t, target) {
   const net = await import("node:net");
   const { port: targetPort } = new URL(target);
   const pairs = new Set();
+  let freezeNew = false;
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(targetPort), "127.0.0.1");
-    const pair = { client, upstream, frozen: false };
+    const pair = { client, upstream, frozen: freezeNew };
     pairs.add(pair);
     client.on("data", (d) => { if (!pair.frozen) upstream.write(d); });
     upstream.on("data", (d) => { if (!pair.frozen) client.write(d); });
@@ -141,7 +143,11 @@ export async function startProxy(t, target) {
   });
   return {
     url: `http://127.0.0.1:${server.address().port}`,
-    freeze() { for (const pair of pairs) pair.frozen = true; },
+    freeze({ newToo = false } = {}) {
+      freezeNew = newToo;
+      for (const pair of pairs) pair.frozen = true;
+    },
+    thaw() { freezeNew = false; },
     get connections() { return pairs.size; },
   };
 }

@@ -125,14 +125,44 @@ test("`ct-client share DIR` hosts and a JavaScript guest edits with it: disk and
   // The JS guest types after the emoji (UTF-16 index 10 = after "print('a😀"): the file on disk has it.
   workspace.text("src/main.py").insert(10, "X🦊");
   const disk = (p) => { try { return readFileSync(path.join(dir, p), "utf8"); } catch { return null; } };
-  await eventually(() => disk("src/main.py") === "print('a😀X🦊b')\n", "the guest's edit reached the disk", 15000);
+  await eventually(() => disk("src/main.py") === "print('a😀X🦊b')\n", "the guest's edit reached the disk", 20000);
   // An edit on disk by any editor reaches the guest.
   writeFileSync(path.join(dir, "notes.md"), "Grüße 🎉 from disk\n");
-  await eventually(() => workspace.read("notes.md") === "Grüße 🎉 from disk\n", "the disk edit reached the guest", 15000);
+  await eventually(() => workspace.read("notes.md") === "Grüße 🎉 from disk\n", "the disk edit reached the guest", 20000);
   // A file created on disk is shared.
   writeFileSync(path.join(dir, "new.txt"), "ñ\n");
-  await eventually(() => workspace.read("new.txt") === "ñ\n", "a new file reached the guest", 15000);
+  await eventually(() => workspace.read("new.txt") === "ñ\n", "a new file reached the guest", 20000);
   const ended = conn.waitFor("ended", { timeoutMs: 15000 });
   share.child.stdin.write("/end\n");
   assert.equal((await ended).code, "session-ended");
+});
+
+test("a JavaScript host and `ct-client join LINK --mirror DIR` (Python) converge, both ways", async (t) => {
+  const { mkdtempSync, writeFileSync, readFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const edge = await startEdge(t);
+  const conn = new SessionConnection({ server: edge.url, name: "JsHost", WebSocket });
+  const workspace = new Workspace(conn, { user: { name: "JsHost", color: "#ff8800" } });
+  t.after(() => { if (!conn.endedWith) conn.close(); workspace.destroy(); });
+  workspace.addFile("a.txt", "a😀b\n");
+  workspace.addFile("deep/dir/ü.md", "# Grüße\n");
+  await conn.host({ title: "js host" });
+  const dir = mkdtempSync(path.join(tmpdir(), "ct-js-mirror-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const mirror = path.join(dir, "m");
+  const guest = await pythonChild(t, ["-m", "ct.client.cli", "join", conn.link, "--name", "bob", "--mirror", mirror]);
+  let line = "";
+  for (let i = 0; i < 30 && !/^\* synced/.test(line); i++) line = await guest.next();
+  assert.match(line, /^\* synced/);
+  const disk = (p) => { try { return readFileSync(path.join(mirror, p), "utf8"); } catch { return null; } };
+  await eventually(() => disk("a.txt") === "a😀b\n" && disk("deep/dir/ü.md") === "# Grüße\n", "the mirror holds the files");
+
+  workspace.text("a.txt").insert(3, "X"); // after the emoji, in UTF-16 units
+  await eventually(() => disk("a.txt") === "a😀Xb\n", "the host's edit reached the mirror");
+  writeFileSync(path.join(mirror, "deep/dir/ü.md"), "# Grüße 🎉\n");
+  await eventually(() => workspace.read("deep/dir/ü.md") === "# Grüße 🎉\n", "the mirror's disk edit reached the host", 20000);
+  await eventually(() => workspace.peers().some((p) => p.state.user?.name === "bob"), "bob's awareness");
+  const left = conn.waitFor("participant-left", { timeoutMs: 15000 });
+  guest.child.stdin.end(); // end of input leaves the session
+  assert.equal((await left).reason, "left");
 });
