@@ -337,8 +337,9 @@ class DirectoryShare:
                 self._send(messages.sync_step1(self.workspace.state_vector(), False), sender)
         elif kind in (messages.SYNC_STEP2, messages.UPDATE):
             if not self.policy.accepts_edits_from(sender):
-                self.bad_input.warn("read-only session: ignored an edit from participant {p}",
-                                    p=sender)
+                if kind == messages.UPDATE:  # a sync-step2 answering our step1 is routine
+                    self.bad_input.warn("read-only session: ignored an edit from "
+                                        "participant {p}", p=sender)
                 return
             changed = self.workspace.apply(message.body)
             if kind == messages.SYNC_STEP2 and self._awaiting_sync:
@@ -458,9 +459,6 @@ class DirectoryShare:
             return
         path = rel.replace(os.sep, "/")
         if any(tree.is_skipped_name(s) for s in path.split("/")):
-            return
-        if mask & inotify.IN_Q_OVERFLOW:
-            self.rescan()
             return
         if mask & inotify.IN_ISDIR:
             if mask & (inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO | inotify.IN_DELETE):
