@@ -84,12 +84,13 @@ def atomic_write(full: str, data: bytes, new_mode: int) -> None:
 
 
 def write_many(root: str, writes: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]],
-               new_mode: int) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """Apply ``writes`` (path, text, bytes seen on disk) and ``deletes`` (path, bytes seen):
+               new_mode: int, limit: int) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Apply ``writes`` (path, text, bytes seen on disk, as :func:`read_many` read them with
+    ``limit``) and ``deletes`` (path, bytes seen):
     a file that changed on disk since it was read is left alone (its path is returned in
     the second list, to be looked at again). Returns ``(done, changed_meanwhile)``."""
     done, again = [], []
-    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], 1 << 30)
+    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], limit)
     for path, text, before in writes:
         full = tree.safe_target(root, path)
         if full is None or seen[path] is UNSAFE:
@@ -530,7 +531,8 @@ class DirectoryShare:
             self.send_policy()
         if writes or deletes:
             done, again = yield threads.deferToThreadPool(
-                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode)
+                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode,
+                limit)
             for path, text in done:
                 if text is None:
                     self.synced.pop(path, None)
