@@ -84,12 +84,13 @@ def atomic_write(full: str, data: bytes, new_mode: int) -> None:
 
 
 def write_many(root: str, writes: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]],
-               new_mode: int) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """Apply ``writes`` (path, text, bytes seen on disk) and ``deletes`` (path, bytes seen):
+               new_mode: int, limit: int) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Apply ``writes`` (path, text, bytes seen on disk, as :func:`read_many` read them with
+    ``limit``) and ``deletes`` (path, bytes seen):
     a file that changed on disk since it was read is left alone (its path is returned in
     the second list, to be looked at again). Returns ``(done, changed_meanwhile)``."""
     done, again = [], []
-    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], 1 << 30)
+    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], limit)
     for path, text, before in writes:
         full = tree.safe_target(root, path)
         if full is None or seen[path] is UNSAFE:
@@ -337,8 +338,9 @@ class DirectoryShare:
                 self._send(messages.sync_step1(self.workspace.state_vector(), False), sender)
         elif kind in (messages.SYNC_STEP2, messages.UPDATE):
             if not self.policy.accepts_edits_from(sender):
-                self.bad_input.warn("read-only session: ignored an edit from participant {p}",
-                                    p=sender)
+                if kind == messages.UPDATE:  # a sync-step2 answering our step1 is routine
+                    self.bad_input.warn("read-only session: ignored an edit from "
+                                        "participant {p}", p=sender)
                 return
             changed = self.workspace.apply(message.body)
             if kind == messages.SYNC_STEP2 and self._awaiting_sync:
@@ -459,9 +461,6 @@ class DirectoryShare:
         path = rel.replace(os.sep, "/")
         if any(tree.is_skipped_name(s) for s in path.split("/")):
             return
-        if mask & inotify.IN_Q_OVERFLOW:
-            self.rescan()
-            return
         if mask & inotify.IN_ISDIR:
             if mask & (inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO | inotify.IN_DELETE):
                 # a directory moved or went: fix the watches and look at everything
@@ -532,7 +531,8 @@ class DirectoryShare:
             self.send_policy()
         if writes or deletes:
             done, again = yield threads.deferToThreadPool(
-                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode)
+                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode,
+                limit)
             for path, text in done:
                 if text is None:
                     self.synced.pop(path, None)
