@@ -121,6 +121,28 @@ class FollowAndPolicyTests(BrowserTestCase):
         b.screenshot("16-read-only")
 
 
+class BigWorkspaceTests(BrowserTestCase):
+    def test_a_500_file_5_mb_workspace_reaches_the_browser(self):
+        _, url = start_edge(self)
+        line = "x = 'abcdefghijklmnopqrstuvwxyz0123456789' * 2  # a line of filler\n"
+        files = {f"pkg{i // 50}/mod{i}.py": line * (10_000 // len(line)) for i in range(500)}
+        self.assertGreater(sum(len(t) for t in files.values()), 4_900_000)
+        host = self.share(url, files)
+        a = AppPage(self)
+        started = time.monotonic()
+        a.join(host.link, "Ada")
+        wait_until(lambda: len(a.js("return window.ctApp.paths()")) == 500, 30, "500 files")
+        wait_until(lambda: a.path() is not None, 10, "a file open")
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 20)  # about half a second on loopback
+        a.open_file("pkg9/mod499.py")
+        a.type_at_end("# typed in a big workspace")
+        wait_until(lambda: "typed in a big workspace" in host.read("pkg9/mod499.py"), 2,
+                   "A's edit on disk")
+        self.assertEqual(a.editor_text(), host.read("pkg9/mod499.py"))
+        a.screenshot("19-big-workspace")
+
+
 class ResumeTests(BrowserTestCase):
     def test_a_cut_connection_resumes_and_everyone_converges(self):
         _, url = start_edge(self)
