@@ -173,6 +173,7 @@ class ShareHost:
     def write(self, path: str, text: str) -> None:
         """Like an editor saving: a new file, renamed over the old one."""
         target = self.dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.saving")
         temporary.write_text(text)
         os.replace(temporary, target)

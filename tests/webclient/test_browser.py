@@ -81,6 +81,17 @@ class TwoBrowsersTests(BrowserTestCase):
         self.assertEqual(a.editor_text(), host.read("src/main.py"))
         self.assertEqual(b.editor_text(), host.read("src/main.py"))
 
+        # A file created on disk appears in both trees; one deleted goes away.
+        host.write("docs/new.md", "new on disk\n")
+        (host.dir / "src" / "util.js").unlink()
+        for page in (a, b):
+            wait_until(lambda: "docs/new.md" in page.js("return window.ctApp.paths()")
+                       and "src/util.js" not in page.js("return window.ctApp.paths()"), 5,
+                       "the tree follows the disk")
+            wait_until(lambda: page.js("return !!document.querySelector("
+                                       "'button.ct-file[data-path=\"docs/new.md\"]')"), 5,
+                       "new.md in the tree")
+
 
 class FollowAndPolicyTests(BrowserTestCase):
     def test_follow_the_host_read_only_and_unshared_files(self):
