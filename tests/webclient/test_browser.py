@@ -289,8 +289,7 @@ class CaptureTests(BrowserTestCase):
 
 class PagesTests(BrowserTestCase):
     def test_unknown_session_missing_key_bad_token_and_insecure_pages(self):
-        # 127.0.0.1 is a "proxy" here: its X-Forwarded-Proto counts (see the end).
-        _, url = start_edge(self, CT_TRUSTED_PROXIES="127.0.0.1/32")
+        _, url = start_edge(self)
         host = NodeHost(self, url, FILES)
         port = url.rsplit(":", 1)[1]
         page = AppPage(self, extra_args=["--host-resolver-rules=MAP ct-test.example 127.0.0.1"])
@@ -312,7 +311,8 @@ class PagesTests(BrowserTestCase):
         self.assertIn("HTTPS", page.browser.text("h1"))
         page.screenshot("11-insecure")
         self.assertIsNone(page.js("return document.querySelector('script')"))  # the edge's page
-        # A proxy that claims HTTPS gets the app: the app itself sees no secure context.
+        # A request that says a TLS proxy is in front gets the app: the app itself sees no
+        # secure context, and says so.
         page.driver.execute_cdp_cmd("Network.enable", {})
         page.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
                                     {"headers": {"X-Forwarded-Proto": "https"}})
