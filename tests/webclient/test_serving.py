@@ -88,6 +88,11 @@ class EdgeJoinPageTests(unittest.TestCase):
             self.assertIn(hashlib.sha256(expected).hexdigest()[:16], relative)
             self.assertTrue(header(asset, "content-type").startswith(ctype))
             self.assertIn("immutable", header(asset, "cache-control"))
+        # HEAD: the same headers, no body.
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        head = yield treq.head(self.url + path, agent=agent)
+        self.assertEqual((head.code, (yield head.content())), (200, b""))
+        self.assertEqual(header(head, "cache-control"), "no-store")
         # A fresh nonce for every page.
         _, again = yield fetch(self.url + path)
         self.assertNotEqual(again.split(b"ct-csp-nonce")[1][:40], body.split(b"ct-csp-nonce")[1][:40])
