@@ -82,7 +82,9 @@ export class Workspace extends Emitter {
     this.awareness.setLocalState({ user: null, file: null, cursor: null });
     if (user) this.setUser(user);
 
+    this._bytes = null;
     this._onDocUpdate = (update, origin) => {
+      this._bytes = null;
       if (origin === this || this._destroyed) return;
       if (!this.connection.session) return; // before host()/join(): the sync carries it
       this._send(encodeUpdate(update), BROADCAST);
@@ -141,11 +143,14 @@ export class Workspace extends Emitter {
     return this.files.get(path)?.toString();
   }
 
-  /** UTF-8 bytes of every shared file. */
+  /** UTF-8 bytes of every shared file (counted again only after the document changed). */
   workspaceBytes() {
-    let total = 0;
-    for (const t of this.files.values()) total += utf8Length(t.toString());
-    return total;
+    if (this._bytes === null) {
+      let total = 0;
+      for (const t of this.files.values()) total += utf8Length(t.toString());
+      this._bytes = total;
+    }
+    return this._bytes;
   }
 
   /**
@@ -161,11 +166,13 @@ export class Workspace extends Emitter {
     const old = this.files.get(path);
     const oldSize = old ? utf8Length(old.toString()) : 0;
     if (this.workspaceBytes() - oldSize + size > this.policy.maxWorkspaceBytes) return "workspace-full";
+    const total = this.workspaceBytes() - oldSize + size;
     this.doc.transact(() => {
       const text = new Y.Text();
       text.insert(0, content);
       this.files.set(path, text);
     });
+    this._bytes = total; // a host adding many files counts each once
     return null;
   }
 

@@ -293,3 +293,25 @@ test("the host removes a path a guest added (docs/protocol.md); guests keep remo
     guestWs.destroy();
   }
 });
+
+test("a host adding many files is bounded by the workspace cap, counted once per file", () => {
+  const conn = new FakeConnection(1);
+  const ws = new Workspace(conn, { policy: { maxWorkspaceBytes: 100 * 1024, maxFileBytes: 2048 } });
+  try {
+    const started = Date.now();
+    const refused = [];
+    for (let i = 0; i < 2000; i++) {
+      const why = ws.addFile(`f/${i}.txt`, "é".repeat(512)); // 1 KiB each
+      if (why) refused.push(why);
+    }
+    assert.equal(ws.paths().length, 100);
+    assert.equal(refused.length, 1900);
+    assert.ok(refused.every((r) => r === "workspace-full"));
+    assert.equal(ws.workspaceBytes(), 100 * 1024);
+    ws.text("f/0.txt").insert(0, "abc"); // an edit: counted again
+    assert.equal(ws.workspaceBytes(), 100 * 1024 + 3);
+    assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  } finally {
+    ws.destroy();
+  }
+});
