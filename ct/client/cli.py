@@ -250,6 +250,8 @@ def share(reactor, args):
          f"{len(scan.unshared)} listed but not shared")
     for entry in scan.unshared:
         _say(f"*   not shared: {entry['path']} ({entry['reason']}, {entry['size']} bytes)")
+    for path, why in scan.refused:
+        _say(f"*   not shared: {path} ({why})")
     server = yield _placed_server(reactor, args)
     client = SessionClient(reactor, server, args.name)
     workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)

@@ -15,13 +15,13 @@ edit is lost.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from typing import Any, Callable
 
 from pycrdt import merge_updates
 from twisted.internet import defer, inotify, threads
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -51,16 +51,27 @@ def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
         try:
             with open(full, "rb") as f:
                 out[path] = f.read(limit + 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             out[path] = None
-        except IsADirectoryError:
-            out[path] = None
-        except OSError as e:
-            if e.errno == errno.ENOTDIR:
-                out[path] = None
-            else:
-                out[path] = UNSAFE
+        except OSError:
+            out[path] = UNSAFE
     return out
+
+
+def read_and_diff(root: str, paths: list[str], limit: int, bases: dict[str, str | None]
+                  ) -> tuple[dict[str, Any], dict[str, list[textdiff.Edit]]]:
+    """:func:`read_many`, plus each changed text's edit from its ``bases`` entry: the
+    diff of a big file is work for this thread, not for the reactor."""
+    disk = read_many(root, paths, limit)
+    edits = {}
+    for path, data in disk.items():
+        base = bases.get(path)
+        if base is None or data is None or data is UNSAFE or len(data) > limit:
+            continue
+        text = tree.decode_text(data)
+        if text is not None and text != base:
+            edits[path] = textdiff.edits(base, text)
+    return disk, edits
 
 
 def atomic_write(full: str, data: bytes, new_mode: int) -> None:
@@ -89,12 +100,13 @@ def atomic_write(full: str, data: bytes, new_mode: int) -> None:
 
 
 def write_many(root: str, writes: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]],
-               new_mode: int) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """Apply ``writes`` (path, text, bytes seen on disk) and ``deletes`` (path, bytes seen):
+               new_mode: int, limit: int) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Apply ``writes`` (path, text, bytes seen on disk, as :func:`read_many` read them with
+    ``limit``) and ``deletes`` (path, bytes seen):
     a file that changed on disk since it was read is left alone (its path is returned in
     the second list, to be looked at again). Returns ``(done, changed_meanwhile)``."""
     done, again = [], []
-    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], 1 << 30)
+    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], limit)
     for path, text, before in writes:
         full = tree.safe_target(root, path)
         if full is None or seen[path] is UNSAFE:
@@ -139,7 +151,7 @@ def list_tree(root: str) -> list[str]:
     """Every file path of ``root`` that ``.gitignore`` does not hide (shareable or not)."""
     found = tree.Scan()
     real_root = os.path.realpath(root)
-    return list(tree._walk(root, real_root, "", tree.Ignorer(root), found))
+    return list(tree.walk(root, real_root, "", tree.Ignorer(root), found))
 
 
 def watched_directories(root: str) -> list[str]:
@@ -204,6 +216,7 @@ class DirectoryShare:
         self._stopped = False
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
+        self._diffs: dict[str, list[textdiff.Edit]] = {}  # computed with the batch's reads
         self._awaiting_sync = False
         self._announce_sync = False
         self._pool = reactor.getThreadPool()
@@ -232,7 +245,6 @@ class DirectoryShare:
         if self.role == "guest":
             os.makedirs(self.root, exist_ok=True)
             self._request_sync()
-        from twisted.internet.task import LoopingCall
         self._awareness_loop = LoopingCall(self._renew_awareness)
         self._awareness_loop.clock = self.reactor
         self._awareness_loop.start(messages.AWARENESS_INTERVAL, now=False)
@@ -343,8 +355,9 @@ class DirectoryShare:
                 self._send(messages.sync_step1(self.workspace.state_vector(), False), sender)
         elif kind in (messages.SYNC_STEP2, messages.UPDATE):
             if not self.policy.accepts_edits_from(sender):
-                self.bad_input.warn("read-only session: ignored an edit from participant {p}",
-                                    p=sender)
+                if kind == messages.UPDATE:  # a sync-step2 answering our step1 is routine
+                    self.bad_input.warn("read-only session: ignored an edit from "
+                                        "participant {p}", p=sender)
                 return
             changed = self.workspace.apply(message.body)
             if kind == messages.SYNC_STEP2 and self._awaiting_sync:
@@ -465,9 +478,6 @@ class DirectoryShare:
         path = rel.replace(os.sep, "/")
         if any(tree.is_skipped_name(s) for s in path.split("/")):
             return
-        if mask & inotify.IN_Q_OVERFLOW:
-            self.rescan()
-            return
         if mask & inotify.IN_ISDIR:
             if mask & (inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO | inotify.IN_DELETE):
                 # a directory moved or went: fix the watches and look at everything
@@ -502,15 +512,6 @@ class DirectoryShare:
             return
         self._timer = self.reactor.callLater(self.debounce, self._flush)
 
-    def flush_now(self) -> defer.Deferred:
-        """Flush what is dirty now (tests, shutdown)."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self._flushing is not None:
-            return self._flushing
-        return self._flush()
-
     def _flush(self) -> defer.Deferred:
         self._timer = None
         d = self._flushing = self._flush_batch()
@@ -530,8 +531,9 @@ class DirectoryShare:
         self._batch_bytes = None
         self._dirty = set()
         limit = max(self.policy.max_file_bytes, 1)
-        disk = yield threads.deferToThreadPool(self.reactor, self._pool, read_many, self.root,
-                                               paths, limit)
+        bases = {path: self.synced.get(path) for path in paths}
+        disk, self._diffs = yield threads.deferToThreadPool(
+            self.reactor, self._pool, read_and_diff, self.root, paths, limit, bases)
         updates: list[bytes] = []
         writes: list[tuple[str, str, Any]] = []
         deletes: list[tuple[str, Any]] = []
@@ -547,7 +549,8 @@ class DirectoryShare:
             self.send_policy()
         if writes or deletes:
             done, again = yield threads.deferToThreadPool(
-                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode)
+                self.reactor, self._pool, write_many, self.root, writes, deletes, self.new_mode,
+                limit)
             for path, text in done:
                 if text is None:
                     self.synced.pop(path, None)
@@ -656,7 +659,9 @@ class DirectoryShare:
         """Disk says ``text``; disk and document last agreed on ``base``; the document now
         says ``doc``. The disk's edit goes into the document; the merge goes to disk."""
         if text != base:
-            mine = textdiff.edits(base, text)
+            mine = self._diffs.pop(path, None)
+            if mine is None or textdiff.apply(base, mine) != text:
+                mine = textdiff.edits(base, text)  # the disk or the base moved meanwhile
             changes = mine if doc == base else textdiff.rebase(mine, base, doc)
             update = self.workspace.edit(path, changes)
             if update:

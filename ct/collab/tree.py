@@ -120,7 +120,7 @@ def scan(root: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     result = Scan()
     total = 0
     real_root = os.path.realpath(root)
-    for path in _walk(root, real_root, under, ignorer, result):
+    for path in walk(root, real_root, under, ignorer, result):
         full = os.path.join(root, path)
         try:
             size = os.stat(full).st_size
@@ -149,7 +149,9 @@ def scan(root: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     return result
 
 
-def _walk(root: str, real_root: str, under: str, ignorer: Ignorer, result: Scan):
+def walk(root: str, real_root: str, under: str, ignorer: Ignorer, result: Scan):
+    """File paths under ``under`` that ``ignorer`` does not hide, in path order; refused
+    paths (bad names, symbolic links leaving the root) go to ``result.refused``."""
     stack = [under]
     while stack:
         directory = stack.pop()

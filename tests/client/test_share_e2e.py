@@ -355,7 +355,31 @@ class BadInputTests(ShareCase):
         # SIGTERM: the host leaves cleanly, which ends the session; the mirror stops
         import signal
         self.host.transport.signalProcess(signal.SIGTERM)
-        self.assertEqual((yield self.host.wait_exit()), 0, self.host.errors.decode(errors="replace")[-3000:])
+        status = yield self.host.wait_exit()
+        self.assertEqual(status, 0, self.host.errors.decode(errors="replace")[-3000:])
         yield mirror.wait_line(r"session over: session-ended")
         self.assertEqual((yield mirror.wait_exit()), 0)
         self.assertEqual(read(mdir, "a.txt"), "one\ntwo\nthree\n")
+
+
+class CapsTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_size_cap_on_both_sides(self):
+        yield self.start_share({"small.txt": "small\n", "grow.txt": "grow\n"},
+                               "--max-file-bytes", "100")
+        mirror, mdir = yield self.start_mirror()
+        # a mirror edit past the cap is not sent; the others get a notice
+        write(mdir, "small.txt", "y" * 200)
+        yield mirror.wait_line(r"would pass 100 bytes")
+        yield self.host.wait_line(r"warning from bob: .*size cap \(small.txt\)")
+        yield wait_for(lambda: read(mdir, "small.txt") == "small\n", timeout=5)
+        self.assertEqual(read(self.host_dir, "small.txt"), "small\n")
+        # a host file that grows past the cap leaves the session, and comes back
+        write(self.host_dir, "grow.txt", "z" * 150)
+        yield wait_for(lambda: read(mdir, "grow.txt") is None, timeout=5)
+        write(self.host_dir, "grow.txt", "fits again\n")
+        yield wait_for(lambda: read(mdir, "grow.txt") == "fits again\n", timeout=5)
+        # a new file on the mirror stays local
+        write(mdir, "local.txt", "mine\n")
+        yield mirror.wait_line(r"not shared: local.txt \(only the host adds files\)")
+        self.assertIsNone(read(self.host_dir, "local.txt"))
