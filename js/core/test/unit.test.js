@@ -288,6 +288,14 @@ test("the host removes a path a guest added (docs/protocol.md); guests keep remo
     guestConn.emit("frame", { sender: 3, seq: 1, data: messages.encodeUpdate(Y.encodeStateAsUpdate(other)) });
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.deepEqual(guestWs.paths(), ["guest.txt", "host.txt"]);
+    // A value that is not a Y.Text, or an invalid path, is not a file.
+    const odd = new Y.Doc();
+    odd.getMap("files").set("map.txt", new Y.Map());
+    odd.getMap("files").set("../escape", new Y.Text("x"));
+    guestConn.emit("frame", { sender: 3, seq: 2, data: messages.encodeUpdate(Y.encodeStateAsUpdate(odd)) });
+    assert.deepEqual(guestWs.paths(), ["guest.txt", "host.txt"]);
+    assert.equal(guestWs.text("map.txt"), undefined);
+    assert.equal(guestWs.read("map.txt"), undefined);
   } finally {
     ws.destroy();
     guestWs.destroy();
