@@ -58,6 +58,22 @@ def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
     return out
 
 
+def read_and_diff(root: str, paths: list[str], limit: int, bases: dict[str, str | None]
+                  ) -> tuple[dict[str, Any], dict[str, list[textdiff.Edit]]]:
+    """:func:`read_many`, plus each changed text's edit from its ``bases`` entry: the
+    diff of a big file is work for this thread, not for the reactor."""
+    disk = read_many(root, paths, limit)
+    edits = {}
+    for path, data in disk.items():
+        base = bases.get(path)
+        if base is None or data is None or data is UNSAFE or len(data) > limit:
+            continue
+        text = tree.decode_text(data)
+        if text is not None and text != base:
+            edits[path] = textdiff.edits(base, text)
+    return disk, edits
+
+
 def atomic_write(full: str, data: bytes, new_mode: int) -> None:
     """Replace ``full`` by ``data`` at once: a temporary file in the same directory,
     fsync, then ``os.replace``; the file's mode is kept (``new_mode`` for a new file)."""
@@ -200,6 +216,7 @@ class DirectoryShare:
         self._stopped = False
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
+        self._diffs: dict[str, list[textdiff.Edit]] = {}  # computed with the batch's reads
         self._awaiting_sync = False
         self._announce_sync = False
         self._pool = reactor.getThreadPool()
@@ -514,8 +531,9 @@ class DirectoryShare:
         self._batch_bytes = None
         self._dirty = set()
         limit = max(self.policy.max_file_bytes, 1)
-        disk = yield threads.deferToThreadPool(self.reactor, self._pool, read_many, self.root,
-                                               paths, limit)
+        bases = {path: self.synced.get(path) for path in paths}
+        disk, self._diffs = yield threads.deferToThreadPool(
+            self.reactor, self._pool, read_and_diff, self.root, paths, limit, bases)
         updates: list[bytes] = []
         writes: list[tuple[str, str, Any]] = []
         deletes: list[tuple[str, Any]] = []
@@ -641,7 +659,9 @@ class DirectoryShare:
         """Disk says ``text``; disk and document last agreed on ``base``; the document now
         says ``doc``. The disk's edit goes into the document; the merge goes to disk."""
         if text != base:
-            mine = textdiff.edits(base, text)
+            mine = self._diffs.pop(path, None)
+            if mine is None or textdiff.apply(base, mine) != text:
+                mine = textdiff.edits(base, text)  # the disk or the base moved meanwhile
             changes = mine if doc == base else textdiff.rebase(mine, base, doc)
             update = self.workspace.edit(path, changes)
             if update:
