@@ -383,3 +383,26 @@ class CapsTests(ShareCase):
         write(mdir, "local.txt", "mine\n")
         yield mirror.wait_line(r"not shared: local.txt \(only the host adds files\)")
         self.assertIsNone(read(self.host_dir, "local.txt"))
+
+
+class LocatorTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_share_through_a_locator_prints_a_locator_link(self):
+        from tests.deployment.util import Deployment
+        deployment = Deployment(self)
+        deployment.start_locator()
+        deployment.start_edge("e1")
+        yield deployment.wait_online(["e1"])
+        self.host_dir = self.make_dir()
+        write(self.host_dir, "hello.txt", "hello\n")
+        self.host = CliProcess(self, "share", self.host_dir, "--locator",
+                               deployment.locator_url, "--name", "alice")
+        yield self.host.wait_line(r"placed this session on edge e1", timeout=30)
+        line = yield self.host.wait_line(r"^https?://.*/join/")
+        self.assertTrue(line.startswith(deployment.locator_url + "/join/"), line)
+        self.link = line.strip()
+        mirror, mdir = yield self.start_mirror()
+        yield wait_for(lambda: read(mdir, "hello.txt") == "hello\n", timeout=10)
+        write(mdir, "hello.txt", "hello\nthrough the locator's link\n")
+        yield wait_for(lambda: read(self.host_dir, "hello.txt") ==
+                       "hello\nthrough the locator's link\n", timeout=5)
