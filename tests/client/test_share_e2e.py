@@ -230,6 +230,12 @@ class ReadOnlyAndCommandsTests(ShareCase):
     @defer.inlineCallbacks
     def test_read_only_guest_edits_are_not_applied_then_kick(self):
         yield self.start_share({"a.txt": "original\n"}, "--read-only")
+        wrong = re.sub(r"token=[^&#]+", "token=wrong", self.link)
+        refused = CliProcess(self, "join", wrong, "--name", "eve", "--mirror", self.make_dir())
+        yield refused.wait_exit()
+        self.assertEqual(refused.status, 1)
+        self.assertIn("* could not join: forbidden", refused.output)
+        self.assertNotIn("Traceback", refused.errors.decode(errors="replace"))
         mirror, mdir = yield self.start_mirror()
         write(mdir, "a.txt", "guest was here\n")
         yield mirror.wait_line(r"read-only session")
