@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 
 from twisted.internet import defer
@@ -128,6 +129,20 @@ class ShareMirrorTests(ShareCase):
         write(self.host_dir, "src/emoji.txt", "😀 ok\n")
         yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         self.assertIsNone(read(mdir, "other.log"))
+        # directories: created with files, renamed, deleted (then watching still works)
+        write(self.host_dir, "newdir/sub/deep.txt", "deep\n")
+        yield wait_for(lambda: read(mdir, "newdir/sub/deep.txt") == "deep\n", timeout=3)
+        os.rename(os.path.join(self.host_dir, "newdir"), os.path.join(self.host_dir, "moved"))
+        yield wait_for(lambda: read(mdir, "moved/sub/deep.txt") == "deep\n"
+                       and not os.path.exists(os.path.join(mdir, "newdir")), timeout=3)
+        shutil.rmtree(os.path.join(self.host_dir, "moved"))
+        yield wait_for(lambda: not os.path.exists(os.path.join(mdir, "moved")), timeout=3)
+        write(self.host_dir, "docs/new.md", "new\nafter the directory went\n")
+        yield wait_for(lambda: read(mdir, "docs/new.md") == "new\nafter the directory went\n",
+                       timeout=3)
+        write(mdir, "docs/new.md", "new\nafter the directory went\nand back\n")
+        yield wait_for(lambda: read(self.host_dir, "docs/new.md") ==
+                       "new\nafter the directory went\nand back\n", timeout=3)
         # .gitignore changes apply at once: now hidden, then shown again
         with open(os.path.join(self.host_dir, ".gitignore"), "a") as f:
             f.write("emoji.txt\n")
