@@ -103,6 +103,8 @@ class ShareMirrorTests(ShareCase):
         self.assertIn("not shared: logo.png (binary", self.host.output)
         mirror, mdir = yield self.start_mirror()
         yield self.host.wait_line(r"^\* bob joined")
+        yield mirror.wait_line(r"not shared by the host: logo.png \(binary")
+        yield mirror.wait_line(r"not shared by the host: big.txt \(too-large, 5000 bytes")
         expected = {"README.md", "src/main.py", "src/ünï😀.txt", ".gitignore"}
         yield wait_for(lambda: set(tree_of(mdir)) == expected, timeout=10)
         self.assertEqual(read(mdir, "src/ünï😀.txt"), "a😀b\n")
