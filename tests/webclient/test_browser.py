@@ -49,7 +49,7 @@ class TwoBrowsersTests(BrowserTestCase):
         _, url = start_edge(self)
         host = self.share(url)
         a, b = AppPage(self), AppPage(self)
-        a.join(host.link, "Ada")
+        a.join(host.link, "Ada", shot="00-name-prompt")
         b.join(host.link, "Bob")
         for page in (a, b):
             wait_until(lambda: sorted(page.people()) == ["Ada", "Bob", "Hannah Host"], 10,
