@@ -40,6 +40,12 @@ COLORS = ("#30bced", "#6eeb83", "#ffbc42", "#ee6352", "#9ac2c9", "#8acb88", "#1b
 UNSAFE = object()  # a path that may not be read or written (see tree.safe_target)
 
 
+class Truncated(bytes):
+    """The first bytes of a file over the limit; ``size`` is the whole file's."""
+
+    size: int
+
+
 def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
     """Each path's bytes (at most ``limit + 1``), ``None`` when missing, ``UNSAFE``."""
     out: dict[str, Any] = {}
@@ -50,7 +56,11 @@ def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
             continue
         try:
             with open(full, "rb") as f:
-                out[path] = f.read(limit + 1)
+                data = f.read(limit + 1)
+                if len(data) > limit:
+                    data = Truncated(data)
+                    data.size = os.fstat(f.fileno()).st_size
+                out[path] = data
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             out[path] = None
         except OSError:
@@ -378,11 +388,18 @@ class DirectoryShare:
             if sender != HOST_PARTICIPANT or self.role == "host":
                 self.bad_input.warn("ignored a policy from participant {p}", p=sender)
                 return
-            before = self.policy.read_only
+            before = self.policy
             self.policy = Policy.from_json(message.body)
-            if self.policy.read_only != before:
+            if self.policy.read_only != before.read_only:
                 self.say("* the session is now " + ("read-only" if self.policy.read_only
                                                     else "editable"))
+            known = {(e["path"], e["reason"]) for e in before.unshared}
+            listed = [e for e in self.policy.unshared if (e["path"], e["reason"]) not in known]
+            for entry in listed[:20]:
+                self.say(f"* not shared by the host: {entry['path']} ({entry['reason']}, "
+                         f"{entry['size']} bytes)")
+            if len(listed) > 20:
+                self.say(f"* ... and {len(listed) - 20} more files not shared")
         elif kind == messages.NOTICE:
             body = message.body
             who = self._name(sender)
@@ -605,7 +622,8 @@ class DirectoryShare:
         if reason is not None:
             if doc is not None:
                 drop_from_doc()
-            self.unshared[path] = {"path": path, "size": len(data), "reason": reason}
+            self.unshared[path] = {"path": path, "size": getattr(data, "size", len(data)),
+                                   "reason": reason}
             return
         self.unshared.pop(path, None)
         if doc is None:  # a new file

@@ -69,7 +69,7 @@ def rebase(changes: list[Edit], base: str, current: str) -> list[Edit]:
         if text:
             out.append(Edit(_map_insert(start, theirs), _map_insert(start, theirs), text))
         for a, b in _pieces(start, end, theirs):
-            out.append(Edit(_map_start(a, theirs), _map_end(b, theirs), ""))
+            out.append(Edit(_map(a, theirs), _map(b, theirs, after_insertions=False), ""))
     out.sort(key=lambda e: (e.start, e.end))
     merged: list[Edit] = []
     for e in out:  # an insertion followed by a deletion at the same place: one replace
@@ -96,19 +96,12 @@ def _pieces(start: int, end: int, theirs: list[Edit]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pieces if b > a]
 
 
-def _map_start(x: int, theirs: list[Edit]) -> int:
+def _map(x: int, theirs: list[Edit], after_insertions: bool = True) -> int:
+    """Where base position ``x`` is in the others' text; an insertion of theirs at ``x``
+    comes before it, unless ``after_insertions`` is false (the end of a deleted piece)."""
     shift = 0
     for s, e, text in theirs:
-        if e > x:
-            break
-        shift += len(text) - (e - s)
-    return x + shift
-
-
-def _map_end(x: int, theirs: list[Edit]) -> int:
-    shift = 0
-    for s, e, text in theirs:
-        if e > x or (e == x and s == e):
+        if e > x or (e == x and s == e and not after_insertions):
             break
         shift += len(text) - (e - s)
     return x + shift
