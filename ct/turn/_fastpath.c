@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netdb.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -115,7 +116,7 @@ static uint32_t crc32_of(const unsigned char *data, size_t size)
 /* ------------------------------------------------------------------ addresses */
 
 /* ``(host, port)`` as Python's socket module gives it (numeric host, scope for IPv6). */
-static PyObject *address_tuple(const struct sockaddr_in6 *addr)
+static PyObject *make_address_tuple(const struct sockaddr_in6 *addr)
 {
     char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
     int port;
@@ -139,8 +140,61 @@ static PyObject *address_tuple(const struct sockaddr_in6 *addr)
     return Py_BuildValue("(si)", host, port);
 }
 
+/* Recently seen addresses and their tuples (the same few clients and peers send again and
+ * again): direct-mapped, an entry replaced on collision. */
+#define ADDRESS_CACHE 1024
+
+typedef struct {
+    struct sockaddr_in6 addr;
+    PyObject *tuple;
+} CachedAddress;
+
+static CachedAddress address_cache[ADDRESS_CACHE];
+
+static unsigned address_hash(const struct sockaddr_in6 *a)
+{
+    uint32_t h = 2166136261u;
+    const unsigned char *p = (const unsigned char *)a;
+    size_t n = a->sin6_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof *a;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return (h ^ (h >> 16)) % ADDRESS_CACHE;
+}
+
+/* Only the bytes that make the (host, port) pair: the rest of the slot is zeroed. */
+static void clean_address(struct sockaddr_in6 *a)
+{
+    if (a->sin6_family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)a;
+        memset(v4->sin_zero, 0, sizeof v4->sin_zero);
+        memset((char *)a + sizeof *v4, 0, sizeof *a - sizeof *v4);
+    } else {
+        a->sin6_flowinfo = 0;
+    }
+}
+
+/* A new reference to the tuple of ``addr`` (NULL: not an address Python would give). */
+static PyObject *address_tuple(const struct sockaddr_in6 *addr)
+{
+    struct sockaddr_in6 key;
+    memcpy(&key, addr, sizeof key);
+    clean_address(&key);
+    CachedAddress *entry = &address_cache[address_hash(&key)];
+    if (entry->tuple != NULL && memcmp(&entry->addr, &key, sizeof key) == 0) {
+        Py_INCREF(entry->tuple);
+        return entry->tuple;
+    }
+    PyObject *tuple = make_address_tuple(&key);
+    if (tuple == NULL)
+        return NULL;
+    Py_XSETREF(entry->tuple, tuple);
+    Py_INCREF(tuple);
+    entry->addr = key;
+    return tuple;
+}
+
 /* ``(host, port)`` to a socket address; 0 on success. */
-static int parse_address(PyObject *peer, struct sockaddr_in6 *out)
+static int convert_address(PyObject *peer, struct sockaddr_in6 *out)
 {
     if (!PyTuple_Check(peer) || PyTuple_GET_SIZE(peer) < 2)
         return -1;
@@ -166,6 +220,31 @@ static int parse_address(PyObject *peer, struct sockaddr_in6 *out)
         return 0;
     }
     return -1;
+}
+
+/* The tuples Python keeps (channel peers, clients) are the same objects every time: their
+ * socket addresses are cached by identity (each entry holds a reference, so an address
+ * is never mistaken for a freed tuple's). */
+typedef struct {
+    PyObject *tuple;
+    struct sockaddr_in6 addr;
+} ConvertedAddress;
+
+static ConvertedAddress converted[ADDRESS_CACHE];
+
+static int parse_address(PyObject *peer, struct sockaddr_in6 *out)
+{
+    ConvertedAddress *entry = &converted[((uintptr_t)peer >> 4) % ADDRESS_CACHE];
+    if (entry->tuple == peer) {
+        *out = entry->addr;
+        return 0;
+    }
+    if (convert_address(peer, out))
+        return -1;
+    Py_INCREF(peer);
+    Py_XSETREF(entry->tuple, peer);
+    entry->addr = *out;
+    return 0;
 }
 
 static socklen_t address_length(const struct sockaddr_in6 *addr)
@@ -301,6 +380,8 @@ static int spend(PyObject *allocation, Py_ssize_t size)
     Py_DECREF(budget);
     if (left == -1.0 && PyErr_Occurred())
         return -1;
+    if (isinf(left) && left > 0)           /* no bandwidth limit: nothing to write back */
+        return 1;
     left -= (double)size;
     PyObject *value = PyFloat_FromDouble(left);
     if (value == NULL)
