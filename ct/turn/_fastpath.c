@@ -344,8 +344,12 @@ static int receive(int fd, int first, int count)
     }
     for (int tries = 0; tries < 8; tries++) {
         int got = recvmmsg(fd, r->recv + first, count, MSG_DONTWAIT, NULL);
-        if (got >= 0)
+        if (got >= 0) {
+            for (int i = first; i < first + got; i++)   /* no address: not a UDP peer */
+                if (r->recv[i].msg_hdr.msg_namelen < sizeof(struct sockaddr_in))
+                    r->recv_addr[i].sin6_family = AF_UNSPEC;
             return got;
+        }
         if (errno != EINTR && errno != ECONNREFUSED)  /* ICMP of an earlier send: go on */
             return 0;
     }
