@@ -19,7 +19,6 @@ from ct.turn import auth, stun
 
 CHANNEL = 0x4000
 SEND_TID = b"bench-send!!"
-DATA_OFFSET = 36  # payload of a Data indication from an IPv4 peer (header, peer, DATA)
 _HDR = struct.Struct("!HH")
 _STAMP = struct.Struct("!4sdI")
 _MAGIC = b"RTT!"
@@ -101,8 +100,17 @@ class Client:
 
     @staticmethod
     def payload_at(data: bytes) -> int:
-        """Where the payload starts in what the relay sent: ChannelData or Data indication."""
-        return 4 if data[0] & 0xC0 == 0x40 else DATA_OFFSET
+        """Where the payload starts in what the relay sent: after the ChannelData header,
+        or in the DATA attribute of a Data indication (wherever the relay put it)."""
+        if data[0] & 0xC0 == 0x40:
+            return 4
+        pos = stun.HEADER_LENGTH
+        while pos + 4 <= len(data):
+            kind, length = _HDR.unpack_from(data, pos)
+            if kind == stun.DATA_ATTR:
+                return pos + 4
+            pos += 4 + stun.padded(length)
+        return len(data)
 
     def _on_setup_reply(self, s: Session, data: bytes) -> None:
         try:
