@@ -503,6 +503,17 @@ static int parse_send(const unsigned char *d, size_t size, struct sockaddr_in6 *
     return 0;
 }
 
+/* A borrowed int for a ChannelData channel number (0x4000-0x7FFF), made once. */
+static PyObject *channel_numbers[0x4000];
+
+static PyObject *channel_number(long channel)
+{
+    PyObject **slot = &channel_numbers[channel - 0x4000];
+    if (*slot == NULL)
+        *slot = PyLong_FromLong(channel);
+    return *slot;
+}
+
 static int channel_data(PyObject *allocation, const unsigned char *d, size_t size,
                         PyObject *drop, Counters *c)
 {
@@ -511,10 +522,9 @@ static int channel_data(PyObject *allocation, const unsigned char *d, size_t siz
     PyObject *channels = PyObject_GetAttr(allocation, s_channels);
     if (channels == NULL)
         return -1;
-    PyObject *number = PyLong_FromLong(channel);
+    PyObject *number = channel_number(channel);
     PyObject *peer = number && PyDict_Check(channels) ? PyDict_GetItemWithError(channels, number)
                                                       : NULL;
-    Py_XDECREF(number);
     Py_XINCREF(peer);
     Py_DECREF(channels);
     if (peer == NULL) {
@@ -702,22 +712,50 @@ static long long_attr(PyObject *object, PyObject *name)
     return number;
 }
 
-/* RelaySocket.read_one for one datagram read into slot ``i``; -1 on error, 0 go on,
- * 1 when the relay socket is closed. */
-static int relay_one(PyObject *relay, int i, PyObject *drop, Counters *c)
+/* What a relay socket's datagrams need: its allocation (a new reference, NULL once the
+ * socket is closed) and its client's descriptor and address (fd -1: cannot send). Read
+ * once per readiness, and again after any call into Python. */
+typedef struct {
+    PyObject *allocation;
+    long client_fd;
+    struct sockaddr_in6 client;
+} RelayView;
+
+static int view_relay(PyObject *relay, RelayView *v)
 {
+    Py_CLEAR(v->allocation);
     PyObject *allocation = PyObject_GetAttr(relay, s_allocation);
     if (allocation == NULL)
         return -1;
     if (allocation == Py_None) {
         Py_DECREF(allocation);
-        return 1;
+        return 0;
     }
+    v->allocation = allocation;
+    v->client_fd = long_attr(relay, s_client_fd);
+    if (v->client_fd == -2)
+        return -1;
+    PyObject *client = PyObject_GetAttr(relay, s_client_addr);
+    if (client == NULL)
+        return -1;
+    if (v->client_fd >= 0 && parse_address(client, &v->client))
+        v->client_fd = -1;
+    Py_DECREF(client);
+    return 0;
+}
+
+/* RelaySocket.read_one for one datagram read into slot ``i``; -1 on error, 0 go on,
+ * 1 when the relay socket is closed. */
+static int relay_one(PyObject *relay, RelayView *v, int i, PyObject *drop, Counters *c)
+{
+    if (v->allocation == NULL)
+        return 1;
+    PyObject *allocation = v->allocation;
     int result = 0;
     const unsigned char *payload = receiver.slots + (size_t)i * SLOT;
     size_t size = receiver.recv[i].msg_len;
     const struct sockaddr_in6 *from = &receiver.recv_addr[i];
-    PyObject *addr = address_tuple(from), *channels = NULL, *client = NULL;
+    PyObject *addr = address_tuple(from), *channels = NULL;
     if (addr == NULL) {
         PyErr_Clear();
         c->dropped++;
@@ -727,11 +765,15 @@ static int relay_one(PyObject *relay, int i, PyObject *drop, Counters *c)
     if (ok <= 0) {
         result = ok < 0 ? -1 : call_drop(drop, allocation, r_peer_without_permission,
                                          PyTuple_GET_ITEM(addr, 0));
+        if (result == 0)
+            result = view_relay(relay, v);
         goto done;
     }
     ok = spend(allocation, (Py_ssize_t)size);
     if (ok <= 0) {
         result = ok < 0 ? -1 : call_drop(drop, allocation, r_bandwidth, NULL);
+        if (result == 0)
+            result = view_relay(relay, v);
         goto done;
     }
     channels = PyObject_GetAttr(allocation, s_peer_channels);
@@ -744,18 +786,7 @@ static int relay_one(PyObject *relay, int i, PyObject *drop, Counters *c)
         result = -1;
         goto done;
     }
-    long fd = long_attr(relay, s_client_fd);
-    if (fd == -2) {
-        result = -1;
-        goto done;
-    }
-    client = PyObject_GetAttr(relay, s_client_addr);
-    struct sockaddr_in6 to;
-    if (client == NULL) {
-        result = -1;
-        goto done;
-    }
-    if (fd < 0 || parse_address(client, &to)) {
+    if (v->client_fd < 0) {
         c->dropped++;
         goto done;
     }
@@ -770,18 +801,17 @@ static int relay_one(PyObject *relay, int i, PyObject *drop, Counters *c)
         head[1] = (unsigned char)number;
         head[2] = (unsigned char)(size >> 8);
         head[3] = (unsigned char)size;
-        queue_send((int)fd, &to, head, 4, payload, size, 0);
+        queue_send((int)v->client_fd, &v->client, head, 4, payload, size, 0);
     } else {
         size_t head_size = data_indication(head, from, size);
-        queue_send((int)fd, &to, head, head_size, payload, size, ((size + 3) & ~(size_t)3) - size);
+        queue_send((int)v->client_fd, &v->client, head, head_size, payload, size,
+                   ((size + 3) & ~(size_t)3) - size);
     }
     c->packets++;
     c->bytes += (long)size;
 done:
-    Py_XDECREF(client);
     Py_XDECREF(channels);
     Py_XDECREF(addr);
-    Py_DECREF(allocation);
     return result;
 }
 
@@ -831,13 +861,17 @@ static PyObject *serve_round(PyObject *module, PyObject *args)
             slot = 0;
         }
         int got = receive(fd, slot, RELAY_READ);
-        for (int i = slot; i < slot + got; i++) {
-            int r = relay_one(relay, i, drop, &c);
+        RelayView view = {NULL, -1};
+        if (got > 0 && view_relay(relay, &view) < 0)
+            failed = 1;
+        for (int i = slot; i < slot + got && !failed; i++) {
+            int r = relay_one(relay, &view, i, drop, &c);
             if (r < 0)
                 failed = 1;
             if (r)
                 break;
         }
+        Py_XDECREF(view.allocation);
         slot += got;
         Py_DECREF(relay);
     }
