@@ -20,6 +20,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,9 +75,67 @@ static Sender sender;
 static int busy;                          /* no re-entry while a call is running */
 static const unsigned char zeros[4];
 
-static PyObject *s_channels, *s_permissions, *s_peer_channels, *s_budget, *s_relay_fd,
-    *s_allocation, *s_client_fd, *s_client_addr, *r_unbound, *r_truncated, *r_no_permission,
+static PyObject *r_unbound, *r_truncated, *r_no_permission,
     *r_bandwidth, *r_peer_without_permission;
+
+/* Attribute access. Allocation and RelaySocket use __slots__: a slot is read at its
+ * offset (what its member descriptor would do, a data descriptor no instance dict can
+ * shadow), found once per type; any other object goes through PyObject_GetAttr. */
+enum { A_CHANNELS, A_PERMISSIONS, A_PEER_CHANNELS, A_BUDGET, A_RELAY_FD, A_ALLOCATION,
+       A_CLIENT_FD, A_CLIENT_ADDR, A_COUNT };
+
+typedef struct {
+    PyTypeObject *type;          /* borrowed: compared, never dereferenced */
+    Py_ssize_t offset;           /* -1: not a plain object slot of that type */
+} SlotCache;
+
+static SlotCache slot_cache[A_COUNT];
+static PyObject *attr_names[A_COUNT];
+
+static Py_ssize_t slot_offset(PyObject *object, int which)
+{
+    SlotCache *cache = &slot_cache[which];
+    PyTypeObject *type = Py_TYPE(object);
+    if (cache->type == type)
+        return cache->offset;
+    Py_ssize_t offset = -1;
+    PyObject *descr = _PyType_Lookup(type, attr_names[which]);   /* borrowed */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == T_OBJECT_EX && !(member->flags & READONLY))
+            offset = member->offset;
+    }
+    cache->type = type;
+    cache->offset = offset;
+    return offset;
+}
+
+/* A new reference to ``object.<name>``, or NULL with an exception. */
+static PyObject *get_attr(PyObject *object, int which)
+{
+    Py_ssize_t offset = slot_offset(object, which);
+    if (offset >= 0) {
+        PyObject *value = *(PyObject **)((char *)object + offset);
+        if (value != NULL) {
+            Py_INCREF(value);
+            return value;
+        }
+    }
+    return PyObject_GetAttr(object, attr_names[which]);   /* unset slot: its error */
+}
+
+/* ``object.<name> = value``; 0 or -1 with an exception. */
+static int set_attr(PyObject *object, int which, PyObject *value)
+{
+    Py_ssize_t offset = slot_offset(object, which);
+    if (offset >= 0) {
+        PyObject **slot = (PyObject **)((char *)object + offset);
+        Py_INCREF(value);
+        Py_XSETREF(*slot, value);
+        return 0;
+    }
+    return PyObject_SetAttr(object, attr_names[which], value);
+}
 
 /* A fast xorshift for Data indication transaction ids, seeded from the kernel. */
 static uint64_t rng_state;
@@ -153,12 +212,18 @@ static CachedAddress address_cache[ADDRESS_CACHE];
 
 static unsigned address_hash(const struct sockaddr_in6 *a)
 {
-    uint32_t h = 2166136261u;
-    const unsigned char *p = (const unsigned char *)a;
-    size_t n = a->sin6_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof *a;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return (h ^ (h >> 16)) % ADDRESS_CACHE;
+    uint64_t h;
+    if (a->sin6_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+        h = ((uint64_t)v4->sin_addr.s_addr << 16) ^ v4->sin_port;
+    } else {
+        uint64_t words[2];
+        memcpy(words, &a->sin6_addr, sizeof words);
+        h = words[0] ^ (words[1] * 0x9E3779B97F4A7C15ULL) ^ a->sin6_port ^
+            ((uint64_t)a->sin6_scope_id << 32);
+    }
+    h *= 0x9E3779B97F4A7C15ULL;
+    return (unsigned)(h >> 54) % ADDRESS_CACHE;   /* the top 10 bits */
 }
 
 /* Only the bytes that make the (host, port) pair: the rest of the slot is zeroed. */
@@ -377,7 +442,7 @@ static int call_drop(PyObject *drop, PyObject *allocation, PyObject *reason, PyO
 /* Spend ``size`` of the allocation's budget as datapath.py does; 1 when still >= 0. */
 static int spend(PyObject *allocation, Py_ssize_t size)
 {
-    PyObject *budget = PyObject_GetAttr(allocation, s_budget);
+    PyObject *budget = get_attr(allocation, A_BUDGET);
     if (budget == NULL)
         return -1;
     double left = PyFloat_AsDouble(budget);
@@ -390,7 +455,7 @@ static int spend(PyObject *allocation, Py_ssize_t size)
     PyObject *value = PyFloat_FromDouble(left);
     if (value == NULL)
         return -1;
-    int failed = PyObject_SetAttr(allocation, s_budget, value);
+    int failed = set_attr(allocation, A_BUDGET, value);
     Py_DECREF(value);
     if (failed)
         return -1;
@@ -400,7 +465,7 @@ static int spend(PyObject *allocation, Py_ssize_t size)
 /* Permission for ``host`` (a str); 1 yes, 0 no, -1 error. */
 static int permitted(PyObject *allocation, PyObject *host)
 {
-    PyObject *permissions = PyObject_GetAttr(allocation, s_permissions);
+    PyObject *permissions = get_attr(allocation, A_PERMISSIONS);
     if (permissions == NULL)
         return -1;
     int found = PyDict_Check(permissions) ? PyDict_Contains(permissions, host) : 0;
@@ -422,7 +487,7 @@ static int to_peer(PyObject *allocation, PyObject *host, const struct sockaddr_i
         return -1;
     if (!ok)
         return call_drop(drop, allocation, r_bandwidth, NULL);
-    PyObject *fd_object = PyObject_GetAttr(allocation, s_relay_fd);
+    PyObject *fd_object = get_attr(allocation, A_RELAY_FD);
     if (fd_object == NULL)
         return -1;
     long fd = PyLong_AsLong(fd_object);
@@ -519,7 +584,7 @@ static int channel_data(PyObject *allocation, const unsigned char *d, size_t siz
 {
     long channel = (d[0] << 8) | d[1];
     size_t length = (d[2] << 8) | d[3];
-    PyObject *channels = PyObject_GetAttr(allocation, s_channels);
+    PyObject *channels = get_attr(allocation, A_CHANNELS);
     if (channels == NULL)
         return -1;
     PyObject *number = channel_number(channel);
@@ -700,9 +765,9 @@ static size_t data_indication(unsigned char *h, const struct sockaddr_in6 *peer,
     return 20 + 4 + xpa + 4;
 }
 
-static long long_attr(PyObject *object, PyObject *name)
+static long long_attr(PyObject *object, int which)
 {
-    PyObject *value = PyObject_GetAttr(object, name);
+    PyObject *value = get_attr(object, which);
     if (value == NULL)
         return -2;
     long number = PyLong_AsLong(value);
@@ -724,7 +789,7 @@ typedef struct {
 static int view_relay(PyObject *relay, RelayView *v)
 {
     Py_CLEAR(v->allocation);
-    PyObject *allocation = PyObject_GetAttr(relay, s_allocation);
+    PyObject *allocation = get_attr(relay, A_ALLOCATION);
     if (allocation == NULL)
         return -1;
     if (allocation == Py_None) {
@@ -732,10 +797,10 @@ static int view_relay(PyObject *relay, RelayView *v)
         return 0;
     }
     v->allocation = allocation;
-    v->client_fd = long_attr(relay, s_client_fd);
+    v->client_fd = long_attr(relay, A_CLIENT_FD);
     if (v->client_fd == -2)
         return -1;
-    PyObject *client = PyObject_GetAttr(relay, s_client_addr);
+    PyObject *client = get_attr(relay, A_CLIENT_ADDR);
     if (client == NULL)
         return -1;
     if (v->client_fd >= 0 && parse_address(client, &v->client))
@@ -776,7 +841,7 @@ static int relay_one(PyObject *relay, RelayView *v, int i, PyObject *drop, Count
             result = view_relay(relay, v);
         goto done;
     }
-    channels = PyObject_GetAttr(allocation, s_peer_channels);
+    channels = get_attr(allocation, A_PEER_CHANNELS);
     if (channels == NULL) {
         result = -1;
         goto done;
@@ -919,14 +984,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     crc_init();
     if (getrandom(&rng_state, sizeof rng_state, 0) != sizeof rng_state || rng_state == 0)
         rng_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)&rng_state;
-    INTERN(s_channels, "channels");
-    INTERN(s_permissions, "permissions");
-    INTERN(s_peer_channels, "peer_channels");
-    INTERN(s_budget, "budget");
-    INTERN(s_relay_fd, "relay_fd");
-    INTERN(s_allocation, "allocation");
-    INTERN(s_client_fd, "client_fd");
-    INTERN(s_client_addr, "client_addr");
+    INTERN(attr_names[A_CHANNELS], "channels");
+    INTERN(attr_names[A_PERMISSIONS], "permissions");
+    INTERN(attr_names[A_PEER_CHANNELS], "peer_channels");
+    INTERN(attr_names[A_BUDGET], "budget");
+    INTERN(attr_names[A_RELAY_FD], "relay_fd");
+    INTERN(attr_names[A_ALLOCATION], "allocation");
+    INTERN(attr_names[A_CLIENT_FD], "client_fd");
+    INTERN(attr_names[A_CLIENT_ADDR], "client_addr");
     INTERN(r_unbound, "ChannelData on an unbound channel");
     INTERN(r_truncated, "truncated ChannelData");
     INTERN(r_no_permission, "no permission for peer");
