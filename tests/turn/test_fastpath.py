@@ -72,6 +72,34 @@ class ExtensionTests(unittest.TestCase):
         self.assertEqual(seen, [(request, client.getsockname())])
         self.assertEqual(nested, ["the fast path is already running"])
 
+    def test_tables_of_any_type(self):
+        # the tables are read through attributes: a plain object works like an Allocation
+        self.assertIsNotNone(FAST_PATH, BUILD_HINT)
+        listener, client = self.udp_pair()
+        relay, peer = self.udp_pair()
+
+        class Table:
+            pass
+        table = Table()
+        table.channels = {0x4000: peer.getsockname()}
+        table.permissions = {"127.0.0.1": 0.0}
+        table.budget = float("inf")
+        table.relay_fd = relay.fileno()
+        allocations = {client.getsockname(): table}
+        drops = []
+
+        def drop(allocation, reason, detail):
+            drops.append((allocation, reason, detail))
+        client.sendto(stun.encode_channel_data(0x4000, b"hello"), listener.getsockname())
+        self.assertEqual(FAST_PATH.drain_listener(listener.fileno(), allocations, None, drop,
+                                                  8), (1, 5, 0))
+        self.assertEqual(peer.recvfrom(100), (b"hello", relay.getsockname()))
+        table.budget = 3.0
+        client.sendto(stun.encode_channel_data(0x4000, b"hello"), listener.getsockname())
+        self.assertEqual(FAST_PATH.drain_listener(listener.fileno(), allocations, None, drop,
+                                                  8), (0, 0, 0))
+        self.assertEqual((drops, table.budget), ([(table, "bandwidth limit", None)], -2.0))
+
     def test_datagram_without_address_dropped(self):
         self.assertIsNotNone(FAST_PATH, BUILD_HINT)
         listener, client = self.udp_pair()  # first a UDP datagram: an address in the slot
