@@ -657,6 +657,7 @@ static PyObject *drain_listener(PyObject *module, PyObject *args)
     int failed = 0, stop = 0, read = 0;
     while (!stop && !failed && read < limit) {
         int want = limit - read < BATCH ? limit - read : BATCH;
+        flush();                           /* queued datagrams point into the slots */
         int got = receive(fd, 0, want);
         if (got <= 0)
             break;
@@ -851,7 +852,7 @@ static int relay_one(PyObject *relay, RelayView *v, int i, PyObject *drop, Count
         result = -1;
         goto done;
     }
-    if (v->client_fd < 0) {
+    if (v->client_fd < 0 || size > 65535 - HEADROOM) {  /* no client, or too big to frame */
         c->dropped++;
         goto done;
     }

@@ -38,6 +38,7 @@ except ImportError:  # not built (no compiler at install time): the Python data 
 _log = Logger()
 
 MAX_DATAGRAM = 65535
+MAX_FRAMED = MAX_DATAGRAM - 48  # a peer's datagram with room for a Data indication's header
 _READ_IGNORE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")  # ChannelData on a stream: to 4 bytes
 
@@ -407,6 +408,9 @@ class RelaySocket(_WatchedSocket):
             self.datapath.drop_once(allocation, "bandwidth limit")
             return not self.closed
         channel = allocation.peer_channels.get(addr)
+        if size > MAX_FRAMED:  # no room for the header in a datagram: cannot be relayed
+            self.stats.dropped_packets += 1
+            return not self.closed
         if channel is None:
             tid = os.urandom(12)
             message = stun.encode_message(

@@ -262,6 +262,79 @@ class RulesOverSockets(OverSockets):
         self.assertEqual(peer.received, [])
 
 
+class BatchesOverSockets(OverSockets):
+    """More datagrams than one system call moves (64): every one arrives, intact and in
+    order, both ways; one too big to frame is dropped, not sent broken."""
+
+    def config(self):
+        return {"bandwidth": 0, "relay_socket_buffer": 1 << 21}
+
+    def roomy(self, sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        return sock
+
+    def test_many_datagrams_in_order_both_ways(self):
+        peers = [self.peer() for _ in range(3)]
+        for number, (_, address) in enumerate(peers, 0x4000):
+            self.assertEqual(self.client.bind(number, address).cls, stun.SUCCESS)
+        # the reactor does not run between these calls: the listener and the relay
+        # sockets hold them all, and one doRead / serve moves them
+        client = self.roomy(self.client_socket.transport.socket)
+        for peer, _ in peers:
+            self.roomy(peer.transport.socket)
+        for i in range(300):
+            client.sendto(stun.encode_channel_data(0x4000 + i % 3, b"%04d" % i + b"x" * i),
+                          self.server_addr)
+        self.udp.doRead()  # at most its batch (256) now, the rest at its next readiness
+        self.udp.doRead()
+        for number, (peer, _) in enumerate(peers):
+            sock = peer.transport.socket
+            got = []
+            for _ in range(200):
+                try:
+                    got.append(sock.recv(2048))
+                except BlockingIOError:
+                    break
+            self.assertEqual(got, [b"%04d" % i + b"x" * i for i in range(number, 300, 3)])
+            for data in got:  # echoed, in bulk
+                sock.sendto(data, self.relay)
+        for _ in range(10):  # each call serves a bounded number of rounds
+            self.server.sockets.poller.serve()
+        received = []
+        for _ in range(400):
+            try:
+                received.append(client.recv(2048))
+            except BlockingIOError:
+                break
+        self.assertEqual(sorted(received), sorted(
+            stun.encode_channel_data(0x4000 + i % 3, b"%04d" % i + b"x" * i)
+            for i in range(300)))
+        for number in range(3):  # in order per peer
+            mine = [d for d in received if d[1] == number]
+            self.assertEqual(mine, sorted(mine, key=lambda d: int(d[4:8])))
+        stats = self.server.stats
+        self.assertEqual((stats.packets_to_peer, stats.packets_to_client), (300, 300))
+        self.assertEqual(stats.dropped_packets, 0)
+
+    def test_datagram_too_big_to_frame_dropped(self):
+        peer, peer_addr = self.peer()
+        self.assertEqual(self.client.permit("127.0.0.1").cls, stun.SUCCESS)
+        sock = peer.transport.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.sendto(b"z" * 65_500, self.relay)
+        sock.sendto(b"small", self.relay)
+        self.server.sockets.poller.serve()
+        client = self.client_socket.transport.socket
+        got = []
+        for _ in range(10):
+            try:
+                got.append(client.recv(70_000))
+            except BlockingIOError:
+                break
+        self.assertEqual([stun.parse_message(d).get(stun.DATA_ATTR) for d in got], [b"small"])
+        self.assertEqual(self.server.stats.dropped_packets, 1)
+
+
 class BandwidthOverSockets(OverSockets):
     def config(self):
         return {"bandwidth": 1000}  # bytes per sweep interval (1 s)
@@ -311,6 +384,14 @@ class FastRules(RulesOverSockets, test_server.ServerTestBase):
 
 
 class FallbackRules(RulesOverSockets, test_server.ServerTestBase):
+    fast_path = False
+
+
+class FastBatches(BatchesOverSockets, test_server.ServerTestBase):
+    fast_path = True
+
+
+class FallbackBatches(BatchesOverSockets, test_server.ServerTestBase):
     fast_path = False
 
 
