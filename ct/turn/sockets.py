@@ -237,6 +237,7 @@ class SocketPoller:
             if not events:
                 break
             served += len(others)
+            to_peer = stats.packets_to_peer
             for fd in others:
                 handler = handlers.get(fd)
                 if handler is None:
@@ -245,6 +246,8 @@ class SocketPoller:
                     handler()
                 except Exception:
                     _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
+            if events == 1 and packets + stats.packets_to_peer - to_peer <= 1:
+                break  # a lone datagram: the next one wakes the reactor, no need to ask
         return served + stats.packets_to_client + stats.packets_to_peer
 
 
