@@ -343,6 +343,18 @@ def table(ours: dict, coturn: dict | None, args) -> str:
     return "\n".join(head + rows)
 
 
+def data_path() -> str:
+    """Which UDP data path our relay will run (the daemon imports the same tree)."""
+    from ct.common.settings import parse_bool
+    if not parse_bool(os.environ.get("CT_TURN_FAST_PATH", "true")):
+        return "Python (CT_TURN_FAST_PATH=false)"
+    from ct.turn.sockets import FAST_PATH
+    if FAST_PATH is None:
+        return ("Python: ct/turn/_fastpath is not built (make setup, or "
+                "python setup.py build_ext --inplace)")
+    return "compiled (" + os.path.basename(FAST_PATH.__file__) + ")"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter steps")
@@ -371,11 +383,14 @@ def main(argv=None) -> int:
                              "-L", "127.0.0.1", "-p", str(peer_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {}
+    path = data_path()
+    print(f"our relay's UDP data path: {path}", file=sys.stderr)
     try:
         time.sleep(0.5)
         peer_addr = ("127.0.0.1", peer_port)
         if args.only in (None, "ours"):
             results["ours"] = measure("ours", start_ours, peer_addr, args, workdir)
+            results["ours"]["data_path"] = path
         if args.only in (None, "coturn") and shutil.which("turnserver"):
             results["coturn"] = measure("coturn", start_coturn, peer_addr, args, workdir)
     finally:
@@ -389,6 +404,7 @@ def main(argv=None) -> int:
     else:
         print(json.dumps(results, indent=2))
     print()
+    print(f"our relay's UDP data path: {path}")
     print("reproduce: cd " + ROOT + " && .venv/bin/python bench/turn/run.py"
           + (" --quick" if args.quick else ""))
     return 0
