@@ -613,6 +613,18 @@ class FallbackPolicyTests(test_server.PolicyTests):
     fast_path = False
 
 
+class FallbackLifetimeTests(test_server.LifetimeTests):
+    fast_path = False
+
+
+class FallbackCredentialScopeTests(test_server.CredentialScopeTests):
+    fast_path = False
+
+
+class FallbackStreamFramingTests(test_server.StreamFramingTests):
+    fast_path = False
+
+
 class FallbackEmbeddedIpv4OverSocketsTests(test_server.EmbeddedIpv4OverSocketsTests):
     fast_path = False
 
