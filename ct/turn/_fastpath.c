@@ -9,8 +9,9 @@
  * log line) goes back to Python through callbacks, after the queued datagrams are sent.
  *
  * drain_listener(fd, allocations, on_stun, drop, limit)
- *     client -> peer: ChannelData and Send indications read from the UDP listener.
- * serve_round(epfd, relays, max_events)
+ *     client -> peer: ChannelData and Send indications read from the UDP listener;
+ *     ``drop(allocation, reason, detail)`` is DataPath.drop_once.
+ * serve_round(epfd, relays, drop, max_events)
  *     one round of the relay's inner epoll: peer -> client for the relay sockets in
  *     ``relays`` (fd -> RelaySocket of a UDP client); other ready fds are returned.
  *
