@@ -100,7 +100,8 @@ class SocketPoller:
     Registered with the reactor only while it watches some socket.
 
     With a ``hold`` (seconds), a relay measured busy serves in batches: when a wake-up
-    found at least ``busy`` ready sockets, the poller leaves the reactor for ``hold`` and
+    found at least ``busy`` ready sockets (with the fast path: relayed ``busy`` datagrams,
+    see :meth:`_serve_fast`), the poller leaves the reactor for ``hold`` and
     then serves everything that arrived meanwhile in one round, and keeps serving on that
     timer while its rounds stay that full. A wake-up that finds fewer (a quiet relay, a
     lone datagram) never holds: the next datagram is served on arrival.
