@@ -545,7 +545,7 @@ static int parse_send(const unsigned char *d, size_t size, struct sockaddr_in6 *
         }
         pos += 4 + ((len + 3) & ~(size_t)3);
     }
-    if (pos != size || xpa == NULL || *data == NULL)
+    if (pos != size || xpa == NULL || *data == NULL || (xpa_size != 8 && xpa_size != 20))
         return 0;
     memset(peer, 0, sizeof *peer);
     uint16_t port = (uint16_t)(((xpa[2] << 8) | xpa[3]) ^ (MAGIC_COOKIE >> 16));
