@@ -205,7 +205,8 @@ def check_deb_contents(debs: list[str]) -> None:
     for path in (f".{RUNTIME}/bin/twistd", "/site-packages/twisted/plugins/ct_plugins.py",
                  "/site-packages/ct_service_log.py", "/site-packages/ct/edge/tap.py",
                  "/site-packages/ct/webclient/static/join.js",
-                 "/site-packages/ct/webclient/static/join.css"):
+                 "/site-packages/ct/webclient/static/join.css",
+                 "/site-packages/ct/turn/_fastpath.cpython-"):
         check(path in listing, f"runtime ships {path.lstrip('.')}")
 
 

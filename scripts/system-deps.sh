@@ -9,6 +9,8 @@ packages=(haproxy coturn chromium chromium-driver tinyproxy-bin)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     packages+=(nodejs npm)
 fi
+# The TURN relay's C fast path (setup.py builds it; tests/turn/test_fastpath.py needs it).
+packages+=(gcc python3-dev)
 if [ "${CT_TEST_PACKAGING:-0}" = 1 ]; then
     # Building and checking the Debian packages (tests/packaging).
     packages+=(dpkg-dev debhelper dh-virtualenv lintian python3-venv build-essential systemd)

@@ -1,7 +1,10 @@
 """The one TURN client the benchmark uses against both relays (ours and coturn).
 
 Plain non-blocking UDP sockets and epoll, the codec from ``ct.turn.stun``; every session
-allocates with REST API credentials and binds channel 0x4000 to the echo peer.
+allocates with REST API credentials and either binds channel 0x4000 to the echo peer
+(``mode="channel"``: ChannelData both ways) or only creates a permission for it
+(``mode="indication"``: Send indications out, Data indications back, as browsers do before
+they bind channels).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from ct.turn import auth, stun
 
 CHANNEL = 0x4000
+SEND_TID = b"bench-send!!"
 _HDR = struct.Struct("!HH")
 _STAMP = struct.Struct("!4sdI")
 _MAGIC = b"RTT!"
@@ -43,9 +47,12 @@ class Session:
 
 
 class Client:
-    def __init__(self, server: tuple[str, int], peer: tuple[str, int], secret: str):
+    def __init__(self, server: tuple[str, int], peer: tuple[str, int], secret: str,
+                 mode: str = "channel"):
+        assert mode in ("channel", "indication")
         self.server = server
         self.peer = peer
+        self.mode = mode
         self.username, self.password = auth.rest_credentials(secret, "bench", 3600, time.time())
         self.sessions: list[Session] = []
         self.by_fd: dict[int, Session] = {}
@@ -78,6 +85,33 @@ class Client:
             (stun.CHANNEL_NUMBER, stun.encode_channel_number(CHANNEL)),
             (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(self.peer[0], self.peer[1], tid))])
 
+    def _permit(self, s):
+        self._request(s, stun.CREATE_PERMISSION, lambda tid: [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(self.peer[0], 0, tid))])
+
+    def frame(self, payload: bytes) -> bytes:
+        """``payload`` to the peer: ChannelData, or a Send indication."""
+        if self.mode == "channel":
+            return _HDR.pack(CHANNEL, len(payload)) + payload
+        return stun.encode_message(stun.SEND, stun.INDICATION, SEND_TID, [
+            (stun.XOR_PEER_ADDRESS,
+             stun.encode_xor_address(self.peer[0], self.peer[1], SEND_TID)),
+            (stun.DATA_ATTR, payload)], add_fingerprint=False)
+
+    @staticmethod
+    def payload_at(data: bytes) -> int:
+        """Where the payload starts in what the relay sent: after the ChannelData header,
+        or in the DATA attribute of a Data indication (wherever the relay put it)."""
+        if data[0] & 0xC0 == 0x40:
+            return 4
+        pos = stun.HEADER_LENGTH
+        while pos + 4 <= len(data):
+            kind, length = _HDR.unpack_from(data, pos)
+            if kind == stun.DATA_ATTR:
+                return pos + 4
+            pos += 4 + stun.padded(length)
+        return len(data)
+
     def _on_setup_reply(self, s: Session, data: bytes) -> None:
         try:
             m = stun.parse_message(data)
@@ -87,16 +121,17 @@ class Client:
             return
         if m.cls == stun.ERROR:
             code, reason = stun.decode_error(m.get(stun.ERROR_CODE))
-            if code in (401, 438) and s.state in ("allocating", "binding"):
+            if code in (401, 438) and s.state in ("allocating", "binding", "permitting"):
                 s.nonce, s.realm = m.get(stun.NONCE), m.get(stun.REALM)
                 s.key = stun.long_term_key(self.username, s.realm.decode(), self.password)
-                (self._allocate if s.state == "allocating" else self._bind)(s)
+                {"allocating": self._allocate, "binding": self._bind,
+                 "permitting": self._permit}[s.state](s)
                 return
             raise RuntimeError(f"TURN error {code} {reason} in state {s.state}")
         if s.state == "allocating":
             s.relayed = stun.decode_xor_address(m.get(stun.XOR_RELAYED_ADDRESS), m.transaction_id)
             s.state = "allocated"
-        elif s.state == "binding":
+        elif s.state in ("binding", "permitting"):
             s.state = "ready"
 
     def open(self, count: int, bind: bool = True, timeout: float = 60.0) -> float:
@@ -126,11 +161,14 @@ class Client:
                     continue
                 self._on_setup_reply(s, data)
                 if s.state == "allocated":
-                    if bind:
+                    if not bind:
+                        s.state = "ready"
+                    elif self.mode == "channel":
                         s.state = "binding"
                         self._bind(s)
                     else:
-                        s.state = "ready"
+                        s.state = "permitting"
+                        self._permit(s)
                 if s.state == "ready":
                     inflight.discard(s)
             if time.monotonic() > deadline:
@@ -153,8 +191,7 @@ class Client:
                 data = recv(65536)
             except BlockingIOError:
                 return
-            if data[0] & 0xC0 == 0x40:
-                on_payload(s, data)
+            on_payload(s, data)
 
     def flood(self, seconds: float, window: int = 8, size: int = 160) -> dict:
         """Keep about ``window`` messages in flight per session; count echoes.
@@ -162,8 +199,7 @@ class Client:
         A session that saw no echo for 50 ms is primed again, so losses (a full socket
         buffer at the peer or the client) cannot stall the flood.
         """
-        payload = b"\x00" * size
-        frame = _HDR.pack(CHANNEL, size) + payload
+        frame = self.frame(b"\x00" * size)
         server = self.server
         echoes = 0
         reprimed = 0
@@ -211,8 +247,7 @@ class Client:
               size: int = 160, grace: float = 1.0) -> dict:
         """The first ``count`` sessions send ``rate`` packets/s each; sent, received, loss."""
         interval = 1.0 / rate
-        payload = b"\x00" * size
-        frame = _HDR.pack(CHANNEL, size) + payload
+        frame = self.frame(b"\x00" * size)
         server = self.server
         now = time.monotonic()
         sessions = self.sessions[:count] if count else self.sessions
@@ -271,7 +306,7 @@ class Client:
             self._drain(t, lambda *_: None)
         pad = b"\x00" * (size - _STAMP.size)
         for i in range(count):
-            frame = _HDR.pack(CHANNEL, size) + _STAMP.pack(_MAGIC, time.perf_counter(), i) + pad
+            frame = self.frame(_STAMP.pack(_MAGIC, time.perf_counter(), i) + pad)
             s.sock.sendto(frame, server)
             deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline:
@@ -284,8 +319,9 @@ class Client:
                             data = t.sock.recv(65536)
                         except BlockingIOError:
                             break
-                        if t is s and len(data) >= 4 + _STAMP.size:
-                            magic, sent_at, seq = _STAMP.unpack_from(data, 4)
+                        at = self.payload_at(data)
+                        if t is s and len(data) >= at + _STAMP.size:
+                            magic, sent_at, seq = _STAMP.unpack_from(data, at)
                             if magic == _MAGIC and seq == i:
                                 samples.append((time.perf_counter() - sent_at) * 1e6)
                                 got = True

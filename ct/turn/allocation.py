@@ -24,13 +24,15 @@ class Allocation:
 
     ``permissions`` maps a peer IP to its expiry; ``channels`` maps a channel number to the
     peer ``(host, port)``; ``peer_channels`` is the reverse map. ``relay``, ``sink`` (bytes to
-    the client) and ``peer_send`` (bytes to a peer) are left to the server; ``budget`` is the
-    bytes it may still relay in the current bandwidth window.
+    the client) and ``peer_send`` (bytes to a peer) are left to the server, ``relay_fd`` (the
+    relay socket's descriptor, -1 without one) to the sockets; ``budget`` is the bytes it may
+    still relay in the current bandwidth window.
     """
 
     __slots__ = ("key", "username", "realm", "integrity_key", "expires", "permissions",
                  "channels", "channel_expiry", "peer_channels", "relay", "relay_address",
-                 "sink", "peer_send", "allocate_tid", "allocate_response", "budget", "logged")
+                 "sink", "peer_send", "relay_fd", "allocate_tid", "allocate_response", "budget",
+                 "logged")
 
     def __init__(self, key: Hashable, username: str, realm: str, integrity_key: bytes,
                  expires: float):
@@ -47,6 +49,7 @@ class Allocation:
         self.relay_address: tuple[str, int] | None = None
         self.sink: Any = None
         self.peer_send: Any = None
+        self.relay_fd = -1
         self.allocate_tid = b""
         self.allocate_response = b""
         self.budget = float("inf")

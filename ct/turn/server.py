@@ -48,6 +48,7 @@ class TurnConfig:
     hold: float = 0.0  # seconds a busy relay may hold datagrams to serve them in batches
     socket_buffer: int = 4 * 1024 * 1024  # receive/send buffer of the UDP listener
     relay_socket_buffer: int = 0  # receive buffer of each relay socket (0: system default)
+    fast_path: bool = True  # the compiled UDP data path when it is built
     # UDP requests answered per second per source IP without an allocation (0: no limit);
     # bursts of twice that; at most ``rate_sources`` sources tracked one by one.
     unauthenticated_rate: float = 20.0

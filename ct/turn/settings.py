@@ -178,6 +178,10 @@ TURN_SETTINGS = [
     Setting("CT_TURN_RELAY_SOCKET_BUFFER", "turn-relay-socket-buffer", 0, parse_size(0),
             "Receive buffer of each relay socket (0: the system default, about 200 KB), "
             "e.g. 1m for bursty video.", TURN_AND_EDGE),
+    Setting("CT_TURN_FAST_PATH", "turn-fast-path", True, parse_bool,
+            "Relay UDP data (ChannelData, Send and Data indications) through the compiled "
+            "fast path (recvmmsg/sendmmsg) when it is built; false: the Python data path. "
+            "The rules are the same either way.", TURN_AND_EDGE),
     Setting("CT_TURN_HOST", "turn-host", None, parse_optional_str,
             "Host name or IP in the ICE server URLs handed to participants (unset: the host "
             "of CT_SERVER_URL, else CT_TURN_EXTERNAL_ADDRESS).", EDGE),

@@ -5,6 +5,13 @@ Every socket here is a bare non-blocking ``IReadDescriptor`` read through one
 ChannelData goes through :class:`~ct.turn.datapath.DataPath`; peer -> client datagrams are
 framed in place in one shared buffer (:meth:`RelaySocket.read_one`); STUN messages go to
 :meth:`~ct.turn.server.TurnServer.handle_stun`.
+
+With the compiled fast path (``ct/turn/_fastpath.c``, :data:`FAST_PATH`; off with
+``CT_TURN_FAST_PATH=false``) the same rules run in C over the same tables: the listener is
+drained with ``recvmmsg`` (ChannelData and Send indications relayed there, other STUN
+messages handed back here), and each round of the poller reads the ready relay sockets of
+UDP clients and sends to the clients with ``sendmmsg``. Relay sockets of TCP/TLS clients
+stay on the Python path.
 """
 
 from __future__ import annotations
@@ -23,9 +30,15 @@ from ct.turn import stun
 from ct.turn.allocation import Allocation
 from ct.turn.datapath import DataPath
 
+try:
+    from ct.turn import _fastpath as FAST_PATH
+except ImportError:  # not built (no compiler at install time): the Python data path
+    FAST_PATH = None
+
 _log = Logger()
 
 MAX_DATAGRAM = 65535
+MAX_FRAMED = MAX_DATAGRAM - 48  # a peer's datagram with room for a Data indication's header
 _READ_IGNORE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")  # ChannelData on a stream: to 4 bytes
 
@@ -87,7 +100,8 @@ class SocketPoller:
     Registered with the reactor only while it watches some socket.
 
     With a ``hold`` (seconds), a relay measured busy serves in batches: when a wake-up
-    found at least ``busy`` ready sockets, the poller leaves the reactor for ``hold`` and
+    found at least ``busy`` ready sockets (with the fast path: relayed ``busy`` datagrams,
+    see :meth:`_serve_fast`), the poller leaves the reactor for ``hold`` and
     then serves everything that arrived meanwhile in one round, and keeps serving on that
     timer while its rounds stay that full. A wake-up that finds fewer (a quiet relay, a
     lone datagram) never holds: the next datagram is served on arrival.
@@ -96,12 +110,15 @@ class SocketPoller:
     rounds = 64
     busy = 16
 
-    def __init__(self, reactor, hold: float = 0.0):
+    def __init__(self, reactor, hold: float = 0.0, fast=None, datapath: DataPath | None = None):
         self.reactor = reactor
         self.hold = hold
+        self.fast = fast  # the compiled fast path module, or None
+        self.datapath = datapath
         self.epoll = select.epoll()
         self.readers: dict[int, Any] = {}
         self.handlers: dict[int, Callable] = {}  # fd -> what serves one readiness
+        self.fast_relays: dict[int, Any] = {}  # fd -> relay socket the fast path serves
         self.registered = False  # watching some socket
         self.timer = None  # holding: the DelayedCall of the next round
         self.holds = 0  # times it switched to serving on a timer
@@ -114,6 +131,8 @@ class SocketPoller:
         self.readers[fd] = reader
         one = getattr(reader, "read_one", None) if reader.batch == 1 else None
         self.handlers[fd] = one if one is not None else reader.doRead
+        if self.fast is not None and getattr(reader, "client_fd", -1) >= 0:
+            self.fast_relays[fd] = reader
         if not self.registered:
             self.registered = True
             if self.timer is None:
@@ -123,6 +142,7 @@ class SocketPoller:
         fd = reader.fileno()
         if self.readers.pop(fd, None) is not None:
             del self.handlers[fd]
+            self.fast_relays.pop(fd, None)
             self.epoll.unregister(fd)
         if not self.readers and self.registered:
             self.registered = False
@@ -171,6 +191,8 @@ class SocketPoller:
         ``read_one`` when they have one): asking the inner epoll again is cheaper than the
         failing read that ends a batch. Returns how many readiness events were served.
         """
+        if self.fast is not None:
+            return self._serve_fast()
         handlers = self.handlers
         poll = self.epoll.poll
         served = 0
@@ -189,6 +211,46 @@ class SocketPoller:
                     _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
         return served
 
+    def _serve_fast(self) -> int:
+        """:meth:`serve` through the fast path: each round reads every ready relay socket
+        of a UDP client in C; the other ready sockets (the listener) are served here.
+
+        Returns the datagrams relayed (both ways) plus the other readiness events served:
+        a few clients flooding make few ready sockets but many datagrams, and that is busy
+        too."""
+        handlers = self.handlers
+        serve_round = self.fast.serve_round
+        epfd = self.epoll.fileno()
+        relays = self.fast_relays
+        datapath = self.datapath
+        drop = datapath.drop_once
+        stats = datapath.stats
+        served = -(stats.packets_to_client + stats.packets_to_peer)
+        for _ in range(self.rounds):
+            try:
+                events, others, packets, size, dropped = serve_round(epfd, relays, drop, 512)
+            except Exception:
+                _log.failure("turn: error relaying to clients")
+                break
+            stats.packets_to_client += packets
+            stats.bytes_to_client += size
+            stats.dropped_packets += dropped
+            if not events:
+                break
+            served += len(others)
+            to_peer = stats.packets_to_peer
+            for fd in others:
+                handler = handlers.get(fd)
+                if handler is None:
+                    continue
+                try:
+                    handler()
+                except Exception:
+                    _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
+            if events == 1 and packets + stats.packets_to_peer - to_peer <= 1:
+                break  # a lone datagram: the next one wakes the reactor, no need to ask
+        return served + stats.packets_to_client + stats.packets_to_peer
+
 
 # One receive buffer for every relay socket: the reactor reads one socket at a time and
 # each datagram leaves (copied by sendto) before the next is read.
@@ -203,12 +265,15 @@ class UdpSockets:
     exists, else by the reactor itself."""
 
     def __init__(self, reactor: Any, datapath: DataPath, relay_host: str,
-                 relay_buffer: int = 0, hold: float = 0.0):
+                 relay_buffer: int = 0, hold: float = 0.0, fast_path: bool = True):
         self.reactor = reactor
         self.datapath = datapath
         self.relay_host = relay_host
         self.relay_buffer = relay_buffer  # receive buffer of each relay socket; 0: default
-        self.poller = SocketPoller(reactor, hold) if hasattr(select, "epoll") else None
+        epoll = hasattr(select, "epoll")
+        # the compiled data path when built and wanted (it needs the epoll poller)
+        self.fast = FAST_PATH if fast_path and epoll else None
+        self.poller = SocketPoller(reactor, hold, self.fast, datapath) if epoll else None
 
     def watch(self, reader, busy: bool = False) -> None:
         """Have ``reader.doRead`` called when its socket is readable.
@@ -281,7 +346,7 @@ class RelaySocket(_WatchedSocket):
 
     __slots__ = ("sockets", "datapath", "stats", "allocation", "stream", "sock", "port",
                  "closed", "_fileno", "_recvfrom", "send_to_peer", "batch", "client_sendto",
-                 "client_addr", "__weakref__")
+                 "client_addr", "client_fd", "__weakref__")
     log_prefix = "turn-relay"
 
     def __init__(self, sockets: UdpSockets, allocation: Allocation, sock: socket.socket,
@@ -302,9 +367,14 @@ class RelaySocket(_WatchedSocket):
         udp_target = getattr(link, "udp_target", None)
         self.client_sendto, self.client_addr = (udp_target(client) if udp_target is not None
                                                 else (None, None))
+        # the fast path sends to a UDP client on this descriptor (-1: a stream client)
+        self.client_fd = link.fileno() if udp_target is not None else -1
+        allocation.relay_fd = self._fileno
         sockets.watch(self)
 
     def _forget(self) -> None:
+        if self.allocation is not None:
+            self.allocation.relay_fd = -1
         self.allocation = None
 
     def doRead(self) -> None:
@@ -342,10 +412,14 @@ class RelaySocket(_WatchedSocket):
             self.datapath.drop_once(allocation, "bandwidth limit")
             return not self.closed
         channel = allocation.peer_channels.get(addr)
+        if size > MAX_FRAMED:  # no room for the header in a datagram: cannot be relayed
+            self.stats.dropped_packets += 1
+            return not self.closed
         if channel is None:
+            tid = os.urandom(12)
             message = stun.encode_message(
-                stun.DATA, stun.INDICATION, os.urandom(12),
-                [(stun.XOR_PEER_ADDRESS, stun.encode_xor_address(addr[0], addr[1], b"")),
+                stun.DATA, stun.INDICATION, tid,
+                [(stun.XOR_PEER_ADDRESS, stun.encode_xor_address(addr[0], addr[1], tid)),
                  (stun.DATA_ATTR, bytes(_RELAY_PAYLOAD[:size]))], add_fingerprint=False)
         else:
             buffer = _RELAY_BUFFER
@@ -398,6 +472,7 @@ class UdpServerSocket(_WatchedSocket):
         self.closed = False
         self._fileno = sock.fileno()
         self._sendto = sock.sendto
+        self._fast = getattr(self.sockets, "fast", None)
         self._buffer = bytearray(MAX_DATAGRAM + 4)
         self._view = memoryview(self._buffer)
         wanted = server.config.socket_buffer
@@ -416,7 +491,24 @@ class UdpServerSocket(_WatchedSocket):
         """What a relay socket sends to this client with: ``sendto`` and ``addr``."""
         return self._sendto, addr
 
+    def _forget(self) -> None:
+        poller = getattr(self.sockets, "poller", None)
+        if poller is not None:  # relay sockets must not send on a reused descriptor
+            for relay in poller.fast_relays.values():
+                if relay.client_fd == self._fileno:
+                    relay.client_fd = -1
+
     def doRead(self) -> None:
+        fast = self._fast
+        if fast is not None:
+            packets, size, dropped = fast.drain_listener(
+                self._fileno, self.allocations, self._on_stun, self.datapath.drop_once,
+                self.batch)
+            stats = self.stats
+            stats.packets_to_peer += packets
+            stats.bytes_to_peer += size
+            stats.dropped_packets += dropped
+            return
         recv_into = self.sock.recvfrom_into
         buffer, view = self._buffer, self._view
         allocations = self.allocations
@@ -446,6 +538,11 @@ class UdpServerSocket(_WatchedSocket):
                     return
             else:
                 self.stats.dropped_packets += 1
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """A STUN message the fast path leaves to Python; False once the socket closed."""
+        self._answer(data, addr)
+        return not self.closed
 
     def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

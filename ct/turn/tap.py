@@ -21,7 +21,7 @@ from ct.turn.datapath import DataPath
 from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig, TurnServer
-from ct.turn.sockets import UdpServerSocket, UdpSockets
+from ct.turn.sockets import FAST_PATH, UdpServerSocket, UdpSockets
 from ct.turn.stream import TurnStreamFactory, select_alpn
 from ct.turn.settings import split_host_port
 
@@ -142,6 +142,7 @@ def turn_config(values: Mapping[str, Any]) -> TurnConfig:
         hold=values["turn_batch_delay"] / 1000.0,
         socket_buffer=values["turn_socket_buffer"],
         relay_socket_buffer=values["turn_relay_socket_buffer"],
+        fast_path=values["turn_fast_path"],
         unauthenticated_rate=values["turn_unauthenticated_rate"],
         max_connections=values["turn_max_connections"],
         idle_timeout=values["turn_tcp_idle_timeout"],
@@ -153,7 +154,7 @@ def build_turn_server(config: TurnConfig, credentials: auth.Credentials, policy:
     """A :class:`TurnServer` wired to real UDP sockets read through ``reactor``."""
     datapath = DataPath(TurnStats())
     sockets = UdpSockets(reactor, datapath, config.relay_host, config.relay_socket_buffer,
-                         config.hold)
+                         config.hold, config.fast_path)
     return TurnServer(config, credentials, policy, reactor, sockets, datapath)
 
 
@@ -197,11 +198,23 @@ def make_turn_service(values: Mapping[str, Any], reactor) -> TurnService:
             factory).setServiceParent(service)
         listening.append(f"tls {tls}")
     _log.info("turn: STUN/TURN relay on {listening}; relay ports {low}-{high} on {relay} "
-              "announced as {external}; realm {realm}",
+              "announced as {external}; realm {realm}; UDP data path: {path}",
               listening=", ".join(listening) or "nothing", low=config.relay_ports[0],
               high=config.relay_ports[1], relay=config.relay_host,
-              external=server.advertised_host, realm=config.realm)
+              external=server.advertised_host, realm=config.realm,
+              path=data_path_name(server, config))
     return service
+
+
+def data_path_name(server: TurnServer, config: TurnConfig) -> str:
+    """Which UDP data path the relay runs, for the log."""
+    if getattr(server.sockets, "fast", None) is not None:
+        return "compiled (recvmmsg/sendmmsg)"
+    if not config.fast_path:
+        return "Python (CT_TURN_FAST_PATH=false)"
+    if FAST_PATH is None:
+        return "Python (ct.turn._fastpath is not built)"
+    return "Python"
 
 
 def _tls_files(values: Mapping[str, Any]) -> tuple[str | None, str | None]:

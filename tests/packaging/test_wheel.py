@@ -92,6 +92,9 @@ class WheelTests(unittest.TestCase):
             with zipfile.ZipFile(wheel) as archive:
                 self.assertEqual(archive.read(name), (Path(ROOT) / name).read_bytes(), name)
         self.assertFalse([n for n in names if "node_modules" in n or n.startswith("js/")])
+        # the TURN relay's compiled fast path (setup.py), not its source
+        self.assertTrue([n for n in names if n.startswith("ct/turn/_fastpath.cpython-")
+                         and n.endswith(".so")], sorted(names))
         self.assertFalse([n for n in names if n.endswith("dropin.cache")])
 
         python = self.install(tmp, wheel)
@@ -99,6 +102,9 @@ class WheelTests(unittest.TestCase):
                      "print(ct.__file__); print(p.__file__)"], cwd=tmp).split()
         for path in where:  # the wheel's code, not the source tree's
             self.assertTrue(path.startswith(str(tmp / "venv")), where)
+        fast = run([str(python), "-c", "from ct.turn import _fastpath; print(_fastpath.__file__)"],
+                   cwd=tmp).strip()
+        self.assertTrue(fast.startswith(str(tmp / "venv")), fast)
 
         locator = InstalledDaemon(python, "ctlocator", {
             "CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_DATA_DIR": str(tmp / "data"),

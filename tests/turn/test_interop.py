@@ -28,12 +28,13 @@ class RelayOnLoopback(unittest.TestCase):
     """The relay on 127.0.0.1: UDP, TCP and TLS listeners, REST API secret ``s3cret``."""
 
     timeout = 120
+    fast_path = True  # the compiled UDP data path when built; test_fastpath.py runs False
 
     def setUp(self):
         directory = self.mktemp()
         os.makedirs(directory)
         cert, key = self_signed(directory)
-        self.server = make_server(reactor, secret=SECRET)
+        self.server = make_server(reactor, secret=SECRET, fast_path=self.fast_path)
         self.server.start()
         self.addCleanup(self.server.stop)
         self.ports = listen_on_loopback(self, self.server, reactor, tap._tls_context(cert, key))

@@ -41,6 +41,8 @@ class PeerSocket(DatagramProtocol):
 
 
 class ServerTestBase(unittest.TestCase):
+    fast_path = True  # the compiled UDP data path when built; test_fastpath.py runs False
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -53,6 +55,7 @@ class ServerTestBase(unittest.TestCase):
         return {}
 
     def make(self, **kwargs):
+        kwargs.setdefault("fast_path", self.fast_path)
         return make_server(self.reactor, **kwargs)
 
     def peer(self):
@@ -772,9 +775,11 @@ class AioiceTests(unittest.TestCase):
     """aioice (an independent client) allocates and relays to a UDP peer on loopback."""
 
     timeout = 60
+    fast_path = True
 
     def setUp(self):
-        self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999))
+        self.server = make_server(reactor, allow=("127.0.0.0/8",), relay_ports=(50000, 59999),
+                                  fast_path=self.fast_path)
         self.server.start()
         self.addCleanup(self.server.stop)
         self.ports = listen_on_loopback(self, self.server, reactor)

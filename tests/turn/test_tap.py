@@ -17,6 +17,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -125,6 +126,24 @@ class OptionsTests(unittest.TestCase):
         for raw in ("21", "-1", "soon"):
             e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_BATCH_DELAY": raw})
             self.assertIn("CT_TURN_BATCH_DELAY", str(e))
+
+    def test_fast_path_setting(self):
+        from ct.turn.sockets import FAST_PATH
+
+        self.assertIs(self.parse({})["turn_fast_path"], True)
+        base = {"CT_TURN_SECRET": "s", "CT_TURN_LISTEN_UDP": "127.0.0.1:0",
+                "CT_TURN_LISTEN_TCP": "none", "CT_TURN_LISTEN_TLS": "none",
+                "CT_TURN_RELAY_ADDRESS": "127.0.0.1"}
+        for raw, expected in (("true", FAST_PATH), ("false", None)):
+            with capturedLogs() as events:
+                service = tap.makeService(self.parse({**base, "CT_TURN_FAST_PATH": raw}),
+                                          UdpMemoryReactor())
+            self.assertIs(service.turn_server.sockets.fast, expected)
+            paths = [e["path"] for e in events if "path" in e]
+            self.assertEqual(len(paths), 1, events)
+            self.assertTrue(paths[0].startswith("compiled" if expected else "Python"), paths)
+        e = self.assertRaises(usage.UsageError, self.parse, {"CT_TURN_FAST_PATH": "maybe"})
+        self.assertIn("CT_TURN_FAST_PATH", str(e))
 
     def test_finding_6_relay_refuses_its_own_addresses(self):
         o = self.parse({"CT_TURN_LISTEN_UDP": "none", "CT_TURN_LISTEN_TCP": "none",
@@ -321,3 +340,4 @@ class StandaloneTests(unittest.TestCase):
         reason = yield collector.ended
         self.assertIsInstance(reason, (ProcessDone, ProcessTerminated))
         self.assertIn(b"STUN/TURN relay on udp 127.0.0.1", collector.output)
+        self.assertIn(b"UDP data path: compiled (recvmmsg/sendmmsg)", collector.output)
