@@ -14,7 +14,8 @@ from ct.dashboard.guard import RequestGuard
 from ct.dashboard.html import tags
 from ct.dashboard.responses import refuse, render, see_other, to_login
 
-NAV = [("overview", "/dashboard", "Overview"), ("edges", "/dashboard/edges", "Edge servers"),
+NAV = [("overview", "/dashboard", "Overview"), ("usage", "/dashboard/usage", "Usage"),
+       ("edges", "/dashboard/edges", "Edge servers"),
        ("sessions", "/dashboard/sessions", "Sessions"), ("regions", "/dashboard/regions",
                                                         "Regions"),
        ("advanced", "/dashboard/advanced", "Advanced"), ("audit", "/dashboard/audit",

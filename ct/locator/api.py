@@ -9,6 +9,7 @@ Routes are relative to where :meth:`LocatorAPI.mount` puts them (``/api``, ``/he
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from typing import Any
 
@@ -24,14 +25,17 @@ from ct.common.credentials import Credentials, basic_auth
 from ct.dashboard.auth import LoginGuard, LoginThrottle
 from ct.common.logthrottle import RateLimitedLog
 from ct.common.web import error_body
+from ct.dashboard.backend import audit_entry_dict
 from ct.locator.regions import RegionError
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
 from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
+from ct.storage.store import MAX_QUERY_LIMIT
 
 _log = Logger()
 
 MAX_ID = 64  # session and edge ids
+MAX_USAGE_DAYS = 366
 REGIONS_MAX_DEPTH = 8  # {"regions": {name: {"cidrs": [...]}}} is 4 deep
 
 
@@ -85,6 +89,39 @@ def regions_document(body: bytes) -> Any:
     if not isinstance(document, dict) or "regions" not in document:
         raise BadRequest(expected)
     return document["regions"]
+
+
+def _str_arg(request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name} must be UTF-8 text") from None
+
+
+def _int_arg(request, name: str, default: int, low: int, high: int) -> int:
+    text = _str_arg(request, name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _float_arg(request, name: str) -> float | None:
+    """Seconds since the epoch (UTC)."""
+    text = _str_arg(request, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value < 1e11:
+        raise BadRequest(f"{name} must be seconds since the epoch (UTC)")
+    return value
 
 
 class LocatorAPI:
@@ -223,6 +260,62 @@ class LocatorAPI:
             return {"regions": value}
 
         return self._answer(request, save)
+
+    @app.route("/v1/usage", methods=["GET"])
+    def usage(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.store.usage(
+            _int_arg(request, "days", 30, 1, MAX_USAGE_DAYS)).addCallback(
+                lambda report: report.to_json()))
+
+    @app.route("/v1/sessions", methods=["GET"])
+    def sessions(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.live_sessions().addCallback(
+            lambda sessions: {"sessions": sessions}))
+
+    @app.route("/v1/sessions/<string:session_id>/end", methods=["POST"])
+    def end_session(self, request, session_id):
+        user = self._operator(request)
+        if user is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: self.locator.end_session(
+            _checked(session_id, "session id", MAX_ID), by=user))
+
+    @app.route("/v1/sessions/<string:session_id>/participants/<string:participant>/remove",
+               methods=["POST"])
+    def remove_participant(self, request, session_id, participant):
+        user = self._operator(request)
+        if user is None:
+            return self._unauthorized(request)
+
+        def remove():
+            if not participant.isdigit() or len(participant) > 9:
+                raise BadRequest("participant must be a participant number")
+            return self.locator.remove_participant(
+                _checked(session_id, "session id", MAX_ID), int(participant), by=user)
+
+        return self._answer(request, remove)
+
+    @app.route("/v1/audit", methods=["GET"])
+    def audit(self, request):
+        if self._operator(request) is None:
+            return self._unauthorized(request)
+
+        def query():
+            filters = {name: _checked(value, name, MAX_NAME) for name, value in (
+                (name, _str_arg(request, name)) for name in ("kind", "user", "edge",
+                                                             "session")) if value is not None}
+            d = self.locator.store.query_audit(
+                since=_float_arg(request, "since"), until=_float_arg(request, "until"),
+                limit=_int_arg(request, "limit", 100, 1, MAX_QUERY_LIMIT),
+                offset=_int_arg(request, "offset", 0, 0, 10**9), **filters)
+            return d.addCallback(lambda entries: {
+                "entries": [audit_entry_dict(e) for e in entries]})
+
+        return self._answer(request, query)
 
     def _unauthorized(self, request):
         verdict = getattr(request, "ct_login_verdict", None)

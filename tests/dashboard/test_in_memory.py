@@ -116,6 +116,29 @@ class DashboardInMemoryTests(unittest.TestCase):
         response, _ = self.request("GET", "/logs")
         self.assertEqual((response.code, self.location(response)), (303, "/dashboard/logs"))
 
+    def test_usage_page_of_a_lone_edge_from_its_memory(self):
+        now = self.clock.seconds()
+        for n, (kind, session, user, client) in enumerate([
+                ("session_started", "s1", "alice", "VSCode/1.9"),
+                ("participant_joined", "s1", "bob", "browser"),
+                ("participant_joined", "s1", "carol", None),
+                ("participant_left", "s1", "bob", None),
+                ("session_started", "s2", "dave", "intellij")]):
+            self.audit({"id": f"u{n}", "time": now - 100 + n, "kind": kind, "edge": "e",
+                        "session": session, "user": user,
+                        "details": {"client": client} if client else {}})
+        self.log_in()
+        response, body = self.request("GET", "/dashboard/usage?days=7")
+        self.assertEqual(response.code, 200)
+        for marker in ('id="memory-only"', 'id="av-use"', "not recorded yet",
+                       'id="stat-unique-users">4<', 'id="stat-sessions-started">2<',
+                       'id="stat-session-size">2.00<', "<td>vscode</td>", "<td>intellij</td>",
+                       "<td>browser</td>", "<td>unknown</td>", "Peak concurrent users"):
+            self.assertIn(marker, body)
+        self.assertEqual(body.count("<tr><td>20"), 7)  # one row per day
+        response, body = self.request("GET", "/dashboard/usage?days=abc")
+        self.assertIn("Unique users, 30 days", body)
+
     def test_post_with_csrf_changes_a_setting_and_is_audited(self):
         self.log_in()
         _, page = self.request("GET", "/dashboard/advanced")
