@@ -73,12 +73,12 @@ CredentialSource = Callable[[str, Mapping[str, str], argparse.Namespace], "Crede
 
 
 def from_environment(url: str, env: Mapping[str, str], args) -> Credential | None:
-    """The dashboard credentials, with the servers' fallback to the older CT_LOGS_* names."""
-    for user_name, password_name in (("CT_DASHBOARD_USER", "CT_DASHBOARD_PASSWORD"),
-                                     ("CT_LOGS_USER", "CT_LOGS_PASSWORD")):
+    """The dashboard credentials, each with the servers' fallback to the older CT_LOGS_*
+    name (``ct/common/catalog.py``)."""
+    for password_name in ("CT_DASHBOARD_PASSWORD", "CT_LOGS_PASSWORD"):
         if env.get(password_name):
-            return basic(env.get(user_name) or DEFAULT_USER, env[password_name],
-                         password_name)
+            user = env.get("CT_DASHBOARD_USER") or env.get("CT_LOGS_USER") or DEFAULT_USER
+            return basic(user, env[password_name], password_name)
     return None
 
 
