@@ -8,6 +8,7 @@ import uuid
 
 from twisted.application import service
 from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -44,7 +45,8 @@ USAGE_LOG_INTERVAL = 300.0
 
 
 class EdgeRuntime(service.Service):
-    """Starts the edge's timers; on stop, lets sessions drain, then ends the rest."""
+    """Starts the edge's timers; on stop, :meth:`drain` lets sessions end (the daemon runs
+    it first, while everything else still works), then :meth:`stopService` ends the rest."""
 
     def __init__(self, edge: Edge, drain_timeout: float = 0.0, clock=None):
         self.edge = edge
@@ -57,13 +59,14 @@ class EdgeRuntime(service.Service):
         if self.edge.probe is not None:
             self.edge.probe.start()
 
-    def stopService(self):
-        super().stopService()
+    def drain(self):
+        """Refuse new sessions (``shutting-down``) and wait up to ``drain_timeout`` s for
+        the running ones to end; listeners, link and outbox keep working meanwhile, so
+        participants can still resume and the sessions' audit entries reach the locator."""
         if self.edge.probe is not None:
             self.edge.probe.stop()
         relay = self.edge.relay
         if not relay.sessions or self.drain_timeout <= 0:
-            self._finish()
             return None
         _log.info("stopping: waiting up to {t:g} s for {n} sessions to end",
                   t=self.drain_timeout, n=len(relay.sessions))
@@ -72,18 +75,16 @@ class EdgeRuntime(service.Service):
 
         deadline = self.clock.seconds() + self.drain_timeout
 
-        def drained():
-            return not relay.sessions or self.clock.seconds() >= deadline
-
         def poll():
-            if drained():
+            if not relay.sessions or self.clock.seconds() >= deadline:
                 loop.stop()
 
         loop = task.LoopingCall(poll)
         loop.clock = self.clock
-        return loop.start(0.5).addCallback(lambda _: self._finish())
+        return loop.start(0.5).addCallback(lambda _: None)
 
-    def _finish(self):
+    def stopService(self):
+        super().stopService()
         self.edge.lag.stop()
         if self.edge.relay.sessions:
             _log.info("ending {n} sessions: the edge is stopping", n=len(self.edge.relay.sessions))
@@ -126,6 +127,14 @@ class EdgeDaemon(service.MultiService):
         self.outbox = None
         self.data_lock = None  # the lock file held on CT_DATA_DIR/edge
         self.dashboard = None  # single-server
+        self.runtime: EdgeRuntime | None = None
+
+    def stopService(self):
+        """Drain first, with every child still running; then stop the children (in
+        reverse order: listeners, the remaining sessions, the link, the outbox last)."""
+        drained = defer.maybeDeferred(self.runtime.drain if self.runtime else lambda: None)
+        drained.addErrback(lambda f: _log.failure("draining failed", f))
+        return drained.addCallback(lambda _: service.MultiService.stopService(self))
 
 
 def makeService(options, reactor=None) -> EdgeDaemon:
@@ -177,7 +186,8 @@ def makeService(options, reactor=None) -> EdgeDaemon:
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
         log_capture.setServiceParent(top)
-    EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
+    top.runtime = EdgeRuntime(edge, values["drain_timeout"], reactor)
+    top.runtime.setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
     usage_timer.clock = reactor
