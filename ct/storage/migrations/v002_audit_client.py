@@ -3,8 +3,8 @@
 The usage statistics (host IDE and joining client breakdowns) group by it in SQL; before,
 the client was only inside the ``details`` JSON text, which the three dialects cannot
 query alike. Existing ``session_started``/``participant_joined`` rows are filled from their
-details. Safe to repeat (MySQL DDL is not transactional): the column is added only when
-missing.
+details. Safe to repeat (MySQL DDL is not transactional) and to run from several locators
+at once: the column is added only when missing, and a concurrent addition is accepted.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ def run(txn) -> None:
     from ct.storage.store import client_family
 
     if not _has_column(txn, "audit_entries", "client"):
-        txn.execute("ALTER TABLE audit_entries ADD COLUMN client VARCHAR(64)")
+        try:
+            txn.execute("ALTER TABLE audit_entries ADD COLUMN client VARCHAR(64)")
+        except Exception:
+            # Another locator starting at the same moment added it since we looked (MySQL
+            # and SQLite have no schema lock here; PostgreSQL holds an advisory lock).
+            if txn.engine.dialect == "postgres" or not _has_column(txn, "audit_entries",
+                                                                   "client"):
+                raise
     after = 0
     while True:  # bounded: seq only grows, each round moves past the rows it read
         txn.execute("SELECT seq, details FROM audit_entries WHERE seq > ? AND kind IN "
