@@ -41,6 +41,7 @@ TIMEOUT = 30.0
 AUDIT_PAGE = 1000  # the API's largest page
 AUDIT_EXPORT_MAX = 10_000_000
 MAX_REGIONS_FILE = 1 << 20
+MAX_ANSWER = 64 << 20  # an audit page of 1,000 entries is far smaller
 
 
 class CtlError(Exception):
@@ -99,8 +100,12 @@ def from_netrc(url: str, env: Mapping[str, str], args) -> Credential | None:
                        f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it", EXIT_USAGE)
     try:
         entries = netrc.netrc(path)
-    except (OSError, netrc.NetrcParseError) as e:
-        raise CtlError(f"cannot read credentials file {path}: {e}", EXIT_USAGE) from None
+    except netrc.NetrcParseError as e:  # its message may quote a token: a password
+        raise CtlError(f"cannot read credentials file {path}: not in netrc format (line "
+                       f"{e.lineno})", EXIT_USAGE) from None
+    except OSError as e:
+        raise CtlError(f"cannot read credentials file {path}: {e.strerror}",
+                       EXIT_USAGE) from None
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     for machine in ([f"{host}:{parts.port}"] if parts.port else []) + [host]:
@@ -155,12 +160,20 @@ class OperatorAPI:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout,
                                         context=self.context) as response:
-                return json.loads(response.read() or b"null")
+                body = response.read(MAX_ANSWER + 1)
         except urllib.error.HTTPError as e:
             raise self._refusal(e) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             raise CtlError(f"cannot reach the locator at {self.url}: {reason}",
+                           EXIT_UNREACHABLE) from None
+        try:
+            if len(body) > MAX_ANSWER:
+                raise ValueError(f"larger than {MAX_ANSWER} bytes")
+            return json.loads(body or b"null")
+        except ValueError as e:
+            raise CtlError(f"{self.url} answered {method} {path} with something that is not "
+                           f"the operator API's JSON ({e}); is it the locator?",
                            EXIT_UNREACHABLE) from None
 
     def _refusal(self, e: urllib.error.HTTPError) -> CtlError:
