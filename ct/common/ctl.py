@@ -307,7 +307,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ctctl", description="operator commands against the locator (docs/ctctl.md)")
+    parser = _Parser(prog="ctctl",
+                     description="operator commands against the locator (docs/ctctl.md)")
     common = _Parser(add_help=False)
     common.add_argument("--locator", help="the locator's URL (default: $CT_LOCATOR)")
     common.add_argument("--netrc", help="credentials file (default: $CTCTL_NETRC, ~/.netrc)")

@@ -19,9 +19,8 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from ct.client.session import SessionClient
-from tests.deployment.test_haproxy import free_port
+from tests.deployment.util import free_port, start_lone_edges, stop_process
 from tests.edge.util import close_all
-from tests.procutil import Daemon
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "docs" / "examples" / "nginx.conf"
 SESSIONS = 16  # all on one edge by chance: 2 in 2**16
@@ -40,12 +39,7 @@ class NginxStickinessTests(unittest.TestCase):
         if binary is None:
             raise unittest.SkipTest("nginx is not installed (make test installs it: "
                                     "scripts/system-deps.sh)")
-        self.edges = {}
-        for name in ("edge1", "edge2"):
-            daemon = Daemon("ctedge", {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
-                                       "CT_PROBE_INTERVAL": "0", "CT_EDGE_ID": name})
-            self.addCleanup(daemon.stop)
-            self.edges[name] = daemon.port("HTTP")
+        self.edges = start_lone_edges(self, ("edge1", "edge2"))
         # The documented configuration, with this test's ports, inside a minimal main
         # configuration that keeps every file nginx writes in a temporary directory.
         site = EXAMPLE.read_text()
@@ -69,7 +63,7 @@ class NginxStickinessTests(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.work = work
         self.proxy = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.addCleanup(self._stop_proxy)
+        self.addCleanup(stop_process, self.proxy)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -80,15 +74,6 @@ class NginxStickinessTests(unittest.TestCase):
                     raise AssertionError("nginx did not listen: "
                                          + Path(work, "error.log").read_text())
                 time.sleep(0.1)
-
-    def _stop_proxy(self):
-        self.proxy.terminate()
-        try:
-            self.proxy.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proxy.kill()
-            self.proxy.wait(timeout=10)
-        self.proxy.stdout.close()
 
     @defer.inlineCallbacks
     def health_via_proxy(self, header: str | None = None, cookie: str | None = None):

@@ -53,16 +53,22 @@ def assert_clean_log(case, daemon):
     case.assertNotIn("Unhandled Error", log)
 
 
-class BodyLimitTests(unittest.TestCase):
-    """Finding 7: 30 MB bodies to unauthenticated routes were read in full."""
+class _WithDaemons(unittest.TestCase):
+    """One locator and one lone edge for the whole class (see :func:`start_daemons`)."""
+
+    tls = False
 
     @classmethod
     def setUpClass(cls):
-        start_daemons(cls)
+        start_daemons(cls, tls=cls.tls)
 
     @classmethod
     def tearDownClass(cls):
         stop_daemons(cls)
+
+
+class BodyLimitTests(_WithDaemons):
+    """Finding 7: 30 MB bodies to unauthenticated routes were read in full."""
 
     def targets(self):
         return [(self.locator_port, b"/api/v1/sessions"),
@@ -152,16 +158,10 @@ class BodyLimitTests(unittest.TestCase):
         assert_clean_log(self, self.edge)
 
 
-class HSTSTests(unittest.TestCase):
+class HSTSTests(_WithDaemons):
     """Finding 7: HTTPS answers carry Strict-Transport-Security; plain HTTP ones do not."""
 
-    @classmethod
-    def setUpClass(cls):
-        start_daemons(cls, tls=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        stop_daemons(cls)
+    tls = True
 
     def test_finding_7_hsts_on_https_responses_only(self):
         for target in (b"/health", b"/api/v1/teams/core/edge", b"/no/such/route"):
@@ -180,17 +180,9 @@ class HSTSTests(unittest.TestCase):
         self.assertEqual(refused.header(b"strict-transport-security"), b"max-age=31536000")
 
 
-class OperatorRouteInputTests(unittest.TestCase):
+class OperatorRouteInputTests(_WithDaemons):
     """The operator routes ctctl uses: credentials first, then every query value and path
     segment bounded, a 400 with one JSON error for bad ones, never a traceback."""
-
-    @classmethod
-    def setUpClass(cls):
-        start_daemons(cls)
-
-    @classmethod
-    def tearDownClass(cls):
-        stop_daemons(cls)
 
     def call(self, method: bytes, target: bytes, auth: bool = True):
         headers = []
