@@ -165,6 +165,10 @@ class OperatorAPI:
             raise self._refusal(e) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise CtlError(f"the locator's TLS certificate is not trusted ({reason}): "
+                               "install its CA on this host, or use --trust-all-certs (or "
+                               "CT_TRUST_ALL_CERTS=true)", EXIT_UNREACHABLE) from None
             raise CtlError(f"cannot reach the locator at {self.url}: {reason}",
                            EXIT_UNREACHABLE) from None
         try:

@@ -20,6 +20,7 @@ from ct.common.tokens import team_token
 from tests.deployment.util import OPERATOR, Deployment
 from tests.edge.util import close_all, sleep
 from tests.procutil import ROOT
+from tests.tlsutil import write_self_signed
 
 CTCTL = Path(sys.executable).parent / "ctctl"
 RUN_TIMEOUT = 60.0
@@ -252,3 +253,30 @@ class CtctlTests(unittest.TestCase):
         yield self.ctctl("edges", "--locator", "ftp://x", expect=2)
         err = yield self.ctctl("edges", "--locator", "http://127.0.0.1:9", expect=4)
         self.assertIn("cannot reach the locator", err)
+
+
+class CtctlTLSTests(unittest.TestCase):
+    """A locator with a self-signed certificate: refused unless trusted, as the edges do."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_self_signed_locator_needs_trust_all_certs(self):
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        cert, key = write_self_signed(directory)
+        d = Deployment(self, locator_env={"CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1",
+                                          "CT_TLS_CERT": str(cert), "CT_TLS_KEY": str(key)})
+        d.start_locator()
+        env = {"CT_LOCATOR": f"https://127.0.0.1:{d.locator.port('SSL')}",
+               "CT_DASHBOARD_PASSWORD": OPERATOR[1]}
+        code, out, err = yield run_ctctl(["edges"], env)
+        self.assertEqual(code, 4, out + err)
+        self.assertIn("TLS certificate is not trusted", err)
+        self.assertIn("--trust-all-certs", err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        for args, extra in ((["edges", "--trust-all-certs"], {}),
+                            (["edges"], {"CT_TRUST_ALL_CERTS": "true"})):
+            code, out, err = yield run_ctctl(args, {**env, **extra})
+            self.assertEqual(code, 0, out + err)
+            self.assertEqual(json.loads(out), {"edges": []})
