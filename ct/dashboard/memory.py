@@ -120,12 +120,15 @@ def usage_counts(entries: Iterable[AuditEntry], history: MetricHistory | None, s
         family = client_family(e.details.get("client"))
         clients[e.kind][family] = clients[e.kind].get(family, 0) + 1
     counted = [len(sizes[s]) for s in started if s in sizes]
-    peaks: dict[int, int] = {}
+    peak_users: dict[int, int] = {}
+    peak_sessions: dict[int, int] = {}
     if history is not None:
         for b in history.buckets(since, until, DAY):
-            peaks[int(round((b.start - since) / DAY))] = b.users_online
+            day = int(round((b.start - since) / DAY))
+            peak_users[day], peak_sessions[day] = b.users_online, b.sessions
     return UsageCounts(
         unique_users=len(people), sessions_per_day=sessions,
-        users_per_day={d: len(u) for d, u in users.items()}, peak_users_per_day=peaks,
+        users_per_day={d: len(u) for d, u in users.items()}, peak_users_per_day=peak_users,
+        peak_sessions_per_day=peak_sessions,
         average_session_size=sum(counted) / len(counted) if counted else None,
         host_clients=clients["session_started"], join_clients=clients["participant_joined"])

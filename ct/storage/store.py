@@ -161,6 +161,7 @@ class DayUsage:
     sessions: int  # sessions started
     users: int  # distinct people who hosted or joined
     peak_users: int | None  # peak concurrent users online; None: no metrics that day
+    peak_sessions: int | None = None  # peak concurrent sessions; None: no metrics that day
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ class UsageReport:
             "since": self.since, "until": self.until, "uniqueUsers": self.unique_users,
             "sessions": self.sessions, "averageSessionSize": self.average_session_size,
             "days": [{"start": d.start, "sessions": d.sessions, "users": d.users,
-                      "peakUsers": d.peak_users} for d in self.days],
+                      "peakUsers": d.peak_users, "peakSessions": d.peak_sessions}
+                     for d in self.days],
             "hostClients": dict(self.host_clients), "joinClients": dict(self.join_clients),
             "av": None,  # no A/V usage is recorded yet
         }
@@ -205,6 +207,7 @@ class UsageCounts:
     sessions_per_day: Mapping[int, int]
     users_per_day: Mapping[int, int]
     peak_users_per_day: Mapping[int, int]
+    peak_sessions_per_day: Mapping[int, int]
     average_session_size: float | None
     host_clients: Mapping[str | None, int]
     join_clients: Mapping[str | None, int]
@@ -214,7 +217,8 @@ class UsageCounts:
         days = tuple(DayUsage(start=since + i * DAY,
                               sessions=int(self.sessions_per_day.get(i, 0)),
                               users=int(self.users_per_day.get(i, 0)),
-                              peak_users=self.peak_users_per_day.get(i))
+                              peak_users=self.peak_users_per_day.get(i),
+                              peak_sessions=self.peak_sessions_per_day.get(i))
                      for i in range(n_days))
         return UsageReport(
             since=since, until=until, unique_users=int(self.unique_users),
@@ -432,16 +436,17 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
     txn.execute(f"SELECT {day} AS d, COUNT(DISTINCT user_name) FROM audit_entries "
                 f"WHERE {_PEOPLE} GROUP BY d", (since_ms, day_ms, *window))
     users = {int(d): int(n) for d, n in txn.fetchall()}
-    # Peak concurrent users: per edge its peak in each slot, summed over edges per slot
-    # (edges report at different moments), the highest slot of each day.
+    # Peak concurrent users and sessions: per edge its peak in each slot, summed over
+    # edges per slot (edges report at different moments), the highest slot of each day.
     slot = txn.engine.int_div("at - ?", "?")
     txn.execute(
-        "SELECT d, MAX(total) FROM (SELECT d, s, SUM(peak) AS total FROM ("
-        f"SELECT {day} AS d, {slot} AS s, edge_id, MAX(users_online) AS peak "
-        "FROM metric_snapshots WHERE at >= ? AND at < ? GROUP BY d, s, edge_id"
-        ") per_edge GROUP BY d, s) per_slot GROUP BY d",
+        "SELECT d, MAX(users), MAX(sessions) FROM (SELECT d, s, SUM(users) AS users, "
+        "SUM(sessions) AS sessions FROM ("
+        f"SELECT {day} AS d, {slot} AS s, edge_id, MAX(users_online) AS users, "
+        "MAX(sessions) AS sessions FROM metric_snapshots WHERE at >= ? AND at < ? "
+        "GROUP BY d, s, edge_id) per_edge GROUP BY d, s) per_slot GROUP BY d",
         (since_ms, day_ms, since_ms, slot_ms, *window))
-    peaks = {int(d): int(n) for d, n in txn.fetchall()}
+    peaks = {int(d): (int(users), int(sessions)) for d, users, sessions in txn.fetchall()}
     txn.execute(
         "SELECT AVG(n) FROM (SELECT session_id, COUNT(DISTINCT user_name) AS n "
         f"FROM audit_entries WHERE {_PEOPLE} AND session_id IN (SELECT session_id FROM "
@@ -454,7 +459,8 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
                     "AND at < ? GROUP BY client", (kind, *window))
         breakdown[kind] = {c: int(n) for c, n in txn.fetchall()}
     return UsageCounts(unique_users=unique, sessions_per_day=sessions, users_per_day=users,
-                       peak_users_per_day=peaks,
+                       peak_users_per_day={d: p[0] for d, p in peaks.items()},
+                       peak_sessions_per_day={d: p[1] for d, p in peaks.items()},
                        average_session_size=None if average is None else float(average),
                        host_clients=breakdown["session_started"],
                        join_clients=breakdown["participant_joined"])

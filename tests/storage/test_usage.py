@@ -26,8 +26,9 @@ def entry(at, kind, session, user, client=None, **details):
                       session_id=session, user=user, details=details)
 
 
-def snapshot(edge, at, users):
-    return MetricSnapshot(snapshot_id=f"m-{next(_n)}", edge_id=edge, at=at, users_online=users)
+def snapshot(edge, at, users, sessions=0):
+    return MetricSnapshot(snapshot_id=f"m-{next(_n)}", edge_id=edge, at=at, users_online=users,
+                          sessions=sessions)
 
 
 class UsageSuite:
@@ -63,14 +64,15 @@ class UsageSuite:
             entry(t + 6, "dashboard_login", None, "ctuser"),
         ])
         yield self.store.insert_metrics_batch([
-            # Slot 10:00 two days ago: edge a peaks at 7, edge b at 3 -> 10 at once.
-            snapshot("edge-a", TWO_DAYS_AGO + 36000, 5),
-            snapshot("edge-a", TWO_DAYS_AGO + 36030, 7),
-            snapshot("edge-b", TWO_DAYS_AGO + 36040, 3),
+            # Slot 10:00 two days ago: edge a peaks at 7 users, edge b at 3 -> 10 at once;
+            # sessions 2 + 1 = 3.
+            snapshot("edge-a", TWO_DAYS_AGO + 36000, 5, 2),
+            snapshot("edge-a", TWO_DAYS_AGO + 36030, 7, 1),
+            snapshot("edge-b", TWO_DAYS_AGO + 36040, 3, 1),
             # 11:00: edge a alone at 9 (less than 10, though above either edge's 10:00).
-            snapshot("edge-a", TWO_DAYS_AGO + 39600, 9),
-            snapshot("edge-a", DAY0 + 100, 2),
-            snapshot("edge-a", DAY0 - 40 * DAY, 50),
+            snapshot("edge-a", TWO_DAYS_AGO + 39600, 9, 2),
+            snapshot("edge-a", DAY0 + 100, 2, 1),
+            snapshot("edge-a", DAY0 - 40 * DAY, 50, 20),
         ])
         report = yield self.store.usage(days=30)
         self.assertEqual((report.since, report.until), (DAY0 - 29 * DAY, NOW))
@@ -83,10 +85,11 @@ class UsageSuite:
         self.assertEqual(len(report.days), 30)
         self.assertEqual([d.start for d in report.days[-3:]],
                          [TWO_DAYS_AGO, DAY0 - DAY, DAY0])
-        by_day = {d.start: (d.sessions, d.users, d.peak_users) for d in report.days}
-        self.assertEqual(by_day[TWO_DAYS_AGO], (1, 3, 10))
-        self.assertEqual(by_day[DAY0 - DAY], (0, 0, None))
-        self.assertEqual(by_day[DAY0], (1, 2, 2))
+        by_day = {d.start: (d.sessions, d.users, d.peak_users, d.peak_sessions)
+                  for d in report.days}
+        self.assertEqual(by_day[TWO_DAYS_AGO], (1, 3, 10, 3))
+        self.assertEqual(by_day[DAY0 - DAY], (0, 0, None, None))
+        self.assertEqual(by_day[DAY0], (1, 2, 2, 1))
         self.assertEqual(sum(d.sessions for d in report.days), 2)
         as_json = report.to_json()
         self.assertEqual(json.loads(json.dumps(as_json)), as_json)
@@ -101,8 +104,8 @@ class UsageSuite:
         report = yield self.store.usage(days=7)
         self.assertEqual((report.unique_users, report.sessions, report.average_session_size,
                           report.host_clients, report.join_clients), (0, 0, None, {}, {}))
-        self.assertEqual([(d.sessions, d.users, d.peak_users) for d in report.days],
-                         [(0, 0, None)] * 7)
+        self.assertEqual([(d.sessions, d.users, d.peak_users, d.peak_sessions)
+                          for d in report.days], [(0, 0, None, None)] * 7)
 
     @defer.inlineCallbacks
     def test_migration_2_fills_the_client_of_existing_entries(self):

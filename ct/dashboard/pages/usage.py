@@ -20,6 +20,7 @@ DAY_CHOICES = (7, 30, 90)
 DEFAULT_DAYS = 30
 DAILY = [("Sessions started per day", "sessions", lambda d: d.sessions),
          ("Peak concurrent users per day", "peak-users", lambda d: d.peak_users),
+         ("Peak concurrent sessions per day", "peak-sessions", lambda d: d.peak_sessions),
          ("People in sessions per day", "users", lambda d: d.users)]
 AV_NOTE = ("A/V use: not recorded yet. The edges do not record A/V (TURN) use in the audit "
            "trail or the metric snapshots, so no numbers are shown here.")
@@ -82,19 +83,21 @@ class UsagePages(PageGroup):
                   tags.p(AV_NOTE, class_="note", id="av-use"),
                   tags.p("Days are UTC. People are counted by the name they gave; a "
                          "session's size is how many different people hosted or joined it; "
-                         "peak concurrent users are the users online (sessions and team "
-                         "presence) per minute, summed over edges. The same numbers as JSON: "
+                         "peak concurrent users (online: in sessions and team presence) and "
+                         "sessions are per minute, summed over edges. The same numbers as JSON: "
                          "GET /api/v1/usage?days=N on the locator.", class_="hint")]
         return parts
 
     @staticmethod
     def _daily_table(report):
         table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in (
-            "Day (UTC)", "Sessions", "People", "Peak concurrent users")])),
+            "Day (UTC)", "Sessions", "People", "Peak concurrent users",
+            "Peak concurrent sessions")])),
             class_="grid", id="usage-days")
         body = tags.tbody()
         for d in reversed(report.days):
             body(tags.tr(tags.td(time.strftime("%Y-%m-%d", time.gmtime(d.start))),
                          tags.td(str(d.sessions)), tags.td(str(d.users)),
-                         tags.td("–" if d.peak_users is None else str(d.peak_users))))
+                         tags.td("–" if d.peak_users is None else str(d.peak_users)),
+                         tags.td("–" if d.peak_sessions is None else str(d.peak_sessions))))
         return tags.details(tags.summary("Per day"), table(body))
