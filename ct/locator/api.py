@@ -105,7 +105,8 @@ def _int_arg(request, name: str, default: int, low: int, high: int) -> int:
     text = _str_arg(request, name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    plain = text.isascii() and text.isdigit() and len(text) <= 12
+    if not plain or not low <= int(text) <= high:
         raise BadRequest(f"{name} must be a whole number from {low} to {high}")
     return int(text)
 
@@ -292,7 +293,7 @@ class LocatorAPI:
             return self._unauthorized(request)
 
         def remove():
-            if not participant.isdigit() or len(participant) > 9:
+            if not (participant.isascii() and participant.isdigit() and len(participant) <= 9):
                 raise BadRequest("participant must be a participant number")
             return self.locator.remove_participant(
                 _checked(session_id, "session id", MAX_ID), int(participant), by=user)

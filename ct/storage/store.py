@@ -161,7 +161,7 @@ class DayUsage:
     sessions: int  # sessions started
     users: int  # distinct people who hosted or joined
     peak_users: int | None  # peak concurrent users online; None: no metrics that day
-    peak_sessions: int | None = None  # peak concurrent sessions; None: no metrics that day
+    peak_sessions: int | None  # peak concurrent sessions; None: no metrics that day
 
 
 @dataclass(frozen=True)
@@ -418,7 +418,8 @@ def query_audit_txn(txn, since_ms, until_ms, kinds, user, edge_id, session_id, a
     ]
 
 
-_PEOPLE = "kind IN ('session_started', 'participant_joined') AND at >= ? AND at < ?"
+_PEOPLE = ("kind IN (" + ", ".join(f"'{kind}'" for kind in USAGE_KINDS) + ") "
+           "AND at >= ? AND at < ?")
 
 
 def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:

@@ -203,6 +203,8 @@ class OperatorRouteInputTests(_WithDaemons):
     def test_bad_values_are_400(self):
         for target in (b"/api/v1/usage?days=0", b"/api/v1/usage?days=367",
                        b"/api/v1/usage?days=-1", b"/api/v1/usage?days=1e3",
+                       b"/api/v1/usage?days=%d9%a3",  # an Arabic-Indic digit
+                       b"/api/v1/audit?offset=" + b"9" * 5000,
                        b"/api/v1/audit?since=nan", b"/api/v1/audit?until=inf",
                        b"/api/v1/audit?since=-5", b"/api/v1/audit?limit=0",
                        b"/api/v1/audit?limit=1001", b"/api/v1/audit?offset=x",
@@ -213,6 +215,7 @@ class OperatorRouteInputTests(_WithDaemons):
             self.assertEqual(json.loads(answer.body)["error"], "bad-request", target)
         for target in (b"/api/v1/sessions/s1/participants/two/remove",
                        b"/api/v1/sessions/s1/participants/1234567890/remove",
+                       b"/api/v1/sessions/s1/participants/%d9%a3/remove",
                        b"/api/v1/sessions/%00/end"):
             answer = self.call(b"POST", target)
             self.assertEqual(answer.status, 400, (target, answer.body))
