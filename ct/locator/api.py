@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
@@ -125,6 +126,13 @@ def _float_arg(request, name: str) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class OperatorName:
+    """Who makes an operator call (audited as ``name``)."""
+
+    name: str
+
+
 class LocatorAPI:
     app = Klein()  # at /api
     health_app = Klein()  # at /health and /ct-health
@@ -162,6 +170,15 @@ class LocatorAPI:
             request.ct_login_verdict = verdict
             return None
         return given[0]
+
+    def _as_operator(self, request, produce, admin: bool = True):
+        """Answer with ``produce(operator)`` for an authenticated operator, else 401/429.
+        ``operator.name`` is audited; with the dashboard account every operator is an
+        administrator (``admin``: the call needs that role)."""
+        name = self._operator(request)
+        if name is None:
+            return self._unauthorized(request)
+        return self._answer(request, lambda: produce(OperatorName(name)))
 
     def _record_failure(self, user: str, ip: str, reason: str, unreported: int):
         return self.locator.audit("dashboard_login_failed", user=user, details={
@@ -264,48 +281,34 @@ class LocatorAPI:
 
     @app.route("/v1/usage", methods=["GET"])
     def usage(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.store.usage(
+        return self._as_operator(request, lambda op: self.locator.store.usage(
             _int_arg(request, "days", 30, 1, MAX_USAGE_DAYS)).addCallback(
                 lambda report: report.to_json()))
 
     @app.route("/v1/sessions", methods=["GET"])
     def sessions(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.live_sessions().addCallback(
+        return self._as_operator(request, lambda op: self.locator.live_sessions().addCallback(
             lambda sessions: {"sessions": sessions}))
 
     @app.route("/v1/sessions/<string:session_id>/end", methods=["POST"])
     def end_session(self, request, session_id):
-        user = self._operator(request)
-        if user is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.end_session(
-            _checked(session_id, "session id", MAX_ID), by=user))
+        return self._as_operator(request, lambda op: self.locator.end_session(
+            _checked(session_id, "session id", MAX_ID), by=op.name))
 
     @app.route("/v1/sessions/<string:session_id>/participants/<string:participant>/remove",
                methods=["POST"])
     def remove_participant(self, request, session_id, participant):
-        user = self._operator(request)
-        if user is None:
-            return self._unauthorized(request)
-
-        def remove():
+        def remove(op):
             if not (participant.isascii() and participant.isdigit() and len(participant) <= 9):
                 raise BadRequest("participant must be a participant number")
             return self.locator.remove_participant(
-                _checked(session_id, "session id", MAX_ID), int(participant), by=user)
+                _checked(session_id, "session id", MAX_ID), int(participant), by=op.name)
 
-        return self._answer(request, remove)
+        return self._as_operator(request, remove)
 
     @app.route("/v1/audit", methods=["GET"])
     def audit(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
-
-        def query():
+        def query(op):
             filters = {name: _checked(value, name, MAX_NAME) for name, value in (
                 (name, _str_arg(request, name)) for name in ("kind", "user", "edge",
                                                              "session")) if value is not None}
@@ -316,7 +319,7 @@ class LocatorAPI:
             return d.addCallback(lambda entries: {
                 "entries": [audit_entry_dict(e) for e in entries]})
 
-        return self._answer(request, query)
+        return self._as_operator(request, query)
 
     def _unauthorized(self, request):
         verdict = getattr(request, "ct_login_verdict", None)
