@@ -59,6 +59,10 @@ class EdgeRuntime(service.Service):
         if self.edge.probe is not None:
             self.edge.probe.start()
 
+    def stopService(self):
+        super().stopService()
+        self._finish()
+
     def drain(self):
         """Refuse new sessions (``shutting-down``) and wait up to ``drain_timeout`` s for
         the running ones to end; listeners, link and outbox keep working meanwhile, so
@@ -75,16 +79,18 @@ class EdgeRuntime(service.Service):
 
         deadline = self.clock.seconds() + self.drain_timeout
 
+        def drained():
+            return not relay.sessions or self.clock.seconds() >= deadline
+
         def poll():
-            if not relay.sessions or self.clock.seconds() >= deadline:
+            if drained():
                 loop.stop()
 
         loop = task.LoopingCall(poll)
         loop.clock = self.clock
         return loop.start(0.5).addCallback(lambda _: None)
 
-    def stopService(self):
-        super().stopService()
+    def _finish(self):
         self.edge.lag.stop()
         if self.edge.relay.sessions:
             _log.info("ending {n} sessions: the edge is stopping", n=len(self.edge.relay.sessions))
@@ -127,12 +133,12 @@ class EdgeDaemon(service.MultiService):
         self.outbox = None
         self.data_lock = None  # the lock file held on CT_DATA_DIR/edge
         self.dashboard = None  # single-server
-        self.runtime: EdgeRuntime | None = None
 
     def stopService(self):
         """Drain first, with every child still running; then stop the children (in
         reverse order: listeners, the remaining sessions, the link, the outbox last)."""
-        drained = defer.maybeDeferred(self.runtime.drain if self.runtime else lambda: None)
+        drained = defer.gatherResults([defer.maybeDeferred(child.drain) for child in self
+                                       if isinstance(child, EdgeRuntime)])
         drained.addErrback(lambda f: _log.failure("draining failed", f))
         return drained.addCallback(lambda _: service.MultiService.stopService(self))
 
@@ -186,8 +192,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
         log_capture.setServiceParent(top)
-    top.runtime = EdgeRuntime(edge, values["drain_timeout"], reactor)
-    top.runtime.setServiceParent(top)
+    EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
     usage_timer.clock = reactor
