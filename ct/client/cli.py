@@ -3,6 +3,9 @@
     ct-client host --locator URL | --server URL --name NAME [--title T]
     ct-client join LINK --name NAME [--locator URL]
     ct-client presence --locator URL | --server URL --team TEAM --token TOKEN --user NAME
+    ct-client login --server URL --token-file FILE   (sign in to host: CT_HOST_AUTH=sso)
+
+host and presence take --host-token-file FILE (from login) where edges require sign-in.
 
 Lines typed on standard input are sent to everyone in the session (end-to-end encrypted);
 what others send is printed. End of input leaves the session.
@@ -19,6 +22,7 @@ from twisted.protocols.basic import LineReceiver
 
 from ct.client.links import parse_link
 from ct.client.locator import LocatorClient
+from ct.client.login import LoopbackLogin, read_token, save_token
 from ct.client.presence import PresenceClient
 from ct.client.session import SessionClient
 
@@ -84,7 +88,7 @@ def host(reactor, args):
 
     @defer.inlineCallbacks
     def start():
-        yield client.host(title=args.title)
+        yield client.host(title=args.title, host_token=read_token(args.host_token_file))
         link = client.link
         if args.locator:  # joiners ask the locator where the session is
             link = type(link)(args.locator.rstrip("/"), link.session, link.token, link.key)
@@ -122,12 +126,24 @@ def presence(reactor, args):
     if args.locator:
         where = yield LocatorClient(reactor, args.locator).team_edge(args.team)
         server = where["server"]
-    member = PresenceClient(reactor, server, args.team, args.token, args.user)
+    member = PresenceClient(reactor, server, args.team, args.token, args.user,
+                            host_token=read_token(args.host_token_file))
     state = yield member.connect()
     _say("* " + json.dumps(state, sort_keys=True))
     while member._proto is not None:
         event = yield member.events.get()
         _say("* " + json.dumps(event, sort_keys=True))
+
+
+@defer.inlineCallbacks
+def login(reactor, args):
+    """Sign in through the server's identity provider; the host token goes to a file."""
+    flow = LoopbackLogin(reactor, args.server)
+    url = yield flow.start()
+    _say(f"* open this address in a browser to sign in:\n{url}")
+    token = yield flow.wait(args.timeout)
+    save_token(args.token_file, token)
+    _say(f"* signed in; host token saved in {args.token_file}")
 
 
 def main(argv=None) -> None:
@@ -139,6 +155,7 @@ def main(argv=None) -> None:
     where.add_argument("--locator", help="the locator's URL (multi-server)")
     p.add_argument("--name", required=True)
     p.add_argument("--title")
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
     p = sub.add_parser("join", help="join a session with its link")
     p.add_argument("link")
     p.add_argument("--name", required=True)
@@ -150,8 +167,14 @@ def main(argv=None) -> None:
     p.add_argument("--team", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--user", required=True)
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
+    p = sub.add_parser("login", help="sign in to host where the edges require it")
+    p.add_argument("--server", required=True, help="the URL of the server running single "
+                   "sign-on (the locator, or a lone edge)")
+    p.add_argument("--token-file", required=True, help="where to save the host token")
+    p.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
-    command = {"host": host, "join": join, "presence": presence}[args.command]
+    command = {"host": host, "join": join, "presence": presence, "login": login}[args.command]
     task.react(command, [args])
 
 

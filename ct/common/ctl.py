@@ -8,9 +8,11 @@
     ctctl regions get | regions put FILE   the region table (FILE "-": standard input)
     ctctl audit export [--since T] ...     audit entries as CSV or JSON lines
 
-The locator: ``--locator URL`` or CT_LOCATOR. Credentials (never on the command line):
-CT_DASHBOARD_USER/CT_DASHBOARD_PASSWORD (else CT_LOGS_USER/CT_LOGS_PASSWORD), else a
-netrc-style file (``--netrc FILE``, CTCTL_NETRC, ``~/.netrc``) readable by its owner only.
+The locator: ``--locator URL`` or CT_LOCATOR. Credentials (never on the command line): an
+API token (``--token-file FILE`` or CT_API_TOKEN, created on the dashboard's API tokens
+page), else CT_DASHBOARD_USER/CT_DASHBOARD_PASSWORD (else CT_LOGS_USER/CT_LOGS_PASSWORD),
+else a netrc-style file (``--netrc FILE``, CTCTL_NETRC, ``~/.netrc``) readable by its owner
+only.
 Errors are one line on standard error; exit codes: 0 done, 1 the locator refused the
 request, 2 bad usage or input, 3 credentials missing or refused, 4 locator unreachable.
 """
@@ -41,6 +43,7 @@ TIMEOUT = 30.0
 AUDIT_PAGE = 1000  # the API's largest page
 AUDIT_EXPORT_MAX = 10_000_000
 MAX_REGIONS_FILE = 1 << 20
+MAX_TOKEN = 200
 MAX_ANSWER = 64 << 20  # an audit page of 1,000 entries is far smaller
 
 
@@ -71,6 +74,27 @@ def basic(user: str, password: str, source: str) -> Credential:
 
 #: A credential source: ``(locator URL, environment, options) -> Credential | None``.
 CredentialSource = Callable[[str, Mapping[str, str], argparse.Namespace], "Credential | None"]
+
+
+def from_api_token(url: str, env: Mapping[str, str], args) -> Credential | None:
+    """An API token (``Authorization: Bearer``): ``--token-file``, else CT_API_TOKEN."""
+    path = getattr(args, "token_file", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read(MAX_TOKEN + 1).strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CtlError(f"cannot read the API token file {path}: "
+                           f"{getattr(e, 'strerror', None) or e}", EXIT_USAGE) from None
+        source = path
+    else:
+        token, source = (env.get("CT_API_TOKEN") or "").strip(), "CT_API_TOKEN"
+        if not token:
+            return None
+    if not token or len(token) > MAX_TOKEN or any(c.isspace() for c in token):
+        raise CtlError(f"the API token from {source} is not one (one line of at most "
+                       f"{MAX_TOKEN} characters)", EXIT_USAGE)
+    return Credential(f"Bearer {token}", source)
 
 
 def from_environment(url: str, env: Mapping[str, str], args) -> Credential | None:
@@ -115,8 +139,8 @@ def from_netrc(url: str, env: Mapping[str, str], args) -> Credential | None:
     return None
 
 
-#: Tried in order; the first that answers wins (API tokens can be added in front).
-CREDENTIAL_SOURCES: list[CredentialSource] = [from_environment, from_netrc]
+#: Tried in order; the first that answers wins.
+CREDENTIAL_SOURCES: list[CredentialSource] = [from_api_token, from_environment, from_netrc]
 
 
 def find_credential(url: str, env: Mapping[str, str], args,
@@ -125,9 +149,10 @@ def find_credential(url: str, env: Mapping[str, str], args,
         credential = source(url, env, args)
         if credential is not None:
             return credential
-    raise CtlError("no operator credentials: set CT_DASHBOARD_PASSWORD (and "
-                   "CT_DASHBOARD_USER), or give a netrc file (--netrc FILE or CTCTL_NETRC) "
-                   "with a line for this locator's host", EXIT_AUTH)
+    raise CtlError("no operator credentials: set CT_API_TOKEN (or --token-file), or "
+                   "CT_DASHBOARD_PASSWORD (and CT_DASHBOARD_USER), or give a netrc file "
+                   "(--netrc FILE or CTCTL_NETRC) with a line for this locator's host",
+                   EXIT_AUTH)
 
 
 # ------------------------------------------------------------------ the operator API
@@ -187,7 +212,7 @@ class OperatorAPI:
         except (ValueError, AttributeError, OSError):
             code, message = None, None
         text = f"{e.code} {code or e.reason}" + (f": {message}" if message else "")
-        if e.code in (401, 403):
+        if e.code == 401:
             return CtlError(f"the locator refused the credentials from "
                             f"{self.credential.source} ({text})", EXIT_AUTH)
         if e.code == 429 and code == "too-many-failures":
@@ -315,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="operator commands against the locator (docs/ctctl.md)")
     common = _Parser(add_help=False)
     common.add_argument("--locator", help="the locator's URL (default: $CT_LOCATOR)")
+    common.add_argument("--token-file", help="file holding an API token (default: "
+                        "$CT_API_TOKEN)")
     common.add_argument("--netrc", help="credentials file (default: $CTCTL_NETRC, ~/.netrc)")
     common.add_argument("--trust-all-certs", action="store_true", default=None,
                         help="accept any TLS certificate (default: $CT_TRUST_ALL_CERTS)")

@@ -40,6 +40,7 @@ class Backend(Protocol):
     def edges(self) -> defer.Deferred: ...
     def this_edge(self) -> dict[str, Any]: ...
     def suspend(self, edge_id: str, suspended: bool, by: str) -> defer.Deferred: ...
+    def edge_log(self, edge_id: str) -> defer.Deferred: ...
     def sessions(self) -> defer.Deferred: ...
     def remove_participant(self, session_id: str, pid: int, by: str) -> defer.Deferred: ...
     def end_session(self, session_id: str, by: str) -> defer.Deferred: ...
@@ -53,6 +54,10 @@ class Backend(Protocol):
     def audit(self, **query) -> defer.Deferred: ...
     def usage(self, days: int) -> defer.Deferred: ...
     def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
+    def api_tokens(self) -> defer.Deferred: ...
+    def create_api_token(self, name: str, role: str, teams: tuple[str, ...],
+                         by: str) -> defer.Deferred: ...
+    def revoke_api_token(self, token_id: str, by: str) -> defer.Deferred: ...
 
 
 def _sum_downloads(per_edge) -> dict[str, int]:
@@ -69,9 +74,11 @@ class LocatorBackend:
 
     mode = "multi-server"
 
-    def __init__(self, locator):
+    def __init__(self, locator, tokens=None):
+        """``tokens``: the :class:`~ct.storage.apitokens.ApiTokenStore`."""
         self.locator = locator
         self.clock = locator.clock
+        self.tokens = tokens
 
     @defer.inlineCallbacks
     def overview(self) -> Any:
@@ -103,6 +110,10 @@ class LocatorBackend:
 
     def suspend(self, edge_id: str, suspended: bool, by: str):
         return _action(self.locator.suspend(edge_id, suspended, by=by))
+
+    def edge_log(self, edge_id: str):
+        """A ``link.LogAnswer``: the edge's recent log lines, fetched over its link."""
+        return _action(self.locator.edge_log(edge_id))
 
     def sessions(self):
         return self.locator.live_sessions()
@@ -155,6 +166,34 @@ class LocatorBackend:
     def record(self, kind: str, user: str | None, **details):
         return self.locator.audit(kind, user=user, details=details)
 
+    def api_tokens(self):
+        if self.tokens is None:
+            return defer.fail(NotAvailable())
+        return self.tokens.list()
+
+    @defer.inlineCallbacks
+    def create_api_token(self, name, role, teams, by):
+        from ct.storage.apitokens import TooManyTokens
+
+        if self.tokens is None:
+            raise NotAvailable()
+        try:
+            token, text = yield self.tokens.create(name, role, teams, by)
+        except TooManyTokens as e:
+            raise ActionError(str(e)) from None
+        yield self.record("api_token_created", by, token=token.token_id, name=name,
+                          role=role, teams=list(teams))
+        return token, text
+
+    @defer.inlineCallbacks
+    def revoke_api_token(self, token_id, by):
+        if self.tokens is None:
+            raise NotAvailable()
+        revoked = yield self.tokens.revoke(token_id)
+        if not revoked:
+            raise ActionError(f"no live API token {token_id}")
+        yield self.record("api_token_revoked", by, token=token_id)
+
 
 @defer.inlineCallbacks
 def _action(d):
@@ -201,7 +240,8 @@ class EdgeBackend:
         snap = self.edge.snapshot()
         return {"edge": self.edge.edge_id, "region": self.edge.config.region,
                 "version": __version__, "state": "online", "suspended": False,
-                "lagMs": snap["lag_ms"], "connections": snap["connections"],
+                "lagMs": snap["lag_ms"], "cpu": snap["cpu"],
+                "connections": snap["connections"],
                 "sessions": snap["sessions"], "users": snap["users_online"],
                 "lastSeenAgo": 0.0}
 
@@ -210,6 +250,9 @@ class EdgeBackend:
 
     def suspend(self, edge_id, suspended, by):
         return defer.fail(NotAvailable())
+
+    def edge_log(self, edge_id):
+        return defer.fail(NotAvailable())  # its own log is the Logs page
 
     def sessions(self):
         return defer.succeed(admin.list_sessions(self.edge.relay))
@@ -255,6 +298,15 @@ class EdgeBackend:
         return defer.succeed(None if settings is None else settings.to_json())
 
     def set_integrations(self, value, by):
+        return defer.fail(NotAvailable())
+
+    def api_tokens(self):
+        return defer.fail(NotAvailable())
+
+    def create_api_token(self, name, role, teams, by):
+        return defer.fail(NotAvailable())
+
+    def revoke_api_token(self, token_id, by):
         return defer.fail(NotAvailable())
 
     def audit(self, **query):

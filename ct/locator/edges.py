@@ -157,7 +157,7 @@ class EdgeDirectory:
             pending = self._pending(info)
             out.append(EdgeSnapshot(
                 edge_id=info.edge_id, region=info.region, state=self.state(info),
-                load=s.get("load"), lag_ms=s.get("lagMs"),
+                cpu=s.get("cpu"), lag_ms=s.get("lagMs"),
                 connections=int(s.get("connections", 0)), sessions=int(s.get("sessions", 0)),
                 max_connections=info.max_connections, pending=pending))
         return out

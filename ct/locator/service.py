@@ -334,6 +334,21 @@ class Locator:
         return out
 
     @defer.inlineCallbacks
+    def edge_log(self, edge_id: str, lines: int = link.DEFAULT_LOG_LINES):
+        """The recent lines of an edge's log (a ``link.LogAnswer``), asked over its link."""
+        answer = yield self.ask_edge(edge_id, link.log_lines(lines))
+        if answer.get("type") != link.LOG:
+            raise LocatorError(409, str(answer.get("error") or "failed")[:64],
+                               str(answer.get("message") or "the edge sent no log")[:200])
+        try:
+            return link.LogAnswer.from_json(answer)
+        except ProtocolError as e:
+            _log.warn("edge {edge}: bad answer to log-lines: {error}", edge=edge_id,
+                      error=e.message)
+            raise LocatorError(502, "bad-answer", f"edge {edge_id!r} sent a log this locator "
+                               "does not take (see its log)") from None
+
+    @defer.inlineCallbacks
     def _session_edge(self, session_id: str) -> Any:
         record = yield self.store.get_session(session_id)
         if record is None or not record.active:
@@ -398,7 +413,7 @@ class Locator:
 
     def edge_reported(self, info: EdgeInfo, report: link.Report) -> defer.Deferred:
         self.directory.reported(info.edge_id, report.to_json())
-        return self.store.update_edge_stats(info.edge_id, report.load, report.lag_ms,
+        return self.store.update_edge_stats(info.edge_id, report.cpu, report.lag_ms,
                                             report.connections, report.sessions, report.users)
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:

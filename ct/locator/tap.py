@@ -36,6 +36,7 @@ from ct.locator.service import HEALTH_PROBE_TIMEOUT, Locator
 from ct.metrics.definitions import LOCATOR_METRICS
 from ct.metrics.model import MetricSet
 from ct.metrics.setup import setup_metrics
+from ct.storage.apitokens import ApiTokenStore
 from ct.storage.config import ConfigError, load_locator_config
 from ct.storage.database import Database
 from ct.storage.migrations import prepare_database
@@ -161,6 +162,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         reader = open_maxmind(values["maxmind_db"])
     locator = Locator(reactor, store, directory, values["edge_secret"],
                       health_check=health_checker(reactor, values["trust_all_certs"],
+                                                  outbound=server.outbound,
                                                   timeout=HEALTH_PROBE_TIMEOUT),
                       reader=reader,
                       placement_limiter=KeyedLimiter(values["placement_rate"],
@@ -169,7 +171,9 @@ def makeService(options, reactor=None) -> LocatorRuntime:
     credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
                                         values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
-    api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
+    tokens = ApiTokenStore(db, reactor)
+    api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle, tokens,
+                     server.password_login)
     link_factory = EdgeLinkFactory(server.websocket_url, locator, reactor,
                                    link_timeout=values["edge_link_timeout"],
                                    register_timeout=values["edge_register_timeout"])
@@ -183,8 +187,10 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         root.putChild(b"metrics", metrics_page)
     dashboard = locator_dashboard(
         locator, credentials,
-        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]), reactor,
-        log_capture.server_log, throttle)
+        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
+                                   server.sso, server.password_login,
+                                   server.host_tokens), reactor,
+        log_capture.server_log, throttle, tokens)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     regions_body = max(server.site.max_body, REGIONS_MAX_BODY)

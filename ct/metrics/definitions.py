@@ -30,6 +30,9 @@ EDGE_METRICS = (
     MetricDef("server_lag_seconds", GAUGE,
               "Average server lag: how late the event loop ran its timers, recent average.",
               "lag_ms", scale=0.001),
+    MetricDef("process_cpu_cores", GAUGE,
+              "CPU this edge process used over the last report interval, in cores "
+              "(1: one core busy; the event loop uses one).", "cpu"),
     MetricDef("sessions_hosted_total", COUNTER, "Sessions hosted since the process started.",
               "sessions_hosted_total"),
     MetricDef("relay_frames_received_total", COUNTER,

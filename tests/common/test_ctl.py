@@ -81,6 +81,27 @@ class CredentialTests(unittest.TestCase):
                               {"CTCTL_NETRC": broken + ".missing"}, self.args)
         self.assertIn("not found", str(e))
 
+    def test_api_token_from_file_then_environment(self):
+        path = self.netrc("ctk_abc_123\n")
+        args = argparse.Namespace(netrc=None, token_file=path)
+        c = ctl.from_api_token("http://h", {"CT_API_TOKEN": "ctk_env"}, args)
+        self.assertEqual((c.authorization, c.source), ("Bearer ctk_abc_123", path))
+        c = ctl.from_api_token("http://h", {"CT_API_TOKEN": " ctk_env "}, self.args)
+        self.assertEqual((c.authorization, c.source), ("Bearer ctk_env", "CT_API_TOKEN"))
+        self.assertIsNone(ctl.from_api_token("http://h", {}, self.args))
+        # The token comes first, before the dashboard password.
+        found = ctl.find_credential("http://h", {"CT_API_TOKEN": "ctk_env",
+                                                 "CT_DASHBOARD_PASSWORD": "p"}, self.args)
+        self.assertEqual(found.authorization, "Bearer ctk_env")
+        for bad in ("", "two words", "x" * 201):
+            e = self.assertRaises(ctl.CtlError, ctl.from_api_token, "http://h", {},
+                                  argparse.Namespace(token_file=self.netrc(bad)))
+            self.assertEqual(e.code, ctl.EXIT_USAGE)
+            self.assertNotIn("two words", str(e))
+        e = self.assertRaises(ctl.CtlError, ctl.from_api_token, "http://h", {},
+                              argparse.Namespace(token_file=path + ".missing"))
+        self.assertIn("cannot read the API token file", str(e))
+
     def test_sources_are_pluggable_and_missing_credentials_exit_3(self):
         token = ctl.Credential("Bearer t0ken", "a token source")
         found = ctl.find_credential("http://h", {"CT_DASHBOARD_PASSWORD": "p"}, self.args,

@@ -1,5 +1,5 @@
-"""Usage statistics in SQL (issue 15, item 5) and migration 2, on SQLite, PostgreSQL and
-MariaDB/MySQL."""
+"""Usage statistics in SQL (issue 15, item 5) and the ``audit_client`` migration, on SQLite,
+PostgreSQL and MariaDB/MySQL."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ DAY0 = 1_700_006_400.0  # a UTC midnight (2023-11-15)
 NOW = DAY0 + 12 * 3600  # noon of the report's last day
 TWO_DAYS_AGO = DAY0 - 2 * DAY
 _n = iter(range(1, 10**6))
+AUDIT_CLIENT = next(m for m in MIGRATIONS if m.name == "audit_client")
+BEFORE = [m for m in MIGRATIONS if m.version < AUDIT_CLIENT.version]
 
 
 def entry(at, kind, session, user, client=None, **details):
@@ -108,14 +110,14 @@ class UsageSuite:
                           for d in report.days], [(0, 0, None, None)] * 7)
 
     @defer.inlineCallbacks
-    def test_migration_2_fills_the_client_of_existing_entries(self):
+    def test_audit_client_migration_fills_the_client_of_existing_entries(self):
         config = dbs.fresh_database(self, self.dialect)
         db = Database(config, reactor)
         self.addCleanup(db.close)
-        version = yield prepare_database(db, self.clock, migrations=MIGRATIONS[:1])
-        self.assertEqual(version, 1)
+        version = yield prepare_database(db, self.clock, migrations=BEFORE)
+        self.assertEqual(version, AUDIT_CLIENT.version - 1)
 
-        def old_rows(txn):  # as a schema-1 locator wrote them
+        def old_rows(txn):  # as a locator of the schema before wrote them
             for n, (kind, details) in enumerate([
                     ("session_started", {"client": "VSCode/1.2", "team": None}),
                     ("participant_joined", {"client": "ct-python-client/0.1"}),
@@ -136,9 +138,9 @@ class UsageSuite:
         rows = yield db.runInteraction("clients", clients)
         self.assertEqual(rows, [("old-0", "vscode"), ("old-1", "ct-python-client"),
                                 ("old-2", None), ("old-3", None)])
-        # Running migration 2 again (a MySQL crash between its DDL and its bookkeeping)
-        # changes nothing and does not fail on the existing column.
-        yield db.runInteraction("again", MIGRATIONS[1].module.run)
+        # Running it again (a MySQL crash between its DDL and its bookkeeping) changes
+        # nothing and does not fail on the existing column.
+        yield db.runInteraction("again", AUDIT_CLIENT.module.run)
         self.assertEqual((yield db.runInteraction("clients", clients)), rows)
         report = yield LocatorStore(db, self.clock).usage(days=1)
         self.assertEqual((report.unique_users, report.host_clients),
