@@ -17,10 +17,9 @@ from twisted.trial import unittest
 
 from ct.client.session import SessionClient
 from ct.common.tokens import team_token
-from tests.deployment.util import OPERATOR, Deployment
+from tests.deployment.util import OPERATOR, Deployment, self_signed_https
 from tests.edge.util import close_all, sleep
 from tests.procutil import ROOT
-from tests.tlsutil import write_self_signed
 
 CTCTL = Path(sys.executable).parent / "ctctl"
 RUN_TIMEOUT = 60.0
@@ -262,11 +261,7 @@ class CtctlTLSTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_self_signed_locator_needs_trust_all_certs(self):
-        directory = Path(self.mktemp()).resolve()
-        directory.mkdir(parents=True)
-        cert, key = write_self_signed(directory)
-        d = Deployment(self, locator_env={"CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1",
-                                          "CT_TLS_CERT": str(cert), "CT_TLS_KEY": str(key)})
+        d = Deployment(self, locator_env=self_signed_https(self))
         d.start_locator()
         env = {"CT_LOCATOR": f"https://127.0.0.1:{d.locator.port('SSL')}",
                "CT_DASHBOARD_PASSWORD": OPERATOR[1]}

@@ -7,15 +7,27 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+from pathlib import Path
 
 from twisted.internet import defer, reactor
 
 from ct.client.locator import LocatorClient
 from tests.edge.util import sleep
 from tests.procutil import Daemon
+from tests.tlsutil import write_self_signed
 
 EDGE_SECRET = "deployment-test-secret-0123456789"
 OPERATOR = ("ctuser", "operator-password")
+
+
+def self_signed_https(case) -> dict[str, str]:
+    """Locator settings for HTTPS with a fresh self-signed certificate (in ``case``'s
+    temporary directory)."""
+    directory = Path(case.mktemp()).resolve()
+    directory.mkdir(parents=True)
+    cert, key = write_self_signed(directory)
+    return {"CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1", "CT_TLS_CERT": str(cert),
+            "CT_TLS_KEY": str(key)}
 
 
 class Deployment:
