@@ -21,8 +21,9 @@ from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
-from ct.client.crypto import SessionKey
+from ct.client.crypto import DecryptError, SessionKey
 from ct.client.links import JoinLink, parse_link, websocket_url
+from ct.common.logthrottle import LogThrottle
 from ct.protocol.errors import BY_NAME
 from ct.protocol.wire import (
     FLAG_TEXT,
@@ -143,7 +144,8 @@ class SessionClient:
                  client: str = CLIENT_NAME, auto_resume: bool = True,
                  resume_delays=(0.1, 0.25, 0.5, 1.0, 2.0), resume_attempts: int = 60,
                  ack_every: int = 128, trust_all_certs: bool = False,
-                 on_frame: Callable[[Frame], None] | None = None):
+                 on_frame: Callable[[Frame], None] | None = None,
+                 on_resumed: Callable[[dict[str, Any]], None] | None = None):
         self.reactor = reactor
         self.server = server
         self.name = name
@@ -155,6 +157,8 @@ class SessionClient:
         self.ack_every = ack_every
         self.trust_all = trust_all_certs
         self.on_frame = on_frame
+        self.on_resumed = on_resumed  # called with each ``resumed`` reply (after the resend)
+        self._bad_frames = LogThrottle(_log, reactor, limit=20, interval=60.0)
         self.frames: DeferredQueue = DeferredQueue()
         self.events: DeferredQueue = DeferredQueue()
         self.ended: Deferred = Deferred()  # fires with SessionEnded once the session is over
@@ -323,7 +327,13 @@ class SessionClient:
                 return  # already had it (cannot happen with a correct edge)
             self.last_seq = seq
             if self.key is not None:
-                body = self.key.decrypt(body, self.session.encode())
+                try:
+                    body = self.key.decrypt(body, self.session.encode())
+                except DecryptError as e:
+                    self._bad_frames.warn("dropped a frame from participant {sender}: {why}",
+                                          sender=sender, why=e)
+                    self._maybe_ack()
+                    return
             data = body.decode("utf-8") if flags & FLAG_TEXT else body
             frame = Frame(sender, seq, data)
             if self.on_frame is not None:
@@ -361,6 +371,10 @@ class SessionClient:
             self.participants[info["id"]] = info
         elif kind == "participant-left":
             self.participants.pop(message["participant"], None)
+        elif kind in ("participant-away", "participant-back"):
+            info = self.participants.get(message["participant"])
+            if info is not None:
+                info["connected"] = kind == "participant-back"
         self.events.put(message)
 
     def _handshake_reply(self, message: dict[str, Any]) -> None:
@@ -386,6 +400,8 @@ class SessionClient:
         d, self._handshake = self._handshake, None
         if d is not None:
             d.callback(message)
+        if kind == "resumed" and self.on_resumed is not None:
+            self.on_resumed(message)
 
     def _maybe_ack(self) -> None:
         if self.last_seq - self.acked_seq >= self.ack_every:

@@ -38,6 +38,21 @@ from ct.metrics.setup import MetricsConfig
 from ct.metrics.statsd import DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_PREFIX
 
 SERVERS = frozenset({"edge", "locator"})
+MAX_LOCATOR_URLS = 16
+
+
+def parse_locator_urls(raw: str) -> str | None:
+    """One locator URL or a comma-separated list of them (kept as one comma-joined string)."""
+    one = parse_url(("http", "https", "ws", "wss"), allow_none=True)
+    parts = [p for p in raw.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return one(raw)
+    if len(parts) > MAX_LOCATOR_URLS:
+        raise SettingError(f"at most {MAX_LOCATOR_URLS} locator URLs, got {len(parts)}")
+    urls = [one(p) for p in parts]
+    if None in urls:
+        raise SettingError("`none` cannot be part of a list of locator URLs")
+    return ",".join(urls)
 
 
 def parse_issuer(raw: str) -> str | None:
@@ -89,8 +104,10 @@ COMMON_SETTINGS = [
     Setting("CT_SERVER_URL", "server-url", None, parse_url(("http", "https"), allow_none=True),
             "External URL of this server (used in join links); its host must match the "
             "TLS certificate. Unset: derived from the first listening port.", SERVERS),
-    Setting("CT_LOCATOR", "locator", None, parse_url(("http", "https", "ws", "wss"), allow_none=True),
-            "`none` for a single server; on an edge the locator's URL.", SERVERS),
+    Setting("CT_LOCATOR", "locator", None, parse_locator_urls,
+            "`none` for a single server; on an edge the locator's URL: one locator, a load "
+            "balancer in front of several, or a comma-separated list of locators (tried in "
+            "turn when the link drops).", SERVERS),
     Setting("CT_TRUST_ALL_CERTS", "trust-all-certs", False, parse_bool,
             "Accept self-signed certificates when calling other servers of the deployment.",
             SERVERS),

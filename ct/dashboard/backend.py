@@ -39,6 +39,7 @@ class Backend(Protocol):
     def history(self, since: float, until: float, bucket: float) -> defer.Deferred: ...
     def edges(self) -> defer.Deferred: ...
     def this_edge(self) -> dict[str, Any]: ...
+    def locators(self) -> list[dict[str, Any]]: ...
     def suspend(self, edge_id: str, suspended: bool, by: str) -> defer.Deferred: ...
     def edge_log(self, edge_id: str) -> defer.Deferred: ...
     def sessions(self) -> defer.Deferred: ...
@@ -107,6 +108,12 @@ class LocatorBackend:
 
     def this_edge(self):
         raise NotAvailable("the locator serves no sessions itself")
+
+    def locators(self):
+        """The locators on this database (``Cluster.describe``): one unless several share
+        PostgreSQL."""
+        cluster = getattr(self.locator, "cluster", None)
+        return cluster.describe() if cluster is not None else []
 
     def suspend(self, edge_id: str, suspended: bool, by: str):
         return _action(self.locator.suspend(edge_id, suspended, by=by))
@@ -247,6 +254,9 @@ class EdgeBackend:
 
     def edges(self):
         return defer.fail(NotAvailable())
+
+    def locators(self):
+        return []
 
     def suspend(self, edge_id, suspended, by):
         return defer.fail(NotAvailable())

@@ -75,6 +75,23 @@ class _ReportingEndpoint:
         return d
 
 
+@implementer(IStreamClientEndpoint)
+class RotatingEndpoint:
+    """Several locators (``CT_LOCATOR=url1,url2,...``): each connection attempt goes to the
+    next one, so a link that drops reconnects to another locator."""
+
+    def __init__(self, targets, ws_factory):
+        self.targets = list(targets)  # [(websocket URL, endpoint)]
+        self.ws_factory = ws_factory
+        self._next = 0
+
+    def connect(self, factory):
+        url, endpoint = self.targets[self._next % len(self.targets)]
+        self._next += 1
+        self.ws_factory.setSessionParameters(url=url)  # the Host header of this locator
+        return endpoint.connect(factory)
+
+
 class LocatorLink(service.Service):
     def __init__(self, reactor, edge, outbox, locator_url: str, secret: str,
                  public_url: Callable[[], str], report_interval: float = 2.0,
@@ -105,26 +122,20 @@ class LocatorLink(service.Service):
         outbox.on_added = self.pump
         edge.relay.add_listener(self._session_event)
 
-        url = websocket_url(locator_url, "edge")
-        self.factory = factory = WebSocketClientFactory(url, reactor=reactor)
+        urls = [websocket_url(u, "edge") for u in locator_url.split(",") if u.strip()]
+        self.factory = factory = WebSocketClientFactory(urls[0], reactor=reactor)
         factory.protocol = _LinkProtocol
         factory.link = self
         factory.noisy = False
         factory.setProtocolOptions(autoPingInterval=5, autoPingTimeout=10,
                                    openHandshakeTimeout=10,
                                    maxMessagePayloadSize=16 * 1024 * 1024)
+        # CT_PROXY: the proxy for these locators (a CONNECT tunnel, TLS inside it), or None
         self.proxy = outbound.proxy_for(factory.host, factory.port) if outbound else None
-        if self.proxy is not None:  # CT_PROXY: a CONNECT tunnel, TLS inside it
-            endpoint = outbound.endpoint(reactor, factory.host, factory.port, timeout=10)
-        else:
-            endpoint = clientFromString(reactor, f"tcp:host={factory.host}:port={factory.port}"
-                                                 ":timeout=10")
-        if factory.isSecure:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            tls = (TrustAllPolicy().creatorForNetloc(factory.host, factory.port) if trust_all
-                   else optionsForClientTLS(factory.host))
-            endpoint = wrapClientTLS(tls, endpoint)
+        endpoints = [(url, _endpoint(reactor, WebSocketClientFactory(url, reactor=reactor),
+                                     trust_all, outbound)) for url in urls]
+        endpoint = (endpoints[0][1] if len(endpoints) == 1
+                    else RotatingEndpoint(endpoints, factory))
         self.client = ClientService(
             _ReportingEndpoint(endpoint, self._connect_failed), factory, clock=reactor,
             retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=1.6,
@@ -163,7 +174,7 @@ class LocatorLink(service.Service):
             self.suspended = bool(message.get("suspended"))
             self._backlog = self.outbox.depth > 0
             _log.info("registered with the locator at {url}{s}; {n} records waiting in the "
-                      "outbox", url=self.locator_url, s=" (suspended)" if self.suspended else "",
+                      "outbox", url=self.factory.url, s=" (suspended)" if self.suspended else "",
                       n=self.outbox.depth)
             self.last_error = None
             if self._retry_call is not None:
@@ -351,6 +362,24 @@ class LocatorLink(service.Service):
 
         d.addCallback(removed)
         d.addErrback(lambda f: _log.failure("outbox delete failed", f))
+
+
+def _endpoint(reactor, parsed: WebSocketClientFactory, trust_all: bool,
+              outbound: OutboundProxy | None = None):
+    """The TCP (or TLS) client endpoint of one locator URL (``parsed`` holds its parts),
+    through the ``CT_PROXY`` tunnel unless ``CT_NO_PROXY`` exempts the locator."""
+    if outbound is not None and outbound.proxy_for(parsed.host, parsed.port) is not None:
+        endpoint = outbound.endpoint(reactor, parsed.host, parsed.port, timeout=10)
+    else:
+        endpoint = clientFromString(reactor, f"tcp:host={parsed.host}:port={parsed.port}"
+                                             ":timeout=10")
+    if parsed.isSecure:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        tls = (TrustAllPolicy().creatorForNetloc(parsed.host, parsed.port) if trust_all
+               else optionsForClientTLS(parsed.host))
+        endpoint = wrapClientTLS(tls, endpoint)
+    return endpoint
 
 
 def metric_record(edge, downloads, clock) -> link.MetricRecord:

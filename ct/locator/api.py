@@ -254,7 +254,17 @@ class LocatorAPI:
         healthy, checks = yield self.locator.health()
         body = {"status": "ok" if healthy else "failing", "role": "locator",
                 "version": __version__, "checks": checks, **self.locator.snapshot()}
+        cluster = getattr(self.locator, "cluster", None)
+        if cluster is not None:
+            body["locator"] = cluster.locator_id
+            body["locators"] = cluster.describe()
         return _json(request, body, 200 if healthy else 503)
+
+    @app.route("/v1/locator/ping", methods=["GET"])
+    def ping(self, request):
+        """Another locator measures its latency to this one (no database involved)."""
+        cluster = getattr(self.locator, "cluster", None)
+        return _json(request, {"locator": cluster.locator_id if cluster else None})
 
     # -- client API
 

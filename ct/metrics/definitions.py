@@ -101,6 +101,15 @@ LOCATOR_METRICS = (
     MetricDef("locator_edges_online", GAUGE, "Edges connected to the locator.", "edges_online"),
     MetricDef("locator_edges_suspended", GAUGE, "Connected edges that are suspended.",
               "edges_suspended"),
+    MetricDef("locator_locators_alive", GAUGE,
+              "Locators alive on this database, this one included (several locators).",
+              "locators_alive"),
+    MetricDef("locator_database_latency_seconds", GAUGE,
+              "Round trip of a SELECT 1 to the database, in seconds (above 0.010: a warning).",
+              "database_latency_seconds"),
+    MetricDef("locator_peer_latency_seconds", GAUGE,
+              "Highest round trip to another live locator, in seconds (above 0.010: a warning).",
+              "peer_latency_seconds"),
 )
 
 # Hook for the edge's link to the locator: its callable returns these keys (any subset).

@@ -33,7 +33,35 @@ class EdgePages(PageGroup):
                            "CT_LOCATOR and CT_EDGE_SECRET.", class_="note")]
         return [self._table(edges, session, actions=True),
                 tags.p("Suspended edges get no new sessions while another edge can take "
-                       "them; their running sessions go on.", class_="hint")]
+                       "them; their running sessions go on.", class_="hint"),
+                *self._locators(getattr(self.backend, "locators", list)())]
+
+    @staticmethod
+    def _locators(locators) -> list:
+        """Several locators on one database: each one's state and latencies; a latency
+        above 10 ms is marked."""
+        if len(locators) < 2:
+            return []
+        body = tags.tbody()
+        for loc in locators:
+            state = "online" if loc["alive"] else "unavailable"
+            slow = tags.span("slow", class_="badge badge-suspended",
+                             title="above 10 ms: locators and their database should be "
+                                   "close") if loc.get("slow") else ""
+            body(tags.tr(
+                tags.td(tags.strong(loc["locator"]), " (this one)" if loc.get("self") else "",
+                        tags.div(loc.get("url") or "", class_="muted")),
+                tags.td(tags.span("alive" if loc["alive"] else "dead",
+                                  class_=f"badge badge-{state}")),
+                tags.td(loc.get("version") or "—"),
+                tags.td(number(loc.get("heartbeatAgo"), 1, " s")),
+                tags.td(number(loc.get("databaseLatencyMs"), 1, " ms")),
+                tags.td(number(loc.get("latencyMs"), 1, " ms"), " ", slow),
+                id=f"locator-{loc['locator']}"))
+        head = tags.thead(tags.tr(*[tags.th(h) for h in (
+            "Locator", "Status", "Version", "Heartbeat", "Database latency",
+            "Latency from here")]))
+        return [tags.h2("Locators"), tags.table(head, body, class_="grid", id="locators")]
 
     def _table(self, edges, session, actions: bool) -> Tag:
         table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in COLUMNS])),

@@ -1,4 +1,4 @@
-"""Schema 3: ``audit_entries.client``, the client family of session starts and joins.
+"""Schema 4: ``audit_entries.client``, the client family of session starts and joins.
 
 The usage statistics (host IDE and joining client breakdowns) group by it in SQL; before,
 the client was only inside the ``details`` JSON text, which the three dialects cannot
