@@ -3,7 +3,7 @@
 # databases the storage tests need are running. Idempotent; quiet when all is there.
 set -euo pipefail
 
-packages=(haproxy coturn chromium chromium-driver tinyproxy-bin)
+packages=(haproxy nginx coturn chromium chromium-driver tinyproxy-bin)
 # Node and npm build the JavaScript client (scripts/build-js.sh) and run its tests; a Node
 # installed otherwise (e.g. a newer one) is used as it is.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -31,6 +31,7 @@ from ct.dashboard.pages.logs import OlderLogs, log_page
 from ct.dashboard.pages.settings import SettingsPages
 from ct.dashboard.pages.sso import SsoPages
 from ct.dashboard.pages.tokens import TokenPages
+from ct.dashboard.pages.usage import UsagePages
 from ct.dashboard.responses import refuse
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -67,6 +68,7 @@ class Dashboard:
         self.edges = EdgePages(backend, clock)
         self.settings = SettingsPages(backend, clock)
         self.audit = AuditPages(backend, clock)
+        self.usage = UsagePages(backend, clock)
         self.tokens = TokenPages(backend, clock)
         self.server_log = log_page(server_log)
         self.older_logs = OlderLogs(self.guard, server_log)
@@ -119,6 +121,10 @@ class Dashboard:
     def overview_page(self, request):
         return self.frame.page(request, "overview", "Overview", self.live.overview,
                                refresh=15, viewer=True)
+
+    @app.route("/usage", methods=["GET"])
+    def usage_page(self, request):
+        return self.frame.page(request, "usage", "Usage", self.usage.usage)
 
     @app.route("/sessions", methods=["GET"])
     def sessions_page(self, request):

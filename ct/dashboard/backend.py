@@ -15,7 +15,8 @@ from ct import __version__
 from ct.edge import admin
 from ct.edge.downloads import CLIENT_KINDS
 from ct.edge.integrations import Integrations
-from ct.storage.store import AuditEntry
+from ct.dashboard.memory import usage_counts
+from ct.storage.store import AuditEntry, usage_window
 
 
 class NotAvailable(Exception):
@@ -52,6 +53,7 @@ class Backend(Protocol):
     def integrations(self) -> defer.Deferred: ...
     def set_integrations(self, value: Mapping[str, Any] | None, by: str) -> defer.Deferred: ...
     def audit(self, **query) -> defer.Deferred: ...
+    def usage(self, days: int) -> defer.Deferred: ...
     def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
     def api_tokens(self) -> defer.Deferred: ...
     def create_api_token(self, name: str, role: str, teams: tuple[str, ...],
@@ -163,6 +165,10 @@ class LocatorBackend:
 
     def audit(self, **query):
         return self.locator.store.query_audit(**query)
+
+    def usage(self, days: int):
+        """The :class:`~ct.storage.store.UsageReport` of the last ``days`` days (SQL)."""
+        return self.locator.store.usage(days)
 
     def record(self, kind: str, user: str | None, **details):
         return self.locator.audit(kind, user=user, details=details)
@@ -318,6 +324,14 @@ class EdgeBackend:
         if self.audit_ring is None:
             return defer.succeed([])
         return defer.succeed(self.audit_ring.query(**query))
+
+    def usage(self, days: int):
+        """Usage from the in-memory audit entries and history: since this edge started,
+        at most its newest AUDIT_CAPACITY entries and a week of history."""
+        since, until = usage_window(self.clock.seconds(), days)
+        entries = self.audit_ring.entries if self.audit_ring is not None else ()
+        return defer.succeed(usage_counts(entries, self.history_ring, since, until)
+                             .report(since, until))
 
     def record(self, kind: str, user: str | None, session: str | None = None, **details):
         entry = {"id": uuid.uuid4().hex, "time": self.clock.seconds(), "kind": kind,

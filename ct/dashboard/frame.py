@@ -17,7 +17,8 @@ from ct.dashboard.responses import refuse, render, see_other, to_login
 
 _log = Logger()
 
-NAV = [("overview", "/dashboard", "Overview"), ("edges", "/dashboard/edges", "Edge servers"),
+NAV = [("overview", "/dashboard", "Overview"), ("usage", "/dashboard/usage", "Usage"),
+       ("edges", "/dashboard/edges", "Edge servers"),
        ("sessions", "/dashboard/sessions", "Sessions"), ("regions", "/dashboard/regions",
                                                         "Regions"),
        ("advanced", "/dashboard/advanced", "Advanced"), ("audit", "/dashboard/audit",

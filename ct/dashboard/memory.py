@@ -9,7 +9,8 @@ import collections
 import uuid
 from typing import Any, Iterable
 
-from ct.storage.store import AuditEntry, MetricBucket
+from ct.storage.store import (DAY, USAGE_KINDS, AuditEntry, MetricBucket, UsageCounts,
+                              client_family)
 
 AUDIT_CAPACITY = 10000
 WEEK = 7 * 24 * 3600.0
@@ -99,3 +100,43 @@ class MetricHistory:
                 sessions_hosted_total=max(p[5] for p in ps),
                 downloads_total=max(p[6] for p in ps), edges=1))
         return out
+
+
+def usage_counts(entries: Iterable[AuditEntry], history: MetricHistory | None, since: float,
+                 until: float) -> UsageCounts:
+    """The lone edge's usage aggregates, by the rules of ``LocatorStore.usage`` (whose SQL
+    is the reference), over what its memory still holds."""
+    people: set[str] = set()
+    sessions: dict[int, int] = {}
+    users: dict[int, set[str]] = {}
+    started: set[str] = set()
+    sizes: dict[str, set[str]] = {}
+    clients: dict[str, dict[str | None, int]] = {kind: {} for kind in USAGE_KINDS}
+    for e in entries:
+        if e.kind not in USAGE_KINDS or not since <= e.at < until:
+            continue
+        day = int((e.at - since) // DAY)
+        if e.user is not None:
+            people.add(e.user)
+            users.setdefault(day, set()).add(e.user)
+            if e.session_id is not None:
+                sizes.setdefault(e.session_id, set()).add(e.user)
+        if e.kind == "session_started":
+            sessions[day] = sessions.get(day, 0) + 1
+            if e.session_id is not None:
+                started.add(e.session_id)
+        family = client_family(e.details.get("client"))
+        clients[e.kind][family] = clients[e.kind].get(family, 0) + 1
+    counted = [len(sizes[s]) for s in started if s in sizes]
+    peak_users: dict[int, int] = {}
+    peak_sessions: dict[int, int] = {}
+    if history is not None:
+        for b in history.buckets(since, until, DAY):
+            day = int(round((b.start - since) / DAY))
+            peak_users[day], peak_sessions[day] = b.users_online, b.sessions
+    return UsageCounts(
+        unique_users=len(people), sessions_per_day=sessions,
+        users_per_day={d: len(u) for d, u in users.items()}, peak_users_per_day=peak_users,
+        peak_sessions_per_day=peak_sessions,
+        average_session_size=sum(counted) / len(counted) if counted else None,
+        host_clients=clients["session_started"], join_clients=clients["participant_joined"])

@@ -8,6 +8,7 @@ import uuid
 
 from twisted.application import service
 from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -44,7 +45,8 @@ USAGE_LOG_INTERVAL = 300.0
 
 
 class EdgeRuntime(service.Service):
-    """Starts the edge's timers; on stop, lets sessions drain, then ends the rest."""
+    """Starts the edge's timers; on stop, :meth:`drain` lets sessions end (the daemon runs
+    it first, while everything else still works), then :meth:`stopService` ends the rest."""
 
     def __init__(self, edge: Edge, drain_timeout: float = 0.0, clock=None):
         self.edge = edge
@@ -60,11 +62,16 @@ class EdgeRuntime(service.Service):
 
     def stopService(self):
         super().stopService()
+        self._finish()
+
+    def drain(self):
+        """Refuse new sessions (``shutting-down``) and wait up to ``drain_timeout`` s for
+        the running ones to end; listeners, link and outbox keep working meanwhile, so
+        participants can still resume and the sessions' audit entries reach the locator."""
         if self.edge.probe is not None:
             self.edge.probe.stop()
         relay = self.edge.relay
         if not relay.sessions or self.drain_timeout <= 0:
-            self._finish()
             return None
         _log.info("stopping: waiting up to {t:g} s for {n} sessions to end",
                   t=self.drain_timeout, n=len(relay.sessions))
@@ -82,7 +89,7 @@ class EdgeRuntime(service.Service):
 
         loop = task.LoopingCall(poll)
         loop.clock = self.clock
-        return loop.start(0.5).addCallback(lambda _: self._finish())
+        return loop.start(0.5).addCallback(lambda _: None)
 
     def _finish(self):
         self.edge.lag.stop()
@@ -134,6 +141,14 @@ class EdgeDaemon(service.MultiService):
         self.outbox = None
         self.data_lock = None  # the lock file held on CT_DATA_DIR/edge
         self.dashboard = None  # single-server
+
+    def stopService(self):
+        """Drain first, with every child still running; then stop the children (in
+        reverse order: listeners, the remaining sessions, the link, the outbox last)."""
+        drained = defer.gatherResults([defer.maybeDeferred(child.drain) for child in self
+                                       if isinstance(child, EdgeRuntime)])
+        drained.addErrback(lambda f: _log.failure("draining failed", f))
+        return drained.addCallback(lambda _: service.MultiService.stopService(self))
 
 
 def makeService(options, reactor=None) -> EdgeDaemon:

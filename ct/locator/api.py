@@ -9,6 +9,7 @@ Routes are relative to where :meth:`LocatorAPI.mount` puts them (``/api``, ``/he
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
 from ct.storage.apitokens import ApiTokenStore
 from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
+from ct.storage.store import MAX_QUERY_LIMIT
 
 _log = Logger()
 
@@ -53,6 +55,7 @@ def bearer_token(request) -> str | None:
     if not header or not header[:7].lower() == "bearer ":
         return None
     return header[7:].strip()[:200]
+MAX_USAGE_DAYS = 366
 REGIONS_MAX_DEPTH = 8  # {"regions": {name: {"cidrs": [...]}}} is 4 deep
 
 
@@ -106,6 +109,40 @@ def regions_document(body: bytes) -> Any:
     if not isinstance(document, dict) or "regions" not in document:
         raise BadRequest(expected)
     return document["regions"]
+
+
+def _str_arg(request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name} must be UTF-8 text") from None
+
+
+def _int_arg(request, name: str, default: int, low: int, high: int) -> int:
+    text = _str_arg(request, name)
+    if text is None:
+        return default
+    plain = text.isascii() and text.isdigit() and len(text) <= 12
+    if not plain or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _float_arg(request, name: str) -> float | None:
+    """Seconds since the epoch (UTC)."""
+    text = _str_arg(request, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value < 1e11:
+        raise BadRequest(f"{name} must be seconds since the epoch (UTC)")
+    return value
 
 
 class LocatorAPI:
@@ -273,19 +310,21 @@ class LocatorAPI:
 
     @app.route("/v1/audit", methods=["GET"])
     def get_audit(self, request):
-        """The newest audit entries (``limit``, default 100, at most 1000; ``kind``); a
-        team viewer's token sees its teams' sessions' entries only."""
-        try:
-            limit = min(1000, max(1, int(request.args.get(b"limit", [b"100"])[0])))
-        except ValueError:
-            limit = 100
-        kind = request.args.get(b"kind", [b""])[0].decode("utf-8", "replace")[:64] or None
+        """Audit entries, newest first: ``since``/``until`` (epoch seconds, until exclusive),
+        ``kind``, ``user``, ``edge``, ``session``, ``limit`` (1-1000, default 100),
+        ``offset``; a team viewer's token sees its teams' sessions' entries only."""
 
         def query(op):
+            filters = {name: _checked(value, name, MAX_NAME) for name, value in (
+                (name, _str_arg(request, name)) for name in ("kind", "user", "edge",
+                                                             "session")) if value is not None}
             teams = None if op.role == ADMIN else op.teams
-            return self.locator.store.query_audit(kind=kind, limit=limit, teams=teams) \
-                .addCallback(lambda entries: {"entries": [audit_entry_dict(e)
-                                                          for e in entries]})
+            d = self.locator.store.query_audit(
+                since=_float_arg(request, "since"), until=_float_arg(request, "until"),
+                limit=_int_arg(request, "limit", 100, 1, MAX_QUERY_LIMIT),
+                offset=_int_arg(request, "offset", 0, 0, 10**9), teams=teams, **filters)
+            return d.addCallback(lambda entries: {
+                "entries": [audit_entry_dict(e) for e in entries]})
 
         return self._as_operator(request, query, admin=False)
 
@@ -303,6 +342,33 @@ class LocatorAPI:
             return {"regions": value}
 
         return self._as_operator(request, save)
+
+    @app.route("/v1/usage", methods=["GET"])
+    def usage(self, request):
+        return self._as_operator(request, lambda op: self.locator.store.usage(
+            _int_arg(request, "days", 30, 1, MAX_USAGE_DAYS)).addCallback(
+                lambda report: report.to_json()))
+
+    @app.route("/v1/sessions", methods=["GET"])
+    def sessions(self, request):
+        return self._as_operator(request, lambda op: self.locator.live_sessions().addCallback(
+            lambda sessions: {"sessions": sessions}))
+
+    @app.route("/v1/sessions/<string:session_id>/end", methods=["POST"])
+    def end_session(self, request, session_id):
+        return self._as_operator(request, lambda op: self.locator.end_session(
+            _checked(session_id, "session id", MAX_ID), by=op.name))
+
+    @app.route("/v1/sessions/<string:session_id>/participants/<string:participant>/remove",
+               methods=["POST"])
+    def remove_participant(self, request, session_id, participant):
+        def remove(op):
+            if not (participant.isascii() and participant.isdigit() and len(participant) <= 9):
+                raise BadRequest("participant must be a participant number")
+            return self.locator.remove_participant(
+                _checked(session_id, "session id", MAX_ID), int(participant), by=op.name)
+
+        return self._as_operator(request, remove)
 
     def _unauthorized(self, request):
         verdict = getattr(request, "ct_login_verdict", None)

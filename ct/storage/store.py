@@ -34,6 +34,20 @@ MAX_QUERY_LIMIT = 1000
 _KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
+#: Audit kinds that name a person taking part in a session (host, guest), with a client.
+USAGE_KINDS = ("session_started", "participant_joined")
+DAY = 86400.0
+
+
+def client_family(client: Any) -> str | None:
+    """The client a usage breakdown counts: the name before ``/`` (versions dropped),
+    lower-cased, at most 64 characters; None when there is none."""
+    if not isinstance(client, str):
+        return None
+    family = client.split("/", 1)[0].strip().lower()[:64]
+    return family or None
+
+
 def to_ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
@@ -137,6 +151,90 @@ class MetricBucket:
     sessions_hosted_total: int
     downloads_total: int
     edges: int
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    """One UTC day of a :class:`UsageReport`."""
+
+    start: float
+    sessions: int  # sessions started
+    users: int  # distinct people who hosted or joined
+    peak_users: int | None  # peak concurrent users online; None: no metrics that day
+    peak_sessions: int | None  # peak concurrent sessions; None: no metrics that day
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What operators of the product we replace look at, over whole UTC days.
+
+    People are counted by the name they gave (the server has no other identity); a
+    session's size is the distinct people who hosted or joined it; clients are counted
+    by :func:`client_family` (``unknown`` when the client named none)."""
+
+    since: float
+    until: float
+    unique_users: int
+    sessions: int
+    average_session_size: float | None
+    days: tuple[DayUsage, ...]
+    host_clients: Mapping[str, int]  # sessions hosted per client
+    join_clients: Mapping[str, int]  # joins per client
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since, "until": self.until, "uniqueUsers": self.unique_users,
+            "sessions": self.sessions, "averageSessionSize": self.average_session_size,
+            "days": [{"start": d.start, "sessions": d.sessions, "users": d.users,
+                      "peakUsers": d.peak_users, "peakSessions": d.peak_sessions}
+                     for d in self.days],
+            "hostClients": dict(self.host_clients), "joinClients": dict(self.join_clients),
+            "av": None,  # no A/V usage is recorded yet
+        }
+
+
+def usage_window(now: float, days: int) -> tuple[float, float]:
+    """``(since, until)``: the start of the UTC day ``days - 1`` days ago, and ``now``."""
+    return (now // DAY) * DAY - (days - 1) * DAY, now
+
+
+@dataclass(frozen=True)
+class UsageCounts:
+    """The aggregates a :class:`UsageReport` is made of (from SQL or from memory);
+    per-day values keyed by day number since ``since``."""
+
+    unique_users: int
+    sessions_per_day: Mapping[int, int]
+    users_per_day: Mapping[int, int]
+    peak_users_per_day: Mapping[int, int]
+    peak_sessions_per_day: Mapping[int, int]
+    average_session_size: float | None
+    host_clients: Mapping[str | None, int]
+    join_clients: Mapping[str | None, int]
+
+    def report(self, since: float, until: float) -> UsageReport:
+        n_days = max(1, int((until - since + DAY - 1) // DAY))
+        days = tuple(DayUsage(start=since + i * DAY,
+                              sessions=int(self.sessions_per_day.get(i, 0)),
+                              users=int(self.users_per_day.get(i, 0)),
+                              peak_users=self.peak_users_per_day.get(i),
+                              peak_sessions=self.peak_sessions_per_day.get(i))
+                     for i in range(n_days))
+        return UsageReport(
+            since=since, until=until, unique_users=int(self.unique_users),
+            sessions=sum(d.sessions for d in days),
+            average_session_size=(None if self.average_session_size is None
+                                  else round(float(self.average_session_size), 2)),
+            days=days, host_clients=_named(self.host_clients),
+            join_clients=_named(self.join_clients))
+
+
+def _named(counts: Mapping[str | None, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, n in counts.items():
+        key = name or "unknown"
+        out[key] = out.get(key, 0) + int(n)
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # ------------------------------------------------------------------ txn functions
@@ -281,7 +379,8 @@ def unassign_edge_teams_txn(txn, edge_id) -> int:
     return txn.rowcount
 
 
-_AUDIT_INSERT = ["entry_id", "at", "kind", "edge_id", "session_id", "user_name", "details"]
+_AUDIT_INSERT = ["entry_id", "at", "kind", "edge_id", "session_id", "user_name", "details",
+                 "client"]
 
 
 def insert_audit_batch_txn(txn, rows: Sequence[tuple]) -> int:
@@ -323,6 +422,55 @@ def query_audit_txn(txn, since_ms, until_ms, kinds, user, edge_id, session_id, a
                    user=r[6], details=json.loads(r[7]) if r[7] else {}, seq=int(r[0]))
         for r in txn.fetchall()
     ]
+
+
+_PEOPLE = ("kind IN (" + ", ".join(f"'{kind}'" for kind in USAGE_KINDS) + ") "
+           "AND at >= ? AND at < ?")
+
+
+def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
+    """Every usage aggregate in SQL (the same statements on the three dialects)."""
+    day_ms = to_ms(DAY)
+    day = txn.engine.int_div("at - ?", "?")
+    window = (since_ms, until_ms)
+    txn.execute(f"SELECT COUNT(DISTINCT user_name) FROM audit_entries WHERE {_PEOPLE}",
+                window)
+    unique = int(txn.fetchone()[0] or 0)
+    txn.execute(f"SELECT {day} AS d, COUNT(*) FROM audit_entries WHERE kind = "
+                "'session_started' AND at >= ? AND at < ? GROUP BY d", (since_ms, day_ms,
+                                                                          *window))
+    sessions = {int(d): int(n) for d, n in txn.fetchall()}
+    txn.execute(f"SELECT {day} AS d, COUNT(DISTINCT user_name) FROM audit_entries "
+                f"WHERE {_PEOPLE} GROUP BY d", (since_ms, day_ms, *window))
+    users = {int(d): int(n) for d, n in txn.fetchall()}
+    # Peak concurrent users and sessions: per edge its peak in each slot, summed over
+    # edges per slot (edges report at different moments), the highest slot of each day.
+    slot = txn.engine.int_div("at - ?", "?")
+    txn.execute(
+        "SELECT d, MAX(users), MAX(sessions) FROM (SELECT d, s, SUM(users) AS users, "
+        "SUM(sessions) AS sessions FROM ("
+        f"SELECT {day} AS d, {slot} AS s, edge_id, MAX(users_online) AS users, "
+        "MAX(sessions) AS sessions FROM metric_snapshots WHERE at >= ? AND at < ? "
+        "GROUP BY d, s, edge_id) per_edge GROUP BY d, s) per_slot GROUP BY d",
+        (since_ms, day_ms, since_ms, slot_ms, *window))
+    peaks = {int(d): (int(users), int(sessions)) for d, users, sessions in txn.fetchall()}
+    txn.execute(
+        "SELECT AVG(n) FROM (SELECT session_id, COUNT(DISTINCT user_name) AS n "
+        f"FROM audit_entries WHERE {_PEOPLE} AND session_id IN (SELECT session_id FROM "
+        "audit_entries WHERE kind = 'session_started' AND at >= ? AND at < ?) "
+        "GROUP BY session_id) sizes", (*window, *window))
+    average = txn.fetchone()[0]
+    breakdown = {}
+    for kind in USAGE_KINDS:
+        txn.execute("SELECT client, COUNT(*) FROM audit_entries WHERE kind = ? AND at >= ? "
+                    "AND at < ? GROUP BY client", (kind, *window))
+        breakdown[kind] = {c: int(n) for c, n in txn.fetchall()}
+    return UsageCounts(unique_users=unique, sessions_per_day=sessions, users_per_day=users,
+                       peak_users_per_day={d: p[0] for d, p in peaks.items()},
+                       peak_sessions_per_day={d: p[1] for d, p in peaks.items()},
+                       average_session_size=None if average is None else float(average),
+                       host_clients=breakdown["session_started"],
+                       join_clients=breakdown["participant_joined"])
 
 
 def prune_txn(txn, table, before_ms) -> int:
@@ -472,8 +620,10 @@ class LocatorStore:
             if e.entry_id in seen:
                 continue
             seen.add(e.entry_id)
+            client = client_family(e.details.get("client")) if e.kind in USAGE_KINDS else None
             rows.append((e.entry_id, to_ms(e.at), e.kind, e.edge_id, e.session_id, e.user,
-                         json.dumps(dict(e.details), separators=(",", ":"), sort_keys=True)))
+                         json.dumps(dict(e.details), separators=(",", ":"), sort_keys=True),
+                         client))
         if not rows:
             return defer.succeed(0)
         return self.db.runInteraction("insert_audit_batch", insert_audit_batch_txn, rows)
@@ -523,6 +673,17 @@ class LocatorStore:
     def prune_metrics(self, before: float):
         return self.db.runInteraction("prune_metrics", prune_txn, "metric_snapshots",
                                       to_ms(before))
+
+    # usage
+
+    def usage(self, days: int = 30, now: float | None = None, slot_seconds: float = 60.0):
+        """Fires with the :class:`UsageReport` of the last ``days`` UTC days (today
+        included); peaks of users online are taken per ``slot_seconds`` across edges."""
+        since, until = usage_window(self._clock.seconds() if now is None else now,
+                                    max(1, int(days)))
+        d = self.db.runInteraction("usage", usage_txn, to_ms(since), to_ms(until),
+                                   max(1, to_ms(slot_seconds)))
+        return d.addCallback(lambda counts: counts.report(since, until))
 
     # configuration
 

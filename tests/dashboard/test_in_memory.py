@@ -38,7 +38,8 @@ class DashboardInMemoryTests(unittest.TestCase):
         self.edge = Edge(self.clock)
         self.audit = AuditRing()
         self.edge.audit_sinks.append(self.audit)
-        backend = EdgeBackend(self.edge, None, self.audit, MetricHistory(10.0),
+        self.history = MetricHistory(10.0)
+        backend = EdgeBackend(self.edge, None, self.audit, self.history,
                               Integrations(True, "statsd.example", 8125, "UDP"))
         ring = LogRing()
         self.dashboard = Dashboard(backend, Credentials("ctuser", PASSWORD), self.clock,
@@ -115,6 +116,35 @@ class DashboardInMemoryTests(unittest.TestCase):
             self.assertEqual(response.headers.getRawHeaders(b"x-frame-options"), [b"DENY"])
         response, _ = self.request("GET", "/logs")
         self.assertEqual((response.code, self.location(response)), (303, "/dashboard/logs"))
+
+    def test_usage_page_of_a_lone_edge_from_its_memory(self):
+        now = self.clock.seconds()
+        for n, (kind, session, user, client) in enumerate([
+                ("session_started", "s1", "alice", "VSCode/1.9"),
+                ("participant_joined", "s1", "bob", "browser"),
+                ("participant_joined", "s1", "carol", None),
+                ("participant_left", "s1", "bob", None),
+                ("session_started", "s2", "dave", "intellij")]):
+            self.audit({"id": f"u{n}", "time": now - 100 + n, "kind": kind, "edge": "e",
+                        "session": session, "user": user,
+                        "details": {"client": client} if client else {}})
+        self.history.add(now - 50, {"users_online": 3, "sessions": 2})
+        self.history.add(now - 40, {"users_online": 1, "sessions": 1})
+        self.log_in()
+        response, body = self.request("GET", "/dashboard/usage?days=7")
+        self.assertEqual(response.code, 200)
+        for marker in ('id="memory-only"', 'id="av-use"', "not recorded yet",
+                       'id="stat-unique-users">4<', 'id="stat-sessions-started">2<',
+                       'id="stat-session-size">2.00<', "<td>vscode</td>", "<td>intellij</td>",
+                       "<td>browser</td>", "<td>unknown</td>", "Peak concurrent users"):
+            self.assertIn(marker, body)
+        self.assertEqual(body.count("<tr><td>20"), 7)  # one row per day
+        # Today: 2 sessions, 4 people, at peak 3 users and 2 sessions at once.
+        self.assertRegex(body, r'id="usage-days".*?<tbody><tr><td>[\d-]+</td><td>2</td>'
+                               r'<td>4</td><td>3</td><td>2</td></tr>')
+        self.assertIn("<td>–</td><td>–</td></tr></tbody>", body)  # an earlier day: no data
+        response, body = self.request("GET", "/dashboard/usage?days=abc")
+        self.assertIn("Unique users, 30 days", body)
 
     def test_post_with_csrf_changes_a_setting_and_is_audited(self):
         self.log_in()

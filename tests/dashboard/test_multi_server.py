@@ -149,6 +149,43 @@ class LocatorDashboardTests(unittest.TestCase):
         self.assertIn("2 edges online", page.text)
 
 
+    @defer.inlineCallbacks
+    def test_usage_page_from_the_locators_database(self):
+        for edge, host_name, guests in (("e1", "alice", ("bob", "carol")),
+                                        ("e2", "dave", ("bob",))):
+            host = SessionClient(reactor, self.d.edge_urls[edge], host_name,
+                                 client="vscode/1.90")
+            yield host.host()
+            self.sessions.append(host)
+            for name in guests:
+                guest = SessionClient.from_link(reactor, str(host.link), name)
+                yield guest.join_link()
+                self.sessions.append(guest)
+        client = DashboardClient(self.d.locator_url)
+        yield client.login(*OPERATOR)
+
+        @defer.inlineCallbacks
+        def counted():  # audit entries and snapshots travel through the edges' outboxes
+            page = yield client.get("/dashboard/usage")
+            today = re.search(r'id="usage-days".*?<tbody><tr><td>[\d-]+</td><td>(\d+)</td>'
+                              r'<td>(\d+)</td><td>(\d+|–)</td><td>(\d+|–)</td>', page.text,
+                              re.S)
+            # Today: 2 sessions, 4 people, and at peak 5 users online (bob on both edges)
+            # in 2 sessions at once.
+            return (stat(page, "stat-unique-users") == "4" and today is not None
+                    and today.groups() == ("2", "4", "5", "2"))
+
+        yield eventually(counted, timeout=30)
+        page = yield client.get("/dashboard/usage?days=7")
+        self.assertEqual((stat(page, "stat-sessions-started"), stat(page, "stat-session-size")),
+                         ("2", "2.50"))
+        self.assertIn("<td>vscode</td><td>2</td><td>100 %</td>", page.text)
+        self.assertIn("<td>ct-python-client</td><td>3</td><td>100 %</td>", page.text)
+        self.assertIn('id="av-use"', page.text)
+        self.assertNotIn('id="memory-only"', page.text)
+        self.assertIn('href="/dashboard/usage"', page.text)  # in the navigation
+
+
 class GeneratedPasswordTests(unittest.TestCase):
     """Finding 16: a generated password is stored once in a 0600 file, never logged."""
 

@@ -15,16 +15,10 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from ct.client.session import SessionClient
+from tests.deployment.util import free_port, start_lone_edges, stop_process
 from tests.edge.util import close_all
-from tests.procutil import Daemon
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "docs" / "examples" / "haproxy.cfg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HAProxyStickinessTests(unittest.TestCase):
@@ -34,12 +28,7 @@ class HAProxyStickinessTests(unittest.TestCase):
         if shutil.which("haproxy") is None:
             raise unittest.SkipTest("haproxy is not installed (make test installs it: "
                                     "scripts/system-deps.sh)")
-        self.edges = {}
-        for name in ("edge1", "edge2"):
-            daemon = Daemon("ctedge", {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
-                                       "CT_PROBE_INTERVAL": "0", "CT_EDGE_ID": name})
-            self.addCleanup(daemon.stop)
-            self.edges[name] = daemon.port("HTTP")
+        self.edges = start_lone_edges(self, ("edge1", "edge2"))
         # The documented configuration, with this test's ports.
         config = EXAMPLE.read_text()
         self.port = free_port()
@@ -55,7 +44,7 @@ class HAProxyStickinessTests(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.proxy = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
-        self.addCleanup(self._stop_proxy)
+        self.addCleanup(stop_process, self.proxy)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -63,15 +52,6 @@ class HAProxyStickinessTests(unittest.TestCase):
                 break
             except OSError:
                 time.sleep(0.1)
-
-    def _stop_proxy(self):
-        self.proxy.terminate()
-        try:
-            self.proxy.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proxy.kill()
-            self.proxy.wait()
-        self.proxy.stdout.close()
 
     @defer.inlineCallbacks
     def test_all_participants_of_a_session_land_on_its_edge(self):

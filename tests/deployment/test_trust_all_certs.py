@@ -4,13 +4,10 @@ its log, and never registers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.deployment.util import OPERATOR, Deployment
-from tests.tlsutil import write_self_signed
+from tests.deployment.util import OPERATOR, Deployment, self_signed_https
 
 
 class TrustAllCertsTests(unittest.TestCase):
@@ -18,12 +15,7 @@ class TrustAllCertsTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_self_signed_locator_needs_trust_all_certs(self):
-        directory = Path(self.mktemp()).resolve()
-        directory.mkdir(parents=True)
-        cert, key = write_self_signed(directory)
-        d = Deployment(self, locator_env={
-            "CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1",
-            "CT_TLS_CERT": str(cert), "CT_TLS_KEY": str(key)})
+        d = Deployment(self, locator_env=self_signed_https(self))
         d.start_locator()
         https = f"https://127.0.0.1:{d.locator.port('SSL')}"
         d.start_edge("trusting", CT_LOCATOR=https, CT_TRUST_ALL_CERTS="true")

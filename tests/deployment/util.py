@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
+import subprocess
 import tempfile
+from pathlib import Path
 
 from twisted.internet import defer, reactor
 
 from ct.client.locator import LocatorClient
 from tests.edge.util import sleep
 from tests.procutil import Daemon
+from tests.tlsutil import write_self_signed
 
 EDGE_SECRET = "deployment-test-secret-0123456789"
 OPERATOR = ("ctuser", "operator-password")
+
+
+def self_signed_https(case) -> dict[str, str]:
+    """Locator settings for HTTPS with a fresh self-signed certificate (in ``case``'s
+    temporary directory)."""
+    directory = Path(case.mktemp()).resolve()
+    directory.mkdir(parents=True)
+    cert, key = write_self_signed(directory)
+    return {"CT_HTTPS_LISTEN": "ssl:0:interface=127.0.0.1", "CT_TLS_CERT": str(cert),
+            "CT_TLS_KEY": str(key)}
 
 
 class Deployment:
@@ -103,3 +117,32 @@ class Deployment:
             daemon.stop()
         if self.locator is not None:
             self.locator.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_lone_edges(case, names) -> dict[str, int]:
+    """Edges without a locator (for a load balancer in front); their HTTP ports."""
+    ports = {}
+    for name in names:
+        daemon = Daemon("ctedge", {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
+                                   "CT_PROBE_INTERVAL": "0", "CT_EDGE_ID": name})
+        case.addCleanup(daemon.stop)
+        ports[name] = daemon.port("HTTP")
+    return ports
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; closes its output pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -4,6 +4,7 @@ bounded bodies (finding 7), HSTS over HTTPS (finding 7), malformed Content-Type 
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 import unittest
@@ -52,16 +53,22 @@ def assert_clean_log(case, daemon):
     case.assertNotIn("Unhandled Error", log)
 
 
-class BodyLimitTests(unittest.TestCase):
-    """Finding 7: 30 MB bodies to unauthenticated routes were read in full."""
+class _WithDaemons(unittest.TestCase):
+    """One locator and one lone edge for the whole class (see :func:`start_daemons`)."""
+
+    tls = False
 
     @classmethod
     def setUpClass(cls):
-        start_daemons(cls)
+        start_daemons(cls, tls=cls.tls)
 
     @classmethod
     def tearDownClass(cls):
         stop_daemons(cls)
+
+
+class BodyLimitTests(_WithDaemons):
+    """Finding 7: 30 MB bodies to unauthenticated routes were read in full."""
 
     def targets(self):
         return [(self.locator_port, b"/api/v1/sessions"),
@@ -151,16 +158,10 @@ class BodyLimitTests(unittest.TestCase):
         assert_clean_log(self, self.edge)
 
 
-class HSTSTests(unittest.TestCase):
+class HSTSTests(_WithDaemons):
     """Finding 7: HTTPS answers carry Strict-Transport-Security; plain HTTP ones do not."""
 
-    @classmethod
-    def setUpClass(cls):
-        start_daemons(cls, tls=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        stop_daemons(cls)
+    tls = True
 
     def test_finding_7_hsts_on_https_responses_only(self):
         for target in (b"/health", b"/api/v1/teams/core/edge", b"/no/such/route"):
@@ -177,3 +178,57 @@ class HSTSTests(unittest.TestCase):
             refused = rawhttp.read_response(sock)
         self.assertEqual(refused.status, 413)
         self.assertEqual(refused.header(b"strict-transport-security"), b"max-age=31536000")
+
+
+class OperatorRouteInputTests(_WithDaemons):
+    """The operator routes ctctl uses: credentials first, then every query value and path
+    segment bounded, a 400 with one JSON error for bad ones, never a traceback."""
+
+    def call(self, method: bytes, target: bytes, auth: bool = True):
+        headers = []
+        if auth:
+            token = base64.b64encode(":".join(OPERATOR).encode())
+            headers.append((b"authorization", b"Basic " + token))
+        return rawhttp.request(self.locator_port, method, target, headers=headers)
+
+    def test_credentials_come_first(self):
+        for method, target in ((b"GET", b"/api/v1/sessions"), (b"GET", b"/api/v1/usage"),
+                               (b"GET", b"/api/v1/audit"),
+                               (b"POST", b"/api/v1/sessions/s1/end"),
+                               (b"POST", b"/api/v1/sessions/s1/participants/2/remove")):
+            answer = self.call(method, target, auth=False)
+            self.assertEqual(answer.status, 401, target)
+            self.assertEqual(json.loads(answer.body)["error"], "unauthorized")
+
+    def test_bad_values_are_400(self):
+        for target in (b"/api/v1/usage?days=0", b"/api/v1/usage?days=367",
+                       b"/api/v1/usage?days=-1", b"/api/v1/usage?days=1e3",
+                       b"/api/v1/usage?days=%d9%a3",  # an Arabic-Indic digit
+                       b"/api/v1/audit?offset=" + b"9" * 5000,
+                       b"/api/v1/audit?since=nan", b"/api/v1/audit?until=inf",
+                       b"/api/v1/audit?since=-5", b"/api/v1/audit?limit=0",
+                       b"/api/v1/audit?limit=1001", b"/api/v1/audit?offset=x",
+                       b"/api/v1/audit?kind=%00", b"/api/v1/audit?user=%ff",
+                       b"/api/v1/audit?session=" + b"s" * 65):
+            answer = self.call(b"GET", target)
+            self.assertEqual(answer.status, 400, (target, answer.body))
+            self.assertEqual(json.loads(answer.body)["error"], "bad-request", target)
+        for target in (b"/api/v1/sessions/s1/participants/two/remove",
+                       b"/api/v1/sessions/s1/participants/1234567890/remove",
+                       b"/api/v1/sessions/s1/participants/%d9%a3/remove",
+                       b"/api/v1/sessions/%00/end"):
+            answer = self.call(b"POST", target)
+            self.assertEqual(answer.status, 400, (target, answer.body))
+        assert_clean_log(self, self.locator)
+
+    def test_good_values_are_answered(self):
+        answer = self.call(b"GET", b"/api/v1/usage?days=366")
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(len(json.loads(answer.body)["days"]), 366)
+        answer = self.call(b"GET", b"/api/v1/audit?since=0&until=99999999999&limit=1000"
+                                   b"&kind=dashboard_login&offset=0")
+        self.assertEqual((answer.status, json.loads(answer.body)), (200, {"entries": []}))
+        answer = self.call(b"GET", b"/api/v1/sessions")
+        self.assertEqual((answer.status, json.loads(answer.body)), (200, {"sessions": []}))
+        answer = self.call(b"POST", b"/api/v1/sessions/s1/end")
+        self.assertEqual((answer.status, json.loads(answer.body)["error"]), (404, "not-found"))

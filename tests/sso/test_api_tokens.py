@@ -124,7 +124,7 @@ class ApiTokenTests(unittest.TestCase):
 
         token_id = yield run(revoke)
         out, err, code = yield ctctl("edges", "--locator", base, CT_API_TOKEN=admin_token)
-        self.assertEqual(code, 1)
+        self.assertEqual(code, 3)  # credentials refused (docs/ctctl.md, exit codes)
         self.assertIn("401", err)
         code, body = yield self.api("/api/v1/edges", admin_token)
         self.assertEqual(code, 401)

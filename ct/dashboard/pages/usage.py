@@ -1,0 +1,103 @@
+"""Usage over days: what operators of the product we replace look at (unique users, sessions
+and peak concurrent users per day, average session size, host IDE and joining client)."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import defer
+
+from ct.dashboard.charts import line_chart
+from ct.dashboard.format import number
+from ct.dashboard.frame import PageGroup
+from ct.dashboard.html import tags
+from ct.dashboard.memory import AUDIT_CAPACITY
+from ct.dashboard.pages.live import card
+from ct.dashboard.responses import arg
+from ct.storage.store import DAY
+
+DAY_CHOICES = (7, 30, 90)
+DEFAULT_DAYS = 30
+DAILY = [("Sessions started per day", "sessions", lambda d: d.sessions),
+         ("Peak concurrent users per day", "peak-users", lambda d: d.peak_users),
+         ("Peak concurrent sessions per day", "peak-sessions", lambda d: d.peak_sessions),
+         ("People in sessions per day", "users", lambda d: d.users)]
+AV_NOTE = ("A/V use: not recorded yet. The edges do not record A/V (TURN) use in the audit "
+           "trail or the metric snapshots, so no numbers are shown here.")
+
+
+def requested_days(value: str | None) -> int:
+    """One of :data:`DAY_CHOICES` (the default for anything else)."""
+    try:
+        days = int(value or DEFAULT_DAYS)
+    except ValueError:
+        return DEFAULT_DAYS
+    return days if days in DAY_CHOICES else DEFAULT_DAYS
+
+
+def breakdown_table(title: str, counts, ident: str, what: str):
+    total = sum(counts.values())
+    table = tags.table(tags.thead(tags.tr(tags.th("Client"), tags.th(what), tags.th("Share"))),
+                       class_="grid", id=ident)
+    body = tags.tbody()
+    for name, n in counts.items():
+        body(tags.tr(tags.td(name), tags.td(str(n)), tags.td(f"{100 * n / total:.0f} %")))
+    if not counts:
+        body(tags.tr(tags.td("none yet", colspan="3", class_="muted")))
+    return tags.div(tags.h2(title), table(body))
+
+
+class UsagePages(PageGroup):
+    @defer.inlineCallbacks
+    def usage(self, request, session):
+        days = requested_days(arg(request, "days"))
+        report = yield self.backend.usage(days)
+        parts = []
+        if self.backend.mode == "single-server":
+            parts.append(tags.p(
+                "Single-server mode: these numbers come from this edge's memory, so they "
+                f"cover only the time since it started (its newest {AUDIT_CAPACITY:,} audit "
+                "entries, a week of history). A locator keeps them in its database for as "
+                "long as the retention settings say.", class_="note", id="memory-only"))
+        size = report.average_session_size
+        parts.append(tags.div(
+            card(f"Unique users, {days} days", number(report.unique_users), "unique-users"),
+            card("Sessions started", number(report.sessions), "sessions-started"),
+            card("Average session size", "–" if size is None else f"{size:.2f}",
+                 "session-size"),
+            class_="cards"))
+        ranges = tags.div(tags.span("Last ", class_="muted"), class_="ranges")
+        for n in DAY_CHOICES:
+            ranges(tags.a(f"{n} days", href=f"/dashboard/usage?days={n}",
+                          class_="active" if n == days else ""))
+        charts = tags.div(class_="charts")
+        for label, _, get in DAILY:
+            points = [(d.start + DAY / 2, get(d)) for d in report.days]
+            charts(line_chart(points, report.since, report.since + len(report.days) * DAY,
+                              label))
+        parts += [ranges, charts, self._daily_table(report),
+                  breakdown_table("IDE used to host", report.host_clients, "host-clients",
+                                  "Sessions"),
+                  breakdown_table("Client used to join", report.join_clients,
+                                  "join-clients", "Joins"),
+                  tags.p(AV_NOTE, class_="note", id="av-use"),
+                  tags.p("Days are UTC. People are counted by the name they gave; a "
+                         "session's size is how many different people hosted or joined it; "
+                         "peak concurrent users (online: in sessions and team presence) and "
+                         "sessions are per minute, summed over edges. The same numbers as JSON: "
+                         "GET /api/v1/usage?days=N on the locator.", class_="hint")]
+        return parts
+
+    @staticmethod
+    def _daily_table(report):
+        table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in (
+            "Day (UTC)", "Sessions", "People", "Peak concurrent users",
+            "Peak concurrent sessions")])),
+            class_="grid", id="usage-days")
+        body = tags.tbody()
+        for d in reversed(report.days):
+            body(tags.tr(tags.td(time.strftime("%Y-%m-%d", time.gmtime(d.start))),
+                         tags.td(str(d.sessions)), tags.td(str(d.users)),
+                         tags.td("–" if d.peak_users is None else str(d.peak_users)),
+                         tags.td("–" if d.peak_sessions is None else str(d.peak_sessions))))
+        return tags.details(tags.summary("Per day"), table(body))
