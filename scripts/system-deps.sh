@@ -3,7 +3,7 @@
 # databases the storage tests need are running. Idempotent; quiet when all is there.
 set -euo pipefail
 
-packages=(haproxy coturn chromium chromium-driver)
+packages=(haproxy coturn chromium chromium-driver tinyproxy-bin)
 if [ "${CT_TEST_PACKAGING:-0}" = 1 ]; then
     # Building and checking the Debian packages (tests/packaging).
     packages+=(dpkg-dev debhelper dh-virtualenv lintian python3-venv build-essential systemd)

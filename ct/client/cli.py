@@ -5,6 +5,10 @@
     ct-client share DIR --locator URL | --server URL --name NAME [--title T] [--read-only]
                         [--max-file-bytes N] [--max-workspace-bytes N]
     ct-client presence --locator URL | --server URL --team TEAM --token TOKEN --user NAME
+    ct-client login --server URL --token-file FILE   (sign in to host: CT_HOST_AUTH=sso)
+
+host, share and presence take --host-token-file FILE (from login) where edges require
+sign-in.
 
 ``host`` and ``join``: lines typed on standard input are sent to everyone in the session
 (end-to-end encrypted); what others send is printed. End of input leaves the session.
@@ -35,6 +39,7 @@ from twisted.protocols.basic import LineReceiver
 
 from ct.client.links import parse_link
 from ct.client.locator import LocatorClient
+from ct.client.login import LoopbackLogin, read_token, save_token
 from ct.client.presence import PresenceClient
 from ct.client.session import SessionClient, SessionEnded
 from ct.client.share import DirectoryShare, printable
@@ -115,7 +120,7 @@ def host(reactor, args):
 
     @defer.inlineCallbacks
     def start():
-        yield client.host(title=args.title)
+        yield client.host(title=args.title, host_token=read_token(args.host_token_file))
         _say_link(client, args)
 
     yield _run_session(reactor, client, start)
@@ -270,7 +275,8 @@ def share(reactor, args):
     workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)
     workspace.load(scan)
     client.on_frame = workspace.on_frame
-    yield _or_exit(client.host(title=args.title), "host", client)
+    yield _or_exit(client.host(title=args.title, host_token=read_token(args.host_token_file)),
+                   "host", client)
     _say_link(client, args)
     workspace.start()
     yield _run_workspace(reactor, client, workspace)
@@ -294,7 +300,8 @@ def presence(reactor, args):
     if args.locator:
         where = yield LocatorClient(reactor, args.locator).team_edge(args.team)
         server = where["server"]
-    member = PresenceClient(reactor, server, args.team, args.token, args.user)
+    member = PresenceClient(reactor, server, args.team, args.token, args.user,
+                            host_token=read_token(args.host_token_file))
     state = yield member.connect()
     _say("* " + json.dumps(state, sort_keys=True))
     while member._proto is not None:
@@ -309,6 +316,17 @@ def _positive(text: str) -> int:
     return value
 
 
+@defer.inlineCallbacks
+def login(reactor, args):
+    """Sign in through the server's identity provider; the host token goes to a file."""
+    flow = LoopbackLogin(reactor, args.server)
+    url = yield flow.start()
+    _say(f"* open this address in a browser to sign in:\n{url}")
+    token = yield flow.wait(args.timeout)
+    save_token(args.token_file, token)
+    _say(f"* signed in; host token saved in {args.token_file}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="ct-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -319,6 +337,7 @@ def main(argv=None) -> None:
     where.add_argument("--locator", help="the locator's URL (multi-server)")
     p.add_argument("--name", required=True)
     p.add_argument("--title")
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
     p = sub.add_parser("join", help="join a session with its link")
     p.add_argument("link")
     p.add_argument("--name", required=True)
@@ -336,6 +355,7 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--title")
     p.add_argument("--read-only", action="store_true", help="guests may not edit")
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
     p.add_argument("--max-file-bytes", type=_positive, default=tree.DEFAULT_MAX_FILE_BYTES,
                    help="larger files are listed, not shared (default 1 MiB)")
     p.add_argument("--max-workspace-bytes", type=_positive,
@@ -348,6 +368,12 @@ def main(argv=None) -> None:
     p.add_argument("--team", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--user", required=True)
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
+    p = sub.add_parser("login", help="sign in to host where the edges require it")
+    p.add_argument("--server", required=True, help="the URL of the server running single "
+                   "sign-on (the locator, or a lone edge)")
+    p.add_argument("--token-file", required=True, help="where to save the host token")
+    p.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     if args.command in ("share",) or getattr(args, "mirror", None):
         # warnings (dropped messages, files that cannot be written) to standard error
@@ -355,7 +381,8 @@ def main(argv=None) -> None:
             textFileLogObserver(sys.stderr),
             [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
             redirectStandardIO=False)
-    command = {"host": host, "join": join, "share": share, "presence": presence}[args.command]
+    command = {"host": host, "join": join, "share": share, "presence": presence,
+               "login": login}[args.command]
     task.react(command, [args])
 
 

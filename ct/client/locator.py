@@ -30,9 +30,13 @@ class LocatorClient:
         self.headers = headers or {}
 
     @defer.inlineCallbacks
-    def _call(self, method: bytes, path: str, body: Any = None, auth: tuple[str, str] = None):
+    def _call(self, method: bytes, path: str, body: Any = None,
+              auth: tuple[str, str] | str | None = None):
+        """``auth``: ``(user, password)`` for HTTP Basic, or an API token (Bearer)."""
         headers = Headers({k.encode(): [v.encode()] for k, v in self.headers.items()})
-        if auth is not None:
+        if isinstance(auth, str):
+            headers.setRawHeaders(b"authorization", [f"Bearer {auth}".encode()])
+        elif auth is not None:
             import base64
 
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -83,6 +87,12 @@ class LocatorClient:
     def suspend(self, edge_id: str, suspended: bool, auth) -> defer.Deferred:
         action = "suspend" if suspended else "resume"
         return self._call(b"POST", f"/api/v1/edges/{edge_id}/{action}", auth=auth)
+
+    def audit(self, auth, limit: int = 100, kind: str | None = None) -> defer.Deferred:
+        from urllib.parse import urlencode
+
+        query = urlencode({"limit": limit, **({"kind": kind} if kind else {})})
+        return self._call(b"GET", f"/api/v1/audit?{query}", auth=auth)
 
     def set_regions(self, regions: dict, auth) -> defer.Deferred:
         return self._call(b"PUT", "/api/v1/regions", {"regions": regions}, auth=auth)

@@ -15,8 +15,11 @@ class PresenceClient:
     """One member's view of a team: ``members`` and ``sessions`` kept current from events."""
 
     def __init__(self, reactor, server: str, team: str, token: str, user: str,
-                 client: str = "ct-python-client/0.1", trust_all_certs: bool = False):
+                 client: str = "ct-python-client/0.1", trust_all_certs: bool = False,
+                 host_token: str | None = None):
+        """``host_token``: from signing in (``ct-client login``), for CT_HOST_AUTH=sso."""
         self.reactor = reactor
+        self.host_token = host_token
         self.server = server
         self.team = team
         self.token = token
@@ -37,9 +40,11 @@ class PresenceClient:
 
         def opened(proto):
             self._proto = proto
-            proto.sendMessage(encode_control({
-                "type": "presence", "v": PROTOCOL_VERSION, "team": self.team,
-                "token": self.token, "user": self.user, "client": self.client}), False)
+            message = {"type": "presence", "v": PROTOCOL_VERSION, "team": self.team,
+                       "token": self.token, "user": self.user, "client": self.client}
+            if self.host_token:
+                message["hostToken"] = self.host_token
+            proto.sendMessage(encode_control(message), False)
             return self._state
 
         d = connect_websocket(self.reactor, websocket_url(self.server, "presence"),

@@ -195,9 +195,10 @@ class SessionClient:
 
     def host(self, title: str | None = None, team: str | None = None,
              team_token: str | None = None, client_version: str | None = None,
-             probe: str | None = None) -> Deferred:
+             probe: str | None = None, host_token: str | None = None) -> Deferred:
         """Create a session; fires with the ``hosted`` reply. ``probe``: the edge's own
-        self-probe secret (such sessions stay out of audit, presence and metrics)."""
+        self-probe secret (such sessions stay out of audit, presence and metrics);
+        ``host_token``: from signing in (``ct-client login``), for CT_HOST_AUTH=sso."""
         if self.key is None:
             self.key = SessionKey.generate()
         if self.stickiness is None:
@@ -211,6 +212,8 @@ class SessionClient:
             message["clientVersion"] = client_version
         if probe:
             message["probe"] = probe
+        if host_token:
+            message["hostToken"] = host_token
         self.role = "host"
         return self._open(message)
 

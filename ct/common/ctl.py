@@ -5,7 +5,9 @@
     ctctl suspend EDGE --locator URL      suspend an edge (rolling upgrade)
     ctctl resume EDGE --locator URL
 
-Operator credentials: CT_DASHBOARD_USER (default ctuser) and CT_DASHBOARD_PASSWORD.
+Operator credentials: an API token (created on the dashboard's API tokens page) in
+CT_API_TOKEN or --token-file; else CT_DASHBOARD_USER (default ctuser) and
+CT_DASHBOARD_PASSWORD.
 """
 
 from __future__ import annotations
@@ -20,6 +22,20 @@ from twisted.internet import defer, task
 from ct.common.tokens import team_token
 
 
+def operator_credentials(token_file: str | None, env) -> str | tuple[str, str] | None:
+    """An API token (``--token-file``, else ``CT_API_TOKEN``), else the dashboard account
+    from ``CT_DASHBOARD_USER``/``CT_DASHBOARD_PASSWORD``, else None."""
+    if token_file:
+        with open(token_file, encoding="utf-8") as f:
+            return f.read(200).strip()
+    if env.get("CT_API_TOKEN"):
+        return env["CT_API_TOKEN"].strip()
+    password = env.get("CT_DASHBOARD_PASSWORD")
+    if not password:
+        return None
+    return (env.get("CT_DASHBOARD_USER") or "ctuser", password)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="ctctl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +47,8 @@ def main(argv=None) -> None:
         if name != "edges":
             p.add_argument("edge")
         p.add_argument("--locator", default=os.environ.get("CT_LOCATOR"), required=False)
+        p.add_argument("--token-file", help="file holding an API token (default: "
+                       "$CT_API_TOKEN)")
     args = parser.parse_args(argv)
 
     if args.command == "team-token":
@@ -41,20 +59,24 @@ def main(argv=None) -> None:
         return
     if not args.locator:
         parser.error(f"{args.command} needs --locator or CT_LOCATOR")
-    password = os.environ.get("CT_DASHBOARD_PASSWORD")
-    if not password:
-        parser.error("set CT_DASHBOARD_PASSWORD (and CT_DASHBOARD_USER) for operator commands")
-    auth = (os.environ.get("CT_DASHBOARD_USER") or "ctuser", password)
+    auth = operator_credentials(args.token_file, os.environ)
+    if auth is None:
+        parser.error("set CT_API_TOKEN (or --token-file), or CT_DASHBOARD_PASSWORD (and "
+                     "CT_DASHBOARD_USER), for operator commands")
 
     @defer.inlineCallbacks
     def run(reactor):
-        from ct.client.locator import LocatorClient
+        from ct.client.locator import LocatorClient, LocatorRefused
 
         client = LocatorClient(reactor, args.locator)
-        if args.command == "edges":
-            result = yield client.edges(auth)
-        else:
-            result = yield client.suspend(args.edge, args.command == "suspend", auth)
+        try:
+            if args.command == "edges":
+                result = yield client.edges(auth)
+            else:
+                result = yield client.suspend(args.edge, args.command == "suspend", auth)
+        except LocatorRefused as e:
+            sys.stderr.write(f"ctctl: the locator refused: {e}\n")
+            raise SystemExit(1) from None
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
 

@@ -1,11 +1,18 @@
-"""Small HTTP client helpers (health probes between servers of one deployment)."""
+"""Small HTTP client helpers (health probes between servers of one deployment).
+
+With an :class:`~ct.common.proxy.OutboundProxy` (``CT_PROXY``), requests go through the
+proxy's ``CONNECT`` tunnel unless ``NO_PROXY`` names the destination.
+"""
 
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.web.client import Agent, readBody
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
+
+from ct.common.proxy import OutboundProxy
 
 
 @implementer(IPolicyForHTTPS)
@@ -18,15 +25,38 @@ class TrustAllPolicy:
         return CertificateOptions(verify=False)
 
 
-def make_agent(reactor, trust_all: bool = False, timeout: float = 5.0) -> Agent:
-    if trust_all:
-        return Agent(reactor, contextFactory=TrustAllPolicy(), connectTimeout=timeout)
-    return Agent(reactor, connectTimeout=timeout)
+@implementer(IAgentEndpointFactory)
+class _OutboundEndpoints:
+    """Endpoints for an ``Agent``: through the proxy's tunnel or direct, TLS inside."""
+
+    def __init__(self, reactor, outbound: OutboundProxy, tls_policy, timeout: float):
+        self.reactor = reactor
+        self.outbound = outbound
+        self.tls_policy = tls_policy
+        self.timeout = timeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        endpoint = self.outbound.endpoint(self.reactor, host, uri.port, self.timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self.tls_policy.creatorForNetloc(uri.host, uri.port),
+                                     endpoint)
+        return endpoint
 
 
-def health_checker(reactor, trust_all: bool = False, timeout: float = 3.0):
+def make_agent(reactor, trust_all: bool = False, timeout: float = 5.0,
+               outbound: OutboundProxy | None = None) -> Agent:
+    policy = TrustAllPolicy() if trust_all else BrowserLikePolicyForHTTPS()
+    if outbound is not None and outbound.proxy is not None:
+        return Agent.usingEndpointFactory(
+            reactor, _OutboundEndpoints(reactor, outbound, policy, timeout))
+    return Agent(reactor, contextFactory=policy, connectTimeout=timeout)
+
+
+def health_checker(reactor, trust_all: bool = False, timeout: float = 3.0,
+                   outbound: OutboundProxy | None = None):
     """A callable ``(base_url) -> Deferred[bool]``: does ``base_url/health`` answer 200?"""
-    agent = make_agent(reactor, trust_all, timeout)
+    agent = make_agent(reactor, trust_all, timeout, outbound)
 
     @defer.inlineCallbacks
     def check(base_url: str):

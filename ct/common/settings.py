@@ -12,6 +12,7 @@ one :class:`~twisted.python.usage.UsageError` naming both the variable and the o
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ class Setting:
     help: str
     roles: frozenset = field(default_factory=lambda: frozenset({"edge"}))
     secret: bool = False
+    also_env: tuple[str, ...] = ()  # read in order when ``env`` is unset (e.g. NO_PROXY)
 
     @property
     def key(self) -> str:
@@ -239,9 +241,11 @@ def resolve(settings: Iterable[Setting], given: Mapping[str, str | None],
     for s in settings:
         raw = given.get(s.key)
         source = f"--{s.option}"
-        if raw is None:
-            raw = environ.get(s.env)
-            source = s.env
+        for name in (s.env, *s.also_env):
+            if raw is not None:
+                break
+            raw = environ.get(name)
+            source = name
         if raw is None:
             values[s.key] = s.default
             sources[s.key] = "default"
@@ -249,7 +253,7 @@ def resolve(settings: Iterable[Setting], given: Mapping[str, str | None],
         try:
             values[s.key] = s.parse(raw)
         except SettingError as e:
-            shown = "(hidden)" if s.secret else repr(raw)
+            shown = "(hidden)" if s.secret else repr(mask_userinfo(raw))
             raise usage.UsageError(
                 f"invalid setting {s.env} (--{s.option}) = {shown} from {source}: {e}"
             ) from None
@@ -305,8 +309,18 @@ def describe(values: Mapping[str, Any], settings: Iterable[Setting]) -> list[str
         value = values.get(s.key)
         if s.secret and value:
             value = "****"
+        elif isinstance(value, str):
+            value = mask_userinfo(value)
         lines.append(f"{s.env}={value!r} ({sources.get(s.key, 'default')})")
     return lines
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """A URL's password (``scheme://user:password@host``) as ``****``, for logs."""
+    return _USERINFO_PASSWORD.sub(r"\1****@", text)
 
 
 def _show_default(s: Setting) -> str:
@@ -326,7 +340,8 @@ def markdown_table(settings: Iterable[Setting]) -> str:
     ]
     for s in settings:
         roles = ", ".join(sorted(s.roles))
+        env = " or ".join(f"`{name}`" for name in (s.env, *s.also_env))
         lines.append(
-            f"| `{s.env}` | `--{s.option}` | {roles} | `{_show_default(s)}` | {s.help} |"
+            f"| {env} | `--{s.option}` | {roles} | `{_show_default(s)}` | {s.help} |"
         )
     return "\n".join(lines) + "\n"

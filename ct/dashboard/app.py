@@ -17,6 +17,7 @@ from twisted.web import resource
 from twisted.web.static import File
 
 from ct.common.credentials import Credentials
+from ct.common.oidc import OidcClient
 from ct.dashboard.auth import LoginGuard, LoginThrottle, SessionStore
 from ct.dashboard.backend import Backend
 from ct.dashboard.frame import Frame
@@ -28,6 +29,9 @@ from ct.dashboard.pages.live import LivePages
 from ct.dashboard.pages.login import LoginPages
 from ct.dashboard.pages.logs import OlderLogs, log_page
 from ct.dashboard.pages.settings import SettingsPages
+from ct.dashboard.pages.sso import SsoPages
+from ct.dashboard.pages.tokens import TokenPages
+from ct.dashboard.responses import refuse
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 
@@ -47,18 +51,23 @@ class Dashboard:
 
     def __init__(self, backend: Backend, credentials: Credentials, clock,
                  server_log: ServerLog, config: DashboardConfig = DashboardConfig(),
-                 throttle: LoginThrottle | None = None, sessions: SessionStore | None = None):
-        """``throttle``: shared with another log-in (the locator's operator API)."""
+                 throttle: LoginThrottle | None = None, sessions: SessionStore | None = None,
+                 oidc: OidcClient | None = None):
+        """``throttle``: shared with another log-in (the locator's operator API);
+        ``oidc``: the identity provider's client when ``config.sso`` is set."""
         self.backend = backend
         login = LoginGuard(credentials, clock, self._record_failure, "dashboard",
                            throttle=throttle)
         self.guard = RequestGuard(sessions or SessionStore(clock), login, config)
         self.frame = Frame(self.guard, backend.mode)
         self.login = LoginPages(self.guard, backend)
+        self.sso = SsoPages(self.guard, backend, oidc, self.login,
+                            config.host_tokens) if oidc else None
         self.live = LivePages(backend, clock)
         self.edges = EdgePages(backend, clock)
         self.settings = SettingsPages(backend, clock)
         self.audit = AuditPages(backend, clock)
+        self.tokens = TokenPages(backend, clock)
         self.server_log = log_page(server_log)
         self.older_logs = OlderLogs(self.guard, server_log)
         self._static = StaticFiles(STATIC_DIR)
@@ -84,19 +93,37 @@ class Dashboard:
     def log_in(self, request):
         return self.login.login(request)
 
+    @app.route("/sso/start", methods=["GET"])
+    def sso_start(self, request):
+        if self.sso is None:
+            return refuse(request, 404, "single sign-on is not configured (CT_SSO_ISSUER)")
+        return self.sso.start(request)
+
+    @app.route("/sso/host", methods=["GET"])
+    def sso_host(self, request):
+        if self.sso is None:
+            return refuse(request, 404, "single sign-on is not configured (CT_SSO_ISSUER)")
+        return self.sso.host_start(request)
+
+    @app.route("/sso/callback", methods=["GET"])
+    def sso_callback(self, request):
+        if self.sso is None:
+            return refuse(request, 404, "single sign-on is not configured (CT_SSO_ISSUER)")
+        return self.sso.callback(request)
+
     @app.route("/logout", methods=["POST"])
     def log_out(self, request):
-        return self.frame.action(request, self.login.logout, "/dashboard/login")
+        return self.frame.action(request, self.login.logout, "/dashboard/login", viewer=True)
 
     @app.route("/", methods=["GET"], strict_slashes=False)  # /dashboard and /dashboard/
     def overview_page(self, request):
         return self.frame.page(request, "overview", "Overview", self.live.overview,
-                               refresh=15)
+                               refresh=15, viewer=True)
 
     @app.route("/sessions", methods=["GET"])
     def sessions_page(self, request):
         return self.frame.page(request, "sessions", "Active sessions", self.live.sessions,
-                               refresh=15)
+                               refresh=15, viewer=True)
 
     @app.route("/sessions/<string:sid>/end", methods=["POST"])
     def end_session(self, request, sid):
@@ -112,6 +139,11 @@ class Dashboard:
     def edges_page(self, request):
         return self.frame.page(request, "edges", "Edge servers", self.edges.edges,
                                refresh=10)
+
+    @app.route("/edges/<string:edge_id>/log", methods=["GET"])
+    def edge_log_page(self, request, edge_id):
+        return self.frame.page(request, "edges", f"Log of edge {edge_id}",
+                               partial(self.edges.edge_log, edge_id), refresh=10)
 
     @app.route("/edges/<string:edge_id>/suspend", methods=["POST"])
     def suspend(self, request, edge_id):
@@ -151,16 +183,29 @@ class Dashboard:
 
     @app.route("/audit", methods=["GET"])
     def audit_page(self, request):
-        return self.frame.page(request, "audit", "Audit log", self.audit.audit)
+        return self.frame.page(request, "audit", "Audit log", self.audit.audit, viewer=True)
 
     @app.route("/audit.csv", methods=["GET"])
     def audit_csv(self, request):
-        return self.frame.download(request, partial(self.audit.export, "csv"))
+        return self.frame.download(request, partial(self.audit.export, "csv"), viewer=True)
 
     @app.route("/audit.json", methods=["GET"])
     def audit_json(self, request):
-        return self.frame.download(request, partial(self.audit.export, "json"))
+        return self.frame.download(request, partial(self.audit.export, "json"), viewer=True)
 
     @app.route("/logs", methods=["GET"])
     def logs_page(self, request):
         return self.frame.page(request, "logs", "Server log", self.server_log, refresh=10)
+
+    @app.route("/tokens", methods=["GET"])
+    def tokens_page(self, request):
+        return self.frame.page(request, "tokens", "API tokens", self.tokens.tokens)
+
+    @app.route("/tokens", methods=["POST"])
+    def create_token(self, request):
+        return self.frame.action(request, self.tokens.create, "/dashboard/tokens")
+
+    @app.route("/tokens/<string:token_id>/revoke", methods=["POST"])
+    def revoke_token(self, request, token_id):
+        return self.frame.action(request, partial(self.tokens.revoke, token_id),
+                                 "/dashboard/tokens")

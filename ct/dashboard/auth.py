@@ -22,14 +22,28 @@ SESSION_LIFETIME = 12 * 3600.0  # and none lasts longer than this
 MAX_SESSIONS = 1000
 
 
+ADMIN = "admin"
+TEAM_VIEWER = "team-viewer"
+
+
 @dataclass
 class LoginSession:
+    """A logged-in browser. ``role``: ``admin`` (everything) or ``team-viewer`` (the
+    sessions and audit of ``teams``, nothing else); ``method``: ``password`` or ``sso``."""
+
     sid: str
     user: str
     csrf: str
     created: float
     last_used: float
     flash: list = field(default_factory=list)  # (kind, text) shown on the next page
+    role: str = ADMIN
+    teams: tuple[str, ...] = ()
+    method: str = "password"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
 
     def csrf_ok(self, given: str | None) -> bool:
         return isinstance(given, str) and same_secret(given, self.csrf)
@@ -54,13 +68,15 @@ class SessionStore:
         """A fresh random token (session ids, CSRF tokens, the log-in form's token)."""
         return self._token(nbytes)
 
-    def create(self, user: str) -> LoginSession:
+    def create(self, user: str, role: str = ADMIN, teams: tuple[str, ...] = (),
+               method: str = "password") -> LoginSession:
         now = self.clock.seconds()
         self._expire(now)
         while len(self._sessions) >= self.max_sessions:  # drop the least recently used
             oldest = min(self._sessions.values(), key=lambda s: s.last_used)
             del self._sessions[oldest.sid]
-        session = LoginSession(self.token(), user, self.token(), now, now)
+        session = LoginSession(self.token(), user, self.token(), now, now, role=role,
+                               teams=tuple(teams), method=method)
         self._sessions[session.sid] = session
         return session
 

@@ -38,7 +38,9 @@ class Backend(Protocol):
     def history(self, since: float, until: float, bucket: float) -> defer.Deferred: ...
     def edges(self) -> defer.Deferred: ...
     def this_edge(self) -> dict[str, Any]: ...
+    def locators(self) -> list[dict[str, Any]]: ...
     def suspend(self, edge_id: str, suspended: bool, by: str) -> defer.Deferred: ...
+    def edge_log(self, edge_id: str) -> defer.Deferred: ...
     def sessions(self) -> defer.Deferred: ...
     def remove_participant(self, session_id: str, pid: int, by: str) -> defer.Deferred: ...
     def end_session(self, session_id: str, by: str) -> defer.Deferred: ...
@@ -51,6 +53,10 @@ class Backend(Protocol):
     def set_integrations(self, value: Mapping[str, Any] | None, by: str) -> defer.Deferred: ...
     def audit(self, **query) -> defer.Deferred: ...
     def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
+    def api_tokens(self) -> defer.Deferred: ...
+    def create_api_token(self, name: str, role: str, teams: tuple[str, ...],
+                         by: str) -> defer.Deferred: ...
+    def revoke_api_token(self, token_id: str, by: str) -> defer.Deferred: ...
 
 
 def _sum_downloads(per_edge) -> dict[str, int]:
@@ -67,9 +73,11 @@ class LocatorBackend:
 
     mode = "multi-server"
 
-    def __init__(self, locator):
+    def __init__(self, locator, tokens=None):
+        """``tokens``: the :class:`~ct.storage.apitokens.ApiTokenStore`."""
         self.locator = locator
         self.clock = locator.clock
+        self.tokens = tokens
 
     @defer.inlineCallbacks
     def overview(self) -> Any:
@@ -99,8 +107,18 @@ class LocatorBackend:
     def this_edge(self):
         raise NotAvailable("the locator serves no sessions itself")
 
+    def locators(self):
+        """The locators on this database (``Cluster.describe``): one unless several share
+        PostgreSQL."""
+        cluster = getattr(self.locator, "cluster", None)
+        return cluster.describe() if cluster is not None else []
+
     def suspend(self, edge_id: str, suspended: bool, by: str):
         return _action(self.locator.suspend(edge_id, suspended, by=by))
+
+    def edge_log(self, edge_id: str):
+        """A ``link.LogAnswer``: the edge's recent log lines, fetched over its link."""
+        return _action(self.locator.edge_log(edge_id))
 
     def sessions(self):
         return self.locator.live_sessions()
@@ -149,6 +167,34 @@ class LocatorBackend:
     def record(self, kind: str, user: str | None, **details):
         return self.locator.audit(kind, user=user, details=details)
 
+    def api_tokens(self):
+        if self.tokens is None:
+            return defer.fail(NotAvailable())
+        return self.tokens.list()
+
+    @defer.inlineCallbacks
+    def create_api_token(self, name, role, teams, by):
+        from ct.storage.apitokens import TooManyTokens
+
+        if self.tokens is None:
+            raise NotAvailable()
+        try:
+            token, text = yield self.tokens.create(name, role, teams, by)
+        except TooManyTokens as e:
+            raise ActionError(str(e)) from None
+        yield self.record("api_token_created", by, token=token.token_id, name=name,
+                          role=role, teams=list(teams))
+        return token, text
+
+    @defer.inlineCallbacks
+    def revoke_api_token(self, token_id, by):
+        if self.tokens is None:
+            raise NotAvailable()
+        revoked = yield self.tokens.revoke(token_id)
+        if not revoked:
+            raise ActionError(f"no live API token {token_id}")
+        yield self.record("api_token_revoked", by, token=token_id)
+
 
 @defer.inlineCallbacks
 def _action(d):
@@ -195,15 +241,22 @@ class EdgeBackend:
         snap = self.edge.snapshot()
         return {"edge": self.edge.edge_id, "region": self.edge.config.region,
                 "version": __version__, "state": "online", "suspended": False,
-                "lagMs": snap["lag_ms"], "connections": snap["connections"],
+                "lagMs": snap["lag_ms"], "cpu": snap["cpu"],
+                "connections": snap["connections"],
                 "sessions": snap["sessions"], "users": snap["users_online"],
                 "lastSeenAgo": 0.0}
 
     def edges(self):
         return defer.fail(NotAvailable())
 
+    def locators(self):
+        return []
+
     def suspend(self, edge_id, suspended, by):
         return defer.fail(NotAvailable())
+
+    def edge_log(self, edge_id):
+        return defer.fail(NotAvailable())  # its own log is the Logs page
 
     def sessions(self):
         return defer.succeed(admin.list_sessions(self.edge.relay))
@@ -249,6 +302,15 @@ class EdgeBackend:
         return defer.succeed(None if settings is None else settings.to_json())
 
     def set_integrations(self, value, by):
+        return defer.fail(NotAvailable())
+
+    def api_tokens(self):
+        return defer.fail(NotAvailable())
+
+    def create_api_token(self, name, role, teams, by):
+        return defer.fail(NotAvailable())
+
+    def revoke_api_token(self, token_id, by):
         return defer.fail(NotAvailable())
 
     def audit(self, **query):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web.template import Tag
 
 from ct import __version__
@@ -14,13 +15,16 @@ from ct.dashboard.guard import RequestGuard
 from ct.dashboard.html import tags
 from ct.dashboard.responses import refuse, render, see_other, to_login
 
+_log = Logger()
+
 NAV = [("overview", "/dashboard", "Overview"), ("edges", "/dashboard/edges", "Edge servers"),
        ("sessions", "/dashboard/sessions", "Sessions"), ("regions", "/dashboard/regions",
                                                         "Regions"),
        ("advanced", "/dashboard/advanced", "Advanced"), ("audit", "/dashboard/audit",
                                                          "Audit log"),
        ("integrations", "/dashboard/integrations", "Integrations"),
-       ("logs", "/dashboard/logs", "Logs")]
+       ("logs", "/dashboard/logs", "Logs"), ("tokens", "/dashboard/tokens", "API tokens")]
+VIEWER_PAGES = ("overview", "sessions", "audit")  # what a team viewer sees in the navigation
 NEEDS_LOCATOR = ("This page needs the locator: this server runs in single-server mode "
                  "(CT_LOCATOR is not set), so there is only this one edge.")
 
@@ -41,14 +45,29 @@ def post_button(session, action: str, label: str, ident: str, confirm: str,
 class Frame:
     """Wraps page bodies in the layout and actions in the POST checks."""
 
-    def __init__(self, guard: RequestGuard, mode: str):
+    def __init__(self, guard: RequestGuard, mode: str, nav=tuple(NAV)):
         self.guard = guard
         self.mode = mode
+        self.nav = list(nav)
+
+    def refuse_role(self, request, session, viewer: bool) -> bytes | None:
+        """A 403 when ``session``'s role may not use this route (``viewer``: team viewers
+        may); every refusal is one log line naming the user."""
+        if session.is_admin or viewer:
+            return None
+        _log.warn("dashboard: {user} ({role}) refused {method} {path}: administrators only",
+                  user=session.user, role=session.role,
+                  method=request.method.decode("latin-1"),
+                  path=request.path.decode("latin-1", "replace"))
+        return refuse(request, 403, f"forbidden: {session.user} is a {session.role}; this "
+                                    "needs the admin role")
 
     def layout(self, session, active: str, title: str, *body,
                refresh: int | None = None) -> Tag:
         nav = tags.nav(class_="nav")
-        for key, href, label in NAV:
+        for key, href, label in self.nav:
+            if not session.is_admin and key not in VIEWER_PAGES:
+                continue
             nav(tags.a(label, href=href, class_="active" if key == active else ""))
         flashes = tags.div(class_="flashes")
         for kind, text in session.flash:
@@ -69,8 +88,9 @@ class Frame:
                     tags.div(tags.span("CodeTogether", class_="brand-name"),
                              tags.span("server", class_="brand-sub"), class_="brand"),
                     tags.span(self.mode, class_="mode", id="mode"),
-                    tags.div(tags.span(session.user, class_="who", id="who"), logout,
-                             class_="user"),
+                    tags.div(tags.span(session.user, class_="who", id="who"),
+                             tags.span(_role_text(session), class_="role", id="role"),
+                             logout, class_="user"),
                     class_="top"),
                 tags.div(nav, tags.main(tags.h1(title), flashes, *body, class_="content"),
                          class_="frame"),
@@ -78,11 +98,15 @@ class Frame:
             lang="en")
 
     def page(self, request, active: str, title: str, produce: Callable,
-             refresh: int | None = None):
-        """A logged-in GET page: ``produce(request, session)`` yields the body."""
+             refresh: int | None = None, viewer: bool = False):
+        """A logged-in GET page: ``produce(request, session)`` yields the body;
+        ``viewer``: team viewers may see it (the producer filters by their teams)."""
         session = self.guard.current(request)
         if session is None:
             return to_login(request)
+        refusal = self.refuse_role(request, session, viewer)
+        if refusal is not None:
+            return refusal
 
         @defer.inlineCallbacks
         def build():
@@ -98,11 +122,14 @@ class Frame:
 
         return build()
 
-    def action(self, request, perform: Callable, back: str):
+    def action(self, request, perform: Callable, back: str, viewer: bool = False):
         """A logged-in, same-origin, CSRF-checked POST: ``perform(request, session)``
-        (a message to flash, or a Deferred of one); then 303 to ``back``."""
+        (a message to flash, or a Deferred of one); then 303 to ``back``. Administrators
+        only unless ``viewer``."""
         session = self.guard.current(request)
         refusal = self.guard.refuse_post(request, session)
+        if refusal is None:
+            refusal = self.refuse_role(request, session, viewer)
         if refusal is not None:
             return refusal
 
@@ -119,11 +146,21 @@ class Frame:
 
         return run()
 
-    def download(self, request, produce: Callable):
-        """A logged-in GET answered by ``produce(request)`` itself (not a page)."""
-        if self.guard.current(request) is None:
+    def download(self, request, produce: Callable, viewer: bool = False):
+        """A logged-in GET answered by ``produce(request, session)`` itself (not a page)."""
+        session = self.guard.current(request)
+        if session is None:
             return refuse(request, 403, "not logged in")
-        return produce(request)
+        refusal = self.refuse_role(request, session, viewer)
+        if refusal is not None:
+            return refusal
+        return produce(request, session)
+
+
+def _role_text(session) -> str:
+    if session.is_admin:
+        return "admin"
+    return f"team viewer: {', '.join(session.teams)}"
 
 
 class PageGroup:

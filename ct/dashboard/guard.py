@@ -12,11 +12,14 @@ from twisted.logger import Logger
 from ct.dashboard.auth import LoginGuard, LoginSession, SessionStore, Verdict
 from ct.dashboard.responses import arg, refuse
 from ct.common.addresses import parse_networks, request_client_ip
+from ct.common.hosttoken import HostTokenConfig
+from ct.common.oidc import SsoConfig
 
 _log = Logger()
 
 COOKIE = b"ct_dashboard"
 LOGIN_COOKIE = b"ct_login"
+SSO_COOKIE = b"ct_sso"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +31,29 @@ class DashboardConfig:
     trusted_proxies: tuple[Any, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     public_https: bool = False
+    server_url: str | None = None
+    sso: SsoConfig | None = None  # OpenID Connect sign-in (CT_SSO_*), or None
+    password_login: bool = True  # the local account's form (CT_DASHBOARD_PASSWORD_LOGIN)
+    host_tokens: HostTokenConfig | None = None  # issue host tokens at /dashboard/sso/host
 
     @classmethod
-    def for_server(cls, server_url: str | None, trusted_proxies=()) -> DashboardConfig:
+    def for_server(cls, server_url: str | None, trusted_proxies=(),
+                   sso: SsoConfig | None = None, password_login: bool = True,
+                   host_tokens: HostTokenConfig | None = None) -> DashboardConfig:
         """The dashboard of a server reached at ``server_url`` (None: not configured)."""
         return cls(trusted_proxies=parse_networks(trusted_proxies or (), "trusted proxy"),
                    allowed_origins=(server_url,) if server_url else (),
-                   public_https=urlsplit(server_url or "").scheme == "https")
+                   public_https=urlsplit(server_url or "").scheme == "https",
+                   server_url=server_url.rstrip("/") if server_url else None, sso=sso,
+                   password_login=password_login or sso is None, host_tokens=host_tokens)
+
+    def base_url(self, request) -> str:
+        """This dashboard's origin as the browser sees it: ``CT_SERVER_URL``, else the
+        request's own scheme and ``Host``."""
+        if self.server_url:
+            return self.server_url
+        scheme = "https" if request.isSecure() else "http"
+        return f"{scheme}://{(request.getHeader('host') or 'localhost')}"
 
 
 class RequestGuard:
@@ -81,8 +100,11 @@ class RequestGuard:
             return refuse(request, 403, "missing or wrong CSRF token; reload the page")
         return None
 
-    def set_cookie(self, request, name: bytes, value: str, max_age: int | None = None):
+    def set_cookie(self, request, name: bytes, value: str, max_age: int | None = None,
+                   same_site: str = "strict"):
+        """``same_site="lax"`` only for the sign-in state, which must come back with the
+        identity provider's (cross-site) redirect."""
         request.addCookie(name, value.encode("ascii"), path=b"/", httpOnly=True,
                           secure=request.isSecure() or self.config.public_https or None,
-                          sameSite="strict",
+                          sameSite=same_site,
                           max_age=None if max_age is None else str(max_age).encode())

@@ -37,9 +37,15 @@ class AuditRing:
     def query(self, since: float | None = None, until: float | None = None,
               kind: str | Iterable[str] | None = None, user: str | None = None,
               edge: str | None = None, session: str | None = None, limit: int = 100,
-              offset: int = 0) -> list[AuditEntry]:
-        """Newest first, with the store's filter semantics."""
+              offset: int = 0, teams: Iterable[str] | None = None) -> list[AuditEntry]:
+        """Newest first, with the store's filter semantics (``teams``: only entries of
+        sessions whose ``session_started`` entry names one of them)."""
         kinds = {kind} if isinstance(kind, str) else set(kind or ())
+        sessions = None
+        if teams is not None:
+            wanted = set(teams)
+            sessions = {e.session_id for e in self.entries if e.kind == "session_started"
+                        and e.session_id and e.details.get("team") in wanted}
         out = []
         skipped = 0
         for e in sorted(self.entries, key=lambda e: (e.at, e.seq), reverse=True):
@@ -48,6 +54,8 @@ class AuditRing:
             if until is not None and e.at >= until:
                 continue
             if kinds and e.kind not in kinds:
+                continue
+            if sessions is not None and e.session_id not in sessions:
                 continue
             if (user is not None and e.user != user or edge is not None and e.edge_id != edge
                     or session is not None and e.session_id != session):

@@ -10,6 +10,8 @@ from twisted.application.internet import TimerService
 from twisted.logger import globalLogPublisher
 
 from ct.common.credentials import Credentials
+from ct.common.http import make_agent
+from ct.common.oidc import OidcClient
 from ct.dashboard.app import Dashboard
 from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.backend import EdgeBackend, LocatorBackend
@@ -34,11 +36,20 @@ class LogCapture(service.Service):
         self.publisher.removeObserver(self.ring)
 
 
+def oidc_client(config: DashboardConfig, reactor) -> OidcClient | None:
+    """The identity provider's client when single sign-on is configured."""
+    if config.sso is None:
+        return None
+    return OidcClient(config.sso, make_agent(reactor), reactor)
+
+
 def locator_dashboard(locator, credentials: Credentials, config: DashboardConfig, reactor,
-                      server_log: ServerLog, throttle: LoginThrottle | None = None) -> Dashboard:
-    """``throttle``: shared with the operator API, which takes the same credentials."""
-    return Dashboard(LocatorBackend(locator), credentials, reactor, server_log, config,
-                     throttle=throttle)
+                      server_log: ServerLog, throttle: LoginThrottle | None = None,
+                      tokens=None) -> Dashboard:
+    """``throttle``: shared with the operator API, which takes the same credentials;
+    ``tokens``: the API tokens (:class:`~ct.storage.apitokens.ApiTokenStore`)."""
+    return Dashboard(LocatorBackend(locator, tokens), credentials, reactor, server_log, config,
+                     throttle=throttle, oidc=oidc_client(config, reactor))
 
 
 def edge_dashboard(edge, downloads, credentials: Credentials, config: DashboardConfig,
@@ -58,4 +69,5 @@ def edge_dashboard(edge, downloads, credentials: Credentials, config: DashboardC
     timer.clock = reactor
     timer.setServiceParent(parent)
     backend = EdgeBackend(edge, downloads, audit, history, integrations)
-    return Dashboard(backend, credentials, reactor, server_log, config)
+    return Dashboard(backend, credentials, reactor, server_log, config,
+                     oidc=oidc_client(config, reactor))

@@ -17,13 +17,17 @@ from typing import Any, Callable
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ct import __version__
 from ct.client.links import websocket_url
 from ct.common.http import TrustAllPolicy
+from ct.common.proxy import OutboundProxy
 from ct.edge import admin
 from ct.protocol import link
 from ct.protocol.link import BATCH, decode_link_message
@@ -54,10 +58,45 @@ class _LinkProtocol(WebSocketClientProtocol):
         self.sendMessage(encode_control(message), False)
 
 
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """Passes failed connection attempts to ``failed`` (ClientService keeps them quiet)."""
+
+    def __init__(self, endpoint, failed: Callable):
+        self.endpoint = endpoint
+        self.failed = failed
+
+    def __repr__(self) -> str:
+        return repr(self.endpoint)
+
+    def connect(self, factory):
+        d = self.endpoint.connect(factory)
+        d.addErrback(self.failed)
+        return d
+
+
+@implementer(IStreamClientEndpoint)
+class RotatingEndpoint:
+    """Several locators (``CT_LOCATOR=url1,url2,...``): each connection attempt goes to the
+    next one, so a link that drops reconnects to another locator."""
+
+    def __init__(self, targets, ws_factory):
+        self.targets = list(targets)  # [(websocket URL, endpoint)]
+        self.ws_factory = ws_factory
+        self._next = 0
+
+    def connect(self, factory):
+        url, endpoint = self.targets[self._next % len(self.targets)]
+        self._next += 1
+        self.ws_factory.setSessionParameters(url=url)  # the Host header of this locator
+        return endpoint.connect(factory)
+
+
 class LocatorLink(service.Service):
     def __init__(self, reactor, edge, outbox, locator_url: str, secret: str,
                  public_url: Callable[[], str], report_interval: float = 2.0,
-                 trust_all: bool = False, max_connections: int = 0):
+                 trust_all: bool = False, max_connections: int = 0,
+                 outbound: OutboundProxy | None = None):
         self.reactor = reactor
         self.edge = edge
         self.outbox = outbox
@@ -76,30 +115,29 @@ class LocatorLink(service.Service):
         self.batches_sent = 0
         self.last_error: str | None = None
         self.downloads = None  # a DownloadCounter: per-client counts go into reports
+        self.server_log = None  # a ServerLog: its recent lines answer the locator's log-lines
         self.config_listeners: list[Callable[[dict[str, Any]], None]] = [self._apply_advanced]
         self._reporter = LoopingCall(self.report)
         self._reporter.clock = reactor
         outbox.on_added = self.pump
         edge.relay.add_listener(self._session_event)
 
-        url = websocket_url(locator_url, "edge")
-        self.factory = factory = WebSocketClientFactory(url, reactor=reactor)
+        urls = [websocket_url(u, "edge") for u in locator_url.split(",") if u.strip()]
+        self.factory = factory = WebSocketClientFactory(urls[0], reactor=reactor)
         factory.protocol = _LinkProtocol
         factory.link = self
         factory.noisy = False
         factory.setProtocolOptions(autoPingInterval=5, autoPingTimeout=10,
                                    openHandshakeTimeout=10,
                                    maxMessagePayloadSize=16 * 1024 * 1024)
-        endpoint = clientFromString(reactor, f"tcp:host={factory.host}:port={factory.port}"
-                                             ":timeout=10")
-        if factory.isSecure:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            tls = (TrustAllPolicy().creatorForNetloc(factory.host, factory.port) if trust_all
-                   else optionsForClientTLS(factory.host))
-            endpoint = wrapClientTLS(tls, endpoint)
+        # CT_PROXY: the proxy for these locators (a CONNECT tunnel, TLS inside it), or None
+        self.proxy = outbound.proxy_for(factory.host, factory.port) if outbound else None
+        endpoints = [(url, _endpoint(reactor, WebSocketClientFactory(url, reactor=reactor),
+                                     trust_all, outbound)) for url in urls]
+        endpoint = (endpoints[0][1] if len(endpoints) == 1
+                    else RotatingEndpoint(endpoints, factory))
         self.client = ClientService(
-            endpoint, factory, clock=reactor,
+            _ReportingEndpoint(endpoint, self._connect_failed), factory, clock=reactor,
             retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=1.6,
                                       jitter=random.random))
 
@@ -136,7 +174,7 @@ class LocatorLink(service.Service):
             self.suspended = bool(message.get("suspended"))
             self._backlog = self.outbox.depth > 0
             _log.info("registered with the locator at {url}{s}; {n} records waiting in the "
-                      "outbox", url=self.locator_url, s=" (suspended)" if self.suspended else "",
+                      "outbox", url=self.factory.url, s=" (suspended)" if self.suspended else "",
                       n=self.outbox.depth)
             self.last_error = None
             if self._retry_call is not None:
@@ -176,6 +214,9 @@ class LocatorLink(service.Service):
         """Answer the locator's administrator requests (dashboard actions)."""
         relay = self.edge.relay
         request = message.get("request")
+        if kind == link.LOG_LINES:
+            self._send_log(proto, request, link.requested_log_lines(message))
+            return
         if kind == link.LIST_SESSIONS:
             proto.send_json(link.sessions_answer(request, admin.list_sessions(relay)))
             return
@@ -192,6 +233,25 @@ class LocatorLink(service.Service):
                   session=message.get("session"))
         proto.send_json(link.done(request, **result))
 
+    def _send_log(self, proto, request, lines: int) -> None:
+        """The recent lines of this edge's log, bounded (``link.log_tail``), to the locator."""
+        if self.server_log is None:
+            proto.send_json(link.refused(request, "not-available", "this edge keeps no log"))
+            return
+
+        def answer(recent):
+            kept, truncated = link.log_tail(recent, lines)
+            if proto is self.proto:  # not over a link that has gone since
+                source = self.server_log.source()
+                proto.send_json(link.LogAnswer(tuple(kept), source, truncated).to_json(request))
+
+        def failed(f):
+            _log.failure("reading the log for the locator", f)
+            if proto is self.proto:
+                proto.send_json(link.refused(request, "failed", "could not read the log"))
+
+        self.server_log.lines(lines + 1).addCallbacks(answer, failed)  # +1: older ones?
+
     def untrusted_certificate(self, detail: str) -> None:
         """The locator's TLS certificate did not verify: say what to do, once per cause."""
         text = f"certificate: {detail}"
@@ -200,6 +260,17 @@ class LocatorLink(service.Service):
                        "CA on this host, or set CT_TRUST_ALL_CERTS=true for a self-signed "
                        "locator of your own", detail=detail)
         self.last_error = text
+
+    def _connect_failed(self, failure):
+        """One line per cause while connecting fails (ClientService retries with back-off)."""
+        if not failure.check(defer.CancelledError):
+            via = f" through the proxy {self.proxy}" if self.proxy is not None else ""
+            text = f"connect: {failure.getErrorMessage()}"
+            if text != self.last_error:
+                _log.warn("cannot connect to the locator at {url}{via}: {error}; retrying",
+                          url=self.locator_url, via=via, error=failure.getErrorMessage())
+            self.last_error = text
+        return failure
 
     def _closed(self, proto, code, reason):
         if proto is not self.proto:
@@ -218,11 +289,10 @@ class LocatorLink(service.Service):
         if not self.registered:
             return
         snap = self.edge.snapshot()
-        cap = self.max_connections
         self.proto.send_json(link.Report(
             lag_ms=snap["lag_ms"], connections=snap["connections"], sessions=snap["sessions"],
-            users=snap["users_online"], load=(snap["people"] / cap) if cap else None,
-            suspended=self.suspended, outbox=self.outbox.depth,
+            users=snap["users_online"], cpu=snap["cpu"], suspended=self.suspended,
+            outbox=self.outbox.depth,
             sessions_hosted=snap["sessions_hosted_total"],
             downloads=self.downloads.counts() if self.downloads is not None else {}).to_json())
 
@@ -292,6 +362,24 @@ class LocatorLink(service.Service):
 
         d.addCallback(removed)
         d.addErrback(lambda f: _log.failure("outbox delete failed", f))
+
+
+def _endpoint(reactor, parsed: WebSocketClientFactory, trust_all: bool,
+              outbound: OutboundProxy | None = None):
+    """The TCP (or TLS) client endpoint of one locator URL (``parsed`` holds its parts),
+    through the ``CT_PROXY`` tunnel unless ``CT_NO_PROXY`` exempts the locator."""
+    if outbound is not None and outbound.proxy_for(parsed.host, parsed.port) is not None:
+        endpoint = outbound.endpoint(reactor, parsed.host, parsed.port, timeout=10)
+    else:
+        endpoint = clientFromString(reactor, f"tcp:host={parsed.host}:port={parsed.port}"
+                                             ":timeout=10")
+    if parsed.isSecure:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        tls = (TrustAllPolicy().creatorForNetloc(parsed.host, parsed.port) if trust_all
+               else optionsForClientTLS(parsed.host))
+        endpoint = wrapClientTLS(tls, endpoint)
+    return endpoint
 
 
 def metric_record(edge, downloads, clock) -> link.MetricRecord:

@@ -196,7 +196,7 @@ class Relay:
         self.listeners: list[Listener] = []
         self._token = token or secrets.token_urlsafe
         self._hosted_by_peer: dict[str, int] = {}
-        self.host_check: Callable[[dict[str, Any]], None] | None = None
+        self.host_check: Callable[[dict[str, Any]], str | None] | None = None
         self.probe_token: str | None = None
         self.draining = False  # stopping: existing sessions go on, no new ones
 
@@ -215,7 +215,9 @@ class Relay:
             raise ProtocolError(errors.SHUTTING_DOWN, "this edge is stopping; host the "
                                 "session elsewhere")
         if self.host_check is not None and not internal:
-            self.host_check(message)  # may raise (team token, minimum client version)
+            # May raise (sign-in, team token, minimum client version); a name returned is
+            # the signed-in identity's, shown instead of the one the client sent.
+            name = self.host_check(message) or name
         if self._hosted_by_peer.get(conn.peer_host, 0) >= self.limits.max_sessions_per_host:
             raise ProtocolError(errors.TOO_MANY_SESSIONS,
                                 f"{conn.peer_host} already hosts "

@@ -13,7 +13,10 @@ from typing import Any, Callable
 from twisted.logger import Logger
 
 from ct import __version__
+from ct.common import hosttoken
 from ct.common.addresses import client_ip, parse_networks
+from ct.common.hosttoken import HostIdentity, HostTokenConfig
+from ct.common.cpu import CpuMeter
 from ct.common.lag import LagMonitor
 from ct.common.tokens import check_team_token
 from ct.edge.presence import PresenceHub
@@ -41,6 +44,8 @@ class EdgeConfig:
     trusted_proxies: tuple = ()
     min_client_version: str | None = None
     edge_id: str | None = None
+    host_tokens: HostTokenConfig | None = None  # CT_HOST_AUTH=sso; None: open
+    cpu_interval: float = 2.0  # the CPU figure's window: the locator report interval
 
 
 def _version_tuple(text: str) -> tuple:
@@ -61,6 +66,7 @@ class Edge:
         self.relay = Relay(clock, config.limits)
         self.presence = PresenceHub(clock)
         self.lag = LagMonitor(clock)
+        self.cpu = CpuMeter(clock, config.cpu_interval)
         self.relay.host_check = self._check_host
         self.relay.add_listener(self._on_relay_event)
         self.audit_sinks: list[Callable[[dict[str, Any]], None]] = []
@@ -102,7 +108,21 @@ class Edge:
 
     # -- policies applied when a session is hosted
 
-    def _check_host(self, message: dict[str, Any]) -> None:
+    def signed_in(self, message: dict[str, Any]) -> HostIdentity | None:
+        """With ``CT_HOST_AUTH=sso``, who the message's ``hostToken`` says signed in
+        (``sign-in-required`` when missing, expired, for another audience or forged);
+        None when hosting is open."""
+        config = self.config.host_tokens
+        if config is None:
+            return None
+        try:
+            return hosttoken.verify(message.get("hostToken"), config, self.clock.seconds())
+        except hosttoken.HostTokenRefused as e:
+            raise ProtocolError(errors.SIGN_IN_REQUIRED, str(e)) from None
+
+    def _check_host(self, message: dict[str, Any]) -> str | None:
+        """Policies applied before hosting; returns the signed-in name to show, if any."""
+        identity = self.signed_in(message)
         team = message.get("team")
         if team is not None:
             token = field_str(message, "teamToken", MAX_TOKEN)
@@ -117,6 +137,7 @@ class Edge:
             if not isinstance(version, str) or _version_tuple(version) < _version_tuple(minimum):
                 raise ProtocolError(errors.CLIENT_TOO_OLD, f"hosting needs client version "
                                     f"{minimum} or newer (got {version!r})")
+        return identity.name if identity is not None else None
 
     # -- events: audit trail and presence
 
@@ -176,6 +197,7 @@ class Edge:
             "users_online": len(in_sessions) + self.presence.online_users(),
             "users_in_sessions": len(in_sessions),
             "lag_ms": round(self.lag.lag_ms, 3),
+            "cpu": self.cpu.fraction,
             "sessions_hosted_total": stats.sessions_hosted,
             "frames_in_total": stats.frames_in,
             "deliveries_total": stats.deliveries,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ct.common.settings import (
     Setting,
     parse_bool,
+    parse_choice,
     parse_directory,
     parse_float,
     parse_int,
@@ -49,6 +50,11 @@ EDGE_SETTINGS = [
     Setting("CT_TEAM_SECRET", "team-secret", None, parse_optional_str,
             "Secret from which team presence tokens are derived (`ctctl team-token`). "
             "Unset: team presence and team sessions are refused.", EDGE, secret=True),
+    Setting("CT_HOST_AUTH", "host-auth", "open", parse_choice("open", "sso"),
+            "`open`: anyone who reaches the edge may host; `sso`: hosting a session and "
+            "team presence need a host token from single sign-on (CT_HOST_TOKEN_SECRET); "
+            "the name others see is the signed-in identity's. Guests join with the link.",
+            EDGE),
     Setting("CT_NOCLIENTS", "no-clients", False, parse_bool,
             "Hide the `/clients` downloads.", EDGE),
     Setting("CT_CLIENTS_DIR", "clients-dir", None, parse_directory,

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from ct import __version__
 from ct.settings import settings_for
-from ct.common.catalog import ServerConfig, server_config
+from ct.common.catalog import ServerConfig, host_token_config, server_config
 from ct.common.credentials import dashboard_credentials
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
@@ -54,6 +54,7 @@ class EdgeRuntime(service.Service):
     def startService(self):
         super().startService()
         self.edge.lag.start()
+        self.edge.cpu.start()
         if self.edge.probe is not None:
             self.edge.probe.start()
 
@@ -85,12 +86,17 @@ class EdgeRuntime(service.Service):
 
     def _finish(self):
         self.edge.lag.stop()
+        self.edge.cpu.stop()
         if self.edge.relay.sessions:
             _log.info("ending {n} sessions: the edge is stopping", n=len(self.edge.relay.sessions))
         self.edge.relay.shutdown()
 
 
 def edge_config(values) -> EdgeConfig:
+    host_tokens = host_token_config(values)
+    if values["host_auth"] == "sso" and host_tokens is None:
+        raise usage.UsageError("CT_HOST_AUTH=sso needs CT_HOST_TOKEN_SECRET (the same value "
+                               "as on the server running single sign-on)")
     limits = Limits(
         max_participants=values["max_participants"],
         max_sessions_per_host=values["max_sessions_per_host"],
@@ -108,6 +114,8 @@ def edge_config(values) -> EdgeConfig:
         region=values["region"],
         trusted_proxies=values["trusted_proxies"],
         edge_id=values["edge_id"],
+        host_tokens=host_tokens if values["host_auth"] == "sso" else None,
+        cpu_interval=values["report_interval"],
     )
 
 
@@ -133,8 +141,9 @@ def makeService(options, reactor=None) -> EdgeDaemon:
         from twisted.internet import reactor
     values = dict(options)
     apply_time_zone(values["time_zone"])
-    # Single-server: this edge serves the dashboard and /logs (from here on).
-    log_capture = None if values["locator"] else LogCapture(reactor)
+    # The log from here on: single-server, for the dashboard and /logs; under a locator,
+    # for the locator's dashboard (over the link).
+    log_capture = LogCapture(reactor)
     _log.info("ct edge {version} starting; configuration:", version=__version__)
     for line in describe(values, SETTINGS):
         _log.info("  {line}", line=line)
@@ -167,16 +176,19 @@ def makeService(options, reactor=None) -> EdgeDaemon:
     if values["locator"]:
         top.link = add_locator_link(top, edge, values, listening, reactor)
         top.link.downloads = top.downloads
+        top.link.server_log = log_capture.server_log
         top.link.config_listeners.append(integrations.on_config)
     else:
         credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
                                             values["data_dir"])
         top.dashboard = edge_dashboard(
             edge, top.downloads, credentials,
-            DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]),
+            DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
+                                       server.sso, server.password_login,
+                                   server.host_tokens),
             values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
         top.dashboard.mount(site.resource)
-        log_capture.setServiceParent(top)
+    log_capture.setServiceParent(top)
     EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)
     listening.setServiceParent(top)
     usage_timer = TimerService(USAGE_LOG_INTERVAL, edge.usage_line)
@@ -271,15 +283,17 @@ def add_locator_link(top, edge: Edge, values, listening, reactor):
     link = LocatorLink(reactor, edge, outbox, values["locator"], values["edge_secret"],
                        public_url, report_interval=values["report_interval"],
                        trust_all=values["trust_all_certs"],
-                       max_connections=values["max_connections"])
+                       max_connections=values["max_connections"],
+                       outbound=server_config(values).outbound)
     link.setServiceParent(top)
     top.outbox = outbox
     top.metrics.add_source("edge-link", lambda: {
         "connected": 1 if link.registered else 0, "outbox_depth": outbox.depth,
         "outbox_dropped_total": outbox.dropped, "outbox_unwritten": outbox.unwritten,
         "outbox_write_failures_total": outbox.write_failures}, EDGE_LINK_METRICS)
-    _log.info("edge {edge} will register with the locator at {url}", edge=edge.edge_id,
-              url=values["locator"])
+    _log.info("edge {edge} will register with the locator at {url}{via}", edge=edge.edge_id,
+              url=values["locator"],
+              via=f" through the proxy {link.proxy}" if link.proxy is not None else "")
     return link
 
 

@@ -424,6 +424,8 @@ class PresenceProtocol(_GuardedProtocol):
                                 "this edge (CT_TEAM_SECRET)")
         if not check_team_token(edge.team_secret, team, token):
             raise ProtocolError(errors.FORBIDDEN, f"wrong token for team {team!r}")
+        identity = edge.signed_in(message)  # CT_HOST_AUTH=sso: the name is the identity's
+        user = identity.name if identity is not None else user
         self._handshake_done()
         self.team, self.user, self.client = team, user, client
         edge.presence.subscribe(team, self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
@@ -21,17 +22,37 @@ from ct import __version__
 from ct.common import jsonsafe
 from ct.common.addresses import parse_networks, request_client_ip
 from ct.common.credentials import Credentials, basic_auth
-from ct.dashboard.auth import LoginGuard, LoginThrottle
+from ct.dashboard.auth import ADMIN, LoginGuard, LoginThrottle, Verdict
+from ct.dashboard.backend import audit_entry_dict
 from ct.common.logthrottle import RateLimitedLog
 from ct.common.web import error_body
 from ct.locator.regions import RegionError
 from ct.locator.service import Locator, LocatorError
 from ct.protocol.wire import MAX_NAME
+from ct.storage.apitokens import ApiTokenStore
 from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
 
 _log = Logger()
 
 MAX_ID = 64  # session and edge ids
+TOKEN_USER = "(API token)"  # the throttle's user name for failed token attempts
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who makes an operator call: ``name`` is audited; ``role`` as on the dashboard."""
+
+    name: str
+    role: str
+    teams: tuple[str, ...] = ()
+
+
+def bearer_token(request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    header = request.getHeader("authorization")
+    if not header or not header[:7].lower() == "bearer ":
+        return None
+    return header[7:].strip()[:200]
 REGIONS_MAX_DEPTH = 8  # {"regions": {name: {"cidrs": [...]}}} is 4 deep
 
 
@@ -92,9 +113,13 @@ class LocatorAPI:
     health_app = Klein()  # at /health and /ct-health
 
     def __init__(self, locator: Locator, credentials: Credentials, trusted_proxies=(),
-                 throttle: LoginThrottle | None = None):
-        """``throttle``: failed operator log-ins, shared with the dashboard."""
+                 throttle: LoginThrottle | None = None, tokens: ApiTokenStore | None = None,
+                 password_login: bool = True):
+        """``throttle``: failed operator log-ins, shared with the dashboard; ``tokens``:
+        the API tokens; ``password_login``: False refuses HTTP Basic (tokens only)."""
         self.locator = locator
+        self.tokens = tokens
+        self.password_login = password_login
         self.credentials = credentials
         self.trusted_proxies = parse_networks(trusted_proxies, "trusted proxy")  # parsed once
         self.guard = LoginGuard(credentials, locator.clock, self._record_failure,
@@ -113,17 +138,53 @@ class LocatorAPI:
         """The client's address; X-Forwarded-For counts only from CT_TRUSTED_PROXIES."""
         return request_client_ip(request, self.trusted_proxies)
 
-    def _operator(self, request) -> str | None:
-        """The operator's user name, or None; ``_unauthorized`` then answers 401, or 429
-        while this address is locked after failed attempts."""
+    @defer.inlineCallbacks
+    def _operator(self, request):
+        """Who calls: an :class:`Operator` from an API token (``Authorization: Bearer``)
+        or the dashboard account (HTTP Basic, unless password log-in is off), or None;
+        ``_unauthorized`` then answers 401, or 429 while this address is locked after
+        failed attempts."""
+        ip = self.client_ip(request)
+        bearer = bearer_token(request)
+        if bearer is not None:
+            wait = self.guard.throttle.locked_for(ip, TOKEN_USER)
+            if wait > 0:
+                request.ct_login_verdict = Verdict(False, True, wait)
+                return None
+            token = yield self.tokens.verify(bearer) if self.tokens is not None else None
+            if token is None:
+                lock = self.guard.throttle.failed(ip, TOKEN_USER)
+                request.ct_login_verdict = Verdict(False, lock > 0, lock)
+                self.warnings.warn("bad-token", "operator API: unknown or revoked API token "
+                                   "from {ip}", ip=ip)
+                return None
+            return Operator(f"token:{token.name}", token.role, token.teams)
         given = basic_auth(request)
-        if given is None:
+        if given is None or not self.password_login:
             return None
-        verdict = self.guard.check(self.client_ip(request), given[0][:64], given[1])
+        verdict = self.guard.check(ip, given[0][:64], given[1])
         if not verdict.ok:
             request.ct_login_verdict = verdict
             return None
-        return given[0]
+        return Operator(given[0], ADMIN)
+
+    @defer.inlineCallbacks
+    def _as_operator(self, request, produce, admin: bool = True):
+        """Answer with ``produce(operator)`` for an authenticated operator whose role may
+        make this call (``admin``: administrators only), else 401/429/403."""
+        try:
+            operator = yield self._operator(request)
+        except DatabaseUnavailable:  # API tokens are in the database
+            request.setHeader(b"retry-after", b"%d" % DATABASE_RETRY_AFTER)
+            return _error(request, 503, "database-unavailable",
+                          "the locator's database is not reachable; try again shortly")
+        if operator is None:
+            return self._unauthorized(request)
+        if admin and operator.role != ADMIN:
+            return _error(request, 403, "forbidden", f"{operator.name} is a "
+                          f"{operator.role}; this call needs the admin role")
+        result = yield self._answer(request, lambda: produce(operator))
+        return result
 
     def _record_failure(self, user: str, ip: str, reason: str, unreported: int):
         return self.locator.audit("dashboard_login_failed", user=user, details={
@@ -156,7 +217,17 @@ class LocatorAPI:
         healthy, checks = yield self.locator.health()
         body = {"status": "ok" if healthy else "failing", "role": "locator",
                 "version": __version__, "checks": checks, **self.locator.snapshot()}
+        cluster = getattr(self.locator, "cluster", None)
+        if cluster is not None:
+            body["locator"] = cluster.locator_id
+            body["locators"] = cluster.describe()
         return _json(request, body, 200 if healthy else 503)
+
+    @app.route("/v1/locator/ping", methods=["GET"])
+    def ping(self, request):
+        """Another locator measures its latency to this one (no database involved)."""
+        cluster = getattr(self.locator, "cluster", None)
+        return _json(request, {"locator": cluster.locator_id if cluster else None})
 
     # -- client API
 
@@ -180,9 +251,7 @@ class LocatorAPI:
 
     @app.route("/v1/edges", methods=["GET"])
     def edges(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.list_edges().addCallback(
+        return self._as_operator(request, lambda op: self.locator.list_edges().addCallback(
             lambda edges: {"edges": edges}))
 
     @app.route("/v1/edges/<string:edge_id>/suspend", methods=["POST"])
@@ -194,27 +263,38 @@ class LocatorAPI:
         return self._set_suspended(request, edge_id, False)
 
     def _set_suspended(self, request, edge_id, suspended):
-        user = self._operator(request)
-        if user is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.suspend(
-            _checked(edge_id, "edge id", MAX_ID), suspended, by=user))
+        return self._as_operator(request, lambda op: self.locator.suspend(
+            _checked(edge_id, "edge id", MAX_ID), suspended, by=op.name))
 
     @app.route("/v1/regions", methods=["GET"])
     def get_regions(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
-        return self._answer(request, lambda: self.locator.store.get_config("regions", {})
-                            .addCallback(lambda r: {"regions": r}))
+        return self._as_operator(request, lambda op: self.locator.store.get_config(
+            "regions", {}).addCallback(lambda r: {"regions": r}))
+
+    @app.route("/v1/audit", methods=["GET"])
+    def get_audit(self, request):
+        """The newest audit entries (``limit``, default 100, at most 1000; ``kind``); a
+        team viewer's token sees its teams' sessions' entries only."""
+        try:
+            limit = min(1000, max(1, int(request.args.get(b"limit", [b"100"])[0])))
+        except ValueError:
+            limit = 100
+        kind = request.args.get(b"kind", [b""])[0].decode("utf-8", "replace")[:64] or None
+
+        def query(op):
+            teams = None if op.role == ADMIN else op.teams
+            return self.locator.store.query_audit(kind=kind, limit=limit, teams=teams) \
+                .addCallback(lambda entries: {"entries": [audit_entry_dict(e)
+                                                          for e in entries]})
+
+        return self._as_operator(request, query, admin=False)
 
     @app.route("/v1/regions", methods=["PUT"])
     def put_regions(self, request):
-        if self._operator(request) is None:
-            return self._unauthorized(request)
         body = request.content.read()
 
         @defer.inlineCallbacks
-        def save():
+        def save(op):
             value = regions_document(body)
             try:
                 yield self.locator.set_regions(value)
@@ -222,7 +302,7 @@ class LocatorAPI:
                 raise LocatorError(400, "bad-regions", str(e)) from None
             return {"regions": value}
 
-        return self._answer(request, save)
+        return self._as_operator(request, save)
 
     def _unauthorized(self, request):
         verdict = getattr(request, "ct_login_verdict", None)
@@ -230,6 +310,8 @@ class LocatorAPI:
             request.setHeader(b"retry-after", verdict.retry_after_header)
             return _error(request, 429, "too-many-failures", "too many failed log-ins from "
                           f"this address; try again in {verdict.retry_after_header.decode()} s")
-        request.setHeader(b"www-authenticate", b'Basic realm="ct locator", charset="UTF-8"')
-        return _error(request, 401, "unauthorized", "operator credentials required "
-                      "(the dashboard user and password, HTTP Basic)")
+        request.setHeader(b"www-authenticate", b'Bearer realm="ct locator", Basic '
+                          b'realm="ct locator", charset="UTF-8"')
+        return _error(request, 401, "unauthorized", "operator credentials required: an API "
+                      "token (Authorization: Bearer) or the dashboard user and password "
+                      "(HTTP Basic)")

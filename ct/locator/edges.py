@@ -46,6 +46,10 @@ class EdgeInfo:
     stats: dict[str, Any] = field(default_factory=dict)
     pending: deque = field(default_factory=deque)  # times of placements not yet reported
     link: Any = None  # the websocket protocol while the link is up
+    owner: str | None = None  # another live locator that holds the link (several locators)
+    linked_at: float | None = None  # when the current link was made (shared epoch)
+    seen_at: float = 0.0  # when the database row was last read (edges linked elsewhere)
+    shared_report: float | None = None  # the row's report time (the owner's clock)
 
 
 class EdgeDirectory:
@@ -72,7 +76,57 @@ class EdgeDirectory:
         info.health_failures = 0
         info.dead = False
         info.max_connections = max_connections
+        info.owner = None
         return info
+
+    def shared(self, row, owner_alive: bool) -> bool:
+        """Merge what the database says of an edge another locator linked (a
+        :class:`~ct.storage.cluster.SharedEdge`). ``owner_alive``: the row's locator is alive
+        and made the link. An edge linked to this locator keeps its own view; only its
+        suspension can change here. Returns whether the suspension changed."""
+        info = self.edges.get(row.edge_id)
+        if info is None:
+            info = self.edges[row.edge_id] = EdgeInfo(row.edge_id, row.url, row.region,
+                                                      row.version)
+        changed = info.suspended != row.suspended
+        info.suspended = row.suspended
+        if info.link is not None:
+            return changed
+        info.url, info.region, info.version = row.url, row.region, row.version
+        now = self.clock.seconds()
+        info.seen_at = now
+        if row.stats_at is not None and row.stats_at != info.shared_report:
+            # A new report: timed by this locator's clock (hosts' clocks may differ), the
+            # first one seen by the row's own time.
+            first = info.shared_report is None
+            info.shared_report = row.stats_at
+            stats = row.stats()
+            before = info.stats.get("sessionsHosted")
+            hosted = stats["sessionsHosted"]
+            if isinstance(before, int) and hosted > before:
+                for _ in range(min(hosted - before, len(info.pending))):
+                    info.pending.popleft()
+            info.stats = stats
+            info.last_report = min(now, row.stats_at) if first else now
+        new_link = row.linked_at != info.linked_at
+        info.linked_at = row.linked_at
+        if owner_alive:
+            if new_link:  # as on a link of our own: counted from now, until its first report
+                info.last_report = max(info.last_report, now)
+            info.owner = row.owner
+            info.link_lost_at = None
+            info.dead = False
+            info.health_failures = 0
+            return changed
+        if info.owner is not None or new_link or info.link_lost_at is None:
+            # The link was lost (its locator said so, or died): probe like a local loss.
+            info.owner = None
+            info.link_lost_at = row.link_lost_at or self.clock.seconds()
+            info.health_failures = 0
+            info.last_probe = None
+            if new_link:
+                info.dead = False
+        return changed
 
     def reported(self, edge_id: str, stats: dict[str, Any]) -> None:
         info = self.edges.get(edge_id)
@@ -106,6 +160,7 @@ class EdgeDirectory:
         info.link_lost_at = self.clock.seconds()
         info.health_failures = 0
         info.last_probe = None
+        info.owner = None
         return info
 
     def probes_due(self, interval: float) -> list[EdgeInfo]:
@@ -113,7 +168,7 @@ class EdgeDirectory:
         now = self.clock.seconds()
         due = []
         for info in self.edges.values():
-            if (info.link_up or info.dead or info.probing
+            if (info.link_up or info.owner is not None or info.dead or info.probing
                     or self.state(info) != EdgeState.LINK_LOST):
                 continue
             if info.last_probe is None or now - info.last_probe >= interval:
@@ -132,7 +187,8 @@ class EdgeDirectory:
         if info is None:
             return
         info.probing = False
-        if info.link_up or (lost_at is not None and lost_at != info.link_lost_at):
+        if (info.link_up or info.owner is not None
+                or (lost_at is not None and lost_at != info.link_lost_at)):
             return
         info.health_failures = 0 if ok else info.health_failures + 1
         if info.health_failures >= HEALTH_FAILURES_FOR_DEAD:
@@ -142,8 +198,11 @@ class EdgeDirectory:
 
     def state(self, info: EdgeInfo) -> EdgeState:
         now = self.clock.seconds()
-        if info.link_up:
-            if now - info.last_report > self.dead_after:
+        if info.link_up or info.owner is not None:  # linked here, or to a live locator
+            # Linked elsewhere: judged as of the last read of its row, so a database that
+            # cannot be read makes no edge look silent.
+            as_of = now if info.link_up else min(now, info.seen_at)
+            if as_of - info.last_report > self.dead_after:
                 return EdgeState.UNAVAILABLE
             return EdgeState.SUSPENDED if info.suspended else EdgeState.ONLINE
         if info.dead or info.link_lost_at is None or now - info.link_lost_at > self.link_grace:
@@ -157,7 +216,7 @@ class EdgeDirectory:
             pending = self._pending(info)
             out.append(EdgeSnapshot(
                 edge_id=info.edge_id, region=info.region, state=self.state(info),
-                load=s.get("load"), lag_ms=s.get("lagMs"),
+                cpu=s.get("cpu"), lag_ms=s.get("lagMs"),
                 connections=int(s.get("connections", 0)), sessions=int(s.get("sessions", 0)),
                 max_connections=info.max_connections, pending=pending))
         return out
@@ -166,6 +225,7 @@ class EdgeDirectory:
         now = self.clock.seconds()
         return {"edge": info.edge_id, "url": info.url, "region": info.region,
                 "version": info.version, "state": self.state(info).value,
-                "suspended": info.suspended, "linkUp": info.link_up,
-                "lastReport": info.last_report, "lastSeenAgo": round(now - info.last_report, 3),
+                "suspended": info.suspended, "linkUp": info.link_up or info.owner is not None,
+                "locator": info.owner, "lastReport": info.last_report,
+                "lastSeenAgo": round(now - info.last_report, 3),
                 **{k: v for k, v in info.stats.items() if k != "type"}}

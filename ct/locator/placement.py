@@ -41,8 +41,8 @@ class EdgeSnapshot:
     edge_id: str
     region: str
     state: EdgeState
-    load: float | None = None  # 0..1: CPU or the edge's own load figure; None: unknown
-    lag_ms: float | None = None
+    cpu: float | None = None  # process CPU over the last report, in cores; None: unknown
+    lag_ms: float | None = None  # event-loop lag, recent average; None: unknown
     connections: int = 0
     sessions: int = 0
     max_connections: int = 0  # 0: no cap
@@ -65,11 +65,15 @@ class Weights:
 
     connections: float = 1.0
     sessions: float = 0.5
-    load: float = 1.0
+    cpu: float = 1.0
     lag: float = 0.5
     nominal_capacity: int = 250  # connections a 2 vCPU edge carries comfortably
     lag_reference_ms: float = 200.0
     lag_cap: float = 5.0
+    # An idle edge's own timers and measurement noise: below these, no edge is busier
+    # than another, so a burst of placements is spread by the counts.
+    cpu_idle: float = 0.1
+    lag_idle_ms: float = 50.0
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -96,18 +100,29 @@ def score(edge: EdgeSnapshot, weights: Weights = DEFAULT_WEIGHTS) -> float:
 
         score = w_conn * connections / capacity
               + w_sess * sessions / capacity          (both counts plus ``pending``)
-              + w_load * clamp(load, 0, 1)            (unknown load: connections / capacity)
-              + w_lag  * min(lag_ms / lag_reference_ms, lag_cap)    (unknown lag: 0)
+              + w_cpu  * clamp((cpu - cpu_idle) / (1 - cpu_idle), 0, 1)
+                                   (unknown CPU: reported connections / capacity, no pending)
+              + w_lag  * min((lag_ms - lag_idle_ms)+ / lag_reference_ms, lag_cap)
+                                                      (unknown lag: 0)
+
+    ``cpu`` is in cores and capped at one: the edge's event loop runs on one core.
     """
     capacity = edge.max_connections if edge.max_connections > 0 else weights.nominal_capacity
     capacity = max(1, capacity)
     pending = max(0, edge.pending)
     conn_ratio = (max(0, edge.connections) + pending) / capacity
     sess_ratio = (max(0, edge.sessions) + pending) / capacity
-    load = min(1.0, max(0.0, _finite(edge.load, conn_ratio)))
-    lag = min(weights.lag_cap, max(0.0, _finite(edge.lag_ms, 0.0)) / weights.lag_reference_ms)
+    if edge.cpu is None or not math.isfinite(edge.cpu):
+        # Stand-in: its connections as reported; pending placements weigh in the counts
+        # already, and must not count twice against an edge that has just connected.
+        cpu = min(1.0, max(0, edge.connections) / capacity)
+    else:
+        idle = min(max(weights.cpu_idle, 0.0), 0.99)
+        cpu = min(1.0, max(0.0, (edge.cpu - idle) / (1.0 - idle)))
+    lag_ms = max(0.0, _finite(edge.lag_ms, 0.0) - weights.lag_idle_ms)
+    lag = min(weights.lag_cap, lag_ms / weights.lag_reference_ms)
     total = (weights.connections * conn_ratio + weights.sessions * sess_ratio
-             + weights.load * load + weights.lag * lag)
+             + weights.cpu * cpu + weights.lag * lag)
     return round(total, 9)  # equal inputs compare equal whatever the float noise
 
 

@@ -9,6 +9,7 @@ call the methods here.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from ct.locator.placement import EdgeState, assign_team, pick_edge, route_join
 from ct.locator.regions import RegionResolver, resolver_from_config
 from ct.protocol import link
 from ct.protocol.errors import ProtocolError
-from ct.storage.database import DatabaseUnavailable
+from ct.storage.database import DATABASE_RETRY_AFTER, DatabaseUnavailable
 from ct.storage.store import (
     CONFIG_ADVANCED,
     CONFIG_INTEGRATIONS,
@@ -89,11 +90,29 @@ class RateLimited(LocatorError):
         self.retry_after = math.ceil(retry_after)
 
 
+class SharedTruthLost(LocatorError):
+    """503: several locators share the database and this one cannot reach it, so it cannot
+    see the others' placements and edges; the client retries (another locator)."""
+
+    def __init__(self):
+        super().__init__(503, "database-unavailable", "this locator cannot reach the "
+                         "database it shares with the other locators, so it places no "
+                         f"session; retry in {DATABASE_RETRY_AFTER} s (or through another "
+                         "locator)")
+        self.retry_after = DATABASE_RETRY_AFTER
+
+
 class Locator:
     def __init__(self, clock, store: LocatorStore, directory: EdgeDirectory,
                  edge_secret: str | None, resolver: RegionResolver | None = None,
-                 health_check=None, reader=None, placement_limiter=None):
+                 health_check=None, reader=None, placement_limiter=None, cluster=None):
         self.clock = clock
+        self.cluster = cluster  # a ct.locator.cluster.Cluster, or None (tests)
+        if cluster is not None:
+            cluster.handler = self
+        self._refreshing: defer.Deferred | None = None
+        self._refresh_next: set[str] | None = set()  # ids to re-read after this one; None: all
+        self._refresh_again = False
         self.store = store
         self.directory = directory
         self.edge_secret = edge_secret
@@ -143,6 +162,78 @@ class Locator:
         resolver = resolver_from_config(value, self.geo_reader)  # raises on a bad table
         yield self.store.set_config("regions", value)
         self.resolver = resolver
+        self._announce(config=["regions"])
+
+    # ------------------------------------------------------------ several locators
+
+    @property
+    def _shared(self) -> bool:
+        return self.cluster is not None and self.cluster.shared
+
+    def _announce(self, **changes) -> None:
+        if self._shared:
+            self.cluster.announce(**changes)
+
+    def shared_edges_changed(self, edge_ids) -> defer.Deferred:
+        """Another locator changed these edges (None: re-read all): re-query, one read at
+        a time (ids that arrive meanwhile are merged into the next read)."""
+        if self._refreshing is not None:
+            if edge_ids is None or self._refresh_next is None:
+                self._refresh_next = None
+            else:
+                self._refresh_next.update(edge_ids)
+            self._refresh_again = True
+            return self._refreshing
+        d = self._refreshing = self._refresh_edges(None if edge_ids is None else set(edge_ids))
+
+        def done(result):
+            self._refreshing = None
+            if self._refresh_again:
+                ids, self._refresh_next, self._refresh_again = self._refresh_next, set(), False
+                self.shared_edges_changed(ids)
+            return result
+
+        d.addBoth(done)
+        return d
+
+    @defer.inlineCallbacks
+    def _refresh_edges(self, edge_ids):
+        try:
+            rows = yield self.cluster.store.shared_edges(edge_ids)
+        except Exception as e:
+            _log.debug("re-reading shared edges failed: {e}", e=e)
+            return
+        me = self.cluster.locator_id
+        for row in rows:
+            alive = row.owner != me and self.cluster.holds(row.owner, row.linked_at)
+            if self.directory.shared(row, alive):
+                info = self.directory.edges[row.edge_id]
+                if info.link is not None:  # the suspension was set through another locator
+                    info.link.send_json(link.suspend(info.suspended))
+
+    @defer.inlineCallbacks
+    def shared_config_changed(self, keys):
+        """Another locator changed these configuration keys (None: re-read all)."""
+        keys = None if keys is None else set(keys)
+        try:
+            if keys is None or "regions" in keys:
+                yield self.load_regions()
+            if keys is None or keys & {CONFIG_ADVANCED, CONFIG_INTEGRATIONS}:
+                before = dict(self.edge_settings)
+                yield self.load_edge_settings()
+                if self.edge_settings != before:
+                    self._push_config()
+        except Exception as e:
+            _log.debug("re-reading shared configuration failed: {e}", e=e)
+
+    def shared_placed(self, edge_id: str, count: int) -> None:
+        """Another locator placed ``count`` sessions on ``edge_id``: weigh them here too."""
+        for _ in range(count):
+            self.directory.placed(edge_id)
+
+    def shared_team(self, team: str, edge_id: str) -> None:
+        """Another locator picked ``edge_id`` for a team no edge has reported yet."""
+        self.recent_teams.put(team, edge_id)
 
     # ------------------------------------------------------------ client API
 
@@ -153,6 +244,9 @@ class Locator:
             if wait > 0:
                 self._placement_refused(client_ip)
                 raise RateLimited(wait)
+        if self._shared and self.cluster.peers_ever() and not self.cluster.database_ok:
+            self.placement_failures += 1
+            raise SharedTruthLost()
         region = self.resolver.region_for(client_ip)
         placement = pick_edge(self.directory.snapshots(), region)
         if placement is None:
@@ -163,6 +257,7 @@ class Locator:
         # Count the session now: reports come every few seconds, and a burst of
         # placements must not all land on the edge that looked emptiest at the last one.
         self.directory.placed(info.edge_id)
+        self._announce(placed=info.edge_id)
         return {"edge": info.edge_id, "server": info.url, "region": info.region,
                 "state": placement.state.value, "inRegion": placement.in_region}
 
@@ -210,6 +305,8 @@ class Locator:
                 _log.info("team {team} presence moved to edge {edge}", team=team,
                           edge=placement.edge_id)
         if stored is None:
+            if self.recent_teams.get(team) != placement.edge_id:
+                self._announce(team=(team, placement.edge_id))
             self.recent_teams.put(team, placement.edge_id)
         info = self.directory.edges[placement.edge_id]
         return {"edge": info.edge_id, "server": info.url, "team": team}
@@ -226,6 +323,7 @@ class Locator:
             info.suspended = suspended
             if info.link is not None:
                 info.link.send_json(link.suspend(suspended))
+        self._announce(edges=[edge_id])  # its locator tells the edge
         kind = "edge_suspended" if suspended else "edge_resumed"
         _log.info("edge {edge} {what} by {by}", edge=edge_id,
                   what="suspended" if suspended else "resumed", by=by or "operator")
@@ -239,7 +337,10 @@ class Locator:
         for record in records:
             info = self.directory.edges.get(record.edge_id)
             if info is not None:
-                out.append(self.directory.describe(info))
+                described = self.directory.describe(info)
+                if info.link is not None and self.cluster is not None:
+                    described["locator"] = self.cluster.locator_id
+                out.append(described)
             else:
                 out.append({"edge": record.edge_id, "url": record.public_url,
                             "region": record.region, "version": record.version,
@@ -248,9 +349,16 @@ class Locator:
                             "lastReport": record.last_seen})
         return out
 
-    def audit(self, kind: str, **fields) -> defer.Deferred:
-        entry = AuditEntry(uuid.uuid4().hex, self.clock.seconds(), kind, **fields)
+    def audit(self, kind: str, entry_id: str | None = None, **fields) -> defer.Deferred:
+        entry = AuditEntry(entry_id or uuid.uuid4().hex, self.clock.seconds(), kind, **fields)
         return self.store.insert_audit_batch([entry])
+
+    def _unavailable_id(self, info: EdgeInfo) -> str | None:
+        """Several locators flag the same edge: one audit entry per link of the edge."""
+        if not self._shared or info.linked_at is None:
+            return None
+        key = f"edge_unavailable\0{info.edge_id}\0{info.linked_at:.3f}".encode()
+        return "u-" + hashlib.sha256(key).hexdigest()[:40]
 
     # ------------------------------------------------------------ administrator actions
 
@@ -270,13 +378,17 @@ class Locator:
         name = {"advanced": CONFIG_ADVANCED, "integrations": CONFIG_INTEGRATIONS}[key]
         yield self.store.set_config(name, value)
         self.edge_settings[key] = value
+        self._push_config()
+        self._announce(config=[name])
+        _log.info("{key} settings changed by {by}: {value!r}", key=key, by=by or "operator",
+                  value=value)
+        yield self.audit("config_changed", user=by, details={"key": name, "value": value})
+
+    def _push_config(self) -> None:
         message = self.config_message()
         for info in self.directory.edges.values():
             if info.link is not None:
                 info.link.send_json(message)
-        _log.info("{key} settings changed by {by}: {value!r}", key=key, by=by or "operator",
-                  value=value)
-        yield self.audit("config_changed", user=by, details={"key": name, "value": value})
 
     def ask_edge(self, edge_id: str, message: dict[str, Any],
                  timeout: float = EDGE_REQUEST_TIMEOUT) -> defer.Deferred:
@@ -334,6 +446,21 @@ class Locator:
         return out
 
     @defer.inlineCallbacks
+    def edge_log(self, edge_id: str, lines: int = link.DEFAULT_LOG_LINES):
+        """The recent lines of an edge's log (a ``link.LogAnswer``), asked over its link."""
+        answer = yield self.ask_edge(edge_id, link.log_lines(lines))
+        if answer.get("type") != link.LOG:
+            raise LocatorError(409, str(answer.get("error") or "failed")[:64],
+                               str(answer.get("message") or "the edge sent no log")[:200])
+        try:
+            return link.LogAnswer.from_json(answer)
+        except ProtocolError as e:
+            _log.warn("edge {edge}: bad answer to log-lines: {error}", edge=edge_id,
+                      error=e.message)
+            raise LocatorError(502, "bad-answer", f"edge {edge_id!r} sent a log this locator "
+                               "does not take (see its log)") from None
+
+    @defer.inlineCallbacks
     def _session_edge(self, session_id: str) -> Any:
         record = yield self.store.get_session(session_id)
         if record is None or not record.active:
@@ -387,9 +514,15 @@ class Locator:
             current = yield self.store.get_team_edge(team)
             if current is None:
                 yield self.store.assign_team(team, edge_id)
+        linked_at = None
+        if self._shared:  # the others see the link (and place on the edge) from now
+            linked_at = round(self.clock.seconds(), 3)
+            yield self.cluster.store.link_edge(edge_id, self.cluster.locator_id, linked_at)
         info = self.directory.connected(edge_id, hello.url, hello.region, hello.version,
                                         link_protocol, edge.suspended, hello.max_connections)
+        info.linked_at = linked_at
         self._states[edge_id] = self.directory.state(info)
+        self._announce(edges=[edge_id])
         _log.info("edge {edge} connected ({url}, region {region}, version {version}, "
                   "{n} sessions{suspended})", edge=edge_id, url=hello.url,
                   region=hello.region, version=hello.version, n=len(running),
@@ -397,12 +530,25 @@ class Locator:
         return info
 
     def edge_reported(self, info: EdgeInfo, report: link.Report) -> defer.Deferred:
+        hosted_before = info.stats.get("sessionsHosted")
         self.directory.reported(info.edge_id, report.to_json())
-        return self.store.update_edge_stats(info.edge_id, report.load, report.lag_ms,
-                                            report.connections, report.sessions, report.users)
+        d = self.store.update_edge_stats(info.edge_id, report.cpu, report.lag_ms,
+                                         report.connections, report.sessions, report.users)
+        if self._shared:
+            hosted = info.stats.get("sessionsHosted")
+            if isinstance(hosted, int) and hosted != hosted_before:
+                d.addCallback(lambda _: self.cluster.store.set_hosted(info.edge_id, hosted))
+            d.addCallback(lambda _: self._announce(edges=[info.edge_id]))
+        return d
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:
         if self.directory.disconnected(info.edge_id, link) is not None:
+            if self._shared and info.linked_at is not None:
+                d = self.cluster.store.unlink_edge(info.edge_id, self.cluster.locator_id,
+                                                   info.linked_at)
+                d.addCallback(lambda _: self._announce(edges=[info.edge_id]))
+                d.addErrback(lambda f: _log.debug("recording the link loss failed: {e}",
+                                                  e=f.getErrorMessage()))
             _log.warn("edge {edge}: link lost; no new sessions go there, joins still do for "
                       "up to {grace} s while it answers /health", edge=info.edge_id,
                       grace=self.directory.link_grace)
@@ -469,7 +615,8 @@ class Locator:
                 try:
                     yield self.store.unassign_edge_teams(info.edge_id)
                     yield self.store.end_sessions_on_edge(info.edge_id)
-                    yield self.audit("edge_unavailable", edge_id=info.edge_id)
+                    yield self.audit("edge_unavailable", edge_id=info.edge_id,
+                                     entry_id=self._unavailable_id(info))
                 except Exception:
                     _log.failure("could not record edge {edge} as unavailable", edge=info.edge_id)
                     self._states[info.edge_id] = before  # try again on the next check
@@ -540,7 +687,16 @@ class Locator:
                 "placements": dict(self.placements),
                 "placement_failures_total": self.placement_failures,
                 "placements_refused_total": self.placements_refused,
-                "records_stored_total": self.records_stored}
+                "records_stored_total": self.records_stored,
+                **(self._cluster_numbers() if self.cluster is not None else {})}
+
+    def _cluster_numbers(self) -> dict[str, Any]:
+        cluster = self.cluster
+        peers = cluster.peer_latency_ms
+        db_ms = cluster.db_latency_ms
+        return {"locators_alive": len(cluster.peers()) + 1,
+                "database_latency_seconds": None if db_ms is None else db_ms / 1000.0,
+                "peer_latency_seconds": max(peers.values()) / 1000.0 if peers else None}
 
 
 def _ping(txn):

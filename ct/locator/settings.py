@@ -18,6 +18,7 @@ from ct.common.settings import (
     parse_float,
     parse_int,
     parse_optional_str,
+    parse_url,
 )
 from ct.storage.config import InlineConfig
 
@@ -97,6 +98,11 @@ LOCATOR_SETTINGS = [
             "New sessions per second (on average) the locator places for one client "
             "address (X-Forwarded-For only from CT_TRUSTED_PROXIES); more get 429 with "
             "Retry-After. 0: no limit.", LOCATOR),
+    Setting("CT_LOCATOR_RELAY_URL", "locator-relay-url", None,
+            parse_url(("http", "https"), allow_none=True),
+            "URL the other locators on the same PostgreSQL database reach this one at "
+            "(latency measurement, the dashboard's list of locators). Unset: CT_SERVER_URL, "
+            "else derived from the first listening port.", LOCATOR),
     Setting("CT_PLACEMENT_BURST", "placement-burst", 30, parse_int(1),
             "New sessions one client address may start at once before CT_PLACEMENT_RATE "
             "applies.", LOCATOR),

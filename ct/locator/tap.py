@@ -8,6 +8,8 @@ status 1, before any port is opened.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import service
@@ -21,7 +23,7 @@ from ct import __version__
 from ct.settings import settings_for
 from ct.common.catalog import server_config
 from ct.common.credentials import dashboard_credentials
-from ct.common.http import health_checker
+from ct.common.http import health_checker, make_agent
 from ct.common.web import ServerSite
 from ct.common.listen import ListenersService, server_listeners
 from ct.common.ratelimit import KeyedLimiter
@@ -30,12 +32,15 @@ from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, locator_dashboard
 from ct.locator.api import LocatorAPI
+from ct.locator.cluster import Cluster, make_listener, peer_pinger
 from ct.locator.edges import EdgeDirectory
 from ct.locator.link import EdgeLinkFactory
 from ct.locator.service import HEALTH_PROBE_TIMEOUT, Locator
 from ct.metrics.definitions import LOCATOR_METRICS
 from ct.metrics.model import MetricSet
 from ct.metrics.setup import setup_metrics
+from ct.storage.apitokens import ApiTokenStore
+from ct.storage.cluster import ClusterStore
 from ct.storage.config import ConfigError, load_locator_config
 from ct.storage.database import Database
 from ct.storage.migrations import prepare_database
@@ -70,11 +75,12 @@ class LocatorRoot(resource.Resource):
 class LocatorRuntime(service.MultiService):
     """Prepares the database, starts the locator, then its listeners (children)."""
 
-    def __init__(self, reactor, db: Database, locator: Locator):
+    def __init__(self, reactor, db: Database, locator: Locator, cluster: Cluster | None = None):
         super().__init__()
         self.reactor = reactor
         self.db = db
         self.locator = locator
+        self.cluster = cluster
         self.metrics = MetricSet()
         self.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
         self.statsd = None  # StatsdPusher when CT_METRICS_STATSD_HOST is set
@@ -95,7 +101,15 @@ class LocatorRuntime(service.MultiService):
         version = yield prepare_database(self.db, self.reactor)
         _log.info("{db} ready (schema version {version})", db=self.db.describe(),
                   version=version)
+        cluster = self.cluster
+        if cluster is not None:
+            yield cluster.start(make_listener(self.reactor, cluster) if cluster.shared else None)
+            _log.info("locator {id} registered ({mode})", id=cluster.locator_id,
+                      mode="several locators may share this database" if cluster.shared
+                      else f"the only locator on {self.db.dialect}")
         yield self.locator.start()
+        if cluster is not None and cluster.shared:
+            yield self.locator.shared_edges_changed(None)
 
     def _ready(self, _):
         try:
@@ -121,13 +135,15 @@ class LocatorRuntime(service.MultiService):
 
     def stopService(self):
         self.locator.stop()
-        d = super().stopService()
+        d = defer.maybeDeferred(super().stopService)
+        if self.cluster is not None and not self.failed:
+            d.addBoth(lambda result: self.cluster.stop().addBoth(lambda _: result))
 
         def close(result):
             self.db.close()
             return result
 
-        return defer.maybeDeferred(lambda: d).addBoth(close)
+        return d.addBoth(close)
 
 
 def makeService(options, reactor=None) -> LocatorRuntime:
@@ -152,6 +168,17 @@ def makeService(options, reactor=None) -> LocatorRuntime:
 
     db = Database(config.database, reactor)
     store = LocatorStore(db, reactor)
+    listening_holder: list[ListenersService] = []
+
+    def relay_url() -> str | None:
+        if values["locator_relay_url"] or values["server_url"]:
+            return values["locator_relay_url"] or values["server_url"]
+        return _listening_url(listening_holder[0]) if listening_holder else None
+
+    cluster = Cluster(reactor, db, ClusterStore(db, reactor), stable_locator_id(values["data_dir"]),
+                      relay_url, __version__,
+                      peer_ping=peer_pinger(reactor, make_agent(reactor, values["trust_all_certs"],
+                                                                timeout=2.0)))
     directory = EdgeDirectory(reactor, dead_after=values["edge_dead_after"],
                               link_grace=values["link_grace"])
     reader = None
@@ -161,19 +188,23 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         reader = open_maxmind(values["maxmind_db"])
     locator = Locator(reactor, store, directory, values["edge_secret"],
                       health_check=health_checker(reactor, values["trust_all_certs"],
+                                                  outbound=server.outbound,
                                                   timeout=HEALTH_PROBE_TIMEOUT),
                       reader=reader,
                       placement_limiter=KeyedLimiter(values["placement_rate"],
                                                      values["placement_burst"],
-                                                     reactor.seconds))
+                                                     reactor.seconds),
+                      cluster=cluster)
     credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
                                         values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
-    api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle)
+    tokens = ApiTokenStore(db, reactor)
+    api = LocatorAPI(locator, credentials, values["trusted_proxies"], throttle, tokens,
+                     server.password_login)
     link_factory = EdgeLinkFactory(server.websocket_url, locator, reactor,
                                    link_timeout=values["edge_link_timeout"],
                                    register_timeout=values["edge_register_timeout"])
-    runtime = LocatorRuntime(reactor, db, locator)
+    runtime = LocatorRuntime(reactor, db, locator, cluster)
     runtime.api = api
     metrics_page, runtime.statsd = setup_metrics(server.metrics, reactor, runtime.metrics,
                                                  runtime)
@@ -183,8 +214,10 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         root.putChild(b"metrics", metrics_page)
     dashboard = locator_dashboard(
         locator, credentials,
-        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"]), reactor,
-        log_capture.server_log, throttle)
+        DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
+                                   server.sso, server.password_login,
+                                   server.host_tokens), reactor,
+        log_capture.server_log, throttle, tokens)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     regions_body = max(server.site.max_body, REGIONS_MAX_BODY)
@@ -198,6 +231,38 @@ def makeService(options, reactor=None) -> LocatorRuntime:
     retention.clock = reactor
     retention.setServiceParent(runtime)
     runtime.listening = server_listeners(reactor, server.listen, site)
+    listening_holder.append(runtime.listening)
     runtime.listening.setServiceParent(runtime)
     runtime.dashboard = dashboard
     return runtime
+
+
+def stable_locator_id(data_dir: str) -> str:
+    """This locator's id among the others: generated once, kept in ``CT_DATA_DIR/locator-id``
+    (a restarted locator is the same one)."""
+    path = os.path.join(data_dir, "locator-id")
+    try:
+        with open(path) as f:
+            locator_id = f.read().strip()
+        if locator_id:
+            return locator_id[:64]
+    except FileNotFoundError:
+        pass
+    locator_id = "loc-" + uuid.uuid4().hex[:12]
+    with open(path, "w") as f:
+        f.write(locator_id + "\n")
+    return locator_id
+
+
+def _listening_url(listening: ListenersService) -> str | None:
+    """``http://host:port`` of the plain HTTP listener, as other hosts reach it."""
+    port = listening.ports.get("HTTP")
+    if port is None:
+        return None
+    host = port.getHost()
+    address = host.host
+    if address in ("0.0.0.0", "", "::"):
+        address = socket.getfqdn()
+    if ":" in address:
+        address = f"[{address}]"
+    return f"http://{address}:{host.port}"

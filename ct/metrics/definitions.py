@@ -30,6 +30,9 @@ EDGE_METRICS = (
     MetricDef("server_lag_seconds", GAUGE,
               "Average server lag: how late the event loop ran its timers, recent average.",
               "lag_ms", scale=0.001),
+    MetricDef("process_cpu_cores", GAUGE,
+              "CPU this edge process used over the last report interval, in cores "
+              "(1: one core busy; the event loop uses one).", "cpu"),
     MetricDef("sessions_hosted_total", COUNTER, "Sessions hosted since the process started.",
               "sessions_hosted_total"),
     MetricDef("relay_frames_received_total", COUNTER,
@@ -98,6 +101,15 @@ LOCATOR_METRICS = (
     MetricDef("locator_edges_online", GAUGE, "Edges connected to the locator.", "edges_online"),
     MetricDef("locator_edges_suspended", GAUGE, "Connected edges that are suspended.",
               "edges_suspended"),
+    MetricDef("locator_locators_alive", GAUGE,
+              "Locators alive on this database, this one included (several locators).",
+              "locators_alive"),
+    MetricDef("locator_database_latency_seconds", GAUGE,
+              "Round trip of a SELECT 1 to the database, in seconds (above 0.010: a warning).",
+              "database_latency_seconds"),
+    MetricDef("locator_peer_latency_seconds", GAUGE,
+              "Highest round trip to another live locator, in seconds (above 0.010: a warning).",
+              "peer_latency_seconds"),
 )
 
 # Hook for the edge's link to the locator: its callable returns these keys (any subset).

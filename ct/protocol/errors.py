@@ -48,12 +48,15 @@ RATE_LIMITED = ErrorCode("rate-limited", 4029, "the connection sent more message
                          "rate limit allows")
 SHUTTING_DOWN = ErrorCode("shutting-down", 4017, "the edge is stopping: no new sessions; "
                           "host on another edge")
+SIGN_IN_REQUIRED = ErrorCode("sign-in-required", 4018, "the edge requires hosts and team "
+                            "members to sign in (CT_HOST_AUTH=sso): the host token is missing, "
+                            "expired, for another audience or not valid")
 
 ALL_CODES = [
     BAD_MESSAGE, UNSUPPORTED_VERSION, HANDSHAKE_TIMEOUT, FORBIDDEN, NOT_FOUND, CLIENT_TOO_OLD,
     SUPERSEDED, SESSION_ENDED, REMOVED, RESUME_EXPIRED, SESSION_FULL, EDGE_FULL,
     TOO_MANY_SESSIONS, NOT_ALLOWED, UNKNOWN_TARGET, PRESENCE_DISABLED, RATE_LIMITED,
-    SHUTTING_DOWN,
+    SHUTTING_DOWN, SIGN_IN_REQUIRED,
 ]
 BY_NAME = {c.name: c for c in ALL_CODES}
 

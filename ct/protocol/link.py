@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ct.common import jsonsafe
 from ct.protocol import errors
@@ -29,6 +29,11 @@ MAX_COUNT = 2**53  # counters and gauges (exact in a JSON number)
 BATCH = 500  # records an edge sends in one outbox batch
 MAX_BATCH_RECORDS = 100 * BATCH  # of each kind in one batch the locator takes
 MAX_DOWNLOAD_KINDS = 64
+MAX_CPU = 1024.0  # process CPU in cores (one core: 1.0)
+DEFAULT_LOG_LINES = 500  # an edge's log lines the locator asks for
+MAX_LOG_LINES = 2000
+MAX_LOG_BYTES = 256 * 1024  # of one log answer's lines (UTF-8)
+MAX_LOG_LINE = 4096  # characters of one line; longer ones are cut
 MIN_RETRY_AFTER = 1.0
 MAX_RETRY_AFTER = 60.0
 DEFAULT_RETRY_AFTER = 5.0
@@ -40,7 +45,8 @@ RECORDS = "records"  # an outbox batch, answered by stored or retry
 SESSION_UPDATE = "session-update"  # a session started or ended; not answered
 PING = "ping"
 SESSIONS = "sessions"  # answer to list-sessions
-DONE = "done"  # answer to remove-participant and end-session
+DONE = "done"  # answer to remove-participant and end-session (and refusals)
+LOG = "log"  # answer to log-lines
 # locator -> edge
 REGISTERED = "registered"
 STORED = "stored"
@@ -52,8 +58,9 @@ ERROR = "error"
 LIST_SESSIONS = "list-sessions"
 REMOVE_PARTICIPANT = "remove-participant"
 END_SESSION = "end-session"
-ADMIN_REQUESTS = frozenset({LIST_SESSIONS, REMOVE_PARTICIPANT, END_SESSION})
-ADMIN_ANSWERS = frozenset({SESSIONS, DONE})
+LOG_LINES = "log-lines"  # the recent lines of the edge's log, for the locator's dashboard
+ADMIN_REQUESTS = frozenset({LIST_SESSIONS, REMOVE_PARTICIPANT, END_SESSION, LOG_LINES})
+ADMIN_ANSWERS = frozenset({SESSIONS, DONE, LOG})
 
 
 def bad(what: str, message: str) -> ProtocolError:
@@ -180,13 +187,15 @@ class Register:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """An edge's load figures, every ``CT_REPORT_INTERVAL`` seconds."""
+    """An edge's load figures, every ``CT_REPORT_INTERVAL`` seconds: ``cpu`` is the CPU its
+    process used over the last interval in cores (1.0: one core busy), ``lag_ms`` how late
+    its event loop runs timers (recent average); None: not measured yet."""
 
     lag_ms: float | None = None
     connections: int = 0
     sessions: int = 0
     users: int = 0
-    load: float | None = None
+    cpu: float | None = None
     suspended: bool = False
     outbox: int = 0
     sessions_hosted: int = 0
@@ -194,7 +203,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": REPORT, "lagMs": self.lag_ms, "connections": self.connections,
-                "sessions": self.sessions, "users": self.users, "load": self.load,
+                "sessions": self.sessions, "users": self.users, "cpu": self.cpu,
                 "suspended": self.suspended, "outbox": self.outbox,
                 "sessionsHosted": self.sessions_hosted, "downloads": dict(self.downloads)}
 
@@ -213,7 +222,7 @@ class Report:
             raise bad(what, "'suspended' must be true or false")
         return cls(lag_ms=_number(raw, "lagMs", what), connections=_count(raw, "connections", what),
                    sessions=_count(raw, "sessions", what), users=_count(raw, "users", what),
-                   load=_number(raw, "load", what), suspended=suspended,
+                   cpu=_number(raw, "cpu", what, maximum=MAX_CPU), suspended=suspended,
                    outbox=_count(raw, "outbox", what),
                    sessions_hosted=_count(raw, "sessionsHosted", what), downloads=downloads)
 
@@ -329,6 +338,66 @@ class Records:
                    metrics=tuple(_list(raw, "metrics", RECORDS, MAX_BATCH_RECORDS)))
 
 
+@dataclass(frozen=True, slots=True)
+class LogAnswer:
+    """The recent lines of an edge's log (answer to ``log-lines``), oldest first: at most
+    ``MAX_LOG_LINES`` lines of ``MAX_LOG_LINE`` characters, ``MAX_LOG_BYTES`` in all;
+    ``truncated`` when older lines or the ends of long ones were left out."""
+
+    lines: tuple[str, ...]
+    source: str  # "memory" or the edge's log file
+    truncated: bool = False
+
+    def to_json(self, request: Any) -> dict[str, Any]:
+        return {"type": LOG, "request": request, "lines": list(self.lines),
+                "source": self.source, "truncated": self.truncated}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> LogAnswer:
+        lines = _list(raw, "lines", LOG, MAX_LOG_LINES)
+        if not all(isinstance(line, str) and len(line) <= MAX_LOG_LINE for line in lines):
+            raise bad(LOG, f"each of 'lines' must be a string of at most {MAX_LOG_LINE} "
+                      "characters")
+        if sum(len(line.encode("utf-8", "replace")) + 1 for line in lines) > MAX_LOG_BYTES:
+            raise bad(LOG, f"'lines' hold more than {MAX_LOG_BYTES} bytes")
+        truncated = raw.get("truncated", False)
+        if not isinstance(truncated, bool):
+            raise bad(LOG, "'truncated' must be true or false")
+        return cls(tuple(lines), _text(raw, "source", LOG, MAX_URL), truncated)
+
+
+def log_tail(lines: Sequence[str], limit: int = DEFAULT_LOG_LINES,
+             max_bytes: int = MAX_LOG_BYTES) -> tuple[list[str], bool]:
+    """The newest of ``lines`` within the bounds of a ``log`` answer: at most ``limit``
+    lines (1 to ``MAX_LOG_LINES``), each cut at ``MAX_LOG_LINE`` characters, ``max_bytes``
+    in all. Returns (lines oldest first, whether anything was left out)."""
+    limit = max(1, min(limit, MAX_LOG_LINES))
+    max_bytes = min(max_bytes, MAX_LOG_BYTES)
+    kept: list[str] = []
+    size = 0
+    truncated = len(lines) > limit
+    for line in reversed(lines[-limit:]):
+        if len(line) > MAX_LOG_LINE:
+            line = line[:MAX_LOG_LINE - 1] + "…"
+            truncated = True
+        cost = len(line.encode("utf-8", "replace")) + 1
+        if size + cost > max_bytes:
+            truncated = True
+            break
+        kept.append(line)
+        size += cost
+    kept.reverse()
+    return kept, truncated
+
+
+def requested_log_lines(message: Mapping[str, Any]) -> int:
+    """How many lines a ``log-lines`` request asks for, within 1 to ``MAX_LOG_LINES``."""
+    lines = message.get("lines")
+    if isinstance(lines, bool) or not isinstance(lines, int):
+        return DEFAULT_LOG_LINES
+    return max(1, min(lines, MAX_LOG_LINES))
+
+
 def answer_request(raw: Mapping[str, Any]) -> int:
     """The request number an administrator answer (``sessions``, ``done``) refers to."""
     return _count(raw, "request", raw["type"])
@@ -379,6 +448,10 @@ def remove_participant(session: str, participant: int) -> dict[str, Any]:
 
 def end_session(session: str) -> dict[str, Any]:
     return {"type": END_SESSION, "session": session}
+
+
+def log_lines(lines: int = DEFAULT_LOG_LINES) -> dict[str, Any]:
+    return {"type": LOG_LINES, "lines": lines}
 
 
 # ------------------------------------------------------------------ edge answers

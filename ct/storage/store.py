@@ -289,8 +289,14 @@ def insert_audit_batch_txn(txn, rows: Sequence[tuple]) -> int:
 
 
 def query_audit_txn(txn, since_ms, until_ms, kinds, user, edge_id, session_id, after_seq,
-                    limit, offset) -> list[AuditEntry]:
+                    limit, offset, teams=None) -> list[AuditEntry]:
     where, args = [], []
+    if teams is not None:  # a team viewer: entries of its teams' sessions only
+        if not teams:
+            return []
+        where.append("session_id IN (SELECT session_id FROM session_directory WHERE team IN ("
+                     + ", ".join("?" for _ in teams) + "))")
+        args.extend(teams)
     if since_ms is not None:
         where.append("at >= ?")
         args.append(since_ms)
@@ -475,14 +481,17 @@ class LocatorStore:
     def query_audit(self, since: float | None = None, until: float | None = None,
                     kind: str | Sequence[str] | None = None, user: str | None = None,
                     edge: str | None = None, session: str | None = None,
-                    limit: int = 100, offset: int = 0, after_seq: int | None = None):
+                    limit: int = 100, offset: int = 0, after_seq: int | None = None,
+                    teams: Sequence[str] | None = None):
         """Newest first; ``since`` inclusive, ``until`` exclusive; ``after_seq`` for
-        "what is new since I last looked" (readers remember the highest ``seq``)."""
+        "what is new since I last looked" (readers remember the highest ``seq``);
+        ``teams``: only entries of sessions of these teams (None: any)."""
         kinds = [kind] if isinstance(kind, str) else list(kind or [])
         return self.db.runInteraction(
             "query_audit", query_audit_txn,
             None if since is None else to_ms(since), None if until is None else to_ms(until),
-            kinds, user, edge, session, after_seq, _limit(limit), max(0, int(offset)))
+            kinds, user, edge, session, after_seq, _limit(limit), max(0, int(offset)),
+            None if teams is None else list(teams)[:100])
 
     def prune_audit(self, before: float):
         return self.db.runInteraction("prune_audit", prune_txn, "audit_entries", to_ms(before))

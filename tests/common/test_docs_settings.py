@@ -8,8 +8,8 @@ from pathlib import Path
 from ct.settings import all_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-# Variables of the test suite and the benchmarks, not of the servers.
-NOT_SETTINGS = re.compile(r"CT_TEST_[A-Z_]+|CT_TURN_BENCH_PROFILE")
+# Variables of the test suite, the benchmarks and ctctl, not of the servers.
+NOT_SETTINGS = re.compile(r"CT_TEST_[A-Z_]+|CT_TURN_BENCH_PROFILE|CT_API_TOKEN")
 
 
 def documents() -> list[Path]:

@@ -249,7 +249,8 @@ class LocatorSettingsTests(unittest.SynchronousTestCase):
             "trusted_proxies": (), "maxmind_db": None, "edge_dead_after": 15.0,
             "link_grace": 120.0, "audit_retention_days": 365.0,
             "metrics_retention_days": 90.0, "edge_link_timeout": 6.0,
-            "edge_register_timeout": 5.0, "placement_rate": 1.0, "placement_burst": 30})
+            "edge_register_timeout": 5.0, "placement_rate": 1.0, "placement_burst": 30,
+            "locator_relay_url": None})
 
     def test_values(self):
         values = self.parse(["--link-grace", "30"], {

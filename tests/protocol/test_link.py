@@ -13,7 +13,7 @@ from ct.protocol.errors import ProtocolError
 class RoundTripTests(unittest.SynchronousTestCase):
     def test_records_and_messages_survive_to_json_and_back(self):
         cases = [
-            (link.Report, link.Report(lag_ms=1.5, connections=3, sessions=1, users=2, load=0.25,
+            (link.Report, link.Report(lag_ms=1.5, connections=3, sessions=1, users=2, cpu=0.25,
                                       outbox=7, sessions_hosted=4, downloads={"vscode": 2})),
             (link.SessionUpdate, link.SessionUpdate("s1", "team", 12.5)),
             (link.SessionUpdate, link.SessionUpdate("s1", ended=20.0)),
@@ -50,11 +50,17 @@ class RefusalTests(unittest.SynchronousTestCase):
     def test_report_fields_are_checked_and_bounded(self):
         for change in [{"connections": "5"}, {"connections": -1}, {"sessions": 1.5},
                        {"users": True}, {"users": 2**60}, {"lagMs": "slow"},
-                       {"lagMs": math.inf}, {"load": -0.1}, {"suspended": "no"},
+                       {"lagMs": math.inf}, {"cpu": -0.1}, {"cpu": 1e6}, {"cpu": "high"},
+                       {"suspended": "no"},
                        {"downloads": []}, {"downloads": {"vscode": "1"}},
                        {"downloads": {str(n): 1 for n in range(100)}}]:
             with self.subTest(change=change):
                 self.refused(link.Report, {"type": "report", **change})
+
+    def test_a_report_of_an_older_edge_is_taken(self):
+        # Edges before 'cpu' sent 'load' (people / capacity): ignored, not refused.
+        report = link.Report.from_json({"type": "report", "load": 0.5, "connections": 2})
+        self.assertEqual((report.cpu, report.connections), (None, 2))
 
     def test_records_are_checked(self):
         good_audit = {"id": "a1", "time": 1.0, "kind": "session_started"}
@@ -95,3 +101,54 @@ class RetryDelayTests(unittest.SynchronousTestCase):
                              (True, 5.0), (math.nan, 5.0)]:
             with self.subTest(after=after):
                 self.assertEqual(link.retry_delay({"type": "retry", "after": after}), delay)
+
+
+class LogAnswerTests(unittest.SynchronousTestCase):
+    """``log-lines`` / ``log``: an edge's recent log over the link, bounded both ways."""
+
+    def test_round_trip(self):
+        answer = link.LogAnswer(("one", "two"), "memory", False)
+        wire = answer.to_json(7)
+        self.assertEqual((wire["type"], wire["request"]), ("log", 7))
+        self.assertEqual(link.LogAnswer.from_json(wire), answer)
+        self.assertEqual(link.answer_request(wire), 7)
+        self.assertIn(link.LOG, link.ADMIN_ANSWERS)
+        self.assertIn(link.LOG_LINES, link.ADMIN_REQUESTS)
+        self.assertEqual(link.log_lines(20), {"type": "log-lines", "lines": 20})
+
+    def test_the_tail_keeps_the_newest_within_lines_and_bytes(self):
+        lines = [f"line {n}" for n in range(10)]
+        self.assertEqual(link.log_tail(lines, 3), (["line 7", "line 8", "line 9"], True))
+        self.assertEqual(link.log_tail(lines, 50), (lines, False))
+        self.assertEqual(link.log_tail(lines, 50, max_bytes=14), (["line 8", "line 9"], True))
+        self.assertEqual(link.log_tail(lines, 50, max_bytes=13), (["line 9"], True))
+        self.assertEqual(link.log_tail([], 5), ([], False))
+
+    def test_the_tail_cuts_long_lines_and_fits_any_log(self):
+        kept, truncated = link.log_tail(["x" * 10_000, "é" * 5000], 10)
+        self.assertTrue(truncated)
+        self.assertEqual([len(line) for line in kept], [link.MAX_LOG_LINE] * 2)
+        self.assertTrue(kept[0].endswith("…"))
+        huge = ["y" * 4000] * 5000
+        kept, truncated = link.log_tail(huge, 10**9)
+        self.assertTrue(truncated)
+        self.assertLessEqual(len(kept), link.MAX_LOG_LINES)
+        answer = link.LogAnswer(tuple(kept), "memory", truncated)
+        self.assertEqual(link.LogAnswer.from_json(answer.to_json(1)), answer)
+
+    def test_the_request_is_bounded(self):
+        for lines, expected in [(10, 10), (0, 1), (-5, 1), (10**9, link.MAX_LOG_LINES),
+                                ("10", link.DEFAULT_LOG_LINES), (True, link.DEFAULT_LOG_LINES),
+                                (None, link.DEFAULT_LOG_LINES)]:
+            with self.subTest(lines=lines):
+                self.assertEqual(link.requested_log_lines({"lines": lines}), expected)
+
+    def test_a_bad_answer_is_refused(self):
+        good = {"type": "log", "request": 1, "lines": ["a"], "source": "memory"}
+        for change in [{"lines": "a"}, {"lines": [1]}, {"lines": ["a" * 5000]},
+                       {"lines": ["a"] * (link.MAX_LOG_LINES + 1)},
+                       {"lines": ["é" * 4000] * 40}, {"source": ""}, {"source": None},
+                       {"truncated": "yes"}]:
+            with self.subTest(change=change):
+                with self.assertRaises(ProtocolError):
+                    link.LogAnswer.from_json({**good, **change})

@@ -22,7 +22,8 @@ PAGE_SIZE = 50
 EXPORT_MAX = 50_000
 EXPORT_BATCH = 1000
 FILTERS = ("since", "until", "kind", "user", "edge", "session")
-KINDS = sorted(AUDIT_KINDS | {"session_ended_by_admin", "dashboard_logout"})
+KINDS = sorted(AUDIT_KINDS | {"session_ended_by_admin", "dashboard_logout",
+                              "api_token_created", "api_token_revoked", "host_signed_in"})
 
 
 def audit_query(request) -> dict[str, Any]:
@@ -39,6 +40,11 @@ def audit_query(request) -> dict[str, Any]:
         if value:
             query[name] = value[:255]
     return query
+
+
+def team_scope(session) -> dict[str, Any]:
+    """What a team viewer may see: entries of its teams' sessions (an admin: all)."""
+    return {} if session.is_admin else {"teams": tuple(session.teams)}
 
 
 def given_filters(request) -> dict[str, str]:
@@ -62,8 +68,8 @@ class AuditPages(PageGroup):
             page = max(1, int(arg(request, "page") or 1))
         except ValueError:
             page = 1
-        entries = yield self.backend.audit(**audit_query(request), limit=PAGE_SIZE + 1,
-                                           offset=(page - 1) * PAGE_SIZE)
+        entries = yield self.backend.audit(**audit_query(request), **team_scope(session),
+                                           limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
         more = len(entries) > PAGE_SIZE
         entries = entries[:PAGE_SIZE]
         filters = given_filters(request)
@@ -112,14 +118,17 @@ class AuditPages(PageGroup):
         if more:
             pager(tags.a("Older →", href="/dashboard/audit?" + urlencode(
                 {**filters, "page": page + 1}), id="older"))
+        if not session.is_admin:
+            form(tags.p(f"Entries of the sessions of team {', '.join(session.teams)}.",
+                        class_="hint", id="team-scope"))
         note = ("" if self.backend.mode == "multi-server" else
                 tags.p("Single-server mode: the newest entries are kept in memory only "
                        "(lost on restart).", class_="hint"))
         return [form, exports, note, table(body), pager]
 
     @defer.inlineCallbacks
-    def _matching(self, request):
-        query = audit_query(request)
+    def _matching(self, request, session):
+        query = {**audit_query(request), **team_scope(session)}
         out = []
         while len(out) < EXPORT_MAX:
             batch = yield self.backend.audit(**query, limit=EXPORT_BATCH, offset=len(out))
@@ -129,9 +138,9 @@ class AuditPages(PageGroup):
         return out
 
     @defer.inlineCallbacks
-    def export(self, fmt: str, request):
+    def export(self, fmt: str, request, session):
         """``fmt``: ``csv`` or ``json``; a download of every matching entry."""
-        entries = yield self._matching(request)
+        entries = yield self._matching(request, session)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock.seconds()))
         if fmt == "json":
             set_headers(request, b"application/json")

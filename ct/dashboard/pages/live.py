@@ -30,9 +30,34 @@ def card(label: str, value: str, key: str, extra: Any = "") -> Tag:
                     class_="card")
 
 
+def visible_sessions(sessions, session) -> list:
+    """The sessions ``session``'s user may see: all for an admin, its teams' otherwise."""
+    if session.is_admin:
+        return list(sessions)
+    return [s for s in sessions if s.get("team") in session.teams]
+
+
 class LivePages(PageGroup):
     @defer.inlineCallbacks
+    def team_overview(self, request, session):
+        """A team viewer's overview: its teams' live sessions and people only."""
+        sessions = visible_sessions((yield self.backend.sessions()), session)
+        people = [p for s in sessions for p in s.get("participants") or []]
+        cards = tags.div(
+            card("Active sessions", number(len(sessions)), "sessions"),
+            card("Participants", number(len(people)), "participants"),
+            card("Connected", number(sum(1 for p in people if p.get("connected"))),
+                 "connections"), class_="cards")
+        return [tags.p(f"Team {', '.join(session.teams)}: ",
+                       tags.a("sessions", href="/dashboard/sessions"), " and ",
+                       tags.a("audit log", href="/dashboard/audit"), ".", class_="summary",
+                       id="team-scope"), cards]
+
+    @defer.inlineCallbacks
     def overview(self, request, session):
+        if not session.is_admin:
+            body = yield self.team_overview(request, session)
+            return body
         now = yield self.backend.overview()
         which = arg(request, "range") or "hour"
         if which not in RANGES:
@@ -79,7 +104,7 @@ class LivePages(PageGroup):
 
     @defer.inlineCallbacks
     def sessions(self, request, session):
-        sessions = yield self.backend.sessions()
+        sessions = visible_sessions((yield self.backend.sessions()), session)
         intro = tags.p("Who is in which session. The server never sees what they edit "
                        "(sessions are end-to-end encrypted).", class_="hint")
         if not sessions:
@@ -95,7 +120,7 @@ class LivePages(PageGroup):
                 people(tags.li("unknown: the edge does not answer", class_="muted"))
             for p in s.get("participants") or []:
                 remove = ""
-                if p.get("role") != "host":
+                if p.get("role") != "host" and session.is_admin:
                     remove = post_button(
                         session, f"/dashboard/sessions/{sid}/participants/{p['id']}/remove",
                         "Remove", f"remove-{sid}-{p['id']}",
@@ -107,7 +132,8 @@ class LivePages(PageGroup):
                     tags.span(p.get("role") or "", class_="muted"), " ",
                     tags.span(p.get("client") or "", class_="muted"), remove))
             end = post_button(session, f"/dashboard/sessions/{sid}/end", "End session",
-                              f"end-{sid}", "End this session for everyone?", "warn")
+                              f"end-{sid}", "End this session for everyone?", "warn") \
+                if session.is_admin else ""
             started = s.get("started")
             body(tags.tr(
                 tags.td(tags.code(sid), tags.div(s.get("team") and f"team {s['team']}" or "",

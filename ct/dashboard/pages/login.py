@@ -3,6 +3,8 @@ log-in cannot be posted from another site; log-ins and log-outs are audited."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from twisted.logger import Logger
 
 from ct.common.tokens import same_secret
@@ -45,11 +47,19 @@ class LoginPages:
                       "password generated at the first start is in the file "
                       "dashboard-password of the server's data directory (CT_DATA_DIR; user "
                       "ctuser).", class_="hint")
+        config = self.guard.config
+        sso = ""
+        if config.sso is not None:
+            sso = tags.p(tags.a("Sign in with single sign-on", class_="button primary",
+                                id="sso-login",
+                                href="/dashboard/sso/start?" + urlencode({"next": nxt})))
+        if not config.password_login:
+            form = hint = ""
         body = tags.div(tags.h1("CodeTogether server"), tags.p("Dashboard log-in",
                                                                 class_="sub"),
                         tags.div(error, class_="flash flash-error", role="alert",
                                  id="login-error") if error else "",
-                        form, hint, class_="login-card")
+                        sso, form, hint, class_="login-card")
         page = tags.html(
             tags.head(tags.meta(charset="utf-8"),
                       tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
@@ -59,6 +69,9 @@ class LoginPages:
         return render(request, page, status)
 
     def login(self, request):
+        if not self.guard.config.password_login:
+            return refuse(request, 403, "password log-in is turned off "
+                                        "(CT_DASHBOARD_PASSWORD_LOGIN); sign in with SSO")
         if not self.guard.same_origin(request):
             return refuse(request, 403, "cross-site request refused")
         form_token = arg(request, "csrf") or ""
@@ -82,7 +95,8 @@ class LoginPages:
         self.guard.set_cookie(request, COOKIE, session.sid)
         self.guard.set_cookie(request, LOGIN_COOKIE, "", max_age=0)
         _log.info("dashboard: {user} logged in from {ip}", user=user, ip=ip)
-        self.backend.record("dashboard_login", user, ip=ip).addErrback(
+        self.backend.record("dashboard_login", user, ip=ip, method="password",
+                            role=session.role).addErrback(
             lambda f: _log.failure("dashboard: could not store an audit entry", f))
         return see_other(request, safe_next(arg(request, "next")))
 

@@ -42,6 +42,9 @@ class OlderLogs:
         given = basic_auth(request)
         if given is None:
             return to_login(request, "/dashboard/logs")
+        if not self.guard.config.password_login:
+            return refuse(request, 403, "password log-in is turned off "
+                                        "(CT_DASHBOARD_PASSWORD_LOGIN)")
         verdict = self.guard.check_login(self.guard.client_ip(request), given[0][:64], given[1])
         if verdict.locked:
             request.setHeader(b"retry-after", verdict.retry_after_header)
