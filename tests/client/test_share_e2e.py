@@ -55,7 +55,7 @@ class ShareCase(unittest.TestCase):
 
     def make_dir(self) -> str:
         path = tempfile.mkdtemp(prefix="ct-share-")
-        self.addCleanup(lambda: os.system(f"rm -rf '{path}'"))
+        self.addCleanup(shutil.rmtree, path, True)
         return path
 
     @defer.inlineCallbacks
