@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast system-deps docs clean
+.PHONY: setup run test test-fast system-deps js docs clean
 
 setup: $(STAMP)
 
@@ -19,14 +19,20 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
+# The JavaScript client core and browser app: npm ci from js/package-lock.json, then
+# esbuild into ct/webclient/static/ (committed; see scripts/build-js.sh).
+js:
+	bash scripts/build-js.sh
+
 run: setup
+	bash scripts/build-js.sh --optional
 	$(PY) -m ct.devrun
 
-test: setup system-deps
+test: setup system-deps js
 	bash scripts/run-tests.sh
 
 docs: setup
 	$(PY) -m ct.settings > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
 
 clean:
-	rm -rf $(VENV) .run _trial_temp* .pytest_cache test-artifacts
+	rm -rf $(VENV) .run _trial_temp* .pytest_cache test-artifacts js/node_modules

@@ -169,7 +169,9 @@ def run(reactor, args):
                (the same credentials for the operator API and ctctl)
     team demo  token {token}
 
-    try it:  .venv/bin/ct-client host --locator {locator_url} --name alice
+    try it:  .venv/bin/ct-client share --locator {locator_url} --name alice path/to/project
+             then open the link it prints in a browser (twice, to see each other's cursors)
+    or:      .venv/bin/ct-client host --locator {locator_url} --name alice
              .venv/bin/ct-client join '<link printed by the host>' --name bob
              .venv/bin/ct-client presence --locator {locator_url} --team demo --token {token} --user carol
     Ctrl-C stops everything.

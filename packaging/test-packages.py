@@ -203,7 +203,9 @@ def check_deb_contents(debs: list[str]) -> None:
     check(sorted(names) == sorted(PACKAGES), "packages: " + ", ".join(sorted(names)))
     listing = run(["dpkg-deb", "-c", names["codetogether-runtime"]], quiet=True).stdout
     for path in (f".{RUNTIME}/bin/twistd", "/site-packages/twisted/plugins/ct_plugins.py",
-                 "/site-packages/ct_service_log.py", "/site-packages/ct/edge/tap.py"):
+                 "/site-packages/ct_service_log.py", "/site-packages/ct/edge/tap.py",
+                 "/site-packages/ct/webclient/static/join.js",
+                 "/site-packages/ct/webclient/static/join.css"):
         check(path in listing, f"runtime ships {path.lstrip('.')}")
 
 

@@ -4,6 +4,11 @@
 set -euo pipefail
 
 packages=(haproxy coturn chromium chromium-driver tinyproxy-bin)
+# Node and npm build the JavaScript client (scripts/build-js.sh) and run its tests; a Node
+# installed otherwise (e.g. a newer one) is used as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    packages+=(nodejs npm)
+fi
 if [ "${CT_TEST_PACKAGING:-0}" = 1 ]; then
     # Building and checking the Debian packages (tests/packaging).
     packages+=(dpkg-dev debhelper dh-virtualenv lintian python3-venv build-essential systemd)

@@ -309,13 +309,6 @@ def presence(reactor, args):
         _say("* " + json.dumps(event, sort_keys=True))
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number of bytes")
-    return value
-
-
 @defer.inlineCallbacks
 def login(reactor, args):
     """Sign in through the server's identity provider; the host token goes to a file."""
@@ -325,6 +318,13 @@ def login(reactor, args):
     token = yield flow.wait(args.timeout)
     save_token(args.token_file, token)
     _say(f"* signed in; host token saved in {args.token_file}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of bytes")
+    return value
 
 
 def main(argv=None) -> None:
@@ -355,12 +355,12 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--title")
     p.add_argument("--read-only", action="store_true", help="guests may not edit")
-    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
     p.add_argument("--max-file-bytes", type=_positive, default=tree.DEFAULT_MAX_FILE_BYTES,
                    help="larger files are listed, not shared (default 1 MiB)")
     p.add_argument("--max-workspace-bytes", type=_positive,
                    default=tree.DEFAULT_MAX_WORKSPACE_BYTES,
                    help="files past this total are listed, not shared (default 32 MiB)")
+    p.add_argument("--host-token-file", help="host token from 'ct-client login'")
     p = sub.add_parser("presence", help="watch a team's presence")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server")

@@ -102,6 +102,11 @@ class Edge:
         one of ``trusted_proxies`` (see :func:`ct.common.addresses.client_ip`)."""
         return client_ip(socket_host, forwarded_for, self._trusted_proxies)
 
+    def hosts_session(self, session_id: str) -> bool:
+        """Does this edge hold ``session_id``, live (the browser app's page asks)?"""
+        session = self.relay.sessions.get(session_id)
+        return session is not None and not session.ended and not session.internal
+
     def after_handshake(self, conn, participant: Participant) -> None:
         for hook in self.handshake_hooks:
             hook(conn, participant)

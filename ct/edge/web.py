@@ -1,5 +1,5 @@
 """HTTP side of the edge: websocket routes, ``/health``, ``/ct-health/``, ``/clients/``,
-``/metrics``."""
+``/metrics``, the browser app's ``/join/<session>`` and ``/join-assets/``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from twisted.web import pages, resource
 
 from ct import __version__
 from ct.edge.downloads import DownloadCounter, clients_resource
+from ct.webclient import web as webclient
+from ct.webclient.assets import Assets
 
 
 class JSONResource(resource.Resource):
@@ -52,7 +54,10 @@ class Root(resource.Resource):
 
 def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | None,
                     no_clients: bool, downloads: DownloadCounter | None = None,
-                    metrics: resource.Resource | None = None) -> resource.Resource:
+                    metrics: resource.Resource | None = None,
+                    assets: Assets | None = None,
+                    public_https: bool = False) -> resource.Resource:
+    """``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``."""
     root = Root("edge")
     ws = resource.Resource()
     ws.putChild(b"session", WebSocketResource(session_factory))
@@ -66,4 +71,5 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
     if not no_clients:
         root.putChild(b"clients", clients_resource(clients_dir or None,
                                                     downloads or DownloadCounter()))
+    webclient.mount(root, assets or Assets(), edge.hosts_session, public_https)
     return root

@@ -45,6 +45,8 @@ from ct.storage.config import ConfigError, load_locator_config
 from ct.storage.database import Database
 from ct.storage.migrations import prepare_database
 from ct.storage.store import LocatorStore
+from ct.webclient import redirect as join_redirect
+from ct.webclient.assets import Assets
 
 _log = Logger()
 
@@ -210,6 +212,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
                                                  runtime)
     root = LocatorRoot(link_factory)
     api.mount(root)
+    join_redirect.mount(root, Assets(), locator.find_session, reactor)
     if metrics_page is not None:
         root.putChild(b"metrics", metrics_page)
     dashboard = locator_dashboard(

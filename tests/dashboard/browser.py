@@ -33,7 +33,8 @@ def missing() -> str | None:
 
 
 class Browser:
-    def __init__(self, case):
+    def __init__(self, case, extra_args=(), artifacts: Path = ARTIFACTS):
+        """``extra_args``: more Chromium flags; ``artifacts``: where screenshots go."""
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -46,7 +47,7 @@ class Browser:
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    f"--user-data-dir={self.profile}/profile"):
+                    f"--user-data-dir={self.profile}/profile", *extra_args):
             options.add_argument(arg)
         options.add_experimental_option("prefs", {
             "download.default_directory": str(self.downloads),
@@ -55,7 +56,8 @@ class Browser:
         self.driver.set_page_load_timeout(30)
         self.driver.execute_cdp_cmd("Page.setDownloadBehavior", {
             "behavior": "allow", "downloadPath": str(self.downloads)})
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.artifacts = artifacts
+        artifacts.mkdir(parents=True, exist_ok=True)
         case.addCleanup(self.close)
 
     def close(self):
@@ -93,7 +95,7 @@ class Browser:
         self.driver.switch_to.alert.accept()
 
     def screenshot(self, name: str) -> Path:
-        path = ARTIFACTS / f"{name}.png"
+        path = self.artifacts / f"{name}.png"
         self.driver.save_screenshot(str(path))
         return path
 

@@ -17,9 +17,13 @@ from twisted.trial import unittest
 from tests.procutil import ROOT, Daemon
 
 STATIC = ["ct/dashboard/static/dashboard.css", "ct/dashboard/static/dashboard.js"]
+# The browser guest app, built from js/ (scripts/build-js.sh): shipped so servers need no Node.
+WEBCLIENT = ["ct/webclient/__init__.py", "ct/webclient/static/join.js",
+             "ct/webclient/static/join.css"]
 SKIP_COPY = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
                                    "_trial_temp*", "test-artifacts", "tests.*", "test_*",
-                                   ".pytest_cache", ".hypothesis", ".run", "dropin.cache")
+                                   ".pytest_cache", ".hypothesis", ".run", "dropin.cache",
+                                   "node_modules")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -82,8 +86,12 @@ class WheelTests(unittest.TestCase):
         tmp.mkdir(parents=True)
         wheel = self.build_wheel(tmp)
         names = set(zipfile.ZipFile(wheel).namelist())
-        for name in STATIC + ["twisted/plugins/ct_plugins.py"]:
+        for name in STATIC + WEBCLIENT + ["twisted/plugins/ct_plugins.py"]:
             self.assertIn(name, names)
+        for name in WEBCLIENT[1:]:  # the built bundle, byte for byte
+            with zipfile.ZipFile(wheel) as archive:
+                self.assertEqual(archive.read(name), (Path(ROOT) / name).read_bytes(), name)
+        self.assertFalse([n for n in names if "node_modules" in n or n.startswith("js/")])
         self.assertFalse([n for n in names if n.endswith("dropin.cache")])
 
         python = self.install(tmp, wheel)
