@@ -7,7 +7,8 @@
     ct-client presence --locator URL | --server URL --team TEAM --token TOKEN --user NAME
     ct-client login --server URL --token-file FILE   (sign in to host: CT_HOST_AUTH=sso)
 
-host, share and presence take --host-token-file FILE (from login) where edges require sign-in.
+host, share and presence take --host-token-file FILE (from login) where edges require
+sign-in.
 
 ``host`` and ``join``: lines typed on standard input are sent to everyone in the session
 (end-to-end encrypted); what others send is printed. End of input leaves the session.
@@ -41,7 +42,7 @@ from ct.client.locator import LocatorClient
 from ct.client.login import LoopbackLogin, read_token, save_token
 from ct.client.presence import PresenceClient
 from ct.client.session import SessionClient, SessionEnded
-from ct.client.share import DirectoryShare
+from ct.client.share import DirectoryShare, printable
 from ct.collab import tree
 from ct.collab.workspace import Policy
 
@@ -175,13 +176,13 @@ class _Commands(LineReceiver):
         if command == "/who":
             for pid, info in sorted(self.client.participants.items()):
                 away = "" if info.get("connected", True) else ", away"
-                _say(f"*   #{pid} {info.get('name')} ({info.get('role')}{away})")
+                _say(f"*   #{pid} {printable(info.get('name'), 64)} ({info.get('role')}{away})")
             _say(f"*   #{self.client.participant} {self.client.name} (you)")
         elif command == "/kick" and is_host:
             target = self._find(rest)
             if target is not None:
                 self.client.kick(target)
-                _say(f"* removing {self.client.participants[target].get('name')}")
+                _say(f"* removing {printable(self.client.participants[target].get('name'))}")
         elif command == "/readonly" and is_host and rest in ("on", "off"):
             self.share.set_read_only(rest == "on")
             _say("* guests are now " + ("read-only" if rest == "on" else "editors"))
@@ -286,7 +287,7 @@ def _mirror(reactor, args, client):
     workspace = DirectoryShare(reactor, client, args.mirror, "guest", say=_say)
     client.on_frame = workspace.on_frame
     reply = yield _or_exit(client.join_link(), "join", client)
-    names = ", ".join(p["name"] for p in reply["participants"])
+    names = ", ".join(printable(p["name"], 64) for p in reply["participants"])
     _say(f"* joined session {client.session} as #{client.participant}; here: {names}; "
          f"mirroring into {workspace.root}")
     workspace.start()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import unicodedata
 from typing import Any, Callable
 
 from pycrdt import merge_updates
@@ -38,6 +39,13 @@ WATCH_MASK = (inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_
 COLORS = ("#30bced", "#6eeb83", "#ffbc42", "#ee6352", "#9ac2c9", "#8acb88", "#1be7ff",
           "#dbb6ee", "#f78154", "#4d9de0")
 UNSAFE = object()  # a path that may not be read or written (see tree.safe_target)
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """A peer's text for the terminal: control characters (escape sequences) shown as
+    ``?``, cut to ``limit`` characters."""
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c
+                   for c in str(text)[:limit])
 
 
 class Truncated(bytes):
@@ -396,18 +404,19 @@ class DirectoryShare:
             known = {(e["path"], e["reason"]) for e in before.unshared}
             listed = [e for e in self.policy.unshared if (e["path"], e["reason"]) not in known]
             for entry in listed[:20]:
-                self.say(f"* not shared by the host: {entry['path']} ({entry['reason']}, "
-                         f"{entry['size']} bytes)")
+                self.say(f"* not shared by the host: {printable(entry['path'])} "
+                         f"({entry['reason']}, {entry['size']} bytes)")
             if len(listed) > 20:
                 self.say(f"* ... and {len(listed) - 20} more files not shared")
         elif kind == messages.NOTICE:
             body = message.body
             who = self._name(sender)
-            where = f" ({body['path']})" if isinstance(body.get("path"), str) else ""
-            self.say(f"* {body['level']} from {who}: {body['message'][:500]}{where}")
+            where = f" ({printable(body['path'])})" if isinstance(body.get("path"), str) else ""
+            self.say(f"* {body['level']} from {who}: {printable(body['message'])}{where}")
 
     def _name(self, participant: int) -> str:
-        return self.client.participants.get(participant, {}).get("name", f"#{participant}")
+        info = self.client.participants.get(participant, {})
+        return printable(info.get("name", f"#{participant}"), 64)
 
     @defer.inlineCallbacks
     def _consume_events(self):
@@ -422,13 +431,14 @@ class DirectoryShare:
         kind = event.get("type")
         if kind == "participant-joined":
             info = event["participant"]
-            self.say(f"* {info.get('name')} joined")
+            self.say(f"* {printable(info.get('name'), 64)} joined")
             if self.role == "host":
                 self.send_policy(info["id"])
             self._send(messages.awareness(self.awareness.local()), info["id"])
         elif kind == "participant-left":
             participant = event["participant"]
-            self.say(f"* {event.get('name') or self._name(participant)} left")
+            name = event.get("name")
+            self.say(f"* {printable(name, 64) if name else self._name(participant)} left")
             self.awareness.remove_participant(participant)
             self.reassembler.forget(participant)
         elif kind == "participant-away":
@@ -641,14 +651,14 @@ class DirectoryShare:
                 deletes.append((path, data))  # removed by the host
             elif data is not None and path not in self._told_untracked and base is None:
                 self._told_untracked.add(path)
-                self.say(f"* not shared: {path} (only the host adds files)")
+                self.say(f"* not shared: {printable(path)} (only the host adds files)")
             if data is None:
                 self.synced.pop(path, None)
             return
         if data is None:
             if base is not None:
-                self.say(f"* {path} is part of the session (only the host removes files): "
-                         "restored")
+                self.say(f"* {printable(path)} is part of the session (only the host "
+                         "removes files): restored")
             writes.append((path, doc, None))
             return
         text = tree.decode_text(data)
@@ -659,11 +669,12 @@ class DirectoryShare:
                 writes.append((path, doc, data))
             return
         if text != base and self.policy.read_only:
-            self.say(f"* read-only session: your change to {path} is not shared and is undone")
+            self.say(f"* read-only session: your change to {printable(path)} is not shared "
+                     "and is undone")
             writes.append((path, doc, data))
             return
         if text != base and len(data) > self.policy.max_file_bytes:
-            self.say(f"* {path} would pass {self.policy.max_file_bytes} bytes: "
+            self.say(f"* {printable(path)} would pass {self.policy.max_file_bytes} bytes: "
                      "your change is not shared")
             self._send(messages.notice("warning", "too-large",
                                        f"an edit of {self.client.name} was over the size cap",

@@ -57,8 +57,10 @@ class Workspace:
         """What a peer with ``state_vector`` lacks (everything for ``None``)."""
         try:
             return self.doc.get_update(state_vector)
-        except ValueError as e:
-            raise MessageError(f"bad state vector: {e}") from None
+        except BaseException as e:  # ValueError, or pyo3's PanicException (a BaseException)
+            if isinstance(e, _PASS_THROUGH):
+                raise
+            raise MessageError(f"bad state vector: {_why(e)}") from None
 
     # ---------------------------------------------------------------- remote
 
@@ -67,8 +69,10 @@ class Workspace:
         self._changed = set()
         try:
             self.doc.apply_update(update)
-        except (ValueError, RuntimeError) as e:
-            raise MessageError(f"bad update: {e}") from None
+        except BaseException as e:  # a panic in pycrdt's Rust must not end the process
+            if isinstance(e, _PASS_THROUGH):
+                raise
+            raise MessageError(f"bad update: {_why(e)}") from None
         changed, self._changed = self._changed, set()
         return changed
 
@@ -133,6 +137,13 @@ class Workspace:
                 self._changed.add(path[0])
             else:
                 self._changed.update(getattr(event, "keys", {}) or {})
+
+
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _why(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else error.__class__.__name__
 
 
 # ------------------------------------------------------------------ awareness

@@ -23,7 +23,8 @@ class CliProcess(protocol.ProcessProtocol):
         self._buffer = b""
         self.exited: defer.Deferred = defer.Deferred()
         self.status = None
-        environ = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", **(env or {})}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+        environ.update({"PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", **(env or {})})
         reactor.spawnProcess(self, sys.executable, [sys.executable, "-m", "ct.client.cli", *args],
                              env=environ, path=ROOT)
         case.addCleanup(self.stop)

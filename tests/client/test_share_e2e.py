@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tests.client.cliproc import CliProcess
@@ -55,7 +55,7 @@ class ShareCase(unittest.TestCase):
 
     def make_dir(self) -> str:
         path = tempfile.mkdtemp(prefix="ct-share-")
-        self.addCleanup(lambda: os.system(f"rm -rf '{path}'"))
+        self.addCleanup(shutil.rmtree, path, True)
         return path
 
     @defer.inlineCallbacks
@@ -213,7 +213,10 @@ class ConvergenceTests(ShareCase):
         total = sum(len(v.encode()) for v in files.values())
         self.assertGreater(total, 5_000_000)
         yield self.start_share(files)
+        started = reactor.seconds()
         mirror, mdir = yield self.start_mirror()
+        synced_after = reactor.seconds() - started  # process start, join, sync, 500 writes
+        self.assertLess(synced_after, 30)
         yield wait_for(lambda: len(tree_of(mdir)) == 500, timeout=60)
         yield wait_for(lambda: self.converged(self.host_dir, mdir), timeout=30)
         markers = []

@@ -111,3 +111,4 @@ class PolicyTests(unittest.TestCase):
                     {"v": 1, "unshared": [{"path": "a", "size": 1, "reason": "other"}]}):
             with self.assertRaises(MessageError, msg=bad):
                 Policy.from_json(bad)
+
