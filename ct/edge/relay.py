@@ -123,7 +123,8 @@ class Participant:
 class Session:
     __slots__ = ("id", "join_token", "host_peer", "team", "title", "created_at", "participants",
                  "next_pid", "seq", "log", "log_bytes", "lost_broadcast", "lost_broadcast_sender",
-                 "lost_broadcast_other", "ended", "host_client", "frames", "internal", "timed_out")
+                 "lost_broadcast_other", "ended", "host_client", "frames", "internal", "timed_out",
+                 "guests_sign_in")
 
     def __init__(self, sid: str, join_token: str, host_peer: str, team: str | None,
                  title: str | None, now: float):
@@ -150,6 +151,7 @@ class Session:
         self.frames = 0
         self.internal = False  # the edge's own self-probe: kept out of audit and metrics
         self.timed_out: set[int] = set()  # guests dropped after their resume window
+        self.guests_sign_in = False  # the host asked that guests sign in (``guestSignIn``)
 
     @property
     def host(self) -> Participant | None:
@@ -197,6 +199,9 @@ class Relay:
         self._token = token or secrets.token_urlsafe
         self._hosted_by_peer: dict[str, int] = {}
         self.host_check: Callable[[dict[str, Any]], str | None] | None = None
+        # Guests' sign-in (CT_GUEST_AUTH=sso or the host's ``guestSignIn``): may raise;
+        # returns the signed-in name to show, or None when the session needs no sign-in.
+        self.guest_check: Callable[[Session, dict[str, Any]], str | None] | None = None
         self.probe_token: str | None = None
         self.draining = False  # stopping: existing sessions go on, no new ones
 
@@ -208,6 +213,9 @@ class Relay:
         client = field_str(message, "client", MAX_NAME, required=False)
         title = field_str(message, "title", MAX_TITLE, required=False)
         team = field_str(message, "team", MAX_NAME, required=False)
+        guests_sign_in = message.get("guestSignIn", False)
+        if not isinstance(guests_sign_in, bool):
+            raise ProtocolError(errors.BAD_MESSAGE, "'guestSignIn' must be true or false")
         probe = message.get("probe")
         internal = (self.probe_token is not None and isinstance(probe, str)
                     and hmac.compare_digest(probe.encode(), self.probe_token.encode()))
@@ -227,6 +235,7 @@ class Relay:
         session = Session(sid, self._token(18), conn.peer_host, team, title, self.clock.seconds())
         session.host_client = client
         session.internal = internal
+        session.guests_sign_in = guests_sign_in
         host_secret = self._token(24)
         host = self._add(session, name, HOST, client, host_secret, conn)
         self.sessions[sid] = session
@@ -249,6 +258,8 @@ class Relay:
         client = field_str(message, "client", MAX_NAME, required=False)
         if not hmac.compare_digest(token.encode(), session.join_token.encode()):
             raise ProtocolError(errors.FORBIDDEN, "wrong join token for this session")
+        if self.guest_check is not None:
+            name = self.guest_check(session, message) or name
         if len(session.participants) >= self.limits.max_participants:
             raise ProtocolError(errors.SESSION_FULL, f"session has its maximum of "
                                 f"{self.limits.max_participants} participants")

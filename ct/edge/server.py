@@ -45,6 +45,10 @@ class EdgeConfig:
     min_client_version: str | None = None
     edge_id: str | None = None
     host_tokens: HostTokenConfig | None = None  # CT_HOST_AUTH=sso; None: open
+    # Checks the host tokens guests sign in with (CT_HOST_TOKEN_SECRET set); None: guests
+    # cannot be asked to sign in here.
+    guest_tokens: HostTokenConfig | None = None
+    guest_auth: bool = False  # CT_GUEST_AUTH=sso: every guest signs in
     cpu_interval: float = 2.0  # the CPU figure's window: the locator report interval
 
 
@@ -68,6 +72,7 @@ class Edge:
         self.lag = LagMonitor(clock)
         self.cpu = CpuMeter(clock, config.cpu_interval)
         self.relay.host_check = self._check_host
+        self.relay.guest_check = self._check_guest
         self.relay.add_listener(self._on_relay_event)
         self.audit_sinks: list[Callable[[dict[str, Any]], None]] = []
         self.handshake_hooks: list[Callable[[Any, Participant], None]] = []
@@ -125,9 +130,29 @@ class Edge:
         except hosttoken.HostTokenRefused as e:
             raise ProtocolError(errors.SIGN_IN_REQUIRED, str(e)) from None
 
+    def _check_guest(self, session: Session, message: dict[str, Any]) -> str | None:
+        """With ``CT_GUEST_AUTH=sso`` or a host that asked for it (``guestSignIn``), the
+        signed-in name of a guest (``sign-in-required`` without a valid token); None
+        when the session lets guests in with the link alone."""
+        if not (self.config.guest_auth or session.guests_sign_in):
+            return None
+        config = self.config.guest_tokens
+        if config is None:  # not reached: hosting with guestSignIn is refused then
+            raise ProtocolError(errors.SIGN_IN_REQUIRED, "guests must sign in, but this edge "
+                                "cannot check sign-ins (CT_HOST_TOKEN_SECRET)")
+        try:
+            identity = hosttoken.verify(message.get("hostToken"), config, self.clock.seconds())
+        except hosttoken.HostTokenRefused as e:
+            raise ProtocolError(errors.SIGN_IN_REQUIRED,
+                                f"this session's guests sign in: {e}") from None
+        return identity.name
+
     def _check_host(self, message: dict[str, Any]) -> str | None:
         """Policies applied before hosting; returns the signed-in name to show, if any."""
         identity = self.signed_in(message)
+        if message.get("guestSignIn") is True and self.config.guest_tokens is None:
+            raise ProtocolError(errors.SIGN_IN_REQUIRED, "guests cannot be asked to sign in "
+                                "on this edge: it has no single sign-on (CT_HOST_TOKEN_SECRET)")
         team = message.get("team")
         if team is not None:
             token = field_str(message, "teamToken", MAX_TOKEN)

@@ -53,7 +53,13 @@ EDGE_SETTINGS = [
     Setting("CT_HOST_AUTH", "host-auth", "open", parse_choice("open", "sso"),
             "`open`: anyone who reaches the edge may host; `sso`: hosting a session and "
             "team presence need a host token from single sign-on (CT_HOST_TOKEN_SECRET); "
-            "the name others see is the signed-in identity's. Guests join with the link.",
+            "the name others see is the signed-in identity's. Guests join with the link "
+            "unless CT_GUEST_AUTH or the host asks for more.",
+            EDGE),
+    Setting("CT_GUEST_AUTH", "guest-auth", "open", parse_choice("open", "sso"),
+            "`open`: guests join with the link (unless the host asks them to sign in: "
+            "`guestSignIn`); `sso`: joining a session also needs a host token from single "
+            "sign-on (CT_HOST_TOKEN_SECRET), and the name others see is the identity's.",
             EDGE),
     Setting("CT_NOCLIENTS", "no-clients", False, parse_bool,
             "Hide the `/clients` downloads.", EDGE),

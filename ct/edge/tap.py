@@ -104,6 +104,9 @@ def edge_config(values) -> EdgeConfig:
     if values["host_auth"] == "sso" and host_tokens is None:
         raise usage.UsageError("CT_HOST_AUTH=sso needs CT_HOST_TOKEN_SECRET (the same value "
                                "as on the server running single sign-on)")
+    if values["guest_auth"] == "sso" and host_tokens is None:
+        raise usage.UsageError("CT_GUEST_AUTH=sso needs CT_HOST_TOKEN_SECRET (the same value "
+                               "as on the server running single sign-on)")
     limits = Limits(
         max_participants=values["max_participants"],
         max_sessions_per_host=values["max_sessions_per_host"],
@@ -122,6 +125,8 @@ def edge_config(values) -> EdgeConfig:
         trusted_proxies=values["trusted_proxies"],
         edge_id=values["edge_id"],
         host_tokens=host_tokens if values["host_auth"] == "sso" else None,
+        guest_tokens=host_tokens,
+        guest_auth=values["guest_auth"] == "sso",
         cpu_interval=values["report_interval"],
     )
 

@@ -49,7 +49,8 @@ RATE_LIMITED = ErrorCode("rate-limited", 4029, "the connection sent more message
 SHUTTING_DOWN = ErrorCode("shutting-down", 4017, "the edge is stopping: no new sessions; "
                           "host on another edge")
 SIGN_IN_REQUIRED = ErrorCode("sign-in-required", 4018, "the edge requires hosts and team "
-                            "members to sign in (CT_HOST_AUTH=sso): the host token is missing, "
+                            "members (CT_HOST_AUTH=sso) or guests (CT_GUEST_AUTH=sso, the "
+                            "host's guestSignIn) to sign in: the host token is missing, "
                             "expired, for another audience or not valid")
 
 ALL_CODES = [
