@@ -1,14 +1,14 @@
 """``ct-client``: host, join, share a directory or watch presence from a terminal.
 
-    ct-client host --locator URL | --server URL --name NAME [--title T]
+    ct-client host --locator URL | --server URL --name NAME [--title T] [--guests-sign-in]
     ct-client join LINK --name NAME [--locator URL] [--mirror DIR]
     ct-client share DIR --locator URL | --server URL --name NAME [--title T] [--read-only]
-                        [--max-file-bytes N] [--max-workspace-bytes N]
+                        [--max-file-bytes N] [--max-workspace-bytes N] [--guests-sign-in]
     ct-client presence --locator URL | --server URL --team TEAM --token TOKEN --user NAME
     ct-client login --server URL --token-file FILE   (sign in to host: CT_HOST_AUTH=sso)
 
-host, share and presence take --host-token-file FILE (from login) where edges require
-sign-in.
+host, share, presence and join take --host-token-file FILE (from login) where edges require
+sign-in (join: where guests must sign in, CT_GUEST_AUTH=sso or a host's --guests-sign-in).
 
 ``host`` and ``join``: lines typed on standard input are sent to everyone in the session
 (end-to-end encrypted); what others send is printed. End of input leaves the session.
@@ -120,7 +120,8 @@ def host(reactor, args):
 
     @defer.inlineCallbacks
     def start():
-        yield client.host(title=args.title, host_token=read_token(args.host_token_file))
+        yield client.host(title=args.title, host_token=read_token(args.host_token_file),
+                          guests_sign_in=args.guests_sign_in)
         _say_link(client, args)
 
     yield _run_session(reactor, client, start)
@@ -150,7 +151,7 @@ def join(reactor, args):
 
     @defer.inlineCallbacks
     def start():
-        reply = yield client.join_link()
+        reply = yield client.join_link(read_token(args.host_token_file))
         names = ", ".join(p["name"] for p in reply["participants"])
         _say(f"* joined session {client.session} as #{client.participant}; here: {names}")
 
@@ -275,8 +276,8 @@ def share(reactor, args):
     workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)
     workspace.load(scan)
     client.on_frame = workspace.on_frame
-    yield _or_exit(client.host(title=args.title, host_token=read_token(args.host_token_file)),
-                   "host", client)
+    yield _or_exit(client.host(title=args.title, host_token=read_token(args.host_token_file),
+                               guests_sign_in=args.guests_sign_in), "host", client)
     _say_link(client, args)
     workspace.start()
     yield _run_workspace(reactor, client, workspace)
@@ -286,7 +287,7 @@ def share(reactor, args):
 def _mirror(reactor, args, client):
     workspace = DirectoryShare(reactor, client, args.mirror, "guest", say=_say)
     client.on_frame = workspace.on_frame
-    reply = yield _or_exit(client.join_link(), "join", client)
+    reply = yield _or_exit(client.join_link(read_token(args.host_token_file)), "join", client)
     names = ", ".join(printable(p["name"], 64) for p in reply["participants"])
     _say(f"* joined session {client.session} as #{client.participant}; here: {names}; "
          f"mirroring into {workspace.root}")
@@ -327,6 +328,9 @@ def _positive(text: str) -> int:
     return value
 
 
+GUESTS_SIGN_IN_HELP = "guests must sign in to join (single sign-on), not only have the link"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="ct-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,12 +342,15 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--title")
     p.add_argument("--host-token-file", help="host token from 'ct-client login'")
+    p.add_argument("--guests-sign-in", action="store_true", help=GUESTS_SIGN_IN_HELP)
     p = sub.add_parser("join", help="join a session with its link")
     p.add_argument("link")
     p.add_argument("--name", required=True)
     p.add_argument("--locator", help="ask this locator for the session's edge")
     p.add_argument("--mirror", metavar="DIR",
                    help="keep a copy of the shared workspace in DIR (created), both ways")
+    p.add_argument("--host-token-file", help="token from 'ct-client login', where guests "
+                   "must sign in")
     p = sub.add_parser("share", help="host a session sharing a directory",
                        description="Host a session sharing the files of DIR: guests' edits "
                        "are written back, edits on disk are sent. Commands on standard "
@@ -361,6 +368,7 @@ def main(argv=None) -> None:
                    default=tree.DEFAULT_MAX_WORKSPACE_BYTES,
                    help="files past this total are listed, not shared (default 32 MiB)")
     p.add_argument("--host-token-file", help="host token from 'ct-client login'")
+    p.add_argument("--guests-sign-in", action="store_true", help=GUESTS_SIGN_IN_HELP)
     p = sub.add_parser("presence", help="watch a team's presence")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server")

@@ -195,10 +195,12 @@ class SessionClient:
 
     def host(self, title: str | None = None, team: str | None = None,
              team_token: str | None = None, client_version: str | None = None,
-             probe: str | None = None, host_token: str | None = None) -> Deferred:
+             probe: str | None = None, host_token: str | None = None,
+             guests_sign_in: bool = False) -> Deferred:
         """Create a session; fires with the ``hosted`` reply. ``probe``: the edge's own
         self-probe secret (such sessions stay out of audit, presence and metrics);
-        ``host_token``: from signing in (``ct-client login``), for CT_HOST_AUTH=sso."""
+        ``host_token``: from signing in (``ct-client login``), for CT_HOST_AUTH=sso;
+        ``guests_sign_in``: guests must sign in to join (``guestSignIn``)."""
         if self.key is None:
             self.key = SessionKey.generate()
         if self.stickiness is None:
@@ -214,14 +216,21 @@ class SessionClient:
             message["probe"] = probe
         if host_token:
             message["hostToken"] = host_token
+        if guests_sign_in:
+            message["guestSignIn"] = True
         self.role = "host"
         return self._open(message)
 
-    def join(self, session: str, token: str) -> Deferred:
-        """Join a session with its join token; fires with the ``joined`` reply."""
+    def join(self, session: str, token: str, host_token: str | None = None) -> Deferred:
+        """Join a session with its join token; fires with the ``joined`` reply.
+        ``host_token``: from signing in, where guests must (CT_GUEST_AUTH=sso, or the
+        host's ``guestSignIn``)."""
         self.role = "guest"
-        return self._open({"type": "join", "v": PROTOCOL_VERSION, "session": session,
-                           "token": token, "name": self.name, "client": self.client})
+        message = {"type": "join", "v": PROTOCOL_VERSION, "session": session,
+                   "token": token, "name": self.name, "client": self.client}
+        if host_token:
+            message["hostToken"] = host_token
+        return self._open(message)
 
     @classmethod
     def from_link(cls, reactor, link: str, name: str, **kw) -> "SessionClient":
@@ -232,9 +241,9 @@ class SessionClient:
         client.stickiness = parsed.stickiness
         return client
 
-    def join_link(self) -> Deferred:
+    def join_link(self, host_token: str | None = None) -> Deferred:
         session, token = self._link_token
-        return self.join(session, token)
+        return self.join(session, token, host_token)
 
     def send(self, data: bytes | str, to: int = 0) -> None:
         """Send a payload to everyone (``to=0``) or one participant; survives a drop."""
