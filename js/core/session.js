@@ -136,23 +136,39 @@ export class SessionConnection extends Emitter {
 
   // ------------------------------------------------------------------ public API
 
-  /** Creates a session; resolves with the `hosted` reply. */
-  async host({ title = null, team = null, teamToken = null, clientVersion = null } = {}) {
+  /**
+   * Creates a session; resolves with the `hosted` reply. `hostToken`: from signing in
+   * (CT_HOST_AUTH=sso); `guestSignIn`: guests must sign in to join.
+   */
+  async host({ title = null, team = null, teamToken = null, clientVersion = null, hostToken = null, guestSignIn = false } = {}) {
     if (!this.key) this.key = await SessionKey.generate();
     if (!this.stickiness) this.stickiness = randomToken();
     const message = { type: "host", v: PROTOCOL_VERSION, name: this.name, client: this.client };
     if (title) message.title = title;
     if (team) Object.assign(message, { team, teamToken });
     if (clientVersion) message.clientVersion = clientVersion;
+    if (hostToken) message.hostToken = hostToken;
+    if (guestSignIn) message.guestSignIn = true;
     this.role = "host";
     return this._start(message);
   }
 
-  /** Joins with a join token (or, without arguments, the one from fromLink()). */
-  async join(session = this._linkToken?.session, token = this._linkToken?.token) {
+  /**
+   * Joins with a join token (or, without them, the one from fromLink()). `hostToken`: from
+   * signing in, where guests must (CT_GUEST_AUTH=sso or the host's `guestSignIn`; refused
+   * without it with code `sign-in-required`). Also `join({hostToken})` for a link's session.
+   */
+  async join(session = this._linkToken?.session, token = this._linkToken?.token, { hostToken = null } = {}) {
+    if (session && typeof session === "object") {
+      ({ hostToken = null } = session);
+      session = this._linkToken?.session;
+      token = this._linkToken?.token;
+    }
     if (!session || !token) throw new Error("join needs a session and a join token");
     this.role = "guest";
-    return this._start({ type: "join", v: PROTOCOL_VERSION, session, token, name: this.name, client: this.client });
+    const message = { type: "join", v: PROTOCOL_VERSION, session, token, name: this.name, client: this.client };
+    if (hostToken) message.hostToken = hostToken;
+    return this._start(message);
   }
 
   /**

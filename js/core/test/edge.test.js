@@ -1,6 +1,7 @@
 // The client core against a real edge (twistd -n ctedge on loopback).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import * as Y from "yjs";
 import { startEdge, startProxy, host, guest, eventually, snapshot } from "./helpers.js";
 
@@ -327,4 +328,33 @@ test("leave while reconnecting and close during a join settle at once", async (t
   b.close();
   await assert.rejects(joining, (e) => e.code === "closed");
   assert.equal(b.state, "ended");
+});
+
+/** A host token as ct/common/hosttoken.py issues it (HS256 JWT; here for the tests only). */
+function hostToken(secret, { name = "Cy Blue", audience = "codetogether", lifetime = 600 } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({
+    iss: "ct-host-auth", aud: audience, sub: "cy@example.com", name, iat: now, nbf: now, exp: now + lifetime, jti: "t1",
+  })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+test("guests sign in where the edge or the host asks: join({hostToken}); sign-in-required without", async (t) => {
+  const secret = "guest-sign-in-secret-0123456789abcdef";
+  const edge = await startEdge(t, { CT_GUEST_AUTH: "sso", CT_HOST_TOKEN_SECRET: secret });
+  const h = await host(t, edge, { files: { "a.txt": "signed" } });
+  await assert.rejects(guest(t, h.connection.link, { sync: false }), (e) => e.code === "sign-in-required");
+  await assert.rejects(guest(t, h.connection.link, { sync: false, hostToken: hostToken("x".repeat(40)) }),
+    (e) => e.code === "sign-in-required");
+  const a = await guest(t, h.connection.link, { name: "mallory", hostToken: hostToken(secret) });
+  assert.equal(a.workspace.read("a.txt"), "signed");
+  assert.deepEqual([...a.connection.participants.values()].map((p) => p.name), ["Host", "Cy Blue"]);
+
+  // An open edge: a host's guestSignIn asks the same.
+  const open = await startEdge(t, { CT_HOST_TOKEN_SECRET: secret });
+  const strict = await host(t, open, { hostOptions: { guestSignIn: true } });
+  await assert.rejects(guest(t, strict.connection.link, { sync: false }), (e) => e.code === "sign-in-required");
+  const b = await guest(t, strict.connection.link, { hostToken: hostToken(secret, { name: "Bob Red" }) });
+  assert.equal(b.connection.participants.get(b.connection.participant).name, "Bob Red");
 });

@@ -82,25 +82,25 @@ export async function eventually(check, what, timeoutMs = 20000) {
 }
 
 /** A host with a workspace (files: {path: text}); closes at the end of the test. */
-export async function host(t, edge, { name = "Host", files = {}, policy = {}, connectionOptions = {}, workspaceOptions = {} } = {}) {
+export async function host(t, edge, { name = "Host", files = {}, policy = {}, connectionOptions = {}, workspaceOptions = {}, hostOptions = {} } = {}) {
   const connection = new SessionConnection({ server: edge.url, name, WebSocket, ...connectionOptions });
   const workspace = new Workspace(connection, { policy, ...workspaceOptions });
   for (const [p, text] of Object.entries(files)) workspace.addFile(p, text);
   workspace.setUser({ name, color: "#ff0000" });
   t.after(() => closeQuietly(connection, workspace));
-  await connection.host({ title: "js core test" });
+  await connection.host({ title: "js core test", ...hostOptions });
   return { connection, workspace };
 }
 
 /** A guest joined through the host's link, synced. */
-export async function guest(t, link, { name = "Guest", sync = true, connectionOptions = {}, workspaceOptions = {}, beforeJoin = null } = {}) {
+export async function guest(t, link, { name = "Guest", sync = true, connectionOptions = {}, workspaceOptions = {}, beforeJoin = null, hostToken = null } = {}) {
   const connection = await SessionConnection.fromLink(link, { name, WebSocket, ...connectionOptions });
   beforeJoin?.(connection);
   const workspace = new Workspace(connection, workspaceOptions);
   workspace.setUser({ name, color: "#00ff00" });
   t.after(() => closeQuietly(connection, workspace));
   const synced = sync ? workspace.waitFor("synced", { timeoutMs: 15000 }) : null;
-  await connection.join();
+  await connection.join({ hostToken });
   if (synced) await synced;
   return { connection, workspace };
 }
