@@ -16,6 +16,7 @@ from ct.common.settings import (
     parse_optional_str,
     parse_size,
     parse_str,
+    parse_url,
 )
 from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig
@@ -60,6 +61,12 @@ EDGE_SETTINGS = [
             "`open`: guests join with the link (unless the host asks them to sign in: "
             "`guestSignIn`); `sso`: joining a session also needs a host token from single "
             "sign-on (CT_HOST_TOKEN_SECRET), and the name others see is the identity's.",
+            EDGE),
+    Setting("CT_GUEST_SIGN_IN_URL", "guest-sign-in-url", None,
+            parse_url(("http", "https"), allow_none=True),
+            "Address of the server running single sign-on, where the browser app sends guests "
+            "who must sign in (its `/dashboard/sso/host`). Unset: this edge's own dashboard "
+            "when it runs single sign-on (single server), else the first CT_LOCATOR URL.",
             EDGE),
     Setting("CT_NOCLIENTS", "no-clients", False, parse_bool,
             "Hide the `/clients` downloads.", EDGE),

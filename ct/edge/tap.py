@@ -359,6 +359,23 @@ def add_audio_video(top, edge: Edge, values, reactor) -> None:
         edge.relay.add_listener(revoke_on_departure(turn.turn_server, ice.ttl, reactor.seconds))
 
 
+SIGN_IN_PATH = "/dashboard/sso/host"
+
+
+def guest_sign_in_address(values, server: ServerConfig) -> str | None:
+    """Where the browser app sends guests to sign in: ``CT_GUEST_SIGN_IN_URL``; else, with
+    a locator, the first ``CT_LOCATOR`` URL's; else this edge's own dashboard when it runs
+    single sign-on with host tokens (relative to ``/join/<session>``); else None."""
+    if values["guest_sign_in_url"]:
+        return values["guest_sign_in_url"].rstrip("/") + SIGN_IN_PATH
+    if values["locator"]:
+        first = values["locator"].split(",")[0].strip().rstrip("/")
+        return first.replace("ws://", "http://", 1).replace("wss://", "https://", 1) + SIGN_IN_PATH
+    if server.sso is not None and server.host_tokens is not None:
+        return ".." + SIGN_IN_PATH
+    return None
+
+
 def build_site(edge: Edge, values, server: ServerConfig, reactor, downloads=None,
                metrics_page=None) -> ServerSite:
     max_bytes = values["max_frame_bytes"]
@@ -369,7 +386,8 @@ def build_site(edge: Edge, values, server: ServerConfig, reactor, downloads=None
                                     reactor, rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
                            values["no_clients"], downloads, metrics_page,
-                           public_https=(values["server_url"] or "").startswith("https:"))
+                           public_https=(values["server_url"] or "").startswith("https:"),
+                           sign_in=guest_sign_in_address(values, server))
     site = ServerSite(root, reactor, server.site)
     site.requestFactory = stickiness.request_factory(edge, site.requestFactory)
     site.displayTracebacks = False

@@ -56,8 +56,11 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
                     no_clients: bool, downloads: DownloadCounter | None = None,
                     metrics: resource.Resource | None = None,
                     assets: Assets | None = None,
-                    public_https: bool = False) -> resource.Resource:
-    """``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``."""
+                    public_https: bool = False,
+                    sign_in: str | None = None) -> resource.Resource:
+    """``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``;
+    ``sign_in``: where the browser app sends guests who must sign in (see
+    :func:`ct.webclient.web.mount`)."""
     root = Root("edge")
     ws = resource.Resource()
     ws.putChild(b"session", WebSocketResource(session_factory))
@@ -71,5 +74,5 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
     if not no_clients:
         root.putChild(b"clients", clients_resource(clients_dir or None,
                                                     downloads or DownloadCounter()))
-    webclient.mount(root, assets or Assets(), edge.hosts_session, public_https)
+    webclient.mount(root, assets or Assets(), edge.hosts_session, public_https, sign_in)
     return root

@@ -36,7 +36,8 @@ class Page:
     body: bytes
 
 
-def _document(assets: Assets, title: str, nonce: str, body: str, *, app: bool) -> bytes:
+def _document(assets: Assets, title: str, nonce: str, body: str, *, app: bool,
+              sign_in: str | None = None) -> bytes:
     css = html.escape("../join-assets/" + assets.name_of("join.css"))
     head = [
         '<!DOCTYPE html>',
@@ -46,6 +47,7 @@ def _document(assets: Assets, title: str, nonce: str, body: str, *, app: bool) -
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
         f'<meta name="ct-csp-nonce" content="{html.escape(nonce)}">',
+        *([f'<meta name="ct-sign-in" content="{html.escape(sign_in)}">'] if sign_in else []),
         f'<title>{html.escape(title)}</title>',
         f'<link rel="stylesheet" href="{css}">',
         '<link rel="icon" href="data:,">',  # no /favicon.ico request
@@ -56,15 +58,17 @@ def _document(assets: Assets, title: str, nonce: str, body: str, *, app: bool) -
     return "\n".join(head + ["</head>", body, "</html>", ""]).encode("utf-8")
 
 
-def shell(assets: Assets, nonce: str) -> Page:
-    """The app's page: it reads the session, token and key from its own URL."""
+def shell(assets: Assets, nonce: str, sign_in: str | None = None) -> Page:
+    """The app's page: it reads the session, token and key from its own URL. ``sign_in``:
+    where it sends guests who must sign in (``docs/sso.md``), in a ``ct-sign-in`` meta."""
     body = ('<body class="ct-app">\n<div id="app" aria-live="polite">'
             '<div class="ct-message"><h1>Joining the session…</h1>'
             '<p>Loading the editor.</p></div></div>\n'
             '<noscript><div class="ct-message"><h1>JavaScript is off</h1>'
             '<p>This page is a live code editor and needs JavaScript.</p></div></noscript>\n'
             '</body>')
-    return Page(200, _document(assets, f"Joining a session · {TITLE}", nonce, body, app=True))
+    return Page(200, _document(assets, f"Joining a session · {TITLE}", nonce, body, app=True,
+                               sign_in=sign_in))
 
 
 def message(assets: Assets, nonce: str, status: int, kind: str, heading: str,

@@ -84,13 +84,16 @@ class JoinPages(resource.Resource):
     """``/join``: children are sessions; ``/join`` and ``/join/`` name none."""
 
     def __init__(self, assets: Assets, is_active: Callable[[str], bool],
-                 public_https: bool = False):
+                 public_https: bool = False, sign_in: str | None = None):
         """``is_active(session_id)``: does this edge hold that session (not ended)?
-        ``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``."""
+        ``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``;
+        ``sign_in``: the address of the server's guest sign-in (``/dashboard/sso/host``,
+        absolute or relative to the page), given to the app in a ``ct-sign-in`` meta tag."""
         super().__init__()
         self.assets = assets
         self.is_active = is_active
         self.public_https = public_https
+        self.sign_in = sign_in
 
     def getChild(self, path, request):
         if path == b"":
@@ -131,7 +134,7 @@ class SessionPage(resource.Resource):
         if sticky is not None:
             request.setHeader(stickiness.NAME, sticky)
             request.setHeader(b"set-cookie", stickiness.cookie(sticky, request.isSecure()))
-        return send_page(request, pages.shell(assets, nonce), nonce)
+        return send_page(request, pages.shell(assets, nonce, parent.sign_in), nonce)
 
 
 def self_location(session_id: str, uri: bytes) -> bytes:
@@ -175,7 +178,8 @@ class AssetFiles(resource.Resource):
 
 
 def mount(root: resource.Resource, assets: Assets, is_active: Callable[[str], bool],
-          public_https: bool = False) -> None:
-    """Serve ``/join/<session>`` and ``/join-assets/`` under ``root`` (the edge's)."""
-    root.putChild(b"join", JoinPages(assets, is_active, public_https))
+          public_https: bool = False, sign_in: str | None = None) -> None:
+    """Serve ``/join/<session>`` and ``/join-assets/`` under ``root`` (the edge's).
+    ``sign_in``: see :class:`JoinPages`."""
+    root.putChild(b"join", JoinPages(assets, is_active, public_https, sign_in))
     root.putChild(b"join-assets", AssetFiles(assets))
