@@ -6,6 +6,7 @@
 import { SessionConnection, Workspace, parseJoinLink, base64urlDecode } from "../core/index.js";
 import { h, fill, safeColor } from "./dom.js";
 import { Editor } from "./editor.js";
+import { showSignIn, takeReturn } from "./signin.js";
 import {
   buildTree, bannerFor, colorFor, endPage, firstFile, formatSize, unsharedReason,
 } from "./model.js";
@@ -102,8 +103,9 @@ function askName() {
 }
 
 class App {
-  constructor(name) {
+  constructor(name, hostToken = null) {
     this.name = name;
+    this.hostToken = hostToken; // from signing in, where guests must (signin.js)
     this.conn = null;
     this.workspace = null;
     this.editor = null;
@@ -196,8 +198,9 @@ class App {
       if (!this.over) conn.leave();
     });
     try {
-      const joined = await conn.join();
+      const joined = await conn.join({ hostToken: this.hostToken });
       this.joined = true;
+      this.name = conn.participants.get(conn.participant)?.name || this.name; // a signed-in identity's
       this.title = joined.title || "";
       this.el.title.textContent = this.title;
       this._setTitle();
@@ -247,6 +250,10 @@ class App {
     if (this.over) return;
     this.over = true;
     this.editor?.destroy();
+    if (!this.joined && code === "sign-in-required") {
+      showSignIn(window, { again: Boolean(this.hostToken) });
+      return;
+    }
     if (!this.joined && (code === "closed" || code === "resume-failed")) {
       showPage({
         kind: "unreachable", title: "Cannot reach the server",
@@ -490,13 +497,18 @@ class App {
 }
 
 async function main() {
+  const signedIn = takeReturn(); // back from a guest sign-in: the key is in the fragment again
+  if (signedIn?.page) {
+    showPage(signedIn.page);
+    return;
+  }
   const problem = preflight();
   if (problem) {
     showPage(problem);
     return;
   }
-  const name = await askName();
-  const app = new App(name);
+  const name = (signedIn && storedName()) || await askName();
+  const app = new App(name, signedIn?.token ?? null);
   window.ctApp = app.hooks();
   await app.start();
 }
