@@ -22,6 +22,7 @@ from ct.common import hosttoken
 from ct.common.hosttoken import HostIdentity, HostTokenConfig
 from ct.protocol import errors
 from tests.dashboard.browser import missing, run
+from tests.deployment.util import Deployment
 from tests.edge.util import close_all
 from tests.procutil import Daemon
 from tests.sso.provider import Provider, pass_provider
@@ -199,6 +200,57 @@ class GuestAuthTests(unittest.TestCase):
         strict.command("/who")
         yield run(wait_until, lambda: any("Cli Guest (guest)" in line for line in strict.output),
                   20, "the host's /who naming the CLI guest's identity")
+
+
+class MultiServerGuestAuthTests(unittest.TestCase):
+    """Locator (single sign-on) + edge (CT_GUEST_AUTH=sso): the link names the locator, the
+    app runs on the edge and signs in at the locator, which sends the browser back through
+    its ``/join`` redirect to the edge, fragment kept."""
+
+    timeout = 400
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        reason = missing() or node_missing()
+        if reason:
+            raise unittest.SkipTest(reason)
+        self.provider = Provider(self)
+        yield self.provider.start()
+        self.d = Deployment(self, locator_env=self.provider.locator_env(
+            CT_HOST_TOKEN_SECRET=SECRET),
+            edge_env={"CT_GUEST_AUTH": "sso", "CT_HOST_TOKEN_SECRET": SECRET})
+        self.d.start_locator()
+        self.d.start_edge("e1")
+        yield self.d.wait_online(["e1"])
+
+    @defer.inlineCallbacks
+    def test_browser_guest_signs_in_at_the_locator_and_joins_on_the_edge(self):
+        directory = Path(tempfile.mkdtemp(prefix="ct-guestauth-")) / "project"
+        host = yield run(ShareHost, self, self.d.locator_url, directory, FILES, "Hannah Host",
+                         (), True)
+        self.assertTrue(host.link.startswith(self.d.locator_url + "/join/"), host.link)
+        page = yield run(AppPage, self)
+        edge = self.d.edge_urls["e1"]
+
+        def sign_in_and_join():
+            b = page.browser
+            page.open(host.link)
+            b.wait(lambda: b.find("#ct-name"), 20, "the name prompt")
+            b.find("#ct-name").send_keys("mallory")
+            b.find("#ct-join").click()
+            page.wait_page("sign-in", timeout=20)
+            b.find("#ct-sign-in").click()
+            pass_provider(b, "bob@example.com", lambda: page.status() == "connected")
+            page.wait_status("connected", timeout=30)
+            return b.driver.current_url
+
+        back = yield run(sign_in_and_join)
+        self.assertTrue(back.startswith(edge.rstrip("/") + "/join/"), back)
+        self.assertTrue(back.endswith("#key=" + host.link.split("#key=", 1)[1]), back)
+        yield run(wait_until, lambda: "Bob Red" in page.people(), 20, "the identity's name")
+        host.command("/who")
+        yield run(wait_until, lambda: any("Bob Red (guest)" in line for line in host.output),
+                  20, "the host's /who naming Bob Red")
 
 
 class _MirrorGuest:
