@@ -97,3 +97,58 @@ class GuestSignInTests(unittest.TestCase):
         with self.assertRaises(ProtocolError) as caught:
             self.host(edge, guestSignIn="yes")
         self.assertEqual(caught.exception.code, errors.BAD_MESSAGE)
+
+
+class SettingsAndPageTests(unittest.TestCase):
+    """The edge's settings for guests' sign-in, and the sign-in address the page gets."""
+
+    def values(self, **overrides):
+        from ct.edge.tap import SETTINGS
+
+        values = {s.key: s.default for s in SETTINGS}
+        values.update(overrides)
+        return values
+
+    def test_guest_auth_needs_the_token_secret(self):
+        from twisted.python import usage
+
+        from ct.edge.tap import edge_config
+
+        with self.assertRaises(usage.UsageError) as caught:
+            edge_config(self.values(guest_auth="sso"))
+        self.assertIn("CT_GUEST_AUTH=sso needs CT_HOST_TOKEN_SECRET", str(caught.exception))
+        config = edge_config(self.values(guest_auth="sso", host_token_secret=SECRET))
+        self.assertTrue(config.guest_auth)
+        self.assertIsNone(config.host_tokens)  # hosting stays open
+        self.assertEqual(config.guest_tokens.secret, SECRET)
+        config = edge_config(self.values(host_token_secret=SECRET))
+        self.assertFalse(config.guest_auth)  # open, but a host may ask (guestSignIn)
+        self.assertIsNotNone(config.guest_tokens)
+
+    def test_sign_in_address(self):
+        from types import SimpleNamespace
+
+        from ct.edge.tap import guest_sign_in_address
+
+        sso = SimpleNamespace(sso=object(), host_tokens=object())
+        none = SimpleNamespace(sso=None, host_tokens=None)
+        cases = [
+            ({"guest_sign_in_url": "https://sso.example.com/ct/"}, none,
+             "https://sso.example.com/ct/dashboard/sso/host"),
+            ({"locator": "wss://loc.example.com,https://loc2.example.com"}, none,
+             "https://loc.example.com/dashboard/sso/host"),
+            ({}, sso, "../dashboard/sso/host"),
+            ({}, none, None),
+        ]
+        for overrides, server, expected in cases:
+            values = {"guest_sign_in_url": None, "locator": None, **overrides}
+            self.assertEqual(guest_sign_in_address(values, server), expected, overrides)
+
+    def test_the_shell_carries_the_address_escaped(self):
+        from ct.webclient import pages
+        from ct.webclient.assets import Assets
+
+        body = pages.shell(Assets(), "n0nce", 'https://x.example/"><script>').body.decode()
+        self.assertIn('<meta name="ct-sign-in" content="https://x.example/&quot;&gt;&lt;script&gt;">',
+                      body)
+        self.assertNotIn("ct-sign-in", pages.shell(Assets(), "n0nce").body.decode())
