@@ -1,0 +1,199 @@
+"""Calls in the browser app (issue 12): headless Chromium with fake devices, a real edge
+with the bundled TURN relay, a host on the JavaScript client core.
+
+ICE stays on loopback: Chromium gathers loopback candidates (``--allow-loopback-in-
+peer-connection``) and the app signals only candidates on 127.0.0.1 (the call's
+``candidateFilter``), so no packet goes to another address of this machine.
+"""
+
+from __future__ import annotations
+
+import time
+import unittest
+
+import pytest
+
+from tests.dashboard.browser import missing
+from tests.edge.test_audio_video import free_port
+from tests.webclient.support import AppPage, NodeHost, start_edge, wait_until
+
+pytestmark = pytest.mark.slow
+
+FILES = {"README.md": "# Call\n"}
+MEDIA_FLAGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+               "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+               "--disable-features=WebRtcHideLocalIpsWithMdns",
+               "--auto-select-desktop-capture-source=Entire screen")
+LOOPBACK_ONLY = "c => / 127\\.0\\.0\\.1 /.test(c)"
+
+
+def av_edge(case, **env):
+    port = free_port()
+    daemon, url = start_edge(
+        case, CT_AV_ENABLED="true", CT_TURN_ENABLED="true", CT_TURN_HOST="127.0.0.1",
+        CT_TURN_LISTEN_UDP=f"127.0.0.1:{port}", CT_TURN_LISTEN_TCP=f"127.0.0.1:{port}",
+        CT_TURN_LISTEN_TLS="none", CT_TURN_RELAY_ADDRESS="127.0.0.1",
+        CT_TURN_RELAY_PORTS="41000-41400", CT_TURN_ALLOW_PEERS="127.0.0.1/32",
+        CT_PROMETHEUS_ENABLED="true", **env)
+    return daemon, url, port
+
+
+class CallPage(AppPage):
+    """The app in a browser with fake media devices."""
+
+    def __init__(self, case):
+        super().__init__(case, extra_args=MEDIA_FLAGS)
+        self.driver.set_script_timeout(20)
+
+    def join_call(self, policy: str = "all", transport: str | None = None) -> None:
+        wait_until(lambda: self.js("return !document.querySelector('#ct-av').hidden"), 10,
+                   "the call panel shown")
+        self.js(f"const call = window.ctApp.av.call; call.candidateFilter = {LOOPBACK_ONLY};"
+                "call.iceTransportPolicy = arguments[0];"
+                "if (arguments[1]) call.filterIceServers = (list) => list.map((s) => ({...s,"
+                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + arguments[1]))}))"
+                ".filter((s) => s.urls.length);", policy, transport)
+        self.browser.find("#ct-av-join").click()
+        wait_until(lambda: self.js("return window.ctApp.av.call.inCall"), 10, "in the call")
+
+    def stats(self) -> list[dict]:
+        return self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.ctApp.av.call.stats().then(done, (e) => done([{error: String(e)}]));")
+
+    def peers_connected(self, count: int) -> bool:
+        stats = self.stats()
+        if len(stats) == count and all(s.get("connectionState") == "connected" for s in stats):
+            return True
+        self.last_states = [(s.get("participant"), s.get("connectionState"), s.get("iceConnectionState"),
+                             s.get("signalingState"), s.get("candidates")) for s in stats]
+        return False
+
+    def wait_inbound_audio(self, count: int, timeout: float = 30.0) -> list[dict]:
+        """Each of ``count`` peers' inbound audio grows and has been heard (level > 0)."""
+        try:
+            wait_until(lambda: self.peers_connected(count), timeout, f"{count} peers connected")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {getattr(self, 'last_states', None)}, warnings "
+                                 f"{self.js('return window.ctApp.av.warnings')}") from None
+        first = {s["participant"]: s for s in self.stats()}
+        heard = set()
+
+        def grown():
+            now = self.stats()
+            for s in now:
+                before = first.get(s["participant"])
+                if (before and s["audio"]["packets"] > before["audio"]["packets"]
+                        and s["audio"]["bytes"] > before["audio"]["bytes"]
+                        and (s["audio"]["audioLevel"] > 0 or s["audio"]["totalAudioEnergy"] > 0)):
+                    heard.add(s["participant"])
+            return len(heard) == count and now
+
+        return wait_until(grown, timeout, f"inbound audio from {count} peers", step=0.3)
+
+
+class CallTestCase(unittest.TestCase):
+    def setUp(self):
+        reason = missing()
+        if reason:
+            self.skipTest(reason)
+
+
+class MeshCallTests(CallTestCase):
+    def test_two_then_three_participants_hear_each_other(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call()
+        b.join_call()
+        for page in (a, b):
+            stats = page.wait_inbound_audio(1)
+            self.assertFalse(stats[0]["relayed"], stats)  # loopback host candidates: direct
+        a.screenshot("av-01-two-in-call")
+        c = CallPage(self)
+        c.join(host.link, "Cleo")
+        c.join_call()
+        for page in (a, b, c):
+            page.wait_inbound_audio(2)
+        # Everyone lists everyone in the call.
+        for page in (a, b, c):
+            wait_until(lambda: len(page.js("return [...document.querySelectorAll('.ct-av-member')]")) == 3,
+                       5, "three members shown")
+        # A speaking indicator lights for someone (the fake microphone beeps).
+        wait_until(lambda: a.js("return document.querySelector('.ct-av-member[data-speaking=true]') !== null"),
+                   10, "a speaking indicator")
+        a.screenshot("av-02-three-in-call")
+
+        # Cleo leaves: the others close their connection to her.
+        c.browser.find("#ct-av-join").click()
+        for page in (a, b):
+            wait_until(lambda: len(page.stats()) == 1, 10, "the leaver's connection closed")
+
+    def test_a_screen_share_arrives_and_only_one_shares_at_a_time(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call()
+        b.join_call()
+        a.wait_inbound_audio(1)
+        a.browser.find("#ct-av-screen").click()
+        wait_until(lambda: a.js("return !!window.ctApp.av.call.screenStream"), 10, "A shares")
+        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > 0, 20, "screen frames decoded in B")
+        wait_until(lambda: b.js("return document.querySelector('video[data-kind=screen]') !== null"), 10,
+                   "the screen shown in B")
+        self.assertTrue(b.js("return document.querySelector('#ct-av-screen').disabled"))
+        b.screenshot("av-03-screen-share")
+        a.browser.find("#ct-av-screen").click()  # stop
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10, "share over in B")
+        self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
+
+
+class RelayedCallTests(CallTestCase):
+    def relayed_call(self, transport: str):
+        daemon, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call("relay", transport)
+        b.join_call("relay", transport)
+        for page in (a, b):
+            stats = page.wait_inbound_audio(1, timeout=40)
+            self.assertTrue(stats[0]["relayed"], stats)
+            self.assertEqual(stats[0]["relayProtocol"], transport, stats)
+        metrics = metrics_text(url)
+        self.assertGreaterEqual(metric(metrics, "codetogether_turn_allocations_total"), 2, metrics)
+        self.assertGreater(metric(metrics, "codetogether_turn_relayed_bytes_total"), 1000, metrics)
+
+    def test_forced_relay_over_udp(self):
+        self.relayed_call("udp")
+
+    def test_forced_relay_over_tcp_only(self):
+        self.relayed_call("tcp")
+
+
+def metrics_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name):len(name) + 1] in (" ", "{")):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    if not found:
+        raise AssertionError(f"no metric {name}")
+    return total
+
+
+if __name__ == "__main__":  # pragma: no cover
+    time.sleep(0)
