@@ -375,7 +375,9 @@ export class AvCall extends Emitter {
           // It joined again (a reload, a resume): start over with it.
           this._closePeer(sender);
         }
-        this._peer(sender);
+        // Who offers: the one already in the call, to the newcomer (whose peer connection
+        // starts with the offer). Fewer collisions, though perfect negotiation handles them.
+        if (!signal.reply) this._peer(sender);
         if (!signal.reply) {
           this._send({ type: "join", reply: true }, sender);
           this._announceTo(sender);
@@ -393,7 +395,7 @@ export class AvCall extends Emitter {
       case "screen":
         return;
       default: {
-        const peer = this.peers.get(sender) || (signal.type === "offer" ? this._peer(sender) : null);
+        const peer = this.peers.get(sender) || (signal.type === "offer" ? this._peer(sender, { answering: true }) : null);
         if (!peer) return;
         peer.queue = peer.queue.then(() => this._negotiate(peer, signal)).catch((e) => {
           this.emit("warning", `av: signalling with ${sender} failed (${e?.message || e})`);
@@ -432,6 +434,10 @@ export class AvCall extends Emitter {
       peer.ignoreOffer = !peer.polite && offerCollision;
       if (peer.ignoreOffer) return;
       await pc.setRemoteDescription({ type: signal.type, sdp: signal.sdp });
+      if (peer.tracksPending) {
+        peer.tracksPending = false; // into the transceivers the offer made
+        this._addLocalTracks(peer);
+      }
       if (signal.type === "offer") {
         await pc.setLocalDescription();
         this._send({ type: "answer", sdp: this._sdp(pc.localDescription.sdp) }, peer.participant);
@@ -446,7 +452,9 @@ export class AvCall extends Emitter {
     }
   }
 
-  _peer(participant) {
+  /** The peer connection with `participant`; `answering`: made for its first offer (our
+   * tracks are added once that offer is set, so this side does not offer too). */
+  _peer(participant, { answering = false } = {}) {
     const existing = this.peers.get(participant);
     if (existing) return existing;
     const pc = new this.RTCPeerConnection(this.configuration());
@@ -454,6 +462,7 @@ export class AvCall extends Emitter {
       participant, pc, polite: isPolite(this.self, participant), makingOffer: false, ignoreOffer: false,
       queue: Promise.resolve(), closed: false, videoSenders: new Set(), remoteStreams: new Map(),
       candidates: { sent: 0, filtered: 0, received: 0 }, // diagnostics
+      tracksPending: answering,
     };
     this.peers.set(participant, peer);
     pc.onnegotiationneeded = async () => {
@@ -485,12 +494,19 @@ export class AvCall extends Emitter {
       if (stream) peer.remoteStreams.set(stream.id, stream);
       this.emit("track", { participant, track, stream });
     };
-    for (const track of this.localStream?.getTracks() || []) {
-      const sender = pc.addTrack(track, this.localStream);
-      if (track.kind === "video") peer.videoSenders.add(sender);
-    }
-    for (const track of this.screenStream?.getTracks() || []) pc.addTrack(track, this.screenStream);
+    if (!answering) this._addLocalTracks(peer);
     return peer;
+  }
+
+  _addLocalTracks(peer) {
+    const sending = new Set(peer.pc.getSenders().map((s) => s.track));
+    for (const [stream, tracks] of [[this.localStream, this.localStream?.getTracks()], [this.screenStream, this.screenStream?.getTracks()]]) {
+      for (const track of tracks || []) {
+        if (sending.has(track)) continue;
+        const sender = peer.pc.addTrack(track, stream);
+        if (track.kind === "video" && stream === this.localStream) peer.videoSenders.add(sender);
+      }
+    }
   }
 
   /** An SDP without the candidates `candidateFilter` refuses. */
