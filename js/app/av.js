@@ -7,6 +7,7 @@ import { AvCall, summariseStats } from "../core/av.js";
 import { h, fill } from "./dom.js";
 
 const STATS_INTERVAL_MS = 300;
+const REPORT_INTERVAL_MS = 5000; // av-report to the edge (it takes one per 2 s at most)
 const SPEAKING_LEVEL = 0.02; // audioLevel (0..1) above which someone counts as speaking
 
 /** What to tell a person whose browser refused a device (getUserMedia/getDisplayMedia). */
@@ -35,6 +36,7 @@ export class AvPanel {
     this.lastStats = [];
     this.message = "";
     this._statsTimer = null;
+    this._reported = 0;
     this.el = {
       panel: h("section", { id: "ct-av", class: "ct-av", hidden: true, "aria-label": "Call" }),
       join: h("button", { id: "ct-av-join", type: "button", onclick: () => this.toggleCall() }, "Join audio"),
@@ -94,6 +96,8 @@ export class AvPanel {
   async toggleCall() {
     if (this.call.inCall) {
       this.call.leave();
+      this.call.report();
+      this._reported = 0;
       this._stopStats();
       this.el.media.replaceChildren();
       this.el.sounds.replaceChildren();
@@ -259,6 +263,10 @@ export class AvPanel {
     if (!this.call.inCall) return;
     const stats = await this.call.stats();
     this.lastStats = stats;
+    if (Date.now() - this._reported >= REPORT_INTERVAL_MS) {
+      this._reported = Date.now();
+      this.call.report(stats);
+    }
     const speaking = new Set();
     for (const s of stats) if (s.audio && s.audio.audioLevel > SPEAKING_LEVEL) speaking.add(s.participant);
     // Our own level: the media-source of the microphone, in any peer connection's report.
@@ -321,17 +329,6 @@ export class AvPanel {
       const member = call.members.get(Number(video.dataset.participant));
       video.dataset.kind = member?.screen === video.dataset.stream ? "screen" : "camera";
     }
-  }
-
-  /** Counters for the edge's metrics (docs/av.md): no names, no addresses. */
-  report() {
-    const connected = this.lastStats.filter((s) => s.relayed !== null && s.relayed !== undefined);
-    return {
-      inCall: this.call.inCall,
-      peers: this.call.peers.size,
-      relayed: connected.filter((s) => s.relayed).length,
-      direct: connected.filter((s) => !s.relayed).length,
-    };
   }
 }
 

@@ -319,6 +319,19 @@ export class AvCall extends Emitter {
     return out;
   }
 
+  /**
+   * Reports the call's counters to the edge (`av-report`, docs/av.md): in the call or not,
+   * peer connections, and how many of them are connected through a TURN relay or directly
+   * (from `stats`, the result of stats()). Counters only: no names, no addresses.
+   */
+  report(stats = []) {
+    const connected = stats.filter((s) => s.connectionState === "connected" && typeof s.relayed === "boolean");
+    const peers = this.inCall ? Math.min(this.peers.size, 15) : 0;
+    const relayed = Math.min(connected.filter((s) => s.relayed).length, peers);
+    const direct = Math.min(connected.filter((s) => !s.relayed).length, peers - relayed);
+    this.connection.control({ type: "av-report", inCall: this.inCall, peers, relayed, direct });
+  }
+
   destroy() {
     this.leave();
     this._unsubscribe.forEach((off) => off());

@@ -125,6 +125,9 @@ class MeshCallTests(CallTestCase):
         wait_until(lambda: a.js("return document.querySelector('.ct-av-member[data-speaking=true]') !== null"),
                    10, "a speaking indicator")
         a.screenshot("av-02-three-in-call")
+        # The clients' reports reach the edge's metrics: one call, three people, direct.
+        wait_metrics(url, {"codetogether_av_calls": 1, "codetogether_av_participants_in_calls": 3,
+                           'codetogether_av_peer_connections{path="direct"}': 6})
 
         # Cleo leaves: the others close their connection to her.
         c.browser.find("#ct-av-join").click()
@@ -165,6 +168,7 @@ class RelayedCallTests(CallTestCase):
             stats = page.wait_inbound_audio(1, timeout=40)
             self.assertTrue(stats[0]["relayed"], stats)
             self.assertEqual(stats[0]["relayProtocol"], transport, stats)
+        wait_metrics(url, {'codetogether_av_peer_connections{path="relayed"}': 2})
         metrics = metrics_text(url)
         self.assertGreaterEqual(metric(metrics, "codetogether_turn_allocations_total"), 2, metrics)
         self.assertGreater(metric(metrics, "codetogether_turn_relayed_bytes_total"), 1000, metrics)
@@ -183,11 +187,26 @@ def metrics_text(url: str) -> str:
         return response.read().decode()
 
 
+def wait_metrics(url: str, expected: dict[str, float], timeout: float = 20.0) -> None:
+    """Until the edge's /metrics has these values (the clients report every 5 s)."""
+    seen = {}
+
+    def reached():
+        text = metrics_text(url)
+        seen.update({name: metric(text, name) for name in expected})
+        return seen == expected
+
+    try:
+        wait_until(reached, timeout, "metrics", step=0.5)
+    except AssertionError:
+        raise AssertionError(f"metrics: {seen}, expected {expected}") from None
+
+
 def metric(text: str, name: str) -> float:
     total = 0.0
     found = False
     for line in text.splitlines():
-        if line.startswith(name) and (line[len(name):len(name) + 1] in (" ", "{")):
+        if line.startswith(name) and (line[len(name):len(name) + 1] in (" ", "{") or name.endswith("}")):
             total += float(line.rsplit(" ", 1)[1])
             found = True
     if not found:
