@@ -15,7 +15,7 @@ import pytest
 
 from tests.dashboard.browser import missing
 from tests.edge.test_audio_video import free_port
-from tests.webclient.support import AppPage, NodeHost, start_edge, wait_until
+from tests.webclient.support import AppPage, CapturingProxy, NodeHost, start_edge, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +41,27 @@ def av_edge(case, **env):
 class CallPage(AppPage):
     """The app in a browser with fake media devices."""
 
-    def __init__(self, case):
-        super().__init__(case, extra_args=MEDIA_FLAGS)
+    def __init__(self, case, flags=MEDIA_FLAGS):
+        super().__init__(case, extra_args=flags)
         self.driver.set_script_timeout(20)
 
-    def join_call(self, policy: str = "all", transport: str | None = None) -> None:
-        wait_until(lambda: self.js("return !document.querySelector('#ct-av').hidden"), 10,
-                   "the call panel shown")
+    def panel_shown(self) -> bool:
+        return self.js("return !document.querySelector('#ct-av').hidden")
+
+    def join_call(self, policy: str = "all", transport: str | None = None,
+                  turn_port: int | None = None) -> None:
+        """``policy`` "all": direct (STUN only); "relay": through TURN, ``transport``: only
+        TURN URLs of it; ``turn_port``: TURN through this port (a proxy)."""
+        wait_until(self.panel_shown, 10, "the call panel shown")
         self.js(f"const call = window.ctApp.av.call; call.candidateFilter = {LOOPBACK_ONLY};"
                 "call.iceTransportPolicy = arguments[0];"
-                "if (arguments[1]) call.filterIceServers = (list) => list.map((s) => ({...s,"
-                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + arguments[1]))}))"
-                ".filter((s) => s.urls.length);", policy, transport)
+                "const transport = arguments[1], port = arguments[2];"
+                "if (transport) call.filterIceServers = (list) => list.map((s) => ({...s,"
+                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport))"
+                ".map((u) => port ? u.replace(/:\\d+\\?/, ':' + port + '?') : u)}))"
+                ".filter((s) => s.urls.length);"
+                "if (transport === null) call.filterIceServers = (list) => list.filter((s) => !s.username);",
+                policy, transport, turn_port)
         self.browser.find("#ct-av-join").click()
         wait_until(lambda: self.js("return window.ctApp.av.call.inCall"), 10, "in the call")
 
@@ -178,6 +187,123 @@ class RelayedCallTests(CallTestCase):
 
     def test_forced_relay_over_tcp_only(self):
         self.relayed_call("tcp")
+
+
+class VisibilityTests(CallTestCase):
+    def test_no_call_panel_without_av_and_when_the_host_turns_calls_off(self):
+        _, url = start_edge(self)  # CT_AV_ENABLED defaults to false
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self)
+        page.join(host.link, "Ada")
+        time.sleep(1)
+        self.assertFalse(page.panel_shown())
+        self.assertIsNone(page.js("return window.ctApp.av.call.connection.iceServers"))
+
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self)
+        page.join(host.link, "Bob")
+        wait_until(page.panel_shown, 10, "the call panel with A/V on")
+        page.join_call()
+        host.policy(av=False)
+        wait_until(lambda: not page.panel_shown(), 10, "the panel hidden by the host's policy")
+        self.assertFalse(page.js("return window.ctApp.av.call.inCall"))
+
+    def test_a_refused_microphone_is_said_clearly(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self, flags=("--use-fake-device-for-media-stream", "--deny-permission-prompts"))
+        page.join(host.link, "Ada")
+        wait_until(page.panel_shown, 10, "the call panel")
+        page.browser.find("#ct-av-join").click()
+        wait_until(lambda: page.browser.text("#ct-av-message"), 10, "a message")
+        self.assertIn("refused the microphone", page.browser.text("#ct-av-message"))
+        self.assertFalse(page.js("return window.ctApp.av.call.inCall"))
+        page.screenshot("av-04-refused")
+
+
+class NetworkCutTests(CallTestCase):
+    def test_a_cut_recovers_and_the_relay_carries_only_srtp(self):
+        """A's session channel and its TURN-over-TCP connection go through proxies; both are
+        cut for 5 s. The call comes back by itself; what A sent through the relay is SRTP."""
+        daemon, url, turn_port = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        edge_port = int(url.rsplit(":", 1)[1])
+        channel = CapturingProxy("127.0.0.1", edge_port)
+        relay = CapturingProxy("127.0.0.1", turn_port)
+        for proxy in (channel, relay):
+            self.addCleanup(proxy.stop)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link.replace(f":{edge_port}/", f":{channel.port}/"), "Ada")
+        b.join(host.link, "Bob")
+        a.join_call("relay", "tcp", relay.port)
+        b.join_call("relay", "tcp")
+        a.wait_inbound_audio(1, timeout=40)
+        b.wait_inbound_audio(1, timeout=40)
+
+        wait_until(lambda: len(rtp_packets(bytes(relay.upstream))) >= 200, 20,
+                   "200 RTP packets from A through the relay")
+        assert_only_srtp(self, bytes(relay.upstream))
+
+        channel.cut()
+        relay.cut()
+        time.sleep(5)
+        channel.restore()
+        relay.restore()
+        a.wait_status("resumed", "connected", timeout=30)
+        a.wait_inbound_audio(1, timeout=60)
+        b.wait_inbound_audio(1, timeout=60)
+        a.screenshot("av-05-after-cut")
+
+
+def turn_tcp_payloads(stream: bytes) -> list[bytes]:
+    """The ChannelData payloads and Send indications' DATA in a client's TURN-over-TCP
+    stream (RFC 8656: both padded to 4 bytes over TCP)."""
+    out = []
+    i = 0
+    while i + 4 <= len(stream):
+        first = stream[i]
+        if 0x40 <= first <= 0x7F:  # ChannelData
+            length = int.from_bytes(stream[i + 2:i + 4], "big")
+            out.append(stream[i + 4:i + 4 + length])
+            i += 4 + length + (-length % 4)
+        elif first < 0x40:  # STUN: 20-byte header, attributes
+            length = int.from_bytes(stream[i + 2:i + 4], "big")
+            message_type = int.from_bytes(stream[i:i + 2], "big")
+            if message_type == 0x0016:  # Send indication: take DATA (0x0013)
+                j = i + 20
+                while j + 4 <= i + 20 + length:
+                    kind = int.from_bytes(stream[j:j + 2], "big")
+                    size = int.from_bytes(stream[j + 2:j + 4], "big")
+                    if kind == 0x0013:
+                        out.append(stream[j + 4:j + 4 + size])
+                    j += 4 + size + (-size % 4)
+            i += 20 + length
+        else:
+            break  # not a TURN stream any more (cannot happen for a whole capture)
+    return out
+
+
+def rtp_packets(stream: bytes) -> list[bytes]:
+    """The Opus RTP packets (payload type 111, Chromium's) in a TURN-over-TCP stream."""
+    return [p for p in turn_tcp_payloads(stream)
+            if len(p) > 40 and 128 <= p[0] <= 191 and p[1] & 0x7F == 111]
+
+
+def assert_only_srtp(case, stream: bytes) -> None:
+    """DTLS set the keys, and RTP payloads look encrypted: the Opus TOC byte (the first
+    payload byte, nearly constant in plaintext) takes many values."""
+    dtls = [p for p in turn_tcp_payloads(stream) if p and 20 <= p[0] <= 63]  # RFC 7983
+    rtp = rtp_packets(stream)
+    case.assertTrue(dtls, "no DTLS records through the relay")
+    case.assertGreater(len(rtp), 150, f"too few Opus RTP packets ({len(rtp)}) through the relay")
+    firsts = set()
+    for packet in rtp:
+        start = 12 + 4 * (packet[0] & 0x0F)
+        if packet[0] & 0x10:  # header extension
+            start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
+        firsts.add(packet[start])
+    case.assertGreater(len(firsts), 64, f"RTP payloads look like plaintext Opus: {sorted(firsts)}")
 
 
 def metrics_text(url: str) -> str:
