@@ -8,13 +8,17 @@ peer-connection``) and the app signals only candidates on 127.0.0.1 (the call's
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import unittest
+from pathlib import Path
 
 import pytest
 
 from tests.dashboard.browser import missing
 from tests.edge.test_audio_video import free_port
+from tests.tlsutil import write_self_signed
 from tests.webclient.support import AppPage, CapturingProxy, NodeHost, start_edge, wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,9 +36,9 @@ def av_edge(case, **env):
     daemon, url = start_edge(
         case, CT_AV_ENABLED="true", CT_TURN_ENABLED="true", CT_TURN_HOST="127.0.0.1",
         CT_TURN_LISTEN_UDP=f"127.0.0.1:{port}", CT_TURN_LISTEN_TCP=f"127.0.0.1:{port}",
-        CT_TURN_LISTEN_TLS="none", CT_TURN_RELAY_ADDRESS="127.0.0.1",
-        CT_TURN_RELAY_PORTS="41000-41400", CT_TURN_ALLOW_PEERS="127.0.0.1/32",
-        CT_PROMETHEUS_ENABLED="true", **env)
+        CT_TURN_RELAY_ADDRESS="127.0.0.1", CT_TURN_RELAY_PORTS="41000-41400",
+        CT_TURN_ALLOW_PEERS="127.0.0.1/32", CT_PROMETHEUS_ENABLED="true",
+        **{"CT_TURN_LISTEN_TLS": "none", **env})
     return daemon, url, port
 
 
@@ -49,19 +53,20 @@ class CallPage(AppPage):
         return self.js("return !document.querySelector('#ct-av').hidden")
 
     def join_call(self, policy: str = "all", transport: str | None = None,
-                  turn_port: int | None = None) -> None:
+                  turn_port: int | None = None, tls: bool = False) -> None:
         """``policy`` "all": direct (STUN only); "relay": through TURN, ``transport``: only
-        TURN URLs of it; ``turn_port``: TURN through this port (a proxy)."""
+        TURN URLs of it; ``turn_port``: TURN through this port (a proxy); ``tls``: only
+        ``turns:`` URLs."""
         wait_until(self.panel_shown, 10, "the call panel shown")
         self.js(f"const call = window.ctApp.av.call; call.candidateFilter = {LOOPBACK_ONLY};"
                 "call.iceTransportPolicy = arguments[0];"
-                "const transport = arguments[1], port = arguments[2];"
+                "const transport = arguments[1], port = arguments[2], tls = arguments[3];"
                 "if (transport) call.filterIceServers = (list) => list.map((s) => ({...s,"
-                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport))"
+                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport) && (!tls || u.startsWith('turns:')))"
                 ".map((u) => port ? u.replace(/:\\d+\\?/, ':' + port + '?') : u)}))"
                 ".filter((s) => s.urls.length);"
                 "if (transport === null) call.filterIceServers = (list) => list.filter((s) => !s.username);",
-                policy, transport, turn_port)
+                policy, transport, turn_port, tls)
         self.browser.find("#ct-av-join").click()
         wait_until(lambda: self.js("return window.ctApp.av.call.inCall"), 10, "in the call")
 
@@ -165,18 +170,26 @@ class MeshCallTests(CallTestCase):
 
 
 class RelayedCallTests(CallTestCase):
-    def relayed_call(self, transport: str):
-        daemon, url, _ = av_edge(self)
+    def relayed_call(self, transport: str, tls: bool = False):
+        env, flags = {}, MEDIA_FLAGS
+        if tls:
+            work = Path(tempfile.mkdtemp(prefix="ct-av-tls-"))
+            self.addCleanup(shutil.rmtree, work, True)
+            cert, key = write_self_signed(work, "127.0.0.1")
+            env = {"CT_TURN_LISTEN_TLS": f"127.0.0.1:{free_port()}", "CT_TURN_TLS_CERT": str(cert),
+                   "CT_TURN_TLS_KEY": str(key)}
+            flags = (*MEDIA_FLAGS, "--ignore-certificate-errors")  # a self-signed test certificate
+        daemon, url, _ = av_edge(self, **env)
         host = NodeHost(self, url, FILES)
-        a, b = CallPage(self), CallPage(self)
+        a, b = CallPage(self, flags), CallPage(self, flags)
         a.join(host.link, "Ada")
         b.join(host.link, "Bob")
-        a.join_call("relay", transport)
-        b.join_call("relay", transport)
+        a.join_call("relay", transport, tls=tls)
+        b.join_call("relay", transport, tls=tls)
         for page in (a, b):
             stats = page.wait_inbound_audio(1, timeout=40)
             self.assertTrue(stats[0]["relayed"], stats)
-            self.assertEqual(stats[0]["relayProtocol"], transport, stats)
+            self.assertEqual(stats[0]["relayProtocol"], "tls" if tls else transport, stats)
         wait_metrics(url, {'codetogether_av_peer_connections{path="relayed"}': 2})
         metrics = metrics_text(url)
         self.assertGreaterEqual(metric(metrics, "codetogether_turn_allocations_total"), 2, metrics)
@@ -187,6 +200,9 @@ class RelayedCallTests(CallTestCase):
 
     def test_forced_relay_over_tcp_only(self):
         self.relayed_call("tcp")
+
+    def test_forced_relay_over_tls(self):
+        self.relayed_call("tcp", tls=True)
 
 
 class VisibilityTests(CallTestCase):
@@ -339,6 +355,3 @@ def metric(text: str, name: str) -> float:
         raise AssertionError(f"no metric {name}")
     return total
 
-
-if __name__ == "__main__":  # pragma: no cover
-    time.sleep(0)
