@@ -24,7 +24,8 @@ system-deps:
 js:
 	bash scripts/build-js.sh
 
-run: setup js
+run: setup
+	bash scripts/build-js.sh --optional
 	$(PY) -m ct.devrun
 
 test: setup system-deps js

@@ -28,6 +28,7 @@ import os
 import sys
 
 from twisted.internet import defer, stdio, task, threads
+from twisted.internet.error import ConnectError
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                             globalLogBeginner, textFileLogObserver)
 from twisted.protocols.basic import LineReceiver
@@ -35,7 +36,7 @@ from twisted.protocols.basic import LineReceiver
 from ct.client.links import parse_link
 from ct.client.locator import LocatorClient
 from ct.client.presence import PresenceClient
-from ct.client.session import SessionClient
+from ct.client.session import SessionClient, SessionEnded
 from ct.client.share import DirectoryShare
 from ct.collab import tree
 from ct.collab.workspace import Policy
@@ -232,6 +233,18 @@ def _run_workspace(reactor, client, share):
         pass  # it ran: we are shutting down already
 
 
+@defer.inlineCallbacks
+def _or_exit(handshake: defer.Deferred, what: str, client):
+    """The reply to host/join, or one clear line and exit status 1 (no traceback)."""
+    try:
+        return (yield handshake)
+    except SessionEnded as e:
+        _say(f"* could not {what}: {e.code} {e.message}")
+    except (ConnectionError, ConnectError) as e:
+        _say(f"* could not {what}: cannot reach {client.server} ({e.__class__.__name__})")
+    raise SystemExit(1)
+
+
 def _policy(args) -> Policy:
     return Policy(read_only=args.read_only, max_file_bytes=args.max_file_bytes,
                   max_workspace_bytes=args.max_workspace_bytes)
@@ -257,7 +270,7 @@ def share(reactor, args):
     workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)
     workspace.load(scan)
     client.on_frame = workspace.on_frame
-    yield client.host(title=args.title)
+    yield _or_exit(client.host(title=args.title), "host", client)
     _say_link(client, args)
     workspace.start()
     yield _run_workspace(reactor, client, workspace)
@@ -267,7 +280,7 @@ def share(reactor, args):
 def _mirror(reactor, args, client):
     workspace = DirectoryShare(reactor, client, args.mirror, "guest", say=_say)
     client.on_frame = workspace.on_frame
-    reply = yield client.join_link()
+    reply = yield _or_exit(client.join_link(), "join", client)
     names = ", ".join(p["name"] for p in reply["participants"])
     _say(f"* joined session {client.session} as #{client.participant}; here: {names}; "
          f"mirroring into {workspace.root}")

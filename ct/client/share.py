@@ -40,6 +40,12 @@ COLORS = ("#30bced", "#6eeb83", "#ffbc42", "#ee6352", "#9ac2c9", "#8acb88", "#1b
 UNSAFE = object()  # a path that may not be read or written (see tree.safe_target)
 
 
+class Truncated(bytes):
+    """The first bytes of a file over the limit; ``size`` is the whole file's."""
+
+    size: int
+
+
 def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
     """Each path's bytes (at most ``limit + 1``), ``None`` when missing, ``UNSAFE``."""
     out: dict[str, Any] = {}
@@ -50,12 +56,32 @@ def read_many(root: str, paths: list[str], limit: int) -> dict[str, Any]:
             continue
         try:
             with open(full, "rb") as f:
-                out[path] = f.read(limit + 1)
+                data = f.read(limit + 1)
+                if len(data) > limit:
+                    data = Truncated(data)
+                    data.size = os.fstat(f.fileno()).st_size
+                out[path] = data
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             out[path] = None
         except OSError:
             out[path] = UNSAFE
     return out
+
+
+def read_and_diff(root: str, paths: list[str], limit: int, bases: dict[str, str | None]
+                  ) -> tuple[dict[str, Any], dict[str, list[textdiff.Edit]]]:
+    """:func:`read_many`, plus each changed text's edit from its ``bases`` entry: the
+    diff of a big file is work for this thread, not for the reactor."""
+    disk = read_many(root, paths, limit)
+    edits = {}
+    for path, data in disk.items():
+        base = bases.get(path)
+        if base is None or data is None or data is UNSAFE or len(data) > limit:
+            continue
+        text = tree.decode_text(data)
+        if text is not None and text != base:
+            edits[path] = textdiff.edits(base, text)
+    return disk, edits
 
 
 def atomic_write(full: str, data: bytes, new_mode: int) -> None:
@@ -200,6 +226,7 @@ class DirectoryShare:
         self._stopped = False
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
+        self._diffs: dict[str, list[textdiff.Edit]] = {}  # computed with the batch's reads
         self._awaiting_sync = False
         self._announce_sync = False
         self._pool = reactor.getThreadPool()
@@ -361,11 +388,18 @@ class DirectoryShare:
             if sender != HOST_PARTICIPANT or self.role == "host":
                 self.bad_input.warn("ignored a policy from participant {p}", p=sender)
                 return
-            before = self.policy.read_only
+            before = self.policy
             self.policy = Policy.from_json(message.body)
-            if self.policy.read_only != before:
+            if self.policy.read_only != before.read_only:
                 self.say("* the session is now " + ("read-only" if self.policy.read_only
                                                     else "editable"))
+            known = {(e["path"], e["reason"]) for e in before.unshared}
+            listed = [e for e in self.policy.unshared if (e["path"], e["reason"]) not in known]
+            for entry in listed[:20]:
+                self.say(f"* not shared by the host: {entry['path']} ({entry['reason']}, "
+                         f"{entry['size']} bytes)")
+            if len(listed) > 20:
+                self.say(f"* ... and {len(listed) - 20} more files not shared")
         elif kind == messages.NOTICE:
             body = message.body
             who = self._name(sender)
@@ -514,8 +548,9 @@ class DirectoryShare:
         self._batch_bytes = None
         self._dirty = set()
         limit = max(self.policy.max_file_bytes, 1)
-        disk = yield threads.deferToThreadPool(self.reactor, self._pool, read_many, self.root,
-                                               paths, limit)
+        bases = {path: self.synced.get(path) for path in paths}
+        disk, self._diffs = yield threads.deferToThreadPool(
+            self.reactor, self._pool, read_and_diff, self.root, paths, limit, bases)
         updates: list[bytes] = []
         writes: list[tuple[str, str, Any]] = []
         deletes: list[tuple[str, Any]] = []
@@ -587,7 +622,8 @@ class DirectoryShare:
         if reason is not None:
             if doc is not None:
                 drop_from_doc()
-            self.unshared[path] = {"path": path, "size": len(data), "reason": reason}
+            self.unshared[path] = {"path": path, "size": getattr(data, "size", len(data)),
+                                   "reason": reason}
             return
         self.unshared.pop(path, None)
         if doc is None:  # a new file
@@ -641,7 +677,9 @@ class DirectoryShare:
         """Disk says ``text``; disk and document last agreed on ``base``; the document now
         says ``doc``. The disk's edit goes into the document; the merge goes to disk."""
         if text != base:
-            mine = textdiff.edits(base, text)
+            mine = self._diffs.pop(path, None)
+            if mine is None or textdiff.apply(base, mine) != text:
+                mine = textdiff.edits(base, text)  # the disk or the base moved meanwhile
             changes = mine if doc == base else textdiff.rebase(mine, base, doc)
             update = self.workspace.edit(path, changes)
             if update:

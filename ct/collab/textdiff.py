@@ -9,11 +9,14 @@ text that has changed since (a three-way merge for a disk edit that raced a remo
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from typing import NamedTuple
 
-REFINE_CHARS = 4096  # changed line blocks up to this size are refined to characters
+REFINE_CHARS = 2048  # changed line blocks up to this size are refined to characters
+REFINE_BLOCKS = 200  # ... when there are at most this many (each costs a SequenceMatcher)
 CHAR_DIFF_CHARS = 2048  # a middle part this small is diffed by characters directly
+PATIENCE_LINES = 2000  # above this many lines, anchor on unique lines (difflib is quadratic)
 
 
 class Edit(NamedTuple):
@@ -66,7 +69,7 @@ def rebase(changes: list[Edit], base: str, current: str) -> list[Edit]:
         if text:
             out.append(Edit(_map_insert(start, theirs), _map_insert(start, theirs), text))
         for a, b in _pieces(start, end, theirs):
-            out.append(Edit(_map_start(a, theirs), _map_end(b, theirs), ""))
+            out.append(Edit(_map(a, theirs), _map(b, theirs, after_insertions=False), ""))
     out.sort(key=lambda e: (e.start, e.end))
     merged: list[Edit] = []
     for e in out:  # an insertion followed by a deletion at the same place: one replace
@@ -93,19 +96,12 @@ def _pieces(start: int, end: int, theirs: list[Edit]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pieces if b > a]
 
 
-def _map_start(x: int, theirs: list[Edit]) -> int:
+def _map(x: int, theirs: list[Edit], after_insertions: bool = True) -> int:
+    """Where base position ``x`` is in the others' text; an insertion of theirs at ``x``
+    comes before it, unless ``after_insertions`` is false (the end of a deleted piece)."""
     shift = 0
     for s, e, text in theirs:
-        if e > x:
-            break
-        shift += len(text) - (e - s)
-    return x + shift
-
-
-def _map_end(x: int, theirs: list[Edit]) -> int:
-    shift = 0
-    for s, e, text in theirs:
-        if e > x or (e == x and s == e):
+        if e > x or (e == x and s == e and not after_insertions):
             break
         shift += len(text) - (e - s)
     return x + shift
@@ -156,18 +152,73 @@ def _line_edits(a: str, b: str, offset: int) -> list[Edit]:
     lines_b = b.splitlines(keepends=True)
     starts_a = _starts(lines_a)
     starts_b = _starts(lines_b)
-    matcher = difflib.SequenceMatcher(None, lines_a, lines_b, autojunk=False)
+    if max(len(lines_a), len(lines_b)) > PATIENCE_LINES:
+        opcodes = _patience_opcodes(lines_a, lines_b)
+    else:
+        matcher = difflib.SequenceMatcher(None, lines_a, lines_b, autojunk=False)
+        opcodes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    refine = sum(1 for op in opcodes if op[0] == "replace") <= REFINE_BLOCKS
     result: list[Edit] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
+    for tag, i1, i2, j1, j2 in opcodes:
         sa, ea = starts_a[i1], starts_a[i2]
         sb, eb = starts_b[j1], starts_b[j2]
-        if tag == "replace" and ea - sa <= REFINE_CHARS and eb - sb <= REFINE_CHARS:
+        if refine and tag == "replace" and ea - sa <= REFINE_CHARS and eb - sb <= REFINE_CHARS:
             result.extend(_char_edits(a[sa:ea], b[sb:eb], offset + sa))
         else:
             result.append(Edit(offset + sa, offset + ea, b[sb:eb]))
     return result
+
+
+def _patience_opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """Changed line blocks, anchored on lines that occur once in each side and in the same
+    order (patience diff, one level): O(n log n), whatever the input."""
+    count_a: dict[str, int] = {}
+    count_b: dict[str, int] = {}
+    for line in a:
+        count_a[line] = count_a.get(line, 0) + 1
+    for line in b:
+        count_b[line] = count_b.get(line, 0) + 1
+    where_b = {line: j for j, line in enumerate(b) if count_b[line] == 1}
+    pairs = [(i, where_b[line]) for i, line in enumerate(a)
+             if count_a[line] == 1 and line in where_b]
+    anchors = _longest_increasing(pairs)
+    opcodes = []
+    ia = ib = 0
+    for i, j in anchors + [(len(a), len(b))]:
+        # widen the equal stretch around the gap: equal lines next to an anchor
+        while ia < i and ib < j and a[ia] == b[ib]:
+            ia, ib = ia + 1, ib + 1
+        ea, eb = i, j
+        while ea > ia and eb > ib and a[ea - 1] == b[eb - 1]:
+            ea, eb = ea - 1, eb - 1
+        if ea > ia or eb > ib:
+            tag = "replace" if ea > ia and eb > ib else ("delete" if ea > ia else "insert")
+            opcodes.append((tag, ia, ea, ib, eb))
+        ia, ib = i + 1, j + 1
+    return opcodes
+
+
+def _longest_increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of ``pairs`` (ascending first items) with ascending seconds."""
+    tails: list[int] = []  # tails[k]: index in pairs ending the best run of length k + 1
+    tail_values: list[int] = []
+    previous = [-1] * len(pairs)
+    for n, (_, j) in enumerate(pairs):
+        k = bisect.bisect_left(tail_values, j)
+        if k > 0:
+            previous[n] = tails[k - 1]
+        if k == len(tails):
+            tails.append(n)
+            tail_values.append(j)
+        else:
+            tails[k] = n
+            tail_values[k] = j
+    out = []
+    n = tails[-1] if tails else -1
+    while n >= 0:
+        out.append(pairs[n])
+        n = previous[n]
+    return out[::-1]
 
 
 def _starts(lines: list[str]) -> list[int]:

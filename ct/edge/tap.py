@@ -339,7 +339,8 @@ def build_site(edge: Edge, values, server: ServerConfig, reactor, downloads=None
     presence_factory = make_factory(PresenceProtocol, edge, server.websocket_url, 64 * 1024,
                                     reactor, rejections)
     root = build_edge_root(edge, session_factory, presence_factory, values["clients_dir"],
-                           values["no_clients"], downloads, metrics_page)
+                           values["no_clients"], downloads, metrics_page,
+                           public_https=(values["server_url"] or "").startswith("https:"))
     site = ServerSite(root, reactor, server.site)
     site.requestFactory = stickiness.request_factory(edge, site.requestFactory)
     site.displayTracebacks = False

@@ -55,7 +55,9 @@ class Root(resource.Resource):
 def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | None,
                     no_clients: bool, downloads: DownloadCounter | None = None,
                     metrics: resource.Resource | None = None,
-                    assets: Assets | None = None) -> resource.Resource:
+                    assets: Assets | None = None,
+                    public_https: bool = False) -> resource.Resource:
+    """``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``."""
     root = Root("edge")
     ws = resource.Resource()
     ws.putChild(b"session", WebSocketResource(session_factory))
@@ -69,5 +71,5 @@ def build_edge_root(edge, session_factory, presence_factory, clients_dir: str | 
     if not no_clients:
         root.putChild(b"clients", clients_resource(clients_dir or None,
                                                     downloads or DownloadCounter()))
-    webclient.mount(root, assets or Assets(), edge.hosts_session, edge.config.trusted_proxies)
+    webclient.mount(root, assets or Assets(), edge.hosts_session, public_https)
     return root

@@ -69,8 +69,7 @@ LOCATOR_SETTINGS = [
             "edge and says so at start-up.", SERVERS, secret=True),
     Setting("CT_TRUSTED_PROXIES", "trusted-proxies", (), parse_cidr_list,
             "CIDRs of reverse proxies whose X-Forwarded-For header is believed when "
-            "finding a client's address (and so its region), and whose X-Forwarded-Proto "
-            "tells the edge's join page it is served over HTTPS. Empty: the TCP peer.",
+            "finding a client's address (and so its region). Empty: the TCP peer.",
             SERVERS),
     Setting("CT_MAXMIND_DB", "maxmind-db", None, parse_existing_file,
             "MaxMind GeoIP2/GeoLite2 Country or City database (.mmdb) used to find the "

@@ -3,8 +3,11 @@
 ``/join/<session>?token=…[&ctstickiness=…]#key=…`` answers, in this order:
 
 * over plain HTTP to a host that is not this computer (``localhost``, ``127.0.0.0/8``,
-  ``[::1]``): a page saying the link needs HTTPS (WebCrypto needs a secure context;
-  ``X-Forwarded-Proto: https`` counts from ``CT_TRUSTED_PROXIES`` only);
+  ``[::1]``): a page saying the link needs HTTPS (WebCrypto needs a secure context). Only
+  when sure: a request saying ``X-Forwarded-Proto: https`` or ``Forwarded: proto=https``
+  (a TLS-terminating proxy), or any request to an edge whose ``CT_SERVER_URL`` is
+  ``https://``, gets the app, which checks ``isSecureContext`` itself (a wrong guess here
+  only changes which page explains it);
 * a session this edge does not hold, when the link names a ``ctstickiness`` value the
   request did not carry as a cookie: a redirect to the same URL that sets the cookie, so a
   load balancer routing on the cookie sends the browser to the session's edge; otherwise
@@ -19,12 +22,12 @@ Every page is ``no-store`` with a strict Content-Security-Policy (no inline scri
 from __future__ import annotations
 
 import secrets
-from typing import Callable, Sequence
+from typing import Callable
 from urllib.parse import quote
 
 from twisted.web import resource
 
-from ct.common.addresses import in_networks, parse_ip, parse_networks
+from ct.common.addresses import parse_ip
 from ct.edge import stickiness
 from ct.webclient import pages
 from ct.webclient.assets import Assets
@@ -48,17 +51,14 @@ def loopback_host(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
-def secure_context(request, trusted_proxies: Sequence) -> bool:
-    """Will the browser treat this page as a secure context (WebCrypto available)?"""
-    if request.isSecure():
-        return True
-    if loopback_host(_host_name(request)):
-        return True
-    peer = parse_ip(getattr(request.getClientAddress(), "host", "") or "")
-    if peer is not None and trusted_proxies and in_networks(peer, trusted_proxies):
-        proto = request.getHeader(b"x-forwarded-proto") or b""
-        return proto.split(b",")[0].strip().lower() == b"https"
-    return False
+def surely_insecure(request, public_https: bool) -> bool:
+    """Is this page surely no secure context (plain HTTP to another computer, no sign of a
+    TLS proxy in front)? ``public_https``: the edge's public URL is ``https://``."""
+    if public_https or request.isSecure() or loopback_host(_host_name(request)):
+        return False
+    proto = (request.getHeader(b"x-forwarded-proto") or b"").split(b",")[0].strip().lower()
+    forwarded = (request.getHeader(b"forwarded") or b"").lower().replace(b" ", b"")
+    return proto != b"https" and b"proto=https" not in forwarded
 
 
 def _host_name(request) -> str:
@@ -84,12 +84,13 @@ class JoinPages(resource.Resource):
     """``/join``: children are sessions; ``/join`` and ``/join/`` name none."""
 
     def __init__(self, assets: Assets, is_active: Callable[[str], bool],
-                 trusted_proxies: Sequence[str] = ()):
-        """``is_active(session_id)``: does this edge hold that session (not ended)?"""
+                 public_https: bool = False):
+        """``is_active(session_id)``: does this edge hold that session (not ended)?
+        ``public_https``: the edge's public URL (``CT_SERVER_URL``) is ``https://``."""
         super().__init__()
         self.assets = assets
         self.is_active = is_active
-        self.trusted_proxies = parse_networks(trusted_proxies, "trusted proxy")
+        self.public_https = public_https
 
     def getChild(self, path, request):
         if path == b"":
@@ -113,7 +114,7 @@ class SessionPage(resource.Resource):
         parent, assets, nonce = self.parent, self.parent.assets, new_nonce()
         if request.postpath or not valid_session_id(self.session_id):
             return send_page(request, pages.not_found(assets, nonce), nonce)
-        if not secure_context(request, parent.trusted_proxies):
+        if surely_insecure(request, parent.public_https):
             return send_page(request, pages.insecure(assets, nonce, _host_name(request)), nonce)
         sticky = stickiness.from_request(_query_value(request, stickiness.NAME), None)
         if not parent.is_active(self.session_id):
@@ -174,7 +175,7 @@ class AssetFiles(resource.Resource):
 
 
 def mount(root: resource.Resource, assets: Assets, is_active: Callable[[str], bool],
-          trusted_proxies: Sequence[str] = ()) -> None:
+          public_https: bool = False) -> None:
     """Serve ``/join/<session>`` and ``/join-assets/`` under ``root`` (the edge's)."""
-    root.putChild(b"join", JoinPages(assets, is_active, trusted_proxies))
+    root.putChild(b"join", JoinPages(assets, is_active, public_https))
     root.putChild(b"join-assets", AssetFiles(assets))

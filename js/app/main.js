@@ -116,6 +116,8 @@ class App {
     this.joined = false; // once joined, a lost connection is "disconnected", not "unreachable"
     this.title = "";
     this.collapsed = new Set();
+    this._treeVersion = 0; // bumped when files or the policy change
+    this._treeSignature = null;
     this._bannerTimer = null;
     this._renderQueued = false;
     this._layout();
@@ -266,6 +268,7 @@ class App {
   // ---------------------------------------------------------------- files
 
   _filesChanged() {
+    this._treeVersion += 1;
     const ws = this.workspace;
     const path = this.editor.path;
     if (path !== null) {
@@ -308,6 +311,7 @@ class App {
   }
 
   _policy() {
+    this._treeVersion += 1;
     const ws = this.workspace;
     this.editor.maxFileBytes = ws.policy.maxFileBytes;
     this.editor.setReadOnly(!ws.writable);
@@ -373,6 +377,12 @@ class App {
   _renderTree() {
     const ws = this.workspace;
     const presence = this._presence();
+    // Cursors move all the time; the tree changes only with files, policy, the open file,
+    // folders and who has which file open.
+    const signature = JSON.stringify([this._treeVersion, this.editor.path, [...this.collapsed],
+      [...presence.entries()].map(([id, p]) => [id, p.file, p.color, p.name])]);
+    if (signature === this._treeSignature) return;
+    this._treeSignature = signature;
     const here = new Map(); // path -> [colors]
     for (const p of presence.values()) {
       if (p.file) here.set(p.file, [...(here.get(p.file) ?? []), p]);

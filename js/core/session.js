@@ -197,12 +197,22 @@ export class SessionConnection extends Emitter {
     this._leaving = true;
     this._over = true;
     this._cancelTimers();
-    if (!this._socket) {
-      this._finish("left", "left the session");
+    const socket = this._socket;
+    if (!socket || socket.readyState !== 1 || this._handshake) {
+      // Not connected (or reconnecting): nobody to tell; the edge drops the seat in time.
+      this.close("left", "left the session");
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      this._onClose = resolve;
+      // The edge closes with 1000 at once; if it does not, the connection is closed here.
+      const timer = this.timers.setTimeout(() => {
+        if (this._socket === socket) this.close("left", "left the session");
+        resolve();
+      }, this.handshakeTimeoutMs);
+      this._onClose = () => {
+        this.timers.clearTimeout(timer);
+        resolve();
+      };
       this.control({ type: "leave" });
     });
   }
@@ -216,13 +226,16 @@ export class SessionConnection extends Emitter {
   }
 
   /** Stops everything without telling the edge (the seat stays away until its window passes). */
-  close() {
+  close(code = "closed", message = "closed by the client") {
     this._over = true;
     this._cancelTimers();
     const socket = this._socket;
     this._socket = null;
     if (socket) socket.close();
-    this._finish("closed", "closed by the client");
+    const handshake = this._handshake;
+    this._handshake = null;
+    handshake?.reject(new SessionEnded(code, message));
+    this._finish(code, message);
   }
 
   // ------------------------------------------------------------------ connection

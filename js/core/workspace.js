@@ -82,7 +82,9 @@ export class Workspace extends Emitter {
     this.awareness.setLocalState({ user: null, file: null, cursor: null });
     if (user) this.setUser(user);
 
+    this._bytes = null;
     this._onDocUpdate = (update, origin) => {
+      this._bytes = null;
       if (origin === this || this._destroyed) return;
       if (!this.connection.session) return; // before host()/join(): the sync carries it
       this._send(encodeUpdate(update), BROADCAST);
@@ -126,26 +128,30 @@ export class Workspace extends Emitter {
 
   // ------------------------------------------------------------------ documents
 
-  /** The Y.Text of a path, or undefined. */
+  /** The Y.Text of a path, or undefined (also for a value that is not a Y.Text). */
   text(path) {
-    return this.files.get(path);
+    const value = this.files.get(path);
+    return value instanceof Y.Text ? value : undefined;
   }
 
-  /** Paths in the workspace, sorted (invalid paths a peer wrote are left out). */
+  /** Paths in the workspace, sorted (invalid paths or values a peer wrote are left out). */
   paths() {
-    return [...this.files.keys()].filter((p) => pathProblem(p) === null).sort();
+    return [...this.files.keys()].filter((p) => pathProblem(p) === null && this.text(p)).sort();
   }
 
   /** Text of a path (or undefined). */
   read(path) {
-    return this.files.get(path)?.toString();
+    return this.text(path)?.toString();
   }
 
-  /** UTF-8 bytes of every shared file. */
+  /** UTF-8 bytes of every shared file (counted again only after the document changed). */
   workspaceBytes() {
-    let total = 0;
-    for (const t of this.files.values()) total += utf8Length(t.toString());
-    return total;
+    if (this._bytes === null) {
+      let total = 0;
+      for (const t of this.files.values()) if (t instanceof Y.Text) total += utf8Length(t.toString());
+      this._bytes = total;
+    }
+    return this._bytes;
   }
 
   /**
@@ -158,14 +164,16 @@ export class Workspace extends Emitter {
     if (problem) throw new Error(`${problem}: ${JSON.stringify(path)}`);
     const size = utf8Length(content);
     if (size > this.policy.maxFileBytes) return "too-large";
-    const old = this.files.get(path);
+    const old = this.text(path);
     const oldSize = old ? utf8Length(old.toString()) : 0;
     if (this.workspaceBytes() - oldSize + size > this.policy.maxWorkspaceBytes) return "workspace-full";
+    const total = this.workspaceBytes() - oldSize + size;
     this.doc.transact(() => {
       const text = new Y.Text();
       text.insert(0, content);
       this.files.set(path, text);
     });
+    this._bytes = total; // a host adding many files counts each once
     return null;
   }
 

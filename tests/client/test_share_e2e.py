@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 
 from twisted.internet import defer
@@ -102,6 +103,8 @@ class ShareMirrorTests(ShareCase):
         self.assertIn("not shared: logo.png (binary", self.host.output)
         mirror, mdir = yield self.start_mirror()
         yield self.host.wait_line(r"^\* bob joined")
+        yield mirror.wait_line(r"not shared by the host: logo.png \(binary")
+        yield mirror.wait_line(r"not shared by the host: big.txt \(too-large, 5000 bytes")
         expected = {"README.md", "src/main.py", "src/ünï😀.txt", ".gitignore"}
         yield wait_for(lambda: set(tree_of(mdir)) == expected, timeout=10)
         self.assertEqual(read(mdir, "src/ünï😀.txt"), "a😀b\n")
@@ -128,6 +131,20 @@ class ShareMirrorTests(ShareCase):
         write(self.host_dir, "src/emoji.txt", "😀 ok\n")
         yield wait_for(lambda: read(mdir, "src/emoji.txt") == "😀 ok\n", timeout=3)
         self.assertIsNone(read(mdir, "other.log"))
+        # directories: created with files, renamed, deleted (then watching still works)
+        write(self.host_dir, "newdir/sub/deep.txt", "deep\n")
+        yield wait_for(lambda: read(mdir, "newdir/sub/deep.txt") == "deep\n", timeout=3)
+        os.rename(os.path.join(self.host_dir, "newdir"), os.path.join(self.host_dir, "moved"))
+        yield wait_for(lambda: read(mdir, "moved/sub/deep.txt") == "deep\n"
+                       and not os.path.exists(os.path.join(mdir, "newdir")), timeout=3)
+        shutil.rmtree(os.path.join(self.host_dir, "moved"))
+        yield wait_for(lambda: not os.path.exists(os.path.join(mdir, "moved")), timeout=3)
+        write(self.host_dir, "docs/new.md", "new\nafter the directory went\n")
+        yield wait_for(lambda: read(mdir, "docs/new.md") == "new\nafter the directory went\n",
+                       timeout=3)
+        write(mdir, "docs/new.md", "new\nafter the directory went\nand back\n")
+        yield wait_for(lambda: read(self.host_dir, "docs/new.md") ==
+                       "new\nafter the directory went\nand back\n", timeout=3)
         # .gitignore changes apply at once: now hidden, then shown again
         with open(os.path.join(self.host_dir, ".gitignore"), "a") as f:
             f.write("emoji.txt\n")
@@ -230,6 +247,12 @@ class ReadOnlyAndCommandsTests(ShareCase):
     @defer.inlineCallbacks
     def test_read_only_guest_edits_are_not_applied_then_kick(self):
         yield self.start_share({"a.txt": "original\n"}, "--read-only")
+        wrong = re.sub(r"token=[^&#]+", "token=wrong", self.link)
+        refused = CliProcess(self, "join", wrong, "--name", "eve", "--mirror", self.make_dir())
+        yield refused.wait_exit()
+        self.assertEqual(refused.status, 1)
+        self.assertIn("* could not join: forbidden", refused.output)
+        self.assertNotIn("Traceback", refused.errors.decode(errors="replace"))
         mirror, mdir = yield self.start_mirror()
         write(mdir, "a.txt", "guest was here\n")
         yield mirror.wait_line(r"read-only session")
@@ -383,3 +406,26 @@ class CapsTests(ShareCase):
         write(mdir, "local.txt", "mine\n")
         yield mirror.wait_line(r"not shared: local.txt \(only the host adds files\)")
         self.assertIsNone(read(self.host_dir, "local.txt"))
+
+
+class LocatorTests(ShareCase):
+    @defer.inlineCallbacks
+    def test_share_through_a_locator_prints_a_locator_link(self):
+        from tests.deployment.util import Deployment
+        deployment = Deployment(self)
+        deployment.start_locator()
+        deployment.start_edge("e1")
+        yield deployment.wait_online(["e1"])
+        self.host_dir = self.make_dir()
+        write(self.host_dir, "hello.txt", "hello\n")
+        self.host = CliProcess(self, "share", self.host_dir, "--locator",
+                               deployment.locator_url, "--name", "alice")
+        yield self.host.wait_line(r"placed this session on edge e1", timeout=30)
+        line = yield self.host.wait_line(r"^https?://.*/join/")
+        self.assertTrue(line.startswith(deployment.locator_url + "/join/"), line)
+        self.link = line.strip()
+        mirror, mdir = yield self.start_mirror()
+        yield wait_for(lambda: read(mdir, "hello.txt") == "hello\n", timeout=10)
+        write(mdir, "hello.txt", "hello\nthrough the locator's link\n")
+        yield wait_for(lambda: read(self.host_dir, "hello.txt") ==
+                       "hello\nthrough the locator's link\n", timeout=5)

@@ -58,3 +58,34 @@ class EditsTests(unittest.TestCase):
         theirs = "zero\none\ntwo\nthree\n"
         merged = textdiff.apply(theirs, textdiff.rebase(mine, base, theirs))
         self.assertEqual(merged, "zero\none\ntwo\nthree!\n")
+
+
+LINES = st.lists(st.sampled_from(["a\n", "b\n", "c\n", "😀\n", "long line\n", "x"]),
+                 max_size=40).map("".join)
+
+
+class PatienceTests(unittest.TestCase):
+    """Big texts take the unique-line anchored path: still exact, and fast on any input."""
+
+    def setUp(self):
+        self.saved = textdiff.PATIENCE_LINES, textdiff.CHAR_DIFF_CHARS
+        textdiff.PATIENCE_LINES, textdiff.CHAR_DIFF_CHARS = 0, 0
+        self.addCleanup(self.restore)
+
+    def restore(self):
+        textdiff.PATIENCE_LINES, textdiff.CHAR_DIFF_CHARS = self.saved
+
+    @settings(max_examples=300, deadline=None)
+    @given(LINES, LINES)
+    def test_edits_turn_old_into_new(self, old, new):
+        self.assertEqual(textdiff.apply(old, textdiff.edits(old, new)), new)
+
+    def test_adversarial_input_stays_fast(self):
+        import random
+        import time
+        rng = random.Random(7)
+        a = "".join(rng.choice("ab\n") for _ in range(1_000_000))
+        b = "".join(rng.choice("ab\n") for _ in range(1_000_000))
+        started = time.monotonic()
+        self.assertEqual(textdiff.apply(a, textdiff.edits(a, b)), b)
+        self.assertLess(time.monotonic() - started, 10)

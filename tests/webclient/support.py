@@ -173,6 +173,7 @@ class ShareHost:
     def write(self, path: str, text: str) -> None:
         """Like an editor saving: a new file, renamed over the old one."""
         target = self.dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.saving")
         temporary.write_text(text)
         os.replace(temporary, target)
@@ -233,12 +234,15 @@ class AppPage:
     def open(self, url: str) -> None:
         self.driver.get(url)
 
-    def join(self, link: str, name: str, timeout: float = 20.0) -> None:
+    def join(self, link: str, name: str, timeout: float = 20.0, shot: str | None = None) -> None:
+        """Open ``link``, give ``name``, join; ``shot``: a screenshot of the filled prompt."""
         self.open(link)
         self.browser.wait(lambda: self.browser.find("#ct-name"), timeout, "the name prompt")
         field = self.browser.find("#ct-name")
         field.clear()
         field.send_keys(name)
+        if shot:
+            self.screenshot(shot)
         self.browser.find("#ct-join").click()
         self.wait_status("connected", timeout)
 

@@ -49,7 +49,7 @@ class TwoBrowsersTests(BrowserTestCase):
         _, url = start_edge(self)
         host = self.share(url)
         a, b = AppPage(self), AppPage(self)
-        a.join(host.link, "Ada")
+        a.join(host.link, "Ada", shot="00-name-prompt")
         b.join(host.link, "Bob")
         for page in (a, b):
             wait_until(lambda: sorted(page.people()) == ["Ada", "Bob", "Hannah Host"], 10,
@@ -80,6 +80,17 @@ class TwoBrowsersTests(BrowserTestCase):
         a.screenshot("03-a-host-change")
         self.assertEqual(a.editor_text(), host.read("src/main.py"))
         self.assertEqual(b.editor_text(), host.read("src/main.py"))
+
+        # A file created on disk appears in both trees; one deleted goes away.
+        host.write("docs/new.md", "new on disk\n")
+        (host.dir / "src" / "util.js").unlink()
+        for page in (a, b):
+            wait_until(lambda: "docs/new.md" in page.js("return window.ctApp.paths()")
+                       and "src/util.js" not in page.js("return window.ctApp.paths()"), 5,
+                       "the tree follows the disk")
+            wait_until(lambda: page.js("return !!document.querySelector("
+                                       "'button.ct-file[data-path=\"docs/new.md\"]')"), 5,
+                       "new.md in the tree")
 
 
 class FollowAndPolicyTests(BrowserTestCase):
@@ -119,6 +130,28 @@ class FollowAndPolicyTests(BrowserTestCase):
         host.append("src/main.py", "# host still edits\n")
         wait_until(lambda: "host still edits" in b.editor_text(), 5, "the host's edit in B")
         b.screenshot("16-read-only")
+
+
+class BigWorkspaceTests(BrowserTestCase):
+    def test_a_500_file_5_mb_workspace_reaches_the_browser(self):
+        _, url = start_edge(self)
+        line = "x = 'abcdefghijklmnopqrstuvwxyz0123456789' * 2  # a line of filler\n"
+        files = {f"pkg{i // 50}/mod{i}.py": line * (10_000 // len(line)) for i in range(500)}
+        self.assertGreater(sum(len(t) for t in files.values()), 4_900_000)
+        host = self.share(url, files)
+        a = AppPage(self)
+        started = time.monotonic()
+        a.join(host.link, "Ada")
+        wait_until(lambda: len(a.js("return window.ctApp.paths()")) == 500, 30, "500 files")
+        wait_until(lambda: a.path() is not None, 10, "a file open")
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 20)  # about half a second on loopback
+        a.open_file("pkg9/mod499.py")
+        a.type_at_end("# typed in a big workspace")
+        wait_until(lambda: "typed in a big workspace" in host.read("pkg9/mod499.py"), 2,
+                   "A's edit on disk")
+        self.assertEqual(a.editor_text(), host.read("pkg9/mod499.py"))
+        a.screenshot("19-big-workspace")
 
 
 class ResumeTests(BrowserTestCase):
@@ -256,8 +289,7 @@ class CaptureTests(BrowserTestCase):
 
 class PagesTests(BrowserTestCase):
     def test_unknown_session_missing_key_bad_token_and_insecure_pages(self):
-        # 127.0.0.1 is a "proxy" here: its X-Forwarded-Proto counts (see the end).
-        _, url = start_edge(self, CT_TRUSTED_PROXIES="127.0.0.1/32")
+        _, url = start_edge(self)
         host = NodeHost(self, url, FILES)
         port = url.rsplit(":", 1)[1]
         page = AppPage(self, extra_args=["--host-resolver-rules=MAP ct-test.example 127.0.0.1"])
@@ -279,7 +311,8 @@ class PagesTests(BrowserTestCase):
         self.assertIn("HTTPS", page.browser.text("h1"))
         page.screenshot("11-insecure")
         self.assertIsNone(page.js("return document.querySelector('script')"))  # the edge's page
-        # A proxy that claims HTTPS gets the app: the app itself sees no secure context.
+        # A request that says a TLS proxy is in front gets the app: the app itself sees no
+        # secure context, and says so.
         page.driver.execute_cdp_cmd("Network.enable", {})
         page.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
                                     {"headers": {"X-Forwarded-Proto": "https"}})

@@ -308,3 +308,23 @@ test("resume attempts that get no answer are given up in time and tried again un
   await resumed;
   await eventually(() => h.workspace.read("a.txt") === a.workspace.read("a.txt") && h.workspace.read("a.txt").length === 9, "converged");
 });
+
+test("leave while reconnecting and close during a join settle at once", async (t) => {
+  const edge = await startEdge(t);
+  const h = await host(t, edge);
+  const a = await guest(t, h.connection.link, { name: "Ada", sync: false, connectionOptions: { resumeDelays: [5000] } });
+  const reconnecting = a.connection.waitFor("state", { predicate: (s) => s === "reconnecting", timeoutMs: 20000 });
+  a.connection.drop();
+  await reconnecting;
+  const ended = a.connection.waitFor("ended", { timeoutMs: 2000 });
+  await a.connection.leave();
+  assert.equal((await ended).code, "left");
+
+  const { SessionConnection } = await import("../index.js");
+  const { default: WebSocket } = await import("ws");
+  const b = await SessionConnection.fromLink(h.connection.link, { name: "Bob", WebSocket });
+  const joining = b.join();
+  b.close();
+  await assert.rejects(joining, (e) => e.code === "closed");
+  assert.equal(b.state, "ended");
+});

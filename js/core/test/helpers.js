@@ -35,6 +35,8 @@ export async function startEdge(t, settings = {}, timeoutMs = 30000) {
   const child = spawn(python(), ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
     `--logfile=${logPath}`, "ctedge"], { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
+  child.stdout.setEncoding("utf8");
+  child.stderr.setEncoding("utf8");
   child.stdout.on("data", (d) => { output += d; });
   child.stderr.on("data", (d) => { output += d; });
   const exited = new Promise((resolve) => child.on("exit", resolve));

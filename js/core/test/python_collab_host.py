@@ -25,6 +25,8 @@ class Host:
         self.workspace = Workspace()
         self.reassembler = messages.Reassembler()
         self.chunk_id = 1
+        # Once standard input is served, stdout is non-blocking: answers go through its transport.
+        self.out = lambda value: print(json.dumps(value, ensure_ascii=False), flush=True)
 
     def send(self, message: bytes, to: int = 0) -> None:
         parts = messages.split(message, self.chunk_id)
@@ -38,7 +40,7 @@ class Host:
             whole = self.reassembler.feed(frame.sender, frame.data)
             message = None if whole is None else messages.decode(whole)
         except messages.MessageError as e:
-            print(json.dumps({"warning": str(e)}), flush=True)
+            self.out({"warning": str(e)})
             return
         if message is None:
             return
@@ -56,20 +58,25 @@ class Host:
         elif cmd["op"] == "edit":
             update = self.workspace.edit(cmd["path"], [textdiff.Edit(cmd["start"], cmd["end"], cmd["text"])])
         elif cmd["op"] == "snapshot":
-            print(json.dumps({"snapshot": self.workspace.snapshot()}, ensure_ascii=False), flush=True)
+            self.out({"snapshot": self.workspace.snapshot()})
             return
         else:
             raise ValueError(cmd)
         if update:
             self.send(messages.update(update))
-        print(json.dumps({"ok": True}), flush=True)
+        self.out({"ok": True})
 
 
 class Commands(LineReceiver):
     delimiter = b"\n"
+    MAX_LENGTH = 64 * 1024 * 1024
 
     def __init__(self, host: Host):
         self.host = host
+
+    def connectionMade(self) -> None:
+        self.host.out = lambda value: self.transport.write(
+            json.dumps(value, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def lineReceived(self, line: bytes) -> None:
         self.host.command(line)

@@ -17,10 +17,13 @@ async function pythonChild(t, args) {
   t.after(() => { if (child.exitCode === null) child.kill("SIGKILL"); });
   let out = "";
   let err = "";
+  child.stdout.setEncoding("utf8"); // characters split across reads are joined whole
+  child.stderr.setEncoding("utf8");
   child.stdout.on("data", (d) => { out += d; });
   child.stderr.on("data", (d) => { err += d; });
   return {
     child,
+    warnings: [],
     async next(timeoutMs = 30000) {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
@@ -40,6 +43,7 @@ async function pythonChild(t, args) {
       for (;;) {
         const answer = JSON.parse(await this.next());
         if (!answer.warning) return answer;
+        this.warnings.push(answer.warning);
       }
     },
   };
@@ -165,4 +169,29 @@ test("a JavaScript host and `ct-client join LINK --mirror DIR` (Python) converge
   const left = conn.waitFor("participant-left", { timeoutMs: 15000 });
   guest.child.stdin.end(); // end of input leaves the session
   assert.equal((await left).reason, "left");
+});
+
+test("chunked messages pass between Python and JavaScript both ways (a 1.2 MB sync, a 600 KB edit)", async (t) => {
+  const edge = await startEdge(t);
+  const files = { "one.txt": "1".repeat(400 * 1024), "two.txt": "ü".repeat(200 * 1024), "three.txt": "3😀".repeat(400 * 1024 / 6) };
+  const py = await pythonChild(t, [path.join(here, "python_collab_host.py"), edge.url, "{}"]);
+  const link = await py.next();
+  for (const [p, text] of Object.entries(files)) assert.deepEqual(await py.ask({ op: "put", path: p, text }), { ok: true });
+  const conn = await SessionConnection.fromLink(link, { name: "Ada", WebSocket });
+  const workspace = new Workspace(conn, { user: { name: "Ada" } });
+  t.after(() => { conn.close(); workspace.destroy(); });
+  let chunks = 0;
+  conn.on("frame", ({ data }) => { if (data[0] === 0x7f) chunks += 1; });
+  const synced = workspace.waitFor("synced", { timeoutMs: 20000 });
+  await conn.join();
+  await synced;
+  assert.deepEqual(snapshot(workspace), Object.fromEntries(Object.entries(files).sort()));
+  assert.ok(chunks >= 3, `the Python host's sync came in ${chunks} chunks`);
+  const big = "é🎉".repeat(100 * 1024); // 600 KiB of UTF-8 in one transaction
+  workspace.text("one.txt").insert(0, big);
+  await eventually(async () => {
+    const answer = await py.ask({ op: "snapshot" });
+    if (answer.snapshot["one.txt"] === big + files["one.txt"]) return true;
+    throw new Error(`one.txt has ${answer.snapshot["one.txt"].length} UTF-16 units; warnings: ${py.warnings.join("; ")}`);
+  }, "the Python host joined the JS chunks");
 });

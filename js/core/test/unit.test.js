@@ -288,8 +288,38 @@ test("the host removes a path a guest added (docs/protocol.md); guests keep remo
     guestConn.emit("frame", { sender: 3, seq: 1, data: messages.encodeUpdate(Y.encodeStateAsUpdate(other)) });
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.deepEqual(guestWs.paths(), ["guest.txt", "host.txt"]);
+    // A value that is not a Y.Text, or an invalid path, is not a file.
+    const odd = new Y.Doc();
+    odd.getMap("files").set("map.txt", new Y.Map());
+    odd.getMap("files").set("../escape", new Y.Text("x"));
+    guestConn.emit("frame", { sender: 3, seq: 2, data: messages.encodeUpdate(Y.encodeStateAsUpdate(odd)) });
+    assert.deepEqual(guestWs.paths(), ["guest.txt", "host.txt"]);
+    assert.equal(guestWs.text("map.txt"), undefined);
+    assert.equal(guestWs.read("map.txt"), undefined);
   } finally {
     ws.destroy();
     guestWs.destroy();
+  }
+});
+
+test("a host adding many files is bounded by the workspace cap, counted once per file", () => {
+  const conn = new FakeConnection(1);
+  const ws = new Workspace(conn, { policy: { maxWorkspaceBytes: 100 * 1024, maxFileBytes: 2048 } });
+  try {
+    const started = Date.now();
+    const refused = [];
+    for (let i = 0; i < 2000; i++) {
+      const why = ws.addFile(`f/${i}.txt`, "é".repeat(512)); // 1 KiB each
+      if (why) refused.push(why);
+    }
+    assert.equal(ws.paths().length, 100);
+    assert.equal(refused.length, 1900);
+    assert.ok(refused.every((r) => r === "workspace-full"));
+    assert.equal(ws.workspaceBytes(), 100 * 1024);
+    ws.text("f/0.txt").insert(0, "abc"); // an edit: counted again
+    assert.equal(ws.workspaceBytes(), 100 * 1024 + 3);
+    assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  } finally {
+    ws.destroy();
   }
 });
