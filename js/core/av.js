@@ -408,7 +408,14 @@ export class AvCall extends Emitter {
       case "screen":
         return;
       default: {
-        const peer = this.peers.get(sender) || (signal.type === "offer" ? this._peer(sender, { answering: true }) : null);
+        let peer = this.peers.get(sender);
+        if (!peer && signal.type === "offer") {
+          if (this.peers.size >= MAX_CALL_PARTICIPANTS - 1) {
+            this.emit("warning", `av: call full, offer from participant ${sender} ignored`);
+            return;
+          }
+          peer = this._peer(sender, { answering: true });
+        }
         if (!peer) return;
         peer.queue = peer.queue.then(() => this._negotiate(peer, signal)).catch((e) => {
           this.emit("warning", `av: signalling with ${sender} failed (${e?.message || e})`);

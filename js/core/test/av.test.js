@@ -186,3 +186,17 @@ test("screen sharing: one sharer; only the host can stop someone's share", () =>
   conn.emit("frame", { sender: 3, seq: 9, data: new Uint8Array([0x08, 0x7b]) });
   assert.equal(warnings.length, 1);
 });
+
+test("a mesh holds at most 6 people: a seventh is not connected", () => {
+  const conn = new FakeConnection(2);
+  const call = new AvCall(conn, { RTCPeerConnection: FakePeerConnection });
+  const warnings = [];
+  call.on("warning", (w) => warnings.push(w));
+  call.join(fakeStream("mic"));
+  for (const id of [3, 4, 5, 6, 7]) conn.signal(id, { type: "join" });
+  assert.equal(call.peers.size, 5);
+  conn.signal(8, { type: "join" });
+  conn.signal(9, { type: "offer", sdp: "v=0\r\n" });
+  assert.equal(call.peers.size, 5);
+  assert.equal(warnings.length, 2);
+});
