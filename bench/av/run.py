@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench", "turn"))
 
-from run import SECRET, cpu_seconds, free_port, start_coturn, start_ours, wait_for_stun  # noqa: E402
+from run import (  # noqa: E402  (bench/turn/run.py)
+    SECRET, cpu_seconds, free_port, start_coturn, start_ours, wait_for_stun)
 
 from ct.turn.credentials import rest_credentials  # noqa: E402
 from tests.dashboard.browser import Browser, missing  # noqa: E402
@@ -127,9 +128,11 @@ def one_run(name, start, calls, args, url, workdir) -> dict:
                                              username, credential, calls, args.video)
         connected = isinstance(states, list) and all(s == "connected" for s in states)
         time.sleep(2)  # past the start-up
-        before, cpu0, t0 = driver.execute_async_script(STATS_SCRIPT), cpu_seconds(proc.pid), time.monotonic()
+        before = driver.execute_async_script(STATS_SCRIPT)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(args.seconds)
-        after, cpu1, t1 = driver.execute_async_script(STATS_SCRIPT), cpu_seconds(proc.pid), time.monotonic()
+        after = driver.execute_async_script(STATS_SCRIPT)
+        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
         sent = after["sent"] - before["sent"]
         received = after["received"] - before["received"]
         lost = after["lost"] - before["lost"]
@@ -177,7 +180,7 @@ def main() -> None:
                     results.append(result)
         finally:
             server.shutdown()
-    print("| relay | calls | connected | relayed packets/s (sent) | relay CPU | CPU µs/packet | loss |")
+    print("| relay | calls | connected | packets/s sent | relay CPU | CPU µs/packet | loss |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['server']} | {r['calls']} | {r['connected']} | {r['packets_per_s']} | "

@@ -17,6 +17,9 @@ class Clock:
         return self.now
 
 
+LEFT = {"type": "av-report", "inCall": False}
+
+
 def report(in_call=True, peers=2, relayed=1, direct=1):
     return {"type": "av-report", "inCall": in_call, "peers": peers, "relayed": relayed,
             "direct": direct}
@@ -51,10 +54,10 @@ class ReportsTests(unittest.TestCase):
         self.assertEqual((snap["calls"], snap["participants_in_calls"]), (1, 3))
         self.assertEqual(snap["peer_connections"], {"relayed": 1, "direct": 3})
         # Too soon: ignored; later: taken.
-        self.assertFalse(reports.report("s1", 2, report(in_call=False, peers=0, relayed=0, direct=0)))
+        self.assertFalse(reports.report("s1", 2, LEFT))
         self.assertEqual(reports.snapshot()["reports_ignored"], 1)
         clock.now += 2.5
-        self.assertTrue(reports.report("s1", 2, report(in_call=False, peers=0, relayed=0, direct=0)))
+        self.assertTrue(reports.report("s1", 2, LEFT))
         self.assertEqual(reports.snapshot()["participants_in_calls"], 2)
         # A leaver's and an ended session's reports go.
         session = SimpleNamespace(id="s1")

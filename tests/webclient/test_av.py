@@ -62,10 +62,12 @@ class CallPage(AppPage):
                 "call.iceTransportPolicy = arguments[0];"
                 "const transport = arguments[1], port = arguments[2], tls = arguments[3];"
                 "if (transport) call.filterIceServers = (list) => list.map((s) => ({...s,"
-                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport) && (!tls || u.startsWith('turns:')))"
+                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport)"
+                " && (!tls || u.startsWith('turns:')))"
                 ".map((u) => port ? u.replace(/:\\d+\\?/, ':' + port + '?') : u)}))"
                 ".filter((s) => s.urls.length);"
-                "if (transport === null) call.filterIceServers = (list) => list.filter((s) => !s.username);",
+                "if (transport === null)"
+                " call.filterIceServers = (list) => list.filter((s) => !s.username);",
                 policy, transport, turn_port, tls)
         self.browser.find("#ct-av-join").click()
         wait_until(lambda: self.js("return window.ctApp.av.call.inCall"), 10, "in the call")
@@ -79,7 +81,8 @@ class CallPage(AppPage):
         stats = self.stats()
         if len(stats) == count and all(s.get("connectionState") == "connected" for s in stats):
             return True
-        self.last_states = [(s.get("participant"), s.get("connectionState"), s.get("iceConnectionState"),
+        self.last_states = [(s.get("participant"), s.get("connectionState"),
+                             s.get("iceConnectionState"),
                              s.get("signalingState"), s.get("candidates")) for s in stats]
         return False
 
@@ -133,10 +136,10 @@ class MeshCallTests(CallTestCase):
             page.wait_inbound_audio(2)
         # Everyone lists everyone in the call.
         for page in (a, b, c):
-            wait_until(lambda: len(page.js("return [...document.querySelectorAll('.ct-av-member')]")) == 3,
-                       5, "three members shown")
+            wait_until(lambda: len(page.browser.driver.find_elements("css selector", ".ct-av-member"))
+                       == 3, 5, "three members shown")
         # A speaking indicator lights for someone (the fake microphone beeps).
-        wait_until(lambda: a.js("return document.querySelector('.ct-av-member[data-speaking=true]') !== null"),
+        wait_until(lambda: a.js("return !!document.querySelector('[data-speaking=true]')"),
                    10, "a speaking indicator")
         a.screenshot("av-02-three-in-call")
         # The clients' reports reach the edge's metrics: one call, three people, direct.
@@ -159,13 +162,15 @@ class MeshCallTests(CallTestCase):
         a.wait_inbound_audio(1)
         a.browser.find("#ct-av-screen").click()
         wait_until(lambda: a.js("return !!window.ctApp.av.call.screenStream"), 10, "A shares")
-        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > 0, 20, "screen frames decoded in B")
-        wait_until(lambda: b.js("return document.querySelector('video[data-kind=screen]') !== null"), 10,
+        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > 0, 20,
+                   "screen frames decoded in B")
+        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=screen]')"), 10,
                    "the screen shown in B")
         self.assertTrue(b.js("return document.querySelector('#ct-av-screen').disabled"))
         b.screenshot("av-03-screen-share")
         a.browser.find("#ct-av-screen").click()  # stop
-        wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10, "share over in B")
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10,
+                   "share over in B")
         self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
 
 
@@ -228,7 +233,8 @@ class VisibilityTests(CallTestCase):
     def test_a_refused_microphone_is_said_clearly(self):
         _, url, _ = av_edge(self)
         host = NodeHost(self, url, FILES)
-        page = CallPage(self, flags=("--use-fake-device-for-media-stream", "--deny-permission-prompts"))
+        page = CallPage(self, flags=("--use-fake-device-for-media-stream",
+                                     "--deny-permission-prompts"))
         page.join(host.link, "Ada")
         wait_until(page.panel_shown, 10, "the call panel")
         page.browser.find("#ct-av-join").click()
@@ -348,7 +354,8 @@ def metric(text: str, name: str) -> float:
     total = 0.0
     found = False
     for line in text.splitlines():
-        if line.startswith(name) and (line[len(name):len(name) + 1] in (" ", "{") or name.endswith("}")):
+        after = line[len(name):len(name) + 1]
+        if line.startswith(name) and (after in (" ", "{") or name.endswith("}")):
             total += float(line.rsplit(" ", 1)[1])
             found = True
     if not found:
