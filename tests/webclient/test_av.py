@@ -173,6 +173,20 @@ class MeshCallTests(CallTestCase):
                    "share over in B")
         self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
 
+        # The camera is off by default; turned on, B decodes it as a camera, not a screen.
+        self.assertFalse(a.js("return window.ctApp.av.call.cameraOn"))
+        decoded = b.stats()[0]["video"]["framesDecoded"]
+        a.browser.find("#ct-av-camera").click()
+        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > decoded + 10, 20,
+                   "camera frames decoded in B")
+        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=camera]')"), 10,
+                   "the camera shown in B")
+        # Muting is shown to the others.
+        a.browser.find("#ct-av-mute").click()
+        ada = a.js("return window.ctApp.participant")
+        wait_until(lambda: b.js("return window.ctApp.av.call.members.get(arguments[0]).muted", ada),
+                   10, "A muted, as B sees it")
+
 
 class RelayedCallTests(CallTestCase):
     def relayed_call(self, transport: str, tls: bool = False):
