@@ -136,8 +136,8 @@ class MeshCallTests(CallTestCase):
             page.wait_inbound_audio(2)
         # Everyone lists everyone in the call.
         for page in (a, b, c):
-            wait_until(lambda: len(page.browser.driver.find_elements("css selector", ".ct-av-member"))
-                       == 3, 5, "three members shown")
+            wait_until(lambda: len(page.driver.find_elements("css selector", ".ct-av-member")) == 3,
+                       5, "three members shown")
         # A speaking indicator lights for someone (the fake microphone beeps).
         wait_until(lambda: a.js("return !!document.querySelector('[data-speaking=true]')"),
                    10, "a speaking indicator")
@@ -172,6 +172,18 @@ class MeshCallTests(CallTestCase):
         wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10,
                    "share over in B")
         self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
+
+        # The host stops a share.
+        a.browser.find("#ct-av-screen").click()
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is not None, 10,
+                   "A shares again")
+        host.stop_screen(a.js("return window.ctApp.participant"))
+        wait_until(lambda: a.js("return window.ctApp.av.call.screenStream") is None, 10,
+                   "the host stopped A's share")
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is None, 10,
+                   "share over in B")
+        wait_until(lambda: "host stopped your screen share" in a.browser.text("#ct-toasts"), 5,
+                   "A told why")
 
         # The camera is off by default; turned on, B decodes it as a camera, not a screen.
         self.assertFalse(a.js("return window.ctApp.av.call.cameraOn"))
