@@ -28,7 +28,7 @@ from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, Edge
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory, rejection_log
-from ct.metrics.definitions import EDGE_LINK_METRICS, TURN_METRICS
+from ct.metrics.definitions import AV_METRICS, EDGE_LINK_METRICS, TURN_METRICS
 from ct.metrics.setup import edge_metric_set, setup_metrics
 
 _log = Logger()
@@ -346,6 +346,11 @@ def add_audio_video(top, edge: Edge, values, reactor) -> None:
                     hand_ice_servers(participant.conn, participant)
 
     edge.handshake_hooks.append(hand_ice_servers)  # at every join and resume
+    from ct.edge.av import AvReports
+
+    edge.av_reports = AvReports(reactor.seconds)  # the clients' call counters
+    edge.relay.add_listener(edge.av_reports.on_relay_event)
+    top.metrics.add_source("av", edge.av_reports.snapshot, AV_METRICS)
     refresher = TimerService(ice.ttl / 2, hand_everyone_fresh_ones)  # and before they expire
     refresher.clock = reactor
     refresher.setServiceParent(top)
