@@ -19,6 +19,7 @@ UPDATE = 0x03
 AWARENESS = 0x04
 POLICY = 0x05
 NOTICE = 0x06
+AV_SIGNAL = 0x08  # call signalling (js/core/av.js, docs/av.md); the Python side ignores it
 CHUNK = 0x7F
 KIND_NAMES = {SYNC_STEP1: "sync-step1", SYNC_STEP2: "sync-step2", UPDATE: "update",
               AWARENESS: "awareness", POLICY: "policy", NOTICE: "notice", CHUNK: "chunk"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import re
 from dataclasses import dataclass
 
@@ -185,3 +187,22 @@ class ListenersService(service.Service):
 
         ports, self.ports = list(self.ports.values()), {}
         return gatherResults([maybeDeferred(p.stopListening) for p in ports])
+
+
+def plain_http_url(listening: "ListenersService", external: bool = False) -> str | None:
+    """``http://host:port`` of the plain HTTP listener: over loopback (this host's own
+    probes), or with ``external`` as other hosts reach it (a wildcard address becomes this
+    host's name). None without a plain HTTP listener."""
+    port = listening.ports.get("HTTP")
+    if port is None:
+        return None
+    host = port.getHost()
+    address = host.host
+    if address in ("0.0.0.0", "", "::"):
+        if external:
+            address = socket.getfqdn()
+        else:
+            address = "::1" if address == "::" else "127.0.0.1"
+    if ":" in address:
+        address = f"[{address}]"
+    return f"http://{address}:{host.port}"

@@ -76,6 +76,7 @@ class Edge:
         self.relay.add_listener(self._on_relay_event)
         self.audit_sinks: list[Callable[[dict[str, Any]], None]] = []
         self.handshake_hooks: list[Callable[[Any, Participant], None]] = []
+        self.av_reports = None  # ct.edge.av.AvReports when A/V is on (ct/edge/tap.py)
         self.started_at = clock.seconds()
         self.probe = None  # set by the tap when self-probing is on
         self.outbox = None  # set by the tap with a locator link: its writes show in /health

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 from twisted.application import service
@@ -17,7 +16,7 @@ from ct.settings import settings_for
 from ct.common.catalog import ServerConfig, host_token_config, server_config
 from ct.common.credentials import dashboard_credentials
 from ct.common.web import ServerSite
-from ct.common.listen import ListenersService, server_listeners
+from ct.common.listen import ListenersService, plain_http_url, server_listeners
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, edge_dashboard
@@ -28,7 +27,7 @@ from ct.edge.relay import Limits
 from ct.edge.server import EdgeConfig, Edge
 from ct.edge.web import build_edge_root
 from ct.edge.ws import PresenceProtocol, SessionProtocol, make_factory, rejection_log
-from ct.metrics.definitions import EDGE_LINK_METRICS, TURN_METRICS
+from ct.metrics.definitions import AV_METRICS, EDGE_LINK_METRICS, TURN_METRICS
 from ct.metrics.setup import edge_metric_set, setup_metrics
 
 _log = Logger()
@@ -189,7 +188,7 @@ def makeService(options, reactor=None) -> EdgeDaemon:
     if values["probe_interval"] > 0:
         from ct.edge.probe import RelayProbe
 
-        edge.probe = RelayProbe(reactor, edge, lambda: _probe_url(listening),
+        edge.probe = RelayProbe(reactor, edge, lambda: plain_http_url(listening),
                                 interval=values["probe_interval"])
     # Children stop in reverse order: listeners, then sessions end (their audit entries
     # still reach the outbox), then the link, and the outbox is flushed last.
@@ -298,7 +297,7 @@ def add_locator_link(top, edge: Edge, values, listening, reactor):
     snapshots.setServiceParent(top)
 
     def public_url():
-        return values["server_url"] or _probe_url(listening, external=True)
+        return values["server_url"] or plain_http_url(listening, external=True)
 
     link = LocatorLink(reactor, edge, outbox, values["locator"], values["edge_secret"],
                        public_url, report_interval=values["report_interval"],
@@ -351,6 +350,11 @@ def add_audio_video(top, edge: Edge, values, reactor) -> None:
                     hand_ice_servers(participant.conn, participant)
 
     edge.handshake_hooks.append(hand_ice_servers)  # at every join and resume
+    from ct.edge.av import AvReports
+
+    edge.av_reports = AvReports(reactor.seconds)  # the clients' call counters
+    edge.relay.add_listener(edge.av_reports.on_relay_event)
+    top.metrics.add_source("av", edge.av_reports.snapshot, AV_METRICS)
     refresher = TimerService(ice.ttl / 2, hand_everyone_fresh_ones)  # and before they expire
     refresher.clock = reactor
     refresher.setServiceParent(top)
@@ -394,18 +398,3 @@ def build_site(edge: Edge, values, server: ServerConfig, reactor, downloads=None
     return site
 
 
-def _probe_url(listening: ListenersService, external: bool = False) -> str | None:
-    """This process's plain HTTP URL: over loopback for the probe, or as others reach it."""
-    port = listening.ports.get("HTTP")
-    if port is None:
-        return None
-    host = port.getHost()
-    address = host.host
-    if address in ("0.0.0.0", "", "::"):
-        if external:
-            address = socket.getfqdn()
-        else:
-            address = "::1" if address == "::" else "127.0.0.1"
-    if ":" in address:
-        address = f"[{address}]"
-    return f"http://{address}:{host.port}"

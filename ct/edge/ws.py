@@ -356,6 +356,10 @@ class SessionProtocol(_GuardedProtocol):
                 relay.kick(p, message)
             elif kind == "ping":
                 self.send_control({"type": "pong"})
+            elif kind == "av-report":  # call counters for the metrics (ct/edge/av.py)
+                reports = self.factory.edge.av_reports
+                if reports is not None:
+                    reports.report(p.session.id, p.id, message)
             else:
                 raise ProtocolError(errors.BAD_MESSAGE, f"unknown message type {kind!r}")
             return

@@ -8,7 +8,6 @@ status 1, before any port is opened.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 from autobahn.twisted.resource import WebSocketResource
@@ -25,7 +24,7 @@ from ct.common.catalog import server_config
 from ct.common.credentials import dashboard_credentials
 from ct.common.http import health_checker, make_agent
 from ct.common.web import ServerSite
-from ct.common.listen import ListenersService, server_listeners
+from ct.common.listen import ListenersService, plain_http_url, server_listeners
 from ct.common.ratelimit import KeyedLimiter
 from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
@@ -175,7 +174,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
     def relay_url() -> str | None:
         if values["locator_relay_url"] or values["server_url"]:
             return values["locator_relay_url"] or values["server_url"]
-        return _listening_url(listening_holder[0]) if listening_holder else None
+        return plain_http_url(listening_holder[0], external=True) if listening_holder else None
 
     cluster = Cluster(reactor, db, ClusterStore(db, reactor), stable_locator_id(values["data_dir"]),
                       relay_url, __version__,
@@ -257,15 +256,3 @@ def stable_locator_id(data_dir: str) -> str:
     return locator_id
 
 
-def _listening_url(listening: ListenersService) -> str | None:
-    """``http://host:port`` of the plain HTTP listener, as other hosts reach it."""
-    port = listening.ports.get("HTTP")
-    if port is None:
-        return None
-    host = port.getHost()
-    address = host.host
-    if address in ("0.0.0.0", "", "::"):
-        address = socket.getfqdn()
-    if ":" in address:
-        address = f"[{address}]"
-    return f"http://{address}:{host.port}"

@@ -88,6 +88,23 @@ TURN_METRICS = (
               "refusals", label="reason"),
 )
 
+# ``AvReports.snapshot()`` (ct/edge/av.py): the clients' call counters, when A/V is on
+AV_METRICS = (
+    MetricDef("av_calls", GAUGE, "Calls: sessions with two or more participants in the call.",
+              "calls"),
+    MetricDef("av_participants_in_calls", GAUGE, "Participants in a call (their own reports).",
+              "participants_in_calls"),
+    MetricDef("av_peer_connections", GAUGE,
+              "Connected call peer connections by path (relayed through TURN, or direct), "
+              "as the participants report them: each connection counted by both ends.",
+              "peer_connections", label="path"),
+    MetricDef("av_reports_total", COUNTER, "Call reports (av-report) taken from clients.",
+              "reports_total"),
+    MetricDef("av_reports_ignored_total", COUNTER,
+              "Call reports ignored because they came sooner than 2 s after the last.",
+              "reports_ignored"),
+)
+
 # Hook for the locator: its callable returns these keys (any subset).
 LOCATOR_METRICS = (
     MetricDef("locator_placements_total", COUNTER,

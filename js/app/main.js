@@ -6,6 +6,7 @@
 import { SessionConnection, Workspace, parseJoinLink, base64urlDecode } from "../core/index.js";
 import { h, fill, safeColor } from "./dom.js";
 import { Editor } from "./editor.js";
+import { AvPanel } from "./av.js";
 import { showSignIn, takeReturn } from "./signin.js";
 import {
   buildTree, bannerFor, colorFor, endPage, firstFile, formatSize, unsharedReason,
@@ -180,6 +181,7 @@ class App {
       },
     });
 
+    this.av = new AvPanel(conn, workspace, { container: document.querySelector(".ct-people-pane"), toast: (level, text) => this.toast(level, text) });
     conn.on("state", (state, detail) => this._state(state, detail));
     conn.on("participants", () => this.render());
     conn.on("session-ended", (m) => { this.sessionEndedReason = m.reason ?? null; });
@@ -489,6 +491,7 @@ class App {
       get path() { return app.editor?.path ?? null; },
       get participant() { return app.conn?.participant ?? null; },
       get following() { return app.following; },
+      get av() { return app.av ?? null; },
       editorText: () => app.editor?.text() ?? null,
       fileText: (path) => app.workspace?.read(path) ?? null,
       paths: () => app.workspace?.paths() ?? [],

@@ -11,6 +11,7 @@ export const KIND = Object.freeze({
   AWARENESS: 0x04,
   POLICY: 0x05,
   NOTICE: 0x06,
+  AV_SIGNAL: 0x08, // js/core/av.js: WebRTC call signalling (docs/av.md)
   CHUNK: 0x7f,
 });
 export const SYNC_INITIAL = 0x01;

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial import unittest
 
 from ct.metrics.definitions import (DOWNLOAD_METRICS, EDGE_LINK_METRICS, EDGE_METRICS,
-                                    LOCATOR_METRICS, TURN_METRICS)
+                                    LOCATOR_METRICS, TURN_METRICS, AV_METRICS)
 from ct.metrics.model import COUNTER, GAUGE, INFO, MetricDef, MetricSet, evaluate
 from ct.metrics.prometheus import make_registry
 from ct.metrics.statsd import format_lines, pack_datagrams
@@ -149,7 +149,7 @@ class DocumentationTests(unittest.TestCase):
 
         doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
         for table in (EDGE_METRICS, DOWNLOAD_METRICS, TURN_METRICS, LOCATOR_METRICS,
-                      EDGE_LINK_METRICS):
+                      EDGE_LINK_METRICS, AV_METRICS):
             for d in table:
                 self.assertIn(f"`codetogether_{d.name}`", doc)
                 if d.kind != INFO:

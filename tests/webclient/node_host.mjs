@@ -3,10 +3,11 @@
 //   node tests/webclient/node_host.mjs SERVER '{"path": "text", ...}' [readOnly]
 // Commands: {"op": "write", "path", "text"}, {"op": "read", "path"}, {"op": "paths"},
 // {"op": "policy", ...policy}, {"op": "kick", "participant"}, {"op": "end"},
-// {"op": "participants"}, {"op": "open", "path"}. The first line out is {"link": ...}.
+// {"op": "participants"}, {"op": "open", "path"}, {"op": "stop-screen", "participant"}
+// (the host stops someone's screen share). The first line out is {"link": ...}.
 import readline from "node:readline";
 import { createRequire } from "node:module";
-import { SessionConnection, Workspace } from "../../js/core/index.js";
+import { AvCall, SessionConnection, Workspace } from "../../js/core/index.js";
 
 // `ws` is installed in js/node_modules (this file is outside that npm project).
 const WebSocket = createRequire(new URL("../../js/package.json", import.meta.url))("ws");
@@ -14,6 +15,7 @@ const [server, filesJson, readOnly] = process.argv.slice(2);
 const conn = new SessionConnection({ server, name: "Hannah Host", WebSocket });
 const workspace = new Workspace(conn, { user: { name: "Hannah Host", color: "#188038" }, policy: { readOnly: readOnly === "readOnly" } });
 for (const [path, text] of Object.entries(JSON.parse(filesJson || "{}"))) workspace.addFile(path, text);
+const call = new AvCall(conn); // not in the call: only to stop a screen share
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 conn.on("ended", (e) => out({ event: "ended", ...e }));
 await conn.host({ title: "Browser test" });
@@ -56,6 +58,9 @@ rl.on("line", (line) => {
     case "kick":
       conn.kick(cmd.participant);
       out({ ok: true });
+      break;
+    case "stop-screen":
+      out({ ok: call.stopScreenOf(cmd.participant) });
       break;
     case "end":
       conn.end();

@@ -107,6 +107,10 @@ class NodeHost:
     def end(self) -> None:
         self.command(op="end")
 
+    def stop_screen(self, participant: int) -> None:
+        """The host asks ``participant`` to stop sharing its screen (av-signal ``screen``)."""
+        assert self.command(op="stop-screen", participant=participant)["ok"]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.stdin.close()

@@ -1,0 +1,390 @@
+"""Calls in the browser app (issue 12): headless Chromium with fake devices, a real edge
+with the bundled TURN relay, a host on the JavaScript client core.
+
+ICE stays on loopback: Chromium gathers loopback candidates (``--allow-loopback-in-
+peer-connection``) and the app signals only candidates on 127.0.0.1 (the call's
+``candidateFilter``), so no packet goes to another address of this machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.browser import missing
+from tests.edge.test_audio_video import free_port
+from tests.tlsutil import write_self_signed
+from tests.webclient.support import AppPage, CapturingProxy, NodeHost, start_edge, wait_until
+
+pytestmark = pytest.mark.slow
+
+FILES = {"README.md": "# Call\n"}
+MEDIA_FLAGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+               "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+               "--disable-features=WebRtcHideLocalIpsWithMdns",
+               "--auto-select-desktop-capture-source=Entire screen")
+LOOPBACK_ONLY = "c => / 127\\.0\\.0\\.1 /.test(c)"
+
+
+def av_edge(case, **env):
+    port = free_port()
+    daemon, url = start_edge(
+        case, CT_AV_ENABLED="true", CT_TURN_ENABLED="true", CT_TURN_HOST="127.0.0.1",
+        CT_TURN_LISTEN_UDP=f"127.0.0.1:{port}", CT_TURN_LISTEN_TCP=f"127.0.0.1:{port}",
+        CT_TURN_RELAY_ADDRESS="127.0.0.1", CT_TURN_RELAY_PORTS="41000-41400",
+        CT_TURN_ALLOW_PEERS="127.0.0.1/32", CT_PROMETHEUS_ENABLED="true",
+        **{"CT_TURN_LISTEN_TLS": "none", **env})
+    return daemon, url, port
+
+
+class CallPage(AppPage):
+    """The app in a browser with fake media devices."""
+
+    def __init__(self, case, flags=MEDIA_FLAGS):
+        super().__init__(case, extra_args=flags)
+        self.driver.set_script_timeout(20)
+
+    def panel_shown(self) -> bool:
+        return self.js("return !document.querySelector('#ct-av').hidden")
+
+    def join_call(self, policy: str = "all", transport: str | None = None,
+                  turn_port: int | None = None, tls: bool = False) -> None:
+        """``policy`` "all": direct (STUN only); "relay": through TURN, ``transport``: only
+        TURN URLs of it; ``turn_port``: TURN through this port (a proxy); ``tls``: only
+        ``turns:`` URLs."""
+        wait_until(self.panel_shown, 10, "the call panel shown")
+        self.js(f"const call = window.ctApp.av.call; call.candidateFilter = {LOOPBACK_ONLY};"
+                "call.iceTransportPolicy = arguments[0];"
+                "const transport = arguments[1], port = arguments[2], tls = arguments[3];"
+                "if (transport) call.filterIceServers = (list) => list.map((s) => ({...s,"
+                " urls: [].concat(s.urls).filter((u) => u.endsWith('transport=' + transport)"
+                " && (!tls || u.startsWith('turns:')))"
+                ".map((u) => port ? u.replace(/:\\d+\\?/, ':' + port + '?') : u)}))"
+                ".filter((s) => s.urls.length);"
+                "if (transport === null)"
+                " call.filterIceServers = (list) => list.filter((s) => !s.username);",
+                policy, transport, turn_port, tls)
+        self.browser.find("#ct-av-join").click()
+        wait_until(lambda: self.js("return window.ctApp.av.call.inCall"), 10, "in the call")
+
+    def stats(self) -> list[dict]:
+        return self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.ctApp.av.call.stats().then(done, (e) => done([{error: String(e)}]));")
+
+    def peers_connected(self, count: int) -> bool:
+        stats = self.stats()
+        if len(stats) == count and all(s.get("connectionState") == "connected" for s in stats):
+            return True
+        self.last_states = [(s.get("participant"), s.get("connectionState"),
+                             s.get("iceConnectionState"),
+                             s.get("signalingState"), s.get("candidates")) for s in stats]
+        return False
+
+    def wait_inbound_audio(self, count: int, timeout: float = 30.0) -> list[dict]:
+        """Each of ``count`` peers' inbound audio grows and has been heard (level > 0)."""
+        try:
+            wait_until(lambda: self.peers_connected(count), timeout, f"{count} peers connected")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {getattr(self, 'last_states', None)}, warnings "
+                                 f"{self.js('return window.ctApp.av.warnings')}") from None
+        first = {s["participant"]: s for s in self.stats()}
+        heard = set()
+
+        def grown():
+            now = self.stats()
+            for s in now:
+                before = first.get(s["participant"])
+                if (before and s["audio"]["packets"] > before["audio"]["packets"]
+                        and s["audio"]["bytes"] > before["audio"]["bytes"]
+                        and (s["audio"]["audioLevel"] > 0 or s["audio"]["totalAudioEnergy"] > 0)):
+                    heard.add(s["participant"])
+            return len(heard) == count and now
+
+        return wait_until(grown, timeout, f"inbound audio from {count} peers", step=0.3)
+
+
+class CallTestCase(unittest.TestCase):
+    def setUp(self):
+        reason = missing()
+        if reason:
+            self.skipTest(reason)
+
+
+class MeshCallTests(CallTestCase):
+    def test_two_then_three_participants_hear_each_other(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call()
+        b.join_call()
+        for page in (a, b):
+            stats = page.wait_inbound_audio(1)
+            self.assertFalse(stats[0]["relayed"], stats)  # loopback host candidates: direct
+        a.screenshot("av-01-two-in-call")
+        c = CallPage(self)
+        c.join(host.link, "Cleo")
+        c.join_call()
+        for page in (a, b, c):
+            page.wait_inbound_audio(2)
+        # Everyone lists everyone in the call.
+        for page in (a, b, c):
+            wait_until(lambda: len(page.driver.find_elements("css selector", ".ct-av-member")) == 3,
+                       5, "three members shown")
+        # A speaking indicator lights for someone (the fake microphone beeps).
+        wait_until(lambda: a.js("return !!document.querySelector('[data-speaking=true]')"),
+                   10, "a speaking indicator")
+        a.screenshot("av-02-three-in-call")
+        # The clients' reports reach the edge's metrics: one call, three people, direct.
+        wait_metrics(url, {"codetogether_av_calls": 1, "codetogether_av_participants_in_calls": 3,
+                           'codetogether_av_peer_connections{path="direct"}': 6})
+
+        # Cleo leaves: the others close their connection to her.
+        c.browser.find("#ct-av-join").click()
+        for page in (a, b):
+            wait_until(lambda: len(page.stats()) == 1, 10, "the leaver's connection closed")
+
+    def test_a_screen_share_arrives_and_only_one_shares_at_a_time(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call()
+        b.join_call()
+        a.wait_inbound_audio(1)
+        a.browser.find("#ct-av-screen").click()
+        wait_until(lambda: a.js("return !!window.ctApp.av.call.screenStream"), 10, "A shares")
+        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > 0, 20,
+                   "screen frames decoded in B")
+        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=screen]')"), 10,
+                   "the screen shown in B")
+        self.assertTrue(b.js("return document.querySelector('#ct-av-screen').disabled"))
+        b.screenshot("av-03-screen-share")
+        a.browser.find("#ct-av-screen").click()  # stop
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10,
+                   "share over in B")
+        self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
+
+        # The host stops a share.
+        a.browser.find("#ct-av-screen").click()
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is not None, 10,
+                   "A shares again")
+        host.stop_screen(a.js("return window.ctApp.participant"))
+        wait_until(lambda: a.js("return window.ctApp.av.call.screenStream") is None, 10,
+                   "the host stopped A's share")
+        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is None, 10,
+                   "share over in B")
+        wait_until(lambda: "host stopped your screen share" in a.browser.text("#ct-toasts"), 5,
+                   "A told why")
+
+        # The camera is off by default; turned on, B decodes it as a camera, not a screen.
+        self.assertFalse(a.js("return window.ctApp.av.call.cameraOn"))
+        decoded = b.stats()[0]["video"]["framesDecoded"]
+        a.browser.find("#ct-av-camera").click()
+        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > decoded + 10, 20,
+                   "camera frames decoded in B")
+        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=camera]')"), 10,
+                   "the camera shown in B")
+        # Muting is shown to the others.
+        a.browser.find("#ct-av-mute").click()
+        ada = a.js("return window.ctApp.participant")
+        wait_until(lambda: b.js("return window.ctApp.av.call.members.get(arguments[0]).muted", ada),
+                   10, "A muted, as B sees it")
+
+
+class RelayedCallTests(CallTestCase):
+    def relayed_call(self, transport: str, tls: bool = False):
+        env, flags = {}, MEDIA_FLAGS
+        if tls:
+            work = Path(tempfile.mkdtemp(prefix="ct-av-tls-"))
+            self.addCleanup(shutil.rmtree, work, True)
+            cert, key = write_self_signed(work, "127.0.0.1")
+            env = {"CT_TURN_LISTEN_TLS": f"127.0.0.1:{free_port()}", "CT_TURN_TLS_CERT": str(cert),
+                   "CT_TURN_TLS_KEY": str(key)}
+            flags = (*MEDIA_FLAGS, "--ignore-certificate-errors")  # a self-signed test certificate
+        daemon, url, _ = av_edge(self, **env)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self, flags), CallPage(self, flags)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call("relay", transport, tls=tls)
+        b.join_call("relay", transport, tls=tls)
+        for page in (a, b):
+            stats = page.wait_inbound_audio(1, timeout=40)
+            self.assertTrue(stats[0]["relayed"], stats)
+            self.assertEqual(stats[0]["relayProtocol"], "tls" if tls else transport, stats)
+        wait_metrics(url, {'codetogether_av_peer_connections{path="relayed"}': 2})
+        metrics = metrics_text(url)
+        self.assertGreaterEqual(metric(metrics, "codetogether_turn_allocations_total"), 2, metrics)
+        self.assertGreater(metric(metrics, "codetogether_turn_relayed_bytes_total"), 1000, metrics)
+
+    def test_forced_relay_over_udp(self):
+        self.relayed_call("udp")
+
+    def test_forced_relay_over_tcp_only(self):
+        self.relayed_call("tcp")
+
+    def test_forced_relay_over_tls(self):
+        self.relayed_call("tcp", tls=True)
+
+
+class VisibilityTests(CallTestCase):
+    def test_no_call_panel_without_av_and_when_the_host_turns_calls_off(self):
+        _, url = start_edge(self)  # CT_AV_ENABLED defaults to false
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self)
+        page.join(host.link, "Ada")
+        time.sleep(1)
+        self.assertFalse(page.panel_shown())
+        self.assertIsNone(page.js("return window.ctApp.av.call.connection.iceServers"))
+
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self)
+        page.join(host.link, "Bob")
+        wait_until(page.panel_shown, 10, "the call panel with A/V on")
+        page.join_call()
+        host.policy(av=False)
+        wait_until(lambda: not page.panel_shown(), 10, "the panel hidden by the host's policy")
+        self.assertFalse(page.js("return window.ctApp.av.call.inCall"))
+
+    def test_a_refused_microphone_is_said_clearly(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        page = CallPage(self, flags=("--use-fake-device-for-media-stream",
+                                     "--deny-permission-prompts"))
+        page.join(host.link, "Ada")
+        wait_until(page.panel_shown, 10, "the call panel")
+        page.browser.find("#ct-av-join").click()
+        wait_until(lambda: page.browser.text("#ct-av-message"), 10, "a message")
+        self.assertIn("refused the microphone", page.browser.text("#ct-av-message"))
+        self.assertFalse(page.js("return window.ctApp.av.call.inCall"))
+        page.screenshot("av-04-refused")
+
+
+class NetworkCutTests(CallTestCase):
+    def test_a_cut_recovers_and_the_relay_carries_only_srtp(self):
+        """A's session channel and its TURN-over-TCP connection go through proxies; both are
+        cut for 5 s. The call comes back by itself; what A sent through the relay is SRTP."""
+        daemon, url, turn_port = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        edge_port = int(url.rsplit(":", 1)[1])
+        channel = CapturingProxy("127.0.0.1", edge_port)
+        relay = CapturingProxy("127.0.0.1", turn_port)
+        for proxy in (channel, relay):
+            self.addCleanup(proxy.stop)
+        a, b = CallPage(self), CallPage(self)
+        a.join(host.link.replace(f":{edge_port}/", f":{channel.port}/"), "Ada")
+        b.join(host.link, "Bob")
+        a.join_call("relay", "tcp", relay.port)
+        b.join_call("relay", "tcp")
+        a.wait_inbound_audio(1, timeout=40)
+        b.wait_inbound_audio(1, timeout=40)
+
+        wait_until(lambda: len(rtp_packets(bytes(relay.upstream))) >= 200, 20,
+                   "200 RTP packets from A through the relay")
+        assert_only_srtp(self, bytes(relay.upstream))
+
+        channel.cut()
+        relay.cut()
+        time.sleep(5)
+        channel.restore()
+        relay.restore()
+        a.wait_status("resumed", "connected", timeout=30)
+        a.wait_inbound_audio(1, timeout=60)
+        b.wait_inbound_audio(1, timeout=60)
+        a.screenshot("av-05-after-cut")
+
+
+def turn_tcp_payloads(stream: bytes) -> list[bytes]:
+    """The ChannelData payloads and Send indications' DATA in a client's TURN-over-TCP
+    stream (RFC 8656: both padded to 4 bytes over TCP)."""
+    out = []
+    i = 0
+    while i + 4 <= len(stream):
+        first = stream[i]
+        if 0x40 <= first <= 0x7F:  # ChannelData
+            length = int.from_bytes(stream[i + 2:i + 4], "big")
+            out.append(stream[i + 4:i + 4 + length])
+            i += 4 + length + (-length % 4)
+        elif first < 0x40:  # STUN: 20-byte header, attributes
+            length = int.from_bytes(stream[i + 2:i + 4], "big")
+            message_type = int.from_bytes(stream[i:i + 2], "big")
+            if message_type == 0x0016:  # Send indication: take DATA (0x0013)
+                j = i + 20
+                while j + 4 <= i + 20 + length:
+                    kind = int.from_bytes(stream[j:j + 2], "big")
+                    size = int.from_bytes(stream[j + 2:j + 4], "big")
+                    if kind == 0x0013:
+                        out.append(stream[j + 4:j + 4 + size])
+                    j += 4 + size + (-size % 4)
+            i += 20 + length
+        else:
+            break  # not a TURN stream any more (cannot happen for a whole capture)
+    return out
+
+
+def rtp_packets(stream: bytes) -> list[bytes]:
+    """The Opus RTP packets (payload type 111, Chromium's) in a TURN-over-TCP stream."""
+    return [p for p in turn_tcp_payloads(stream)
+            if len(p) > 40 and 128 <= p[0] <= 191 and p[1] & 0x7F == 111]
+
+
+def assert_only_srtp(case, stream: bytes) -> None:
+    """DTLS set the keys, and RTP payloads look encrypted: the Opus TOC byte (the first
+    payload byte, nearly constant in plaintext) takes many values."""
+    dtls = [p for p in turn_tcp_payloads(stream) if p and 20 <= p[0] <= 63]  # RFC 7983
+    rtp = rtp_packets(stream)
+    case.assertTrue(dtls, "no DTLS records through the relay")
+    case.assertGreater(len(rtp), 150, f"too few Opus RTP packets ({len(rtp)}) through the relay")
+    firsts = set()
+    for packet in rtp:
+        start = 12 + 4 * (packet[0] & 0x0F)
+        if packet[0] & 0x10:  # header extension
+            start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
+        firsts.add(packet[start])
+    case.assertGreater(len(firsts), 64, f"RTP payloads look like plaintext Opus: {sorted(firsts)}")
+
+
+def metrics_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def wait_metrics(url: str, expected: dict[str, float], timeout: float = 20.0) -> None:
+    """Until the edge's /metrics has these values (the clients report every 5 s)."""
+    seen = {}
+
+    def reached():
+        text = metrics_text(url)
+        seen.update({name: metric(text, name) for name in expected})
+        return seen == expected
+
+    try:
+        wait_until(reached, timeout, "metrics", step=0.5)
+    except AssertionError:
+        raise AssertionError(f"metrics: {seen}, expected {expected}") from None
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        after = line[len(name):len(name) + 1]
+        if line.startswith(name) and (after in (" ", "{") or name.endswith("}")):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    if not found:
+        raise AssertionError(f"no metric {name}")
+    return total
+
