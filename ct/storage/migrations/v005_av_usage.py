@@ -9,7 +9,7 @@ is added only when missing, and a concurrent addition is accepted.
 
 from __future__ import annotations
 
-from ct.storage.migrations.v004_audit_client import _has_column
+from ct.storage.migrations.v004_audit_client import add_column_once
 
 AV_COLUMNS = ("av_participants", "av_calls", "av_relayed", "av_direct")
 
@@ -20,14 +20,4 @@ def statements(engine) -> list[str]:
 
 def run(txn) -> None:
     for column in AV_COLUMNS:
-        if _has_column(txn, "metric_snapshots", column):
-            continue
-        try:
-            txn.execute(f"ALTER TABLE metric_snapshots ADD COLUMN {column} "
-                        "INTEGER NOT NULL DEFAULT 0")
-        except Exception:
-            # Another locator starting at the same moment added it since we looked (MySQL
-            # and SQLite have no schema lock here; PostgreSQL holds an advisory lock).
-            if txn.engine.dialect == "postgres" or not _has_column(txn, "metric_snapshots",
-                                                                   column):
-                raise
+        add_column_once(txn, "metric_snapshots", column, "INTEGER NOT NULL DEFAULT 0")
