@@ -81,7 +81,9 @@ class MetricHistory:
     def add(self, at: float, snap: dict[str, Any], downloads_total: int = 0) -> None:
         self.points.append((at, int(snap.get("users_online", 0)), int(snap.get("sessions", 0)),
                             int(snap.get("connections", 0)), snap.get("lag_ms"),
-                            int(snap.get("sessions_hosted_total", 0)), int(downloads_total)))
+                            int(snap.get("sessions_hosted_total", 0)), int(downloads_total),
+                            int(snap.get("av_participants", 0)), int(snap.get("av_calls", 0)),
+                            int(snap.get("av_relayed", 0)), int(snap.get("av_direct", 0))))
 
     def buckets(self, since: float, until: float, bucket_seconds: float) -> list[MetricBucket]:
         """Like ``LocatorStore.query_metrics`` for one edge: peaks per bucket, mean lag."""
@@ -100,6 +102,21 @@ class MetricHistory:
                 sessions_hosted_total=max(p[5] for p in ps),
                 downloads_total=max(p[6] for p in ps), edges=1))
         return out
+
+    def calls_per_day(self, since: float, until: float) -> tuple[dict, dict, int, int]:
+        """Peak people in calls and peak calls per day number since ``since``, and the
+        relayed and direct peer connections summed over the snapshots (as the SQL does)."""
+        in_calls: dict[int, int] = {}
+        calls: dict[int, int] = {}
+        relayed = direct = 0
+        for p in self.points:
+            if since <= p[0] < until:
+                day = int((p[0] - since) // DAY)
+                in_calls[day] = max(in_calls.get(day, 0), p[7])
+                calls[day] = max(calls.get(day, 0), p[8])
+                relayed += p[9]
+                direct += p[10]
+        return in_calls, calls, relayed, direct
 
 
 def usage_counts(entries: Iterable[AuditEntry], history: MetricHistory | None, since: float,
@@ -130,13 +147,19 @@ def usage_counts(entries: Iterable[AuditEntry], history: MetricHistory | None, s
     counted = [len(sizes[s]) for s in started if s in sizes]
     peak_users: dict[int, int] = {}
     peak_sessions: dict[int, int] = {}
+    in_calls: dict[int, int] = {}
+    calls: dict[int, int] = {}
+    relayed = direct = 0
     if history is not None:
         for b in history.buckets(since, until, DAY):
             day = int(round((b.start - since) / DAY))
             peak_users[day], peak_sessions[day] = b.users_online, b.sessions
+        in_calls, calls, relayed, direct = history.calls_per_day(since, until)
     return UsageCounts(
         unique_users=len(people), sessions_per_day=sessions,
         users_per_day={d: len(u) for d, u in users.items()}, peak_users_per_day=peak_users,
         peak_sessions_per_day=peak_sessions,
         average_session_size=sum(counted) / len(counted) if counted else None,
-        host_clients=clients["session_started"], join_clients=clients["participant_joined"])
+        host_clients=clients["session_started"], join_clients=clients["participant_joined"],
+        peak_in_calls_per_day=in_calls, peak_calls_per_day=calls, av_relayed=relayed,
+        av_direct=direct)

@@ -389,4 +389,6 @@ def metric_record(edge, downloads, clock) -> link.MetricRecord:
         id=uuid.uuid4().hex, time=clock.seconds(), users_online=snap["users_online"],
         sessions=snap["sessions"], connections=snap["connections"], lag_ms=snap["lag_ms"],
         sessions_hosted_total=snap["sessions_hosted_total"],
-        downloads_total=sum(downloads.counts().values()))
+        downloads_total=sum(downloads.counts().values()),
+        av_participants=snap["av_participants"], av_calls=snap["av_calls"],
+        av_relayed=snap["av_relayed"], av_direct=snap["av_direct"])

@@ -238,7 +238,18 @@ class Edge:
             "resumes_unrecovered_total": stats.resumes_unrecovered,
             "errors": dict(stats.errors),
             "max_people": relay.limits.max_people,
+            **self.av_counts(),
         }
+
+    def av_counts(self) -> dict[str, int]:
+        """The calls now (``ct.edge.av``; zeros when A/V is off), as the metric snapshot
+        carries them to the locator and the lone edge's history keeps them."""
+        if self.av_reports is None:
+            return {"av_participants": 0, "av_calls": 0, "av_relayed": 0, "av_direct": 0}
+        av = self.av_reports.snapshot()
+        return {"av_participants": av["participants_in_calls"], "av_calls": av["calls"],
+                "av_relayed": av["peer_connections"]["relayed"],
+                "av_direct": av["peer_connections"]["direct"]}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, body) for ``/health``: the relay path must work, the reactor keep up.

@@ -592,7 +592,9 @@ class Locator:
                 users_online=record.users_online, sessions=record.sessions,
                 connections=record.connections, lag_ms=record.lag_ms,
                 sessions_hosted_total=record.sessions_hosted_total,
-                downloads_total=record.downloads_total)
+                downloads_total=record.downloads_total,
+                av_participants=record.av_participants, av_calls=record.av_calls,
+                av_relayed=record.av_relayed, av_direct=record.av_direct)
         except (ProtocolError, ValueError) as e:
             _log.warn("edge {edge}: metric snapshot rejected ({error})",
                       edge=info.edge_id, error=e)

@@ -26,6 +26,7 @@ MAX_REGISTER_TEAMS = 2000
 MAX_ID = 64  # edge, session and record ids
 MAX_URL = 512
 MAX_COUNT = 2**53  # counters and gauges (exact in a JSON number)
+MAX_AV_COUNT = 2**31 - 1  # a metric snapshot's call counts (32-bit columns)
 BATCH = 500  # records an edge sends in one outbox batch
 MAX_BATCH_RECORDS = 100 * BATCH  # of each kind in one batch the locator takes
 MAX_DOWNLOAD_KINDS = 64
@@ -295,12 +296,20 @@ class MetricRecord:
     connections: int = 0
     sessions_hosted_total: int = 0
     downloads_total: int = 0
+    # Calls (docs/av.md), from the clients' av-report counters; edges older than these
+    # fields send none (0). Peer connections are counted by both of their ends.
+    av_participants: int = 0  # people in a call
+    av_calls: int = 0  # sessions with two or more people in the call
+    av_relayed: int = 0  # peer connections through a TURN relay
+    av_direct: int = 0  # peer connections without one
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "time": self.time, "users_online": self.users_online,
                 "sessions": self.sessions, "connections": self.connections,
                 "lag_ms": self.lag_ms, "sessions_hosted_total": self.sessions_hosted_total,
-                "downloads_total": self.downloads_total}
+                "downloads_total": self.downloads_total,
+                "av_participants": self.av_participants, "av_calls": self.av_calls,
+                "av_relayed": self.av_relayed, "av_direct": self.av_direct}
 
     @classmethod
     def from_json(cls, raw: Any) -> MetricRecord:
@@ -313,7 +322,11 @@ class MetricRecord:
                    connections=_count(raw, "connections", what),
                    lag_ms=_number(raw, "lag_ms", what),
                    sessions_hosted_total=_count(raw, "sessions_hosted_total", what),
-                   downloads_total=_count(raw, "downloads_total", what))
+                   downloads_total=_count(raw, "downloads_total", what),
+                   av_participants=_count(raw, "av_participants", what, MAX_AV_COUNT),
+                   av_calls=_count(raw, "av_calls", what, MAX_AV_COUNT),
+                   av_relayed=_count(raw, "av_relayed", what, MAX_AV_COUNT),
+                   av_direct=_count(raw, "av_direct", what, MAX_AV_COUNT))
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,10 @@ class MetricSnapshot:
     lag_ms: float | None = None
     sessions_hosted_total: int = 0
     downloads_total: int = 0
+    av_participants: int = 0  # people in a call (docs/av.md)
+    av_calls: int = 0  # sessions with two or more people in the call
+    av_relayed: int = 0  # peer connections through a TURN relay (counted by both ends)
+    av_direct: int = 0  # peer connections without one
 
     def __post_init__(self):
         if not isinstance(self.snapshot_id, str) or not 0 < len(self.snapshot_id) <= 64:
@@ -162,6 +166,23 @@ class DayUsage:
     users: int  # distinct people who hosted or joined
     peak_users: int | None  # peak concurrent users online; None: no metrics that day
     peak_sessions: int | None  # peak concurrent sessions; None: no metrics that day
+    peak_in_calls: int | None = None  # peak people in calls; None: no metrics that day
+    peak_calls: int | None = None  # peak concurrent calls; None: no metrics that day
+
+
+@dataclass(frozen=True)
+class AvUsage:
+    """Calls over a :class:`UsageReport`'s period, from the metric snapshots: the highest
+    daily peaks, and the share of peer connections relayed through TURN (connections
+    weighted by how many snapshots saw them; None when no snapshot saw any)."""
+
+    peak_in_calls: int | None  # None: no metric snapshots in the period
+    peak_calls: int | None
+    relayed_share: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peakInCalls": self.peak_in_calls, "peakCalls": self.peak_calls,
+                "relayedShare": self.relayed_share}
 
 
 @dataclass(frozen=True)
@@ -180,16 +201,18 @@ class UsageReport:
     days: tuple[DayUsage, ...]
     host_clients: Mapping[str, int]  # sessions hosted per client
     join_clients: Mapping[str, int]  # joins per client
+    av: AvUsage = AvUsage(None, None, None)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "since": self.since, "until": self.until, "uniqueUsers": self.unique_users,
             "sessions": self.sessions, "averageSessionSize": self.average_session_size,
             "days": [{"start": d.start, "sessions": d.sessions, "users": d.users,
-                      "peakUsers": d.peak_users, "peakSessions": d.peak_sessions}
+                      "peakUsers": d.peak_users, "peakSessions": d.peak_sessions,
+                      "peakInCalls": d.peak_in_calls, "peakCalls": d.peak_calls}
                      for d in self.days],
             "hostClients": dict(self.host_clients), "joinClients": dict(self.join_clients),
-            "av": None,  # no A/V usage is recorded yet
+            "av": self.av.to_json(),
         }
 
 
@@ -211,6 +234,10 @@ class UsageCounts:
     average_session_size: float | None
     host_clients: Mapping[str | None, int]
     join_clients: Mapping[str | None, int]
+    peak_in_calls_per_day: Mapping[int, int] = field(default_factory=dict)
+    peak_calls_per_day: Mapping[int, int] = field(default_factory=dict)
+    av_relayed: int = 0  # peer connections relayed, summed over the snapshots
+    av_direct: int = 0
 
     def report(self, since: float, until: float) -> UsageReport:
         n_days = max(1, int((until - since + DAY - 1) // DAY))
@@ -218,15 +245,24 @@ class UsageCounts:
                               sessions=int(self.sessions_per_day.get(i, 0)),
                               users=int(self.users_per_day.get(i, 0)),
                               peak_users=self.peak_users_per_day.get(i),
-                              peak_sessions=self.peak_sessions_per_day.get(i))
+                              peak_sessions=self.peak_sessions_per_day.get(i),
+                              peak_in_calls=self.peak_in_calls_per_day.get(i),
+                              peak_calls=self.peak_calls_per_day.get(i))
                      for i in range(n_days))
+        in_calls = [d.peak_in_calls for d in days if d.peak_in_calls is not None]
+        calls = [d.peak_calls for d in days if d.peak_calls is not None]
+        connections = int(self.av_relayed) + int(self.av_direct)
+        av = AvUsage(peak_in_calls=max(in_calls) if in_calls else None,
+                     peak_calls=max(calls) if calls else None,
+                     relayed_share=(round(int(self.av_relayed) / connections, 4)
+                                    if connections else None))
         return UsageReport(
             since=since, until=until, unique_users=int(self.unique_users),
             sessions=sum(d.sessions for d in days),
             average_session_size=(None if self.average_session_size is None
                                   else round(float(self.average_session_size), 2)),
             days=days, host_clients=_named(self.host_clients),
-            join_clients=_named(self.join_clients))
+            join_clients=_named(self.join_clients), av=av)
 
 
 def _named(counts: Mapping[str | None, int]) -> dict[str, int]:
@@ -443,17 +479,23 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
     txn.execute(f"SELECT {day} AS d, COUNT(DISTINCT user_name) FROM audit_entries "
                 f"WHERE {_PEOPLE} GROUP BY d", (since_ms, day_ms, *window))
     users = {int(d): int(n) for d, n in txn.fetchall()}
-    # Peak concurrent users and sessions: per edge its peak in each slot, summed over
-    # edges per slot (edges report at different moments), the highest slot of each day.
+    # Peak concurrent users, sessions, people in calls and calls: per edge its peak in
+    # each slot, summed over edges per slot (edges report at different moments), the
+    # highest slot of each day.
     slot = txn.engine.int_div("at - ?", "?")
     txn.execute(
-        "SELECT d, MAX(users), MAX(sessions) FROM (SELECT d, s, SUM(users) AS users, "
-        "SUM(sessions) AS sessions FROM ("
+        "SELECT d, MAX(users), MAX(sessions), MAX(in_calls), MAX(calls) FROM (SELECT d, s, "
+        "SUM(users) AS users, SUM(sessions) AS sessions, SUM(in_calls) AS in_calls, "
+        "SUM(calls) AS calls FROM ("
         f"SELECT {day} AS d, {slot} AS s, edge_id, MAX(users_online) AS users, "
-        "MAX(sessions) AS sessions FROM metric_snapshots WHERE at >= ? AND at < ? "
+        "MAX(sessions) AS sessions, MAX(av_participants) AS in_calls, MAX(av_calls) AS calls "
+        "FROM metric_snapshots WHERE at >= ? AND at < ? "
         "GROUP BY d, s, edge_id) per_edge GROUP BY d, s) per_slot GROUP BY d",
         (since_ms, day_ms, since_ms, slot_ms, *window))
-    peaks = {int(d): (int(users), int(sessions)) for d, users, sessions in txn.fetchall()}
+    peaks = {int(d): tuple(int(n) for n in counts) for d, *counts in txn.fetchall()}
+    txn.execute("SELECT SUM(av_relayed), SUM(av_direct) FROM metric_snapshots "
+                "WHERE at >= ? AND at < ?", window)
+    relayed, direct = txn.fetchone()
     txn.execute(
         "SELECT AVG(n) FROM (SELECT session_id, COUNT(DISTINCT user_name) AS n "
         f"FROM audit_entries WHERE {_PEOPLE} AND session_id IN (SELECT session_id FROM "
@@ -468,6 +510,9 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
     return UsageCounts(unique_users=unique, sessions_per_day=sessions, users_per_day=users,
                        peak_users_per_day={d: p[0] for d, p in peaks.items()},
                        peak_sessions_per_day={d: p[1] for d, p in peaks.items()},
+                       peak_in_calls_per_day={d: p[2] for d, p in peaks.items()},
+                       peak_calls_per_day={d: p[3] for d, p in peaks.items()},
+                       av_relayed=int(relayed or 0), av_direct=int(direct or 0),
                        average_session_size=None if average is None else float(average),
                        host_clients=breakdown["session_started"],
                        join_clients=breakdown["participant_joined"])
@@ -479,7 +524,8 @@ def prune_txn(txn, table, before_ms) -> int:
 
 
 _METRIC_INSERT = ["snapshot_id", "edge_id", "at", "users_online", "sessions", "connections",
-                  "lag_ms", "sessions_hosted_total", "downloads_total"]
+                  "lag_ms", "sessions_hosted_total", "downloads_total", "av_participants",
+                  "av_calls", "av_relayed", "av_direct"]
 
 
 def insert_metrics_batch_txn(txn, rows: Sequence[tuple]) -> int:
@@ -657,7 +703,9 @@ class LocatorStore:
             seen.add(s.snapshot_id)
             rows.append((s.snapshot_id, s.edge_id, to_ms(s.at), int(s.users_online),
                          int(s.sessions), int(s.connections), s.lag_ms,
-                         int(s.sessions_hosted_total), int(s.downloads_total)))
+                         int(s.sessions_hosted_total), int(s.downloads_total),
+                         int(s.av_participants), int(s.av_calls), int(s.av_relayed),
+                         int(s.av_direct)))
         if not rows:
             return defer.succeed(0)
         return self.db.runInteraction("insert_metrics_batch", insert_metrics_batch_txn, rows)

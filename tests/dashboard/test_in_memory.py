@@ -128,23 +128,40 @@ class DashboardInMemoryTests(unittest.TestCase):
             self.audit({"id": f"u{n}", "time": now - 100 + n, "kind": kind, "edge": "e",
                         "session": session, "user": user,
                         "details": {"client": client} if client else {}})
-        self.history.add(now - 50, {"users_online": 3, "sessions": 2})
+        self.history.add(now - 50, {"users_online": 3, "sessions": 2, "av_participants": 3,
+                                    "av_calls": 1, "av_relayed": 1, "av_direct": 3})
         self.history.add(now - 40, {"users_online": 1, "sessions": 1})
         self.log_in()
         response, body = self.request("GET", "/dashboard/usage?days=7")
         self.assertEqual(response.code, 200)
-        for marker in ('id="memory-only"', 'id="av-use"', "not recorded yet",
+        for marker in ('id="memory-only"', 'id="av-use"', 'id="stat-av-peak-in-calls">3<',
+                       'id="stat-av-peak-calls">1<', 'id="stat-av-relayed-share">25 %<',
                        'id="stat-unique-users">4<', 'id="stat-sessions-started">2<',
                        'id="stat-session-size">2.00<', "<td>vscode</td>", "<td>intellij</td>",
                        "<td>browser</td>", "<td>unknown</td>", "Peak concurrent users"):
             self.assertIn(marker, body)
         self.assertEqual(body.count("<tr><td>20"), 7)  # one row per day
         # Today: 2 sessions, 4 people, at peak 3 users and 2 sessions at once.
+        # Today: 2 sessions, 4 people, at peak 3 users and 2 sessions at once, 3 people
+        # in 1 call.
         self.assertRegex(body, r'id="usage-days".*?<tbody><tr><td>[\d-]+</td><td>2</td>'
-                               r'<td>4</td><td>3</td><td>2</td></tr>')
+                               r'<td>4</td><td>3</td><td>2</td><td>3</td><td>1</td></tr>')
         self.assertIn("<td>–</td><td>–</td></tr></tbody>", body)  # an earlier day: no data
+        self.assertNotIn('id="no-calls"', body)
         response, body = self.request("GET", "/dashboard/usage?days=abc")
         self.assertIn("Unique users, 30 days", body)
+
+    def test_usage_page_says_when_no_call_was_recorded(self):
+        self.history.add(self.clock.seconds() - 50, {"users_online": 2, "sessions": 1})
+        self.log_in()
+        response, body = self.request("GET", "/dashboard/usage?days=7")
+        self.assertEqual(response.code, 200)
+        self.assertIn('id="no-calls">No calls recorded in this period.<', body)
+        self.assertNotIn('id="stat-av-peak-in-calls"', body)
+        # The lone edge's own snapshot carries the call counts (zero: A/V is off here).
+        snap = self.edge.snapshot()
+        self.assertEqual([snap[k] for k in ("av_participants", "av_calls", "av_relayed",
+                                            "av_direct")], [0, 0, 0, 0])
 
     def test_post_with_csrf_changes_a_setting_and_is_audited(self):
         self.log_in()

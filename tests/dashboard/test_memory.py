@@ -37,6 +37,25 @@ class MemoryAndChartTests(unittest.TestCase):
             history.add(2000 + i, {})
         self.assertEqual(len(history.points), 7)  # about `keep` seconds of points
 
+    def test_usage_of_calls_from_the_history(self):
+        from ct.dashboard.memory import MetricHistory, usage_counts
+        from ct.storage.store import DAY
+
+        history = MetricHistory(interval=10)
+        day0 = 1_700_006_400.0  # a UTC midnight
+        for at, in_calls, calls, relayed, direct in [
+                (day0 - DAY + 10, 4, 2, 2, 2), (day0 - DAY + 20, 2, 1, 0, 2),
+                (day0 + 10, 2, 1, 0, 0), (day0 + 20, 0, 0, 0, 0), (day0 - 9 * DAY, 9, 9, 9, 0)]:
+            history.add(at, {"av_participants": in_calls, "av_calls": calls,
+                             "av_relayed": relayed, "av_direct": direct})
+        history.add(day0 + 30, {"users_online": 1})  # a snapshot without call counts
+        report = usage_counts((), history, day0 - DAY, day0 + 100).report(day0 - DAY,
+                                                                           day0 + 100)
+        self.assertEqual([(d.peak_in_calls, d.peak_calls) for d in report.days],
+                         [(4, 2), (2, 1)])
+        self.assertEqual(report.to_json()["av"], {"peakInCalls": 4, "peakCalls": 2,
+                                                  "relayedShare": round(2 / 6, 4)})
+
     def test_chart_scale_and_gaps(self):
         from twisted.web.template import flattenString
 

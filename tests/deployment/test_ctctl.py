@@ -153,7 +153,11 @@ class CtctlTests(unittest.TestCase):
                           usage["averageSessionSize"]), (1, 2, 2.0))
         self.assertEqual(usage["hostClients"], {"ct-python-client": 1})
         self.assertEqual(usage["joinClients"], {"ct-python-client": 1})
-        self.assertIsNone(usage["av"])
+        # No call on this edge (A/V off): no one in a call (0, or null before its first
+        # snapshot arrived), no connection to share.
+        self.assertEqual(set(usage["av"]), {"peakInCalls", "peakCalls", "relayedShare"})
+        self.assertIn(usage["av"]["peakInCalls"], (0, None))
+        self.assertIsNone(usage["av"]["relayedShare"])
         yield self.ctctl("usage", "--days", "0", expect=1)  # the API's 400, one line
 
         # audit export: CSV and JSON lines, filtered, to stdout and to a file.

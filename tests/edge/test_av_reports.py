@@ -66,3 +66,24 @@ class ReportsTests(unittest.TestCase):
         snap = reports.snapshot()
         self.assertEqual((snap["calls"], snap["participants_in_calls"]), (0, 0))
         self.assertEqual(snap["reports_total"], 4)
+
+
+class EdgeSnapshotTests(unittest.TestCase):
+    def test_the_edge_snapshot_carries_the_call_counts_for_the_metric_record(self):
+        from twisted.internet.task import Clock as TwistedClock
+
+        from ct.edge.link import metric_record
+        from ct.edge.server import Edge
+
+        edge = Edge(TwistedClock())
+        self.assertEqual(edge.av_counts(), {"av_participants": 0, "av_calls": 0,
+                                            "av_relayed": 0, "av_direct": 0})  # A/V off
+        clock = Clock()
+        edge.av_reports = AvReports(clock)
+        edge.av_reports.report("s1", 1, report(peers=2, relayed=1, direct=1))
+        edge.av_reports.report("s1", 2, report(peers=2, relayed=0, direct=2))
+        edge.av_reports.report("s2", 1, report(peers=0, relayed=0, direct=0))
+        downloads = SimpleNamespace(counts=lambda: {"vscode": 2})
+        record = metric_record(edge, downloads, edge.clock)
+        self.assertEqual((record.av_participants, record.av_calls, record.av_relayed,
+                          record.av_direct, record.downloads_total), (3, 1, 1, 3, 2))

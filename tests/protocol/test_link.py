@@ -20,6 +20,8 @@ class RoundTripTests(unittest.SynchronousTestCase):
             (link.AuditRecord, link.AuditRecord("a" * 32, 1.0, "e1", "session_started", "s1",
                                                 "alice", {"team": None})),
             (link.MetricRecord, link.MetricRecord("m1", 2.0, 0.5, 3, 1, 4, 9, 2)),
+            (link.MetricRecord, link.MetricRecord("m2", 2.0, 0.5, 3, 1, 4, 9, 2, av_participants=3,
+                                                  av_calls=1, av_relayed=2, av_direct=4)),
             (link.Records, link.Records(3, ({"id": "x"},), ())),
         ]
         for cls, value in cases:
@@ -57,6 +59,11 @@ class RefusalTests(unittest.SynchronousTestCase):
             with self.subTest(change=change):
                 self.refused(link.Report, {"type": "report", **change})
 
+    def test_a_metric_snapshot_of_an_older_edge_has_no_calls(self):
+        record = link.MetricRecord.from_json({"id": "m1", "time": 1.0, "users_online": 2})
+        self.assertEqual((record.users_online, record.av_participants, record.av_calls,
+                          record.av_relayed, record.av_direct), (2, 0, 0, 0, 0))
+
     def test_a_report_of_an_older_edge_is_taken(self):
         # Edges before 'cpu' sent 'load' (people / capacity): ignored, not refused.
         report = link.Report.from_json({"type": "report", "load": 0.5, "connections": 2})
@@ -69,7 +76,9 @@ class RefusalTests(unittest.SynchronousTestCase):
             with self.subTest(change=change):
                 self.refused(link.AuditRecord, {**good_audit, **change})
         self.refused(link.AuditRecord, ["not", "an", "object"])
-        for change in [{"users_online": -1}, {"lag_ms": "x"}, {"time": -5}]:
+        for change in [{"users_online": -1}, {"lag_ms": "x"}, {"time": -5},
+                       {"av_calls": -1}, {"av_participants": 2**31}, {"av_relayed": "1"},
+                       {"av_direct": True}, {"av_direct": 1.5}]:
             with self.subTest(change=change):
                 self.refused(link.MetricRecord, {"id": "m1", "time": 1.0, **change})
         for batch in [None, 0, "1", True]:

@@ -1,5 +1,5 @@
-"""Usage statistics in SQL (issue 15, item 5) and the ``audit_client`` migration, on SQLite,
-PostgreSQL and MariaDB/MySQL."""
+"""Usage statistics in SQL (issue 15, item 5) and the ``audit_client`` and ``av_usage``
+migrations, on SQLite, PostgreSQL and MariaDB/MySQL."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ TWO_DAYS_AGO = DAY0 - 2 * DAY
 _n = iter(range(1, 10**6))
 AUDIT_CLIENT = next(m for m in MIGRATIONS if m.name == "audit_client")
 BEFORE = [m for m in MIGRATIONS if m.version < AUDIT_CLIENT.version]
+AV_USAGE = next(m for m in MIGRATIONS if m.name == "av_usage")
+BEFORE_AV = [m for m in MIGRATIONS if m.version < AV_USAGE.version]
 
 
 def entry(at, kind, session, user, client=None, **details):
@@ -28,9 +30,9 @@ def entry(at, kind, session, user, client=None, **details):
                       session_id=session, user=user, details=details)
 
 
-def snapshot(edge, at, users, sessions=0):
+def snapshot(edge, at, users, sessions=0, **av):
     return MetricSnapshot(snapshot_id=f"m-{next(_n)}", edge_id=edge, at=at, users_online=users,
-                          sessions=sessions)
+                          sessions=sessions, **av)
 
 
 class UsageSuite:
@@ -68,9 +70,14 @@ class UsageSuite:
         yield self.store.insert_metrics_batch([
             # Slot 10:00 two days ago: edge a peaks at 7 users, edge b at 3 -> 10 at once;
             # sessions 2 + 1 = 3.
-            snapshot("edge-a", TWO_DAYS_AGO + 36000, 5, 2),
-            snapshot("edge-a", TWO_DAYS_AGO + 36030, 7, 1),
-            snapshot("edge-b", TWO_DAYS_AGO + 36040, 3, 1),
+            # In calls: edge a 3 people (1 call, then 2 in 2 calls), edge b 2 people in 1
+            # call -> 5 people, 3 calls at once at 10:00 (per edge its slot peak, summed).
+            snapshot("edge-a", TWO_DAYS_AGO + 36000, 5, 2, av_participants=3, av_calls=1,
+                     av_relayed=2, av_direct=2),
+            snapshot("edge-a", TWO_DAYS_AGO + 36030, 7, 1, av_participants=2, av_calls=2,
+                     av_relayed=0, av_direct=2),
+            snapshot("edge-b", TWO_DAYS_AGO + 36040, 3, 1, av_participants=2, av_calls=1,
+                     av_relayed=2, av_direct=0),
             # 11:00: edge a alone at 9 (less than 10, though above either edge's 10:00).
             snapshot("edge-a", TWO_DAYS_AGO + 39600, 9, 2),
             snapshot("edge-a", DAY0 + 100, 2, 1),
@@ -95,11 +102,20 @@ class UsageSuite:
         self.assertEqual(sum(d.sessions for d in report.days), 2)
         as_json = report.to_json()
         self.assertEqual(json.loads(json.dumps(as_json)), as_json)
-        self.assertIsNone(as_json["av"])
+        # Calls only two days ago; connections: 4 relayed of 8 over the snapshots (the
+        # one 40 days ago is outside).
+        self.assertEqual([(d.peak_in_calls, d.peak_calls) for d in report.days[-3:]],
+                         [(5, 3), (None, None), (0, 0)])
+        self.assertEqual(as_json["av"], {"peakInCalls": 5, "peakCalls": 3,
+                                         "relayedShare": 0.5})
+        self.assertEqual(as_json["days"][-3]["peakInCalls"], 5)
+        self.assertEqual(as_json["days"][-3]["peakCalls"], 3)
         # One day only: today's numbers.
         today = yield self.store.usage(days=1)
         self.assertEqual((today.unique_users, today.sessions, today.average_session_size,
                           [d.peak_users for d in today.days]), (2, 1, 2.0, [2]))
+        self.assertEqual(today.to_json()["av"], {"peakInCalls": 0, "peakCalls": 0,
+                                                 "relayedShare": None})
 
     @defer.inlineCallbacks
     def test_empty_database(self):
@@ -108,6 +124,48 @@ class UsageSuite:
                           report.host_clients, report.join_clients), (0, 0, None, {}, {}))
         self.assertEqual([(d.sessions, d.users, d.peak_users, d.peak_sessions)
                           for d in report.days], [(0, 0, None, None)] * 7)
+        self.assertEqual([(d.peak_in_calls, d.peak_calls) for d in report.days],
+                         [(None, None)] * 7)
+        self.assertEqual(report.to_json()["av"], {"peakInCalls": None, "peakCalls": None,
+                                                  "relayedShare": None})
+
+    @defer.inlineCallbacks
+    def test_av_usage_migration_keeps_old_snapshots_and_adds_the_counts(self):
+        config = dbs.fresh_database(self, self.dialect)
+        db = Database(config, reactor)
+        self.addCleanup(db.close)
+        version = yield prepare_database(db, self.clock, migrations=BEFORE_AV)
+        self.assertEqual(version, AV_USAGE.version - 1)
+
+        def old_row(txn):  # as a locator of the schema before wrote it
+            txn.execute("INSERT INTO metric_snapshots (snapshot_id, edge_id, at, users_online, "
+                        "sessions) VALUES (?, ?, ?, ?, ?)",
+                        ("old-1", "edge-a", int(NOW * 1000) - 5000, 4, 2))
+
+        yield db.runInteraction("old row", old_row)
+        version = yield prepare_database(db, self.clock)
+        self.assertEqual(version, MIGRATIONS[-1].version)
+        # Running it again (a MySQL crash between its DDL and its bookkeeping) changes
+        # nothing and does not fail on the existing columns.
+        yield db.runInteraction("again", AV_USAGE.module.run)
+        store = LocatorStore(db, self.clock)
+        yield store.insert_metrics_batch([
+            snapshot("edge-a", NOW - 1000, 6, 3, av_participants=4, av_calls=2, av_relayed=1,
+                     av_direct=3),
+            snapshot("edge-b", NOW - 900, 1, 1),  # an edge that sends no call counts
+        ])
+
+        def rows(txn):
+            txn.execute("SELECT snapshot_id, av_participants, av_calls, av_relayed, av_direct "
+                        "FROM metric_snapshots WHERE snapshot_id = 'old-1'")
+            return [tuple(int(v) if i else v for i, v in enumerate(r)) for r in txn.fetchall()]
+
+        self.assertEqual((yield db.runInteraction("rows", rows))[0], ("old-1", 0, 0, 0, 0))
+        report = yield store.usage(days=1)
+        self.assertEqual([(d.peak_users, d.peak_sessions, d.peak_in_calls, d.peak_calls)
+                          for d in report.days], [(6, 3, 4, 2)])
+        self.assertEqual(report.to_json()["av"], {"peakInCalls": 4, "peakCalls": 2,
+                                                  "relayedShare": 0.25})
 
     @defer.inlineCallbacks
     def test_audit_client_migration_fills_the_client_of_existing_entries(self):

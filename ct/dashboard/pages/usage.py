@@ -1,5 +1,6 @@
 """Usage over days: what operators of the product we replace look at (unique users, sessions
-and peak concurrent users per day, average session size, host IDE and joining client)."""
+and peak concurrent users per day, average session size, host IDE and joining client, and
+A/V use: people in calls, calls, and how many peer connections needed a TURN relay)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,24 @@ DEFAULT_DAYS = 30
 DAILY = [("Sessions started per day", "sessions", lambda d: d.sessions),
          ("Peak concurrent users per day", "peak-users", lambda d: d.peak_users),
          ("Peak concurrent sessions per day", "peak-sessions", lambda d: d.peak_sessions),
-         ("People in sessions per day", "users", lambda d: d.users)]
-AV_NOTE = ("A/V use: not recorded yet. The edges do not record A/V (TURN) use in the audit "
-           "trail or the metric snapshots, so no numbers are shown here.")
+         ("People in sessions per day", "users", lambda d: d.users),
+         ("Peak people in calls per day", "peak-in-calls", lambda d: d.peak_in_calls),
+         ("Peak concurrent calls per day", "peak-calls", lambda d: d.peak_calls)]
+NO_CALLS = "No calls recorded in this period."
+
+
+def av_section(av):
+    """A/V use over the period (:class:`~ct.storage.store.AvUsage`)."""
+    section = tags.div(tags.h2("A/V use"), id="av-use")
+    if not av.peak_in_calls:
+        return section(tags.p(NO_CALLS, class_="muted", id="no-calls"))
+    share = av.relayed_share
+    return section(tags.div(
+        card("Peak people in calls", number(av.peak_in_calls), "av-peak-in-calls"),
+        card("Peak concurrent calls", number(av.peak_calls or 0), "av-peak-calls"),
+        card("Connections relayed (TURN)", "–" if share is None else f"{100 * share:.0f} %",
+             "av-relayed-share"),
+        class_="cards"))
 
 
 def requested_days(value: str | None) -> int:
@@ -80,11 +96,15 @@ class UsagePages(PageGroup):
                                   "Sessions"),
                   breakdown_table("Client used to join", report.join_clients,
                                   "join-clients", "Joins"),
-                  tags.p(AV_NOTE, class_="note", id="av-use"),
+                  av_section(report.av),
                   tags.p("Days are UTC. People are counted by the name they gave; a "
                          "session's size is how many different people hosted or joined it; "
                          "peak concurrent users (online: in sessions and team presence) and "
-                         "sessions are per minute, summed over edges. The same numbers as JSON: "
+                         "sessions are per minute, summed over edges; so are people in calls "
+                         "and calls (a call: two or more people of a session in its call). "
+                         "Connections relayed: the share of the calls' peer connections that "
+                         "went through a TURN relay, over the period, as the browsers "
+                         "reported them. The same numbers as JSON: "
                          "GET /api/v1/usage?days=N on the locator.", class_="hint")]
         return parts
 
@@ -92,12 +112,14 @@ class UsagePages(PageGroup):
     def _daily_table(report):
         table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in (
             "Day (UTC)", "Sessions", "People", "Peak concurrent users",
-            "Peak concurrent sessions")])),
+            "Peak concurrent sessions", "Peak people in calls", "Peak calls")])),
             class_="grid", id="usage-days")
         body = tags.tbody()
         for d in reversed(report.days):
             body(tags.tr(tags.td(time.strftime("%Y-%m-%d", time.gmtime(d.start))),
                          tags.td(str(d.sessions)), tags.td(str(d.users)),
                          tags.td("–" if d.peak_users is None else str(d.peak_users)),
-                         tags.td("–" if d.peak_sessions is None else str(d.peak_sessions))))
+                         tags.td("–" if d.peak_sessions is None else str(d.peak_sessions)),
+                         tags.td("–" if d.peak_in_calls is None else str(d.peak_in_calls)),
+                         tags.td("–" if d.peak_calls is None else str(d.peak_calls))))
         return tags.details(tags.summary("Per day"), table(body))

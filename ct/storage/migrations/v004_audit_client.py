@@ -29,18 +29,24 @@ def _has_column(txn, table: str, column: str) -> bool:
     return int(txn.fetchone()[0]) > 0
 
 
+def add_column_once(txn, table: str, column: str, definition: str) -> None:
+    """``ALTER TABLE table ADD COLUMN column definition`` unless the column exists, accepting
+    one that another locator added at the same moment (schema 5 uses it too)."""
+    if _has_column(txn, table, column):
+        return
+    try:
+        txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    except Exception:
+        # Another locator starting at the same moment added it since we looked (MySQL
+        # and SQLite have no schema lock here; PostgreSQL holds an advisory lock).
+        if txn.engine.dialect == "postgres" or not _has_column(txn, table, column):
+            raise
+
+
 def run(txn) -> None:
     from ct.storage.store import client_family
 
-    if not _has_column(txn, "audit_entries", "client"):
-        try:
-            txn.execute("ALTER TABLE audit_entries ADD COLUMN client VARCHAR(64)")
-        except Exception:
-            # Another locator starting at the same moment added it since we looked (MySQL
-            # and SQLite have no schema lock here; PostgreSQL holds an advisory lock).
-            if txn.engine.dialect == "postgres" or not _has_column(txn, "audit_entries",
-                                                                   "client"):
-                raise
+    add_column_once(txn, "audit_entries", "client", "VARCHAR(64)")
     after = 0
     while True:  # bounded: seq only grows, each round moves past the rows it read
         txn.execute("SELECT seq, details FROM audit_entries WHERE seq > ? AND kind IN "
