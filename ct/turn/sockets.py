@@ -193,7 +193,6 @@ class SocketPoller:
         """
         if self.fast is not None:
             return self._serve_fast()
-        handlers = self.handlers
         poll = self.epoll.poll
         served = 0
         for _ in range(self.rounds):
@@ -201,15 +200,21 @@ class SocketPoller:
             if not events:
                 break
             served += len(events)
-            for fd, _ in events:
-                handler = handlers.get(fd)
-                if handler is None:
-                    continue
-                try:
-                    handler()
-                except Exception:
-                    _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
+            self._serve_ready(fd for fd, _ in events)
         return served
+
+    def _serve_ready(self, fds) -> None:
+        """Call the read handler of each ready descriptor (one failing does not stop the
+        others)."""
+        handlers = self.handlers
+        for fd in fds:
+            handler = handlers.get(fd)
+            if handler is None:
+                continue
+            try:
+                handler()
+            except Exception:
+                _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
 
     def _serve_fast(self) -> int:
         """:meth:`serve` through the fast path: each round reads every ready relay socket
@@ -218,7 +223,6 @@ class SocketPoller:
         Returns the datagrams relayed (both ways) plus the other readiness events served:
         a few clients flooding make few ready sockets but many datagrams, and that is busy
         too."""
-        handlers = self.handlers
         serve_round = self.fast.serve_round
         epfd = self.epoll.fileno()
         relays = self.fast_relays
@@ -239,14 +243,7 @@ class SocketPoller:
                 break
             served += len(others)
             to_peer = stats.packets_to_peer
-            for fd in others:
-                handler = handlers.get(fd)
-                if handler is None:
-                    continue
-                try:
-                    handler()
-                except Exception:
-                    _log.failure("turn: error reading {reader}", reader=self.readers.get(fd))
+            self._serve_ready(others)
             if events == 1 and packets + stats.packets_to_peer - to_peer <= 1:
                 break  # a lone datagram: the next one wakes the reactor, no need to ask
         return served + stats.packets_to_client + stats.packets_to_peer
