@@ -234,6 +234,15 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
+def stop_all(browsers: list[Browser], procs: list[Process], run_dir: str) -> None:
+    """Close the browsers, stop the processes (newest first), remove the run folder."""
+    for browser in browsers:
+        browser.close()
+    for proc in reversed(procs):
+        proc.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def type_and_measure(a: Browser, b: Browser, keys: int, interval: float) -> list[float]:
     """Press ``keys`` keys in A's editor; milliseconds until each shows in B's editor DOM."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -310,11 +319,7 @@ def run_ours(python: str, workspace: Path, want: int, keys: int, interval: float
         results["latency"] = type_and_measure(a, b, keys, interval)
         return results
     finally:
-        for browser in browsers:
-            browser.close()
-        for proc in reversed(procs):
-            proc.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        stop_all(browsers, procs, run_dir)
 
 
 def run_peer(workspace: Path, want: int, keys: int, interval: float) -> dict:
@@ -352,11 +357,7 @@ def run_peer(workspace: Path, want: int, keys: int, interval: float) -> dict:
         results["latency"] = type_and_measure(a, b, keys, interval)
         return results
     finally:
-        for browser in browsers:
-            browser.close()
-        for proc in reversed(procs):
-            proc.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        stop_all(browsers, procs, run_dir)
 
 
 def main() -> None:
