@@ -55,6 +55,13 @@ class AvUsageTests(unittest.TestCase):
         yield client.login(*OPERATOR)
         page = yield client.get("/dashboard/usage")
         self.assertIn('id="no-calls">No calls recorded in this period.<', page.text)
+
+        @defer.inlineCallbacks
+        def first_snapshot():  # None until the edge's first snapshot reached the database
+            report = yield self.usage()
+            return report["av"]["peakInCalls"] is not None
+
+        yield eventually(first_snapshot, timeout=30)
         self.assertEqual((yield self.usage())["av"],
                          {"peakInCalls": 0, "peakCalls": 0, "relayedShare": None})
 
