@@ -127,11 +127,11 @@ class CtctlTests(unittest.TestCase):
         self.assertEqual(set(people), {"alice", "bob"})
 
         # kick: bob is removed (his client is told so), alice stays.
-        answer = yield self.ctctl_json("kick", host.session, str(guest.participant))
+        answer = yield self.ctctl_json("kick", "--", host.session, str(guest.participant))
         self.assertEqual(answer["participant"]["name"], "bob")
         outcome = yield guest.ended
         self.assertEqual(outcome.code, "removed")
-        err = yield self.ctctl("kick", host.session, "999", expect=1)
+        err = yield self.ctctl("kick", "--", host.session, "999", expect=1)
         self.assertIn("404", err)
         err = yield self.ctctl("kick", "no-such-session", "2", expect=1)
         self.assertIn("404 not-found", err)
@@ -139,11 +139,11 @@ class CtctlTests(unittest.TestCase):
         self.assertIn("invalid int value", err)
 
         # end: alice's session is over; a second end finds nothing.
-        answer = yield self.ctctl_json("end", host.session)
+        answer = yield self.ctctl_json("end", "--", host.session)
         self.assertEqual(answer, {"ended": True, "session": host.session})
         outcome = yield host.ended
         self.assertEqual(outcome.code, "session-ended")
-        yield self.ctctl("end", host.session, expect=1)
+        yield self.ctctl("end", "--", host.session, expect=1)
 
         # usage (SQL on the locator's database) once the edge's records arrived.
         yield self.wait_audit("participant_joined")
