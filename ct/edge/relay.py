@@ -472,9 +472,11 @@ class Relay:
         return session
 
     def _new_session_id(self) -> str:
+        """A free id that never starts with ``-``, so no command line (``ctctl kick ID``)
+        takes it for an option."""
         for _ in range(100):
             sid = self._token(9)
-            if sid not in self.sessions:
+            if sid not in self.sessions and not sid.startswith("-"):
                 return sid
         raise RuntimeError("could not find a free session id")  # pragma: no cover
 

@@ -308,3 +308,11 @@ class DepartureTests(RelayTestCase):
         e = self.assertRaises(ProtocolError, self.relay.kick, b, {"type": "kick",
                                                                    "participant": host.id})
         self.assertEqual(e.code, errors.NOT_ALLOWED)
+
+
+class SessionIdTests(unittest.TestCase):
+    def test_a_session_id_never_starts_with_a_dash(self):
+        """``ctctl kick ID`` would read such an id as an option: the edge skips it."""
+        drawn = iter(["-iWq-_bDr0rO", "--x", "ok-id_1"])
+        relay = Relay(Clock(), Limits(), token=lambda n: next(drawn))
+        self.assertEqual(relay._new_session_id(), "ok-id_1")
