@@ -297,11 +297,14 @@ class AppPage:
 
 
 class CapturingProxy(CuttableProxy):
-    """A cuttable proxy that also keeps every byte it forwards, per direction."""
+    """A cuttable proxy that also keeps every byte it forwards, per direction, both in all
+    (``upstream``, ``downstream``) and per connection (``connections``, in accept order)."""
 
     def __init__(self, target_host: str, target_port: int):
         self.upstream = bytearray()  # browser -> edge
         self.downstream = bytearray()  # edge -> browser
+        self.connections: list[CapturedConnection] = []
+        self._by_client: dict = {}  # the browser-side socket -> its CapturedConnection
         self._capture_lock = threading.Lock()
         super().__init__(target_host, target_port)
 
@@ -310,17 +313,116 @@ class CapturingProxy(CuttableProxy):
             from_edge = source.getpeername()[1] == self.target[1]
         except OSError:
             return
+        client = sink if from_edge else source
+        with self._capture_lock:
+            connection = self._by_client.get(client)
+            if connection is None:
+                connection = self._by_client[client] = CapturedConnection()
+                self.connections.append(connection)
         direction = self.downstream if from_edge else self.upstream
-        super()._pump(source, _Recording(sink, direction, self._capture_lock))
+        mine = connection.downstream if from_edge else connection.upstream
+        super()._pump(source, _Recording(sink, direction, self._capture_lock, mine))
+
+    def captured(self) -> list["CapturedConnection"]:
+        """A copy of the connections so far (the pumps keep appending)."""
+        with self._capture_lock:
+            return [CapturedConnection(bytearray(c.upstream), bytearray(c.downstream))
+                    for c in self.connections]
+
+
+class CapturedConnection:
+    """The bytes of one browser connection through a :class:`CapturingProxy`."""
+
+    def __init__(self, upstream: bytearray | None = None, downstream: bytearray | None = None):
+        self.upstream = bytearray() if upstream is None else upstream  # browser -> edge
+        self.downstream = bytearray() if downstream is None else downstream  # edge -> browser
+
+    @property
+    def is_websocket(self) -> bool:
+        return bytes(self.downstream[:12]) in (b"HTTP/1.1 101", b"HTTP/1.0 101")
+
+    def frames(self, upstream: bool) -> list["WsFrame"]:
+        """The websocket frames of one direction, after the opening handshake (a connection
+        that is not a websocket has none)."""
+        if not self.is_websocket:
+            return []
+        stream = bytes(self.upstream if upstream else self.downstream)
+        end = stream.find(b"\r\n\r\n")
+        return parse_ws_frames(stream[end + 4:], masked=upstream) if end >= 0 else []
+
+
+class WsFrame:
+    """One websocket frame: ``payload`` unmasked (and inflated when ``rsv1``)."""
+
+    def __init__(self, opcode: int, fin: bool, rsv1: bool, payload: bytes):
+        self.opcode, self.fin, self.rsv1, self.payload = opcode, fin, rsv1, payload
+
+    def __repr__(self):
+        return f"WsFrame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, {len(self.payload)} B)"
+
+
+def parse_ws_frames(stream: bytes, masked: bool) -> list[WsFrame]:
+    """RFC 6455 frames from one direction of a connection; a frame cut off at the end (the
+    capture stopped mid-frame) is left out. A frame whose masking is not what the
+    direction requires fails: the parse would be wrong."""
+    import zlib
+
+    frames: list[WsFrame] = []
+    inflate = zlib.decompressobj(-15)  # permessage-deflate, should anyone negotiate it
+    i = 0
+    while i + 2 <= len(stream):
+        first, second = stream[i], stream[i + 1]
+        length, is_masked = second & 0x7F, bool(second & 0x80)
+        if is_masked != masked:
+            raise AssertionError(f"websocket frame at byte {i}: masked={is_masked}, "
+                                 f"expected {masked}")
+        j = i + 2
+        if length == 126:
+            length, j = int.from_bytes(stream[j:j + 2], "big"), j + 2
+        elif length == 127:
+            length, j = int.from_bytes(stream[j:j + 8], "big"), j + 8
+        mask = stream[j:j + 4] if masked else b""
+        j += 4 if masked else 0
+        if j + length > len(stream):
+            break
+        payload = stream[j:j + length]
+        if masked:
+            payload = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+        rsv1 = bool(first & 0x40)
+        if rsv1:
+            payload = inflate.decompress(payload + b"\x00\x00\xff\xff")
+        frames.append(WsFrame(first & 0x0F, bool(first & 0x80), rsv1, payload))
+        i = j + length
+    return frames
+
+
+def encoded_forms(needle: bytes) -> dict[str, bytes]:
+    """How ``needle`` could travel disguised: raw, base64 (standard and URL-safe, at each of
+    the three alignments, with the characters its neighbours would change left off) and
+    hex (lower and upper case)."""
+    import base64
+
+    forms = {"raw": needle, "hex": needle.hex().encode(), "HEX": needle.hex().upper().encode()}
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + needle)
+        # Characters mixing neighbour bits: the first group when shifted, the last group.
+        core = encoded[4 if shift else 0:len(encoded) - 4 if len(encoded) > 8 else len(encoded)]
+        core = core.rstrip(b"=")
+        forms[f"base64@{shift}"] = core
+        forms[f"base64url@{shift}"] = core.replace(b"+", b"-").replace(b"/", b"_")
+    return forms
 
 
 class _Recording:
-    def __init__(self, sock, buffer, lock):
+    def __init__(self, sock, buffer, lock, connection_buffer=None):
         self._sock, self._buffer, self._lock = sock, buffer, lock
+        self._connection_buffer = connection_buffer
 
     def sendall(self, data):
         with self._lock:
             self._buffer.extend(data)
+            if self._connection_buffer is not None:
+                self._connection_buffer.extend(data)
         return self._sock.sendall(data)
 
     def __getattr__(self, name):

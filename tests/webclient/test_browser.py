@@ -19,7 +19,7 @@ import pytest
 
 from tests.dashboard.browser import missing
 from tests.webclient.support import (
-    AppPage, CapturingProxy, NodeHost, ShareHost, start_edge, unmask_client_frames, wait_until)
+    AppPage, CapturingProxy, NodeHost, ShareHost, encoded_forms, start_edge, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -262,6 +262,8 @@ class EndTests(BrowserTestCase):
 
 class CaptureTests(BrowserTestCase):
     def test_no_plaintext_and_no_key_between_browser_and_edge(self):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         _, url = start_edge(self)
         secret_file = "TOP-SECRET-CONTENT-" + "x" * 8
         host = self.share(url, {**FILES, "secret.txt": secret_file + "\n"})
@@ -271,20 +273,72 @@ class CaptureTests(BrowserTestCase):
         a = AppPage(self)
         a.join(host.link.replace(url, f"http://127.0.0.1:{proxy.port}"), "Ada")
         a.open_file("secret.txt")
-        a.type_at_end("TYPED-BY-ADA-PLAINTEXT")
-        wait_until(lambda: "TYPED-BY-ADA-PLAINTEXT" in host.read("secret.txt"), 5, "A's edit")
-        time.sleep(0.5)
+        typed = "TYPED-BY-ADA-PLAINTEXT"
+        a.type_at_end(typed)
+        wait_until(lambda: typed in host.read("secret.txt"), 5, "A's edit")
+        host.append("src/util.js", "// HOST-WROTE-THIS-ON-DISK\n")  # host -> edge -> A
+        wait_until(lambda: "HOST-WROTE-THIS-ON-DISK" in a.js("return window.ctApp.fileText("
+                                                            "'src/util.js')"), 5,
+                   "the host's edit in A")
         key_text = host.link.split("#key=", 1)[1]
         key = base64.urlsafe_b64decode(key_text + "=" * (-len(key_text) % 4))
-        upstream = unmask_client_frames(bytes(proxy.upstream))
-        downstream = bytes(proxy.downstream)
-        self.assertIn(b"GET /join/", upstream)  # the capture saw the page load and the socket
-        self.assertIn(b'"type":"join"', upstream.replace(b" ", b""))
-        self.assertGreater(len(downstream), 10000)  # the page, the app and the frames
-        for needle in (secret_file.encode(), b"TYPED-BY-ADA", b"Demo project", b"answer = 42",
-                       key, key_text.encode()):
-            self.assertNotIn(needle, upstream, needle)
-            self.assertNotIn(needle, downstream, needle)
+        self.assertEqual(len(key), 32)
+        aes = AESGCM(key)
+
+        def opened(payload: bytes) -> bytes:
+            """A data frame's payload: nonce(12) | AES-256-GCM(plaintext, aad=session)."""
+            return aes.decrypt(payload[:12], payload[12:], host.session.encode())
+
+        # Every connection, each direction, as captured; the websocket ones frame by frame.
+        connections = proxy.captured()
+        self.assertGreaterEqual(len(connections), 2)  # at least the page and the socket
+        sockets = [c for c in connections if c.is_websocket]
+        self.assertTrue(sockets, [bytes(c.downstream[:40]) for c in connections])
+        self.assertIn(b"GET /join/", b"".join(bytes(c.upstream) for c in connections))
+        up = [f for c in sockets for f in c.frames(upstream=True)]
+        down = [f for c in sockets for f in c.frames(upstream=False)]
+        for frame in up + down:
+            self.assertFalse(frame.rsv1, frame)  # the edge declines permessage-deflate
+        # Control messages (text) carry JSON; data frames (binary) carry only ciphertext:
+        # each one opens with the key, and what opens is the application's traffic.
+        self.assertIn(b'"type":"join"', b"".join(f.payload for f in up if f.opcode == 1)
+                      .replace(b" ", b""))
+        up_data = [opened(f.payload[5:]) for f in up if f.opcode == 2]
+        down_data = [opened(f.payload[13:]) for f in down if f.opcode == 2]
+        # A's typing is one update per keystroke, plus its awareness: an empty or a
+        # mis-parsed capture cannot pass this.
+        self.assertGreaterEqual(len(up_data), len(typed), [f for f in up])
+        self.assertGreaterEqual(len(down_data), 3, [f for f in down])  # policy, sync, update
+        kinds_up = {p[0] for p in up_data}
+        kinds_down = {p[0] for p in down_data}
+        self.assertTrue({0x01, 0x03, 0x04} <= kinds_up, kinds_up)  # sync-step1, update, awareness
+        self.assertTrue({0x02, 0x05} <= kinds_down, kinds_down)  # sync-step2, policy
+        # Positive controls: the plaintext we search for is in the traffic, encrypted.
+        self.assertIn(secret_file.encode(), b"".join(down_data))
+        self.assertIn(b"HOST-WROTE-THIS-ON-DISK", b"".join(down_data))
+        self.assertIn(b'"name":"Ada"', b"".join(up_data).replace(b" ", b""))
+
+        # Nowhere on the wire: not in any connection's bytes either way, nor in the
+        # unmasked websocket payloads, in any of the forms that could disguise it.
+        plaintexts = [secret_file.encode(), typed.encode(), b"HOST-WROTE-THIS-ON-DISK",
+                      b"Demo project", b"answer = 42", b"print('hello')"]
+        haystacks = {}
+        for n, c in enumerate(connections):
+            haystacks[f"connection {n} upstream"] = bytes(c.upstream)
+            haystacks[f"connection {n} downstream"] = bytes(c.downstream)
+        haystacks["websocket payloads upstream"] = b"".join(f.payload for f in up)
+        haystacks["websocket payloads downstream"] = b"".join(f.payload for f in down)
+        needles = {}
+        for text in plaintexts:
+            for form, needle in encoded_forms(text).items():
+                needles[f"{text!r} ({form})"] = needle
+        for form, needle in encoded_forms(key).items():
+            needles[f"the key ({form})"] = needle
+        needles["the key (as in the link)"] = key_text.encode()
+        for where, haystack in haystacks.items():
+            for what, needle in needles.items():
+                self.assertGreaterEqual(len(needle), 8, what)
+                self.assertNotIn(needle, haystack, f"{what} in {where}")
 
 
 class PagesTests(BrowserTestCase):
