@@ -292,6 +292,32 @@ class AppPage:
         return self.js("return [...document.querySelectorAll('.cm-ySelectionInfo')]"
                        ".map(e => e.textContent)")
 
+    def people_colours(self) -> dict[str, str]:
+        """Name -> the computed colour of the swatch beside it in the people list."""
+        return dict(self.js(
+            "return [...document.querySelectorAll('#ct-people .ct-person')].map(e => ["
+            "e.querySelector('.ct-name-text').textContent,"
+            "getComputedStyle(e.querySelector('.ct-swatch')).backgroundColor])"))
+
+    def select_first_line(self) -> None:
+        """Selects the open file's first line with the keyboard (a range, not a caret)."""
+        from selenium.webdriver.common.keys import Keys
+
+        content = self.browser.find(".cm-content")
+        content.click()
+        content.send_keys(Keys.CONTROL, Keys.HOME)
+        content.send_keys(Keys.SHIFT, Keys.END)
+
+    def remote_selections(self) -> list[str]:
+        """The text of the peers' selections the editor draws (one entry per marked run)."""
+        return self.js("return [...document.querySelectorAll('.cm-ySelection')]"
+                       ".map(e => e.textContent)")
+
+    def shown_text(self) -> str:
+        """What the editor shows: the text of its rendered lines."""
+        return self.js("return [...document.querySelectorAll('.cm-content .cm-line')]"
+                       ".map(e => e.textContent).join('\\n')")
+
     def screenshot(self, name: str) -> Path:
         return self.browser.screenshot(name)
 

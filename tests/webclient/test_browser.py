@@ -19,7 +19,7 @@ import pytest
 
 from tests.dashboard.browser import missing
 from tests.webclient.support import (
-    AppPage, CapturingProxy, NodeHost, ShareHost, encoded_forms, start_edge, wait_until)
+    ARTIFACTS, AppPage, CapturingProxy, NodeHost, ShareHost, encoded_forms, start_edge, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,7 @@ class BrowserTestCase(unittest.TestCase):
 
 class TwoBrowsersTests(BrowserTestCase):
     def test_two_browsers_edit_with_the_host(self):
+        started_at = time.time()
         _, url = start_edge(self)
         host = self.share(url)
         a, b = AppPage(self), AppPage(self)
@@ -67,19 +68,38 @@ class TwoBrowsersTests(BrowserTestCase):
         self.assertIsNone(a.js("return window.ctApp.following"))  # typing stops following
         self.assertEqual(b.js("return window.ctApp.following"), 1)
 
-        # B sees A's caret with A's name.
-        wait_until(lambda: "Ada" in b.caret_names(), 5, "A's caret with A's name in B")
-        b.screenshot("02-b-sees-a-caret")
+        # Participants get distinct colours, the same on both pages.
+        colours_a, colours_b = a.people_colours(), b.people_colours()
+        self.assertEqual(sorted(colours_a), ["Ada", "Bob", "Hannah Host"])
+        self.assertEqual(colours_a, colours_b)
+        self.assertEqual(len(set(colours_a.values())), 3, colours_a)
 
-        # The host changes another file on disk: both browsers show it.
-        host.write("src/main.py", "def main():\n    print('changed by the host')\n")
+        # A selects a range (the first line): B renders it, in A's colour, with A's name.
+        a.select_first_line()
+        selected = FILES["README.md"].split("\n", 1)[0]
+        wait_until(lambda: "".join(b.remote_selections()) == selected, 5,
+                   "A's selection rendered in B")
+        wait_until(lambda: b.caret_names() == ["Ada"], 5, "A's caret with A's name in B")
+        ada = colours_b["Ada"]
+        self.assertEqual(b.js("return getComputedStyle(document.querySelector("
+                              "'.cm-ySelectionCaret')).borderLeftColor"), ada)
+        shade = b.js("return getComputedStyle(document.querySelector('.cm-ySelection'))"
+                     ".backgroundColor")
+        self.assertTrue(shade.startswith(ada.replace("rgb(", "rgba(").rstrip(")") + ","), shade)
+        b.screenshot("02-b-sees-a-selection")
+
+        # The host changes another file on disk while both have it open: both editors
+        # show it live, with nothing clicked or reopened.
         for page in (a, b):
             page.open_file("src/main.py")
-            wait_until(lambda: "changed by the host" in page.editor_text(), 5,
-                       "the host's change shown")
+        host.write("src/main.py", "def main():\n    print('changed by the host')\n")
+        for page in (a, b):
+            wait_until(lambda: "changed by the host" in page.shown_text(), 5,
+                       "the host's change shown live")
+            self.assertEqual(page.path(), "src/main.py")
+            self.assertEqual(page.editor_text(), host.read("src/main.py"))
         a.screenshot("03-a-host-change")
-        self.assertEqual(a.editor_text(), host.read("src/main.py"))
-        self.assertEqual(b.editor_text(), host.read("src/main.py"))
+        b.screenshot("03-b-host-change")
 
         # A file created on disk appears in both trees; one deleted goes away.
         host.write("docs/new.md", "new on disk\n")
@@ -91,6 +111,13 @@ class TwoBrowsersTests(BrowserTestCase):
             wait_until(lambda: page.js("return !!document.querySelector("
                                        "'button.ct-file[data-path=\"docs/new.md\"]')"), 5,
                        "new.md in the tree")
+        b.screenshot("03-b-tree-follows-disk")
+        for name in ("00-name-prompt", "01-a-joined", "02-b-sees-a-selection",
+                     "03-a-host-change", "03-b-host-change", "03-b-tree-follows-disk"):
+            shot = ARTIFACTS / f"{name}.png"  # fresh from this run, and a real image
+            self.assertGreater(shot.stat().st_mtime, started_at - 1, shot)
+            self.assertEqual(shot.read_bytes()[:8], b"\x89PNG\r\n\x1a\n", shot)
+            self.assertGreater(shot.stat().st_size, 10_000, shot)
 
 
 class FollowAndPolicyTests(BrowserTestCase):
