@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -67,9 +68,50 @@ class HTTPSTests(BrowserTestCase):
         self.browser_args = ("--host-resolver-rules=MAP ct-test.example 127.0.0.1",
                              f"--ignore-certificate-errors-spki-list={spki_hash(cert)}")
         link = host.link.replace(url, f"https://ct-test.example:{https_port}")
-        a, _ = edit_together(self, link, link, host, "12-https")
-        self.assertTrue(a.driver.current_url.startswith("https://ct-test.example:"))
-        self.assertTrue(a.js("return window.isSecureContext"))
+        a, b = edit_together(self, link, link, host, "12-https")
+        for page in (a, b):
+            self.assertTrue(page.driver.current_url.startswith("https://ct-test.example:"))
+            self.assertIs(page.js("return window.isSecureContext"), True)
+            self.assertIs(page.js("return !!(globalThis.crypto && crypto.subtle)"), True)
+
+        # Both type into the same file at the same time (A at the end, B at the start):
+        # the disk and both editors end up identical, with both edits whole.
+        typed = {a: " A-typing-at-the-end-concurrently", b: "B-typing-at-the-start-concurrently "}
+        for page in (a, b):
+            page.browser.find(".cm-content").click()
+        go = threading.Barrier(2, timeout=20)
+        failures = []
+
+        def type_(page, at_start: bool):
+            from selenium.webdriver.common.keys import Keys
+
+            try:
+                content = page.browser.find(".cm-content")
+                content.send_keys(Keys.CONTROL, Keys.HOME if at_start else Keys.END)
+                go.wait()
+                for chunk in (typed[page][i:i + 4] for i in range(0, len(typed[page]), 4)):
+                    content.send_keys(chunk)  # in bursts, so the two interleave on the wire
+            except Exception as e:  # noqa: BLE001 - reported by the test below
+                failures.append(e)
+
+        threads = [threading.Thread(target=type_, args=(a, False)),
+                   threading.Thread(target=type_, args=(b, True))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertFalse(any(t.is_alive() for t in threads), "typing did not finish")
+        self.assertEqual(failures, [])
+
+        def converged():
+            disk = host.read("README.md")
+            return disk if disk == a.editor_text() == b.editor_text() else None
+
+        text = wait_until(converged, 10, "the disk, A's and B's editor identical")
+        self.assertTrue(text.startswith(typed[b]), text)
+        self.assertTrue(text.endswith(typed[a]), text)
+        self.assertIn("Typed through the deployment.", text)
+        b.screenshot("12-https-b-converged")
 
 
 class HAProxyTests(BrowserTestCase):
