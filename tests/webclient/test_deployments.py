@@ -9,11 +9,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import urllib.error
 import urllib.request
+from urllib.parse import parse_qs, urlsplit
 from pathlib import Path
 
 import pytest
@@ -127,17 +130,25 @@ class HAProxyTests(BrowserTestCase):
             self.addCleanup(daemon.stop)
             ports[name] = daemon.port("HTTP")
         port = free_port()
+        # The documented configuration with this test's ports, logging every request as
+        # soon as the edge answers (websockets last): the backend server it went to and
+        # the ctstickiness cookie and header it carried.
         config = (EXAMPLE.read_text()
-                  .replace("bind 127.0.0.1:8443", f"bind 127.0.0.1:{port}")
+                  .replace("bind 127.0.0.1:8443", f"bind 127.0.0.1:{port}\n" + HAPROXY_LOG)
                   .replace("127.0.0.1:1081", f"127.0.0.1:{ports['edge1']}")
-                  .replace("127.0.0.1:1082", f"127.0.0.1:{ports['edge2']}")
-                  .replace("log stdout format raw local0", ""))
+                  .replace("127.0.0.1:1082", f"127.0.0.1:{ports['edge2']}"))
+        self.assertIn("log stdout format raw local0", config)
         work = tempfile.mkdtemp(prefix="ct-haproxy-")
         self.addCleanup(shutil.rmtree, work, True)
         path = os.path.join(work, "haproxy.cfg")
         Path(path).write_text(config)
-        proxy = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        check = subprocess.run(["haproxy", "-c", "-f", path], capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        log_path = Path(work) / "haproxy.log"
+        log_file = open(log_path, "wb")
+        self.addCleanup(log_file.close)
+        proxy = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=log_file,
+                                 stderr=subprocess.STDOUT)
 
         def stop():
             proxy.terminate()
@@ -151,14 +162,92 @@ class HAProxyTests(BrowserTestCase):
         via = f"http://127.0.0.1:{port}"
         wait_until(lambda: urllib.request.urlopen(via + "/health", timeout=2).status == 200,
                    15, "HAProxy up")
-        # Several sessions, so that some land on each edge and the browsers' first request
-        # (no cookie yet: balanced by leastconn) meets the wrong edge at times, which
-        # sends it back with the cookie (ct/webclient/web.py).
-        hosts = [self.share(via) for _ in range(3)]
-        for host in hosts:
-            self.assertIn("ctstickiness=", host.link)
-        for i, host in enumerate(hosts):
-            edit_together(self, host.link, host.link, host, f"13-haproxy-{i}")
+
+        # Sessions until each edge holds one (leastconn: the hosts' sockets alternate).
+        by_edge: dict[str, object] = {}
+        for _ in range(6):
+            host = self.share(via)
+            edge = self._holder(host.session, ports)
+            by_edge.setdefault(edge, host)
+            if len(by_edge) == 2:
+                break
+        self.assertEqual(set(by_edge), {"edge1", "edge2"}, "sessions on both edges")
+
+        for edge, host in sorted(by_edge.items()):
+            sticky = parse_qs(urlsplit(host.link).query)["ctstickiness"][0]
+            a, b = edit_together(self, host.link, host.link, host, f"13-haproxy-{edge}")
+            for page in (a, b):  # the browser holds the cookie (HttpOnly: not in document)
+                self.assertEqual(page.driver.get_cookie("ctstickiness")["value"], sticky)
+            other = "edge2" if edge == "edge1" else "edge1"
+
+            def joins():
+                return [e for e in haproxy_log(log_path)
+                        if e["cookie"] == sticky and e["path"] == "/ws/session"]
+
+            # Both browsers' websockets carried the cookie (browsers cannot send headers)
+            # and HAProxy sent each to the session's edge on it.
+            entries = wait_until(lambda: len(joins()) >= 2 and joins(), 10,
+                                 f"two joins with the cookie in HAProxy's log ({edge})")
+            for entry in entries:
+                self.assertEqual(entry["header"], "-", entry)
+                self.assertEqual(entry["route"], f"edges/{edge}", entry)
+                self.assertEqual(entry["status"], "101", entry)
+            # The app's page: served by the session's edge; a first request without the
+            # cookie that the balancer sent to the other edge came back with it (302).
+            pages = [e for e in haproxy_log(log_path) if e["path"] == f"/join/{host.session}"]
+            self.assertGreaterEqual(len(pages), 2, pages)  # A's and B's at least
+            for entry in pages:
+                if entry["route"] == f"edges/{edge}":
+                    self.assertEqual(entry["status"], "200", entry)
+                else:
+                    self.assertEqual((entry["status"], entry["cookie"]), ("302", "-"), entry)
+            self.assertEqual(sum(e["status"] == "200" for e in pages), 2, pages)
+            # The host's own socket carried the value as a header, to the same edge.
+            hosted = [e for e in haproxy_log(log_path)
+                      if e["header"] == sticky and e["path"] == "/ws/session"]
+            self.assertTrue(hosted, "the host's socket in HAProxy's log")
+            self.assertEqual({e["route"] for e in hosted}, {f"edges/{edge}"}, hosted)
+            # Nothing carrying this session's value (cookie or the host's header) went to
+            # the other edge.
+            for entry in haproxy_log(log_path):
+                if sticky in (entry["cookie"], entry["header"]):
+                    self.assertNotEqual(entry["route"], f"edges/{other}", entry)
+
+    @staticmethod
+    def _holder(session: str, ports: dict[str, int]) -> str:
+        """The edge that holds ``session``: its page answers there, 404 elsewhere."""
+        holders = []
+        for name, edge_port in ports.items():
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{edge_port}/join/{session}", timeout=5)
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
+                continue
+            holders.append(name)
+        assert len(holders) == 1, f"session {session} held by {holders}"
+        return holders[0]
+
+
+# Logged by the test's HAProxy frontend: one line per request, once the edge answered.
+HAPROXY_LOG = """    option logasap
+    http-request set-var(txn.ctcookie) req.cook(ctstickiness)
+    http-request set-var(txn.ctheader) req.hdr(ctstickiness)
+    log-format "ctlog %b/%s %ST cookie=%[var(txn.ctcookie)] header=%[var(txn.ctheader)] %{+Q}r"
+"""
+HAPROXY_LINE = re.compile(r'ctlog (?P<route>\S+) (?P<status>\S+) cookie=(?P<cookie>\S*) '
+                          r'header=(?P<header>\S*) "(?P<method>\S+) (?P<path>[^ ?"]+)')
+
+
+def haproxy_log(path: Path) -> list[dict]:
+    """The requests HAProxy logged so far: route (backend/server), status, the
+    ctstickiness cookie and header (``-``: none), method, path."""
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
+        match = HAPROXY_LINE.search(line)
+        if match:
+            entries.append(match.groupdict())
+    return entries
 
 
 class LocatorRedirectTests(BrowserTestCase):
