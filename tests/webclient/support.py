@@ -384,7 +384,8 @@ class WsFrame:
         self.opcode, self.fin, self.rsv1, self.payload = opcode, fin, rsv1, payload
 
     def __repr__(self):
-        return f"WsFrame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, {len(self.payload)} B)"
+        return (f"WsFrame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, "
+                f"{len(self.payload)} B)")
 
 
 def parse_ws_frames(stream: bytes, masked: bool) -> list[WsFrame]:
