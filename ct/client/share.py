@@ -11,6 +11,9 @@ Per path the share remembers ``synced``: the text the disk and the document last
 A disk change is the edit from ``synced`` to the disk's text; when remote edits arrived
 meanwhile it is rebased onto them (:func:`ct.collab.textdiff.rebase`), so neither side's
 edit is lost.
+
+The host holds guests' edits to the file and workspace caps (:mod:`ct.collab.caps`): an
+edit past one is not written; the document goes back to the disk's text and a notice says so.
 """
 
 from __future__ import annotations
