@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from tests.client.cliproc import ROOT, CliProcess
 from tests.client.test_share_e2e import ShareCase, read, tree_of, write
-from tests.edge.util import wait_for
+from tests.edge.util import sleep, wait_for
 
 JS_GUEST = os.path.join(ROOT, "tests", "client", "js_guest.mjs")
 NODE_READY = shutil.which("node") and os.path.isdir(os.path.join(ROOT, "js", "node_modules",
@@ -94,10 +94,11 @@ class CapsOnGuestEditsTests(ShareCase):
 
         @defer.inlineCallbacks
         def converged():
-            for _ in range(100):
+            for _ in range(100):  # about 5 s
                 snapshot = (yield ask({"op": "snapshot"}))["snapshot"]
                 if snapshot == tree_of(carol_dir) == tree_of(self.host_dir):
                     return snapshot
+                yield sleep(0.05)
             raise AssertionError(f"no convergence: {snapshot} {tree_of(carol_dir)}")
         self.assertEqual((yield converged()), {"small.txt": small, "other.txt": "other\n"})
         self.assertEqual(small_seen, {small})
