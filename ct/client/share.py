@@ -11,6 +11,9 @@ Per path the share remembers ``synced``: the text the disk and the document last
 A disk change is the edit from ``synced`` to the disk's text; when remote edits arrived
 meanwhile it is rebased onto them (:func:`ct.collab.textdiff.rebase`), so neither side's
 edit is lost.
+
+The host holds guests' edits to the file and workspace caps (:mod:`ct.collab.caps`): an
+edit past one is not written; the document goes back to the disk's text and a notice says so.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from ct.collab import messages, textdiff, tree
+from ct.collab import caps, messages, textdiff, tree
 from ct.collab.messages import HOST_PARTICIPANT, MessageError
 from ct.collab.workspace import Awareness, Policy, Workspace
 from ct.common.logthrottle import LogThrottle
@@ -92,9 +95,14 @@ def read_and_diff(root: str, paths: list[str], limit: int, bases: dict[str, str 
     return disk, edits
 
 
-def atomic_write(full: str, data: bytes, new_mode: int) -> None:
+def atomic_write(full: str, data: bytes, new_mode: int,
+                 unchanged: Callable[[], bool] | None = None) -> bool:
     """Replace ``full`` by ``data`` at once: a temporary file in the same directory,
-    fsync, then ``os.replace``; the file's mode is kept (``new_mode`` for a new file)."""
+    fsync, then ``os.replace``; the file's mode is kept (``new_mode`` for a new file).
+
+    ``unchanged`` is asked right before the replace (after the slow fsync): when it says
+    the file changed meanwhile, the temporary file is removed, ``full`` is left alone and
+    the answer is ``False``."""
     directory = os.path.dirname(full)
     os.makedirs(directory, exist_ok=True)
     try:
@@ -108,7 +116,11 @@ def atomic_write(full: str, data: bytes, new_mode: int) -> None:
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
+        if unchanged is not None and not unchanged():
+            os.unlink(temporary)
+            return False
         os.replace(temporary, full)
+        return True
     except BaseException:
         try:
             os.unlink(temporary)
@@ -122,19 +134,30 @@ def write_many(root: str, writes: list[tuple[str, str, Any]], deletes: list[tupl
     """Apply ``writes`` (path, text, bytes seen on disk, as :func:`read_many` read them with
     ``limit``) and ``deletes`` (path, bytes seen):
     a file that changed on disk since it was read is left alone (its path is returned in
-    the second list, to be looked at again). Returns ``(done, changed_meanwhile)``."""
+    the second list, to be looked at again). Returns ``(done, changed_meanwhile)``.
+
+    Another editor may save a file between our read and our replace. The file is compared
+    with what was seen before the temporary file is written, and read again right before
+    the ``os.replace`` (after the fsync, the slow part): the window in which such a save
+    is overwritten is only the time between that last read and the rename."""
     done, again = [], []
-    seen = read_many(root, [p for p, _, _ in writes] + [p for p, _ in deletes], limit)
+    seen = read_many(root, [p for p, _ in deletes], limit)
     for path, text, before in writes:
         full = tree.safe_target(root, path)
-        if full is None or seen[path] is UNSAFE:
+        now = read_many(root, [path], limit)[path] if full is not None else UNSAFE
+        if now is UNSAFE:
             continue
-        if seen[path] != before:
+        if now != before:
             again.append(path)
             continue
+
+        def unchanged(path=path, before=before) -> bool:
+            return read_many(root, [path], limit)[path] == before
         try:
-            atomic_write(full, text.encode("utf-8"), new_mode)
-            done.append((path, text))
+            if atomic_write(full, text.encode("utf-8"), new_mode, unchanged):
+                done.append((path, text))
+            else:
+                again.append(path)
         except OSError as e:
             _log.warn("cannot write {path}: {why}", path=path, why=e.strerror or str(e))
     for path, before in deletes:
@@ -219,7 +242,8 @@ class DirectoryShare:
         self.awareness = Awareness(self.workspace.client_id)
         self.reassembler = messages.Reassembler()
         self.ignorer = tree.Ignorer(self.root)
-        self.synced: dict[str, str] = {}  # path -> text disk and document last agreed on
+        self.synced = caps.SizedTexts()  # path -> text disk and document last agreed on
+        self._edited_by: dict[str, set[int]] = {}  # host: who edited a path since its last batch
         self.unshared: dict[str, dict[str, Any]] = {e["path"]: e for e in self.policy.unshared}
         self.is_synced = role == "host"
         self.bad_input = LogThrottle(_log, reactor, limit=20, interval=60.0,
@@ -235,6 +259,7 @@ class DirectoryShare:
         self._told_untracked: set[str] = set()
         self._batch_bytes: int | None = None
         self._diffs: dict[str, list[textdiff.Edit]] = {}  # computed with the batch's reads
+        self._merges: list[tuple[str, str, str, str, bytes]] = []  # host: checked for the caps
         self._awaiting_sync = False
         self._announce_sync = False
         self._pool = reactor.getThreadPool()
@@ -378,6 +403,10 @@ class DirectoryShare:
                                         "participant {p}", p=sender)
                 return
             changed = self.workspace.apply(message.body)
+            if self.role == "host":
+                for path in changed:
+                    if path in self.synced:  # paths the host knows (others are removed)
+                        self._edited_by.setdefault(path, set()).add(sender)
             if kind == messages.SYNC_STEP2 and self._awaiting_sync:
                 self._awaiting_sync = False
                 if not self.is_synced:
@@ -564,12 +593,16 @@ class DirectoryShare:
         updates: list[bytes] = []
         writes: list[tuple[str, str, Any]] = []
         deletes: list[tuple[str, Any]] = []
+        self._merges: list[tuple[str, str, str, str, bytes]] = []
         unshared_before = dict(self.unshared)
+        editors = {path: self._edited_by.pop(path) for path in paths if path in self._edited_by}
         for path in paths:
             try:
                 self._reconcile(path, disk[path], updates, writes, deletes)
             except (ValueError, MessageError) as e:
                 self.bad_input.warn("cannot share {path}: {why}", path=path, why=str(e)[:200])
+        if self._merges:  # the host: guests' edits within the caps are merged, others undone
+            self._merge_within_caps(self._merges, editors, updates, writes)
         if updates:
             self._send_update(updates[0] if len(updates) == 1 else merge_updates(*updates))
         if self.role == "host" and self.unshared != unshared_before:
@@ -643,7 +676,7 @@ class DirectoryShare:
                 updates.append(update)
             self.synced[path] = text
             return
-        self._merge(path, text, doc, base, data, updates, writes)
+        self._merges.append((path, text, doc, base, data))  # after the batch: the caps
 
     def _reconcile_guest(self, path, data, doc, base, updates, writes, deletes) -> None:
         if doc is None:
@@ -683,15 +716,58 @@ class DirectoryShare:
             return
         self._merge(path, text, doc, base, data, updates, writes)
 
+    def _merge_within_caps(self, merges: list[tuple[str, str, str, str, bytes]],
+                           editors: dict[str, set[int]], updates: list[bytes],
+                           writes: list[tuple[str, str, Any]]) -> None:
+        """Host: the batch's merges (disk edit onto guests' edits) whose result stays within
+        the file and workspace caps go ahead; the others are undone: the document goes back
+        to the disk's text (everyone converges to it), a notice tells everyone, the log too."""
+        proposals: dict[str, caps.Proposal] = {}
+        changes_of: dict[str, list[textdiff.Edit]] = {}
+        for path, text, doc, base, _ in merges:
+            changes = self._disk_changes(path, text, doc, base)
+            changes_of[path] = changes
+            merged = textdiff.apply(doc, changes) if changes else doc
+            if merged != text:  # guests' edits in it
+                proposals[path] = caps.Proposal(len(text.encode("utf-8")),
+                                                len(merged.encode("utf-8")))
+        outside = self.synced.total - sum(self.synced.sizes.get(p, 0) for p in proposals)
+        refused = caps.refused_edits(proposals, outside, self.policy.max_file_bytes,
+                                     self.policy.max_workspace_bytes)
+        for path, text, doc, base, data in merges:
+            refusal = refused.get(path)
+            if refusal is None:
+                self._merge(path, text, doc, base, data, updates, writes, changes_of[path])
+                continue
+            update = self.workspace.put(path, text)  # back to the disk's text
+            if update:
+                updates.append(update)
+            self.synced[path] = text
+            names = sorted(self._name(p) for p in editors.get(path, ()))
+            message = caps.describe(refusal, names, self.policy.max_file_bytes,
+                                    self.policy.max_workspace_bytes)
+            _log.warn("refused an edit of {path} ({reason}): {message}", path=printable(path),
+                      reason=refusal.reason, message=message)
+            self.say(f"* {refusal.reason}: {printable(path)}: {message}")
+            self._send(messages.notice("warning", refusal.reason, message, path))
+
+    def _disk_changes(self, path: str, text: str, doc: str, base: str) -> list[textdiff.Edit]:
+        """The disk's edit (``base`` → ``text``) as changes to apply to ``doc``."""
+        if text == base:
+            return []
+        mine = self._diffs.pop(path, None)
+        if mine is None or textdiff.apply(base, mine) != text:
+            mine = textdiff.edits(base, text)  # the disk or the base moved meanwhile
+        return mine if doc == base else textdiff.rebase(mine, base, doc)
+
     def _merge(self, path: str, text: str, doc: str, base: str, data: bytes,
-               updates: list[bytes], writes: list[tuple[str, str, Any]]) -> None:
+               updates: list[bytes], writes: list[tuple[str, str, Any]],
+               changes: list[textdiff.Edit] | None = None) -> None:
         """Disk says ``text``; disk and document last agreed on ``base``; the document now
         says ``doc``. The disk's edit goes into the document; the merge goes to disk."""
         if text != base:
-            mine = self._diffs.pop(path, None)
-            if mine is None or textdiff.apply(base, mine) != text:
-                mine = textdiff.edits(base, text)  # the disk or the base moved meanwhile
-            changes = mine if doc == base else textdiff.rebase(mine, base, doc)
+            if changes is None:
+                changes = self._disk_changes(path, text, doc, base)
             update = self.workspace.edit(path, changes)
             if update:
                 updates.append(update)

@@ -15,9 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class CliProcess(protocol.ProcessProtocol):
-    """``python -m ct.client.cli ARGS``: collects output lines, takes input lines."""
+    """``python -m ct.client.cli ARGS`` (or ``program ARGS``): collects output lines, takes
+    input lines."""
 
-    def __init__(self, case, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, case, *args: str, env: dict[str, str] | None = None,
+                 program: list[str] | None = None):
         self.lines: list[str] = []
         self.errors = b""
         self._buffer = b""
@@ -25,8 +27,8 @@ class CliProcess(protocol.ProcessProtocol):
         self.status = None
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
         environ.update({"PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", **(env or {})})
-        reactor.spawnProcess(self, sys.executable, [sys.executable, "-m", "ct.client.cli", *args],
-                             env=environ, path=ROOT)
+        argv = [*(program or [sys.executable, "-m", "ct.client.cli"]), *args]
+        reactor.spawnProcess(self, argv[0], argv, env=environ, path=ROOT)
         case.addCleanup(self.stop)
 
     def outReceived(self, data: bytes) -> None:
