@@ -18,6 +18,7 @@ from ct.dashboard.backend import EdgeBackend
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.logs import LogRing, ServerLog
 from ct.dashboard.memory import AuditRing, MetricHistory
+from ct.dashboard.pages.logs import OlderLogs
 from ct.common.tokens import team_token
 from ct.edge.server import Edge, EdgeConfig
 from tests.dashboard import test_in_memory as base
@@ -194,6 +195,10 @@ class ViewerRouteTableTests(_InMemory):
             else:  # answered by its own rules (a log-in form, SSO not configured here)
                 self.assertLess(response.code, 500, endpoint)
                 self.assertNotIn("needs the admin role", body, endpoint)
+        # The older /logs: a logged-in browser is sent to the Logs page, which is 403.
+        self.assertEqual({r.endpoint for r in OlderLogs.app.url_map.iter_rules()}, {"logs"})
+        response, _ = self.request("GET", "/logs")
+        self.assertEqual(self.location(response), "/dashboard/logs")
         self.assertIsNone(self.edge.config.min_client_version)  # nothing changed
         self.assertEqual(len(self.edge.relay.sessions), 2)  # nothing ended
         response, _ = self.post("/dashboard/logout", {"csrf": self.session.csrf})
