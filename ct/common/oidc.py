@@ -112,8 +112,23 @@ def verify_id_token(raw: str, keys: KeySet, config: SsoConfig, nonce: str,
     return claims
 
 
+# What an ID token's refusal means, in words, for the log-in page (the code stays).
+_PLAIN = {
+    "expired_token": "it has expired; if sign-in keeps failing, compare the clocks of this "
+                     "server and the provider (CT_SSO_CLOCK_SKEW)",
+    "bad_signature": "its signature does not match the provider's keys: it was altered "
+                     "or not issued by this provider",
+    "unsupported_algorithm": "it is not signed with an accepted algorithm",
+    "invalid_claim": "one of its claims does not match this sign-in",
+    "missing_claim": "it lacks a required claim",
+    "decode_error": "it is not a well-formed signed token",
+}
+
+
 def _describe(error: Exception) -> str:
-    return getattr(error, "error", None) or type(error).__name__
+    code = getattr(error, "error", None) or type(error).__name__
+    plain = _PLAIN.get(code)
+    return f"{code}: {plain}" if plain else code
 
 
 def check_domain(claims: dict[str, Any], config: SsoConfig) -> str | None:

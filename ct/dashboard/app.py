@@ -124,7 +124,7 @@ class Dashboard:
 
     @app.route("/usage", methods=["GET"])
     def usage_page(self, request):
-        return self.frame.page(request, "usage", "Usage", self.usage.usage)
+        return self.frame.page(request, "usage", "Usage", self.usage.usage, viewer=True)
 
     @app.route("/sessions", methods=["GET"])
     def sessions_page(self, request):

@@ -53,7 +53,7 @@ class Backend(Protocol):
     def integrations(self) -> defer.Deferred: ...
     def set_integrations(self, value: Mapping[str, Any] | None, by: str) -> defer.Deferred: ...
     def audit(self, **query) -> defer.Deferred: ...
-    def usage(self, days: int) -> defer.Deferred: ...
+    def usage(self, days: int, teams: tuple[str, ...] | None = None) -> defer.Deferred: ...
     def record(self, kind: str, user: str | None, **details) -> defer.Deferred: ...
     def api_tokens(self) -> defer.Deferred: ...
     def create_api_token(self, name: str, role: str, teams: tuple[str, ...],
@@ -166,9 +166,10 @@ class LocatorBackend:
     def audit(self, **query):
         return self.locator.store.query_audit(**query)
 
-    def usage(self, days: int):
-        """The :class:`~ct.storage.store.UsageReport` of the last ``days`` days (SQL)."""
-        return self.locator.store.usage(days)
+    def usage(self, days: int, teams: tuple[str, ...] | None = None):
+        """The :class:`~ct.storage.store.UsageReport` of the last ``days`` days (SQL);
+        ``teams``: of those teams' sessions only."""
+        return self.locator.store.usage(days, teams=teams)
 
     def record(self, kind: str, user: str | None, **details):
         return self.locator.audit(kind, user=user, details=details)
@@ -325,13 +326,15 @@ class EdgeBackend:
             return defer.succeed([])
         return defer.succeed(self.audit_ring.query(**query))
 
-    def usage(self, days: int):
+    def usage(self, days: int, teams: tuple[str, ...] | None = None):
         """Usage from the in-memory audit entries and history: since this edge started,
-        at most its newest AUDIT_CAPACITY entries and a week of history."""
+        at most its newest AUDIT_CAPACITY entries and a week of history; ``teams``: of
+        those teams' sessions only."""
         since, until = usage_window(self.clock.seconds(), days)
         entries = self.audit_ring.entries if self.audit_ring is not None else ()
-        return defer.succeed(usage_counts(entries, self.history_ring, since, until)
-                             .report(since, until))
+        scope = None if teams is None else tuple(sorted(set(teams)))
+        return defer.succeed(usage_counts(entries, self.history_ring, since, until, scope)
+                             .report(since, until, scope))
 
     def record(self, kind: str, user: str | None, session: str | None = None, **details):
         entry = {"id": uuid.uuid4().hex, "time": self.clock.seconds(), "kind": kind,

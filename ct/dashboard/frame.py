@@ -25,7 +25,8 @@ NAV = [("overview", "/dashboard", "Overview"), ("usage", "/dashboard/usage", "Us
                                                          "Audit log"),
        ("integrations", "/dashboard/integrations", "Integrations"),
        ("logs", "/dashboard/logs", "Logs"), ("tokens", "/dashboard/tokens", "API tokens")]
-VIEWER_PAGES = ("overview", "sessions", "audit")  # what a team viewer sees in the navigation
+# What a team viewer sees in the navigation (each filtered to its teams).
+VIEWER_PAGES = ("overview", "usage", "sessions", "audit")
 NEEDS_LOCATOR = ("This page needs the locator: this server runs in single-server mode "
                  "(CT_LOCATOR is not set), so there is only this one edge.")
 

@@ -42,11 +42,7 @@ class AuditRing:
         """Newest first, with the store's filter semantics (``teams``: only entries of
         sessions whose ``session_started`` entry names one of them)."""
         kinds = {kind} if isinstance(kind, str) else set(kind or ())
-        sessions = None
-        if teams is not None:
-            wanted = set(teams)
-            sessions = {e.session_id for e in self.entries if e.kind == "session_started"
-                        and e.session_id and e.details.get("team") in wanted}
+        sessions = None if teams is None else team_sessions(self.entries, teams)
         out = []
         skipped = 0
         for e in sorted(self.entries, key=lambda e: (e.at, e.seq), reverse=True):
@@ -119,10 +115,23 @@ class MetricHistory:
         return in_calls, calls, relayed, direct
 
 
+def team_sessions(entries: Iterable[AuditEntry], teams: Iterable[str]) -> set[str]:
+    """The sessions whose ``session_started`` entry names one of ``teams``."""
+    wanted = set(teams)
+    return {e.session_id for e in entries if e.kind == "session_started" and e.session_id
+            and e.details.get("team") in wanted}
+
+
 def usage_counts(entries: Iterable[AuditEntry], history: MetricHistory | None, since: float,
-                 until: float) -> UsageCounts:
+                 until: float, teams: Iterable[str] | None = None) -> UsageCounts:
     """The lone edge's usage aggregates, by the rules of ``LocatorStore.usage`` (whose SQL
-    is the reference), over what its memory still holds."""
+    is the reference), over what its memory still holds. ``teams``: only those teams'
+    sessions, and no peaks or A/V (the history is per edge, not per team)."""
+    entries = list(entries)
+    if teams is not None:
+        keep = team_sessions(entries, teams)
+        entries = [e for e in entries if e.session_id in keep]
+        history = None
     people: set[str] = set()
     sessions: dict[int, int] = {}
     users: dict[int, set[str]] = {}

@@ -49,6 +49,11 @@ class Operator:
     teams: tuple[str, ...] = ()
 
 
+def _scope(op: Operator) -> tuple[str, ...] | None:
+    """The teams a team viewer's call is limited to; None for an administrator."""
+    return None if op.role == ADMIN else tuple(op.teams)
+
+
 def bearer_token(request) -> str | None:
     """The token of an ``Authorization: Bearer`` header, or None."""
     header = request.getHeader("authorization")
@@ -318,11 +323,10 @@ class LocatorAPI:
             filters = {name: _checked(value, name, MAX_NAME) for name, value in (
                 (name, _str_arg(request, name)) for name in ("kind", "user", "edge",
                                                              "session")) if value is not None}
-            teams = None if op.role == ADMIN else op.teams
             d = self.locator.store.query_audit(
                 since=_float_arg(request, "since"), until=_float_arg(request, "until"),
                 limit=_int_arg(request, "limit", 100, 1, MAX_QUERY_LIMIT),
-                offset=_int_arg(request, "offset", 0, 0, 10**9), teams=teams, **filters)
+                offset=_int_arg(request, "offset", 0, 0, 10**9), teams=_scope(op), **filters)
             return d.addCallback(lambda entries: {
                 "entries": [audit_entry_dict(e) for e in entries]})
 
@@ -339,20 +343,32 @@ class LocatorAPI:
                 yield self.locator.set_regions(value)
             except RegionError as e:
                 raise LocatorError(400, "bad-regions", str(e)) from None
+            yield self.locator.audit("config_changed", user=op.name,
+                                     details={"key": "regions", "value": value})
             return {"regions": value}
 
         return self._as_operator(request, save)
 
     @app.route("/v1/usage", methods=["GET"])
     def usage(self, request):
+        """``days`` (1-366, default 30); a team viewer's token gets its teams' sessions'
+        numbers only, without the deployment-wide peaks and A/V (``teams`` says so)."""
         return self._as_operator(request, lambda op: self.locator.store.usage(
-            _int_arg(request, "days", 30, 1, MAX_USAGE_DAYS)).addCallback(
-                lambda report: report.to_json()))
+            _int_arg(request, "days", 30, 1, MAX_USAGE_DAYS), teams=_scope(op)).addCallback(
+                lambda report: report.to_json()), admin=False)
 
     @app.route("/v1/sessions", methods=["GET"])
     def sessions(self, request):
-        return self._as_operator(request, lambda op: self.locator.live_sessions().addCallback(
-            lambda sessions: {"sessions": sessions}))
+        """The live sessions; a team viewer's token sees its teams' sessions only."""
+        @defer.inlineCallbacks
+        def listed(op):
+            sessions = yield self.locator.live_sessions()
+            teams = _scope(op)
+            if teams is not None:
+                sessions = [s for s in sessions if s.get("team") in teams]
+            return {"sessions": sessions}
+
+        return self._as_operator(request, listed, admin=False)
 
     @app.route("/v1/sessions/<string:session_id>/end", methods=["POST"])
     def end_session(self, request, session_id):

@@ -202,18 +202,30 @@ class UsageReport:
     host_clients: Mapping[str, int]  # sessions hosted per client
     join_clients: Mapping[str, int]  # joins per client
     av: AvUsage = AvUsage(None, None, None)
+    # None: the whole deployment; else only the sessions of these teams, without the
+    # figures that cannot be split by team (peaks from the edges' snapshots, A/V).
+    teams: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        if self.teams is not None:
+            days = [{"start": d.start, "sessions": d.sessions, "users": d.users}
+                    for d in self.days]
+        else:
+            days = [{"start": d.start, "sessions": d.sessions, "users": d.users,
+                     "peakUsers": d.peak_users, "peakSessions": d.peak_sessions,
+                     "peakInCalls": d.peak_in_calls, "peakCalls": d.peak_calls}
+                    for d in self.days]
+        out = {
             "since": self.since, "until": self.until, "uniqueUsers": self.unique_users,
             "sessions": self.sessions, "averageSessionSize": self.average_session_size,
-            "days": [{"start": d.start, "sessions": d.sessions, "users": d.users,
-                      "peakUsers": d.peak_users, "peakSessions": d.peak_sessions,
-                      "peakInCalls": d.peak_in_calls, "peakCalls": d.peak_calls}
-                     for d in self.days],
+            "days": days,
             "hostClients": dict(self.host_clients), "joinClients": dict(self.join_clients),
-            "av": self.av.to_json(),
         }
+        if self.teams is None:
+            out["av"] = self.av.to_json()
+        else:
+            out["teams"] = list(self.teams)
+        return out
 
 
 def usage_window(now: float, days: int) -> tuple[float, float]:
@@ -239,7 +251,9 @@ class UsageCounts:
     av_relayed: int = 0  # peer connections relayed, summed over the snapshots
     av_direct: int = 0
 
-    def report(self, since: float, until: float) -> UsageReport:
+    def report(self, since: float, until: float,
+               teams: Sequence[str] | None = None) -> UsageReport:
+        """``teams``: these counts cover only those teams' sessions (no peaks, no A/V)."""
         n_days = max(1, int((until - since + DAY - 1) // DAY))
         days = tuple(DayUsage(start=since + i * DAY,
                               sessions=int(self.sessions_per_day.get(i, 0)),
@@ -262,7 +276,9 @@ class UsageCounts:
             average_session_size=(None if self.average_session_size is None
                                   else round(float(self.average_session_size), 2)),
             days=days, host_clients=_named(self.host_clients),
-            join_clients=_named(self.join_clients), av=av)
+            join_clients=_named(self.join_clients),
+            av=av if teams is None else AvUsage(None, None, None),
+            teams=None if teams is None else tuple(teams))
 
 
 def _named(counts: Mapping[str | None, int]) -> dict[str, int]:
@@ -464,21 +480,56 @@ _PEOPLE = ("kind IN (" + ", ".join(f"'{kind}'" for kind in USAGE_KINDS) + ") "
            "AND at >= ? AND at < ?")
 
 
-def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
-    """Every usage aggregate in SQL (the same statements on the three dialects)."""
+def _team_filter(teams: Sequence[str] | None) -> tuple[str, tuple]:
+    """An ``AND ...`` clause keeping audit entries of these teams' sessions (by the
+    session directory, as :func:`query_audit_txn` does), and its arguments."""
+    if teams is None:
+        return "", ()
+    marks = ", ".join("?" for _ in teams)
+    return (" AND session_id IN (SELECT session_id FROM session_directory WHERE team IN "
+            f"({marks}))", tuple(teams))
+
+
+def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int,
+              teams: Sequence[str] | None = None) -> UsageCounts:
+    """Every usage aggregate in SQL (the same statements on the three dialects).
+
+    ``teams``: only the audit entries of those teams' sessions; the snapshots' peaks and
+    A/V counts (per edge, not per team) are then left out."""
+    if teams is not None and not teams:
+        return UsageCounts(0, {}, {}, {}, {}, None, {}, {})
+    only, team_args = _team_filter(teams)
     day_ms = to_ms(DAY)
     day = txn.engine.int_div("at - ?", "?")
     window = (since_ms, until_ms)
-    txn.execute(f"SELECT COUNT(DISTINCT user_name) FROM audit_entries WHERE {_PEOPLE}",
-                window)
+    txn.execute(f"SELECT COUNT(DISTINCT user_name) FROM audit_entries WHERE {_PEOPLE}{only}",
+                (*window, *team_args))
     unique = int(txn.fetchone()[0] or 0)
     txn.execute(f"SELECT {day} AS d, COUNT(*) FROM audit_entries WHERE kind = "
-                "'session_started' AND at >= ? AND at < ? GROUP BY d", (since_ms, day_ms,
-                                                                          *window))
+                f"'session_started' AND at >= ? AND at < ?{only} GROUP BY d",
+                (since_ms, day_ms, *window, *team_args))
     sessions = {int(d): int(n) for d, n in txn.fetchall()}
     txn.execute(f"SELECT {day} AS d, COUNT(DISTINCT user_name) FROM audit_entries "
-                f"WHERE {_PEOPLE} GROUP BY d", (since_ms, day_ms, *window))
+                f"WHERE {_PEOPLE}{only} GROUP BY d", (since_ms, day_ms, *window, *team_args))
     users = {int(d): int(n) for d, n in txn.fetchall()}
+    txn.execute(
+        "SELECT AVG(n) FROM (SELECT session_id, COUNT(DISTINCT user_name) AS n "
+        f"FROM audit_entries WHERE {_PEOPLE}{only} AND session_id IN (SELECT session_id "
+        "FROM audit_entries WHERE kind = 'session_started' AND at >= ? AND at < ?) "
+        "GROUP BY session_id) sizes", (*window, *team_args, *window))
+    average = txn.fetchone()[0]
+    breakdown = {}
+    for kind in USAGE_KINDS:
+        txn.execute("SELECT client, COUNT(*) FROM audit_entries WHERE kind = ? AND at >= ? "
+                    f"AND at < ?{only} GROUP BY client", (kind, *window, *team_args))
+        breakdown[kind] = {c: int(n) for c, n in txn.fetchall()}
+    if teams is not None:
+        return UsageCounts(unique_users=unique, sessions_per_day=sessions,
+                           users_per_day=users, peak_users_per_day={},
+                           peak_sessions_per_day={},
+                           average_session_size=None if average is None else float(average),
+                           host_clients=breakdown["session_started"],
+                           join_clients=breakdown["participant_joined"])
     # Peak concurrent users, sessions, people in calls and calls: per edge its peak in
     # each slot, summed over edges per slot (edges report at different moments), the
     # highest slot of each day.
@@ -496,17 +547,6 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int) -> UsageCounts:
     txn.execute("SELECT SUM(av_relayed), SUM(av_direct) FROM metric_snapshots "
                 "WHERE at >= ? AND at < ?", window)
     relayed, direct = txn.fetchone()
-    txn.execute(
-        "SELECT AVG(n) FROM (SELECT session_id, COUNT(DISTINCT user_name) AS n "
-        f"FROM audit_entries WHERE {_PEOPLE} AND session_id IN (SELECT session_id FROM "
-        "audit_entries WHERE kind = 'session_started' AND at >= ? AND at < ?) "
-        "GROUP BY session_id) sizes", (*window, *window))
-    average = txn.fetchone()[0]
-    breakdown = {}
-    for kind in USAGE_KINDS:
-        txn.execute("SELECT client, COUNT(*) FROM audit_entries WHERE kind = ? AND at >= ? "
-                    "AND at < ? GROUP BY client", (kind, *window))
-        breakdown[kind] = {c: int(n) for c, n in txn.fetchall()}
     return UsageCounts(unique_users=unique, sessions_per_day=sessions, users_per_day=users,
                        peak_users_per_day={d: p[0] for d, p in peaks.items()},
                        peak_sessions_per_day={d: p[1] for d, p in peaks.items()},
@@ -724,14 +764,17 @@ class LocatorStore:
 
     # usage
 
-    def usage(self, days: int = 30, now: float | None = None, slot_seconds: float = 60.0):
+    def usage(self, days: int = 30, now: float | None = None, slot_seconds: float = 60.0,
+              teams: Sequence[str] | None = None):
         """Fires with the :class:`UsageReport` of the last ``days`` UTC days (today
-        included); peaks of users online are taken per ``slot_seconds`` across edges."""
+        included); peaks of users online are taken per ``slot_seconds`` across edges.
+        ``teams``: only those teams' sessions (a team viewer's report: no peaks, no A/V)."""
         since, until = usage_window(self._clock.seconds() if now is None else now,
                                     max(1, int(days)))
+        scope = None if teams is None else sorted(set(teams))[:100]
         d = self.db.runInteraction("usage", usage_txn, to_ms(since), to_ms(until),
-                                   max(1, to_ms(slot_seconds)))
-        return d.addCallback(lambda counts: counts.report(since, until))
+                                   max(1, to_ms(slot_seconds)), scope)
+        return d.addCallback(lambda counts: counts.report(since, until, scope))
 
     # configuration
 

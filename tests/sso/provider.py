@@ -73,11 +73,17 @@ class Provider:
     signing key (the runner makes a new one at each start)."""
 
     def __init__(self, case, port: int = 0, id_token_ttl: int = 3600,
-                 redirect_uris=(CALLBACK,)):
+                 redirect_uris=(CALLBACK,), token_delay: float = 0.0,
+                 tamper: str | None = None):
+        """``token_delay``: seconds the token endpoint holds its answer after minting
+        the ID token; ``tamper``: ``signature``, ``claims`` or ``none``, how the ID token
+        in that answer is altered (see ``provider/run.mjs``)."""
         self.case = case
         self.node = node_ready()
         self.port = port
         self.id_token_ttl = id_token_ttl
+        self.token_delay = token_delay
+        self.tamper = tamper
         self.redirect_uris = list(redirect_uris)
         self.issuer: str | None = None
         self._process = None
@@ -86,6 +92,7 @@ class Provider:
     @defer.inlineCallbacks
     def start(self):
         config = {"port": self.port, "users": USERS, "idTokenTTL": self.id_token_ttl,
+                  "tokenDelayMs": int(self.token_delay * 1000), "tamper": self.tamper,
                   "clients": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                                "application_type": "native",
                                "redirect_uris": self.redirect_uris,

@@ -107,9 +107,18 @@ class DashboardSsoTests(unittest.TestCase):
             viewer.wait(lambda: "session_started" in viewer.text("#audit"),
                         what="the team's audit entries")
             viewer.screenshot("sso-03-viewer-audit")
-            return seen, len(buttons), nav, viewer.text("#audit"), viewer.text("#role")
+            audit = viewer.text("#audit")
+            viewer.driver.get(base + "/dashboard/usage")
+            viewer.wait(lambda: viewer.find("#team-scope").is_displayed(),
+                        what="the team's usage")
+            viewer.screenshot("sso-03b-viewer-usage")
+            usage = {key: viewer.text(f"#stat-{key}") for key in (
+                "unique-users", "sessions-started")}
+            usage["av"] = bool(viewer.driver.find_elements("css selector", "#av-use"))
+            usage["hosts"] = viewer.text("#host-clients")
+            return seen, len(buttons), nav, audit, viewer.text("#role"), usage
 
-        seen, buttons, nav, audit, role = yield run(viewer_looks)
+        seen, buttons, nav, audit, role, usage = yield run(viewer_looks)
         self.assertIn(red.session, seen)
         self.assertNotIn(blue.session, seen)
         self.assertEqual(buttons, 0)  # no admin actions offered
@@ -118,6 +127,11 @@ class DashboardSsoTests(unittest.TestCase):
         self.assertNotIn(blue.session, audit)
         self.assertNotIn("edge_suspended", audit)
         self.assertEqual(role, "team viewer: red")
+        self.assertIn("Usage", nav)
+        # Its team's usage only: alice's one red session (carol's blue one not counted),
+        # without the server-wide A/V use.
+        self.assertEqual((usage["unique-users"], usage["sessions-started"], usage["av"]),
+                         ("1", "1", False))
 
         # Admin actions and pages answer 403 to a team viewer.
         code, body = yield self.post_as(viewer, "/dashboard/edges/e1/resume")

@@ -118,6 +118,44 @@ class UsageSuite:
                                                  "relayedShare": None})
 
     @defer.inlineCallbacks
+    def test_usage_of_some_teams_leaves_out_the_deployment_wide_figures(self):
+        t = DAY0 + 60
+        for sid, team in (("r1", "red"), ("r2", "red"), ("b1", "blue"), ("n1", None)):
+            yield self.store.session_started(sid, "edge-a", team, t)
+        yield self.store.insert_audit_batch([
+            entry(t, "session_started", "r1", "alice", "vscode/1.90"),
+            entry(t + 1, "participant_joined", "r1", "bob", "Browser"),
+            entry(t + 2, "session_started", "r2", "alice", "IntelliJ/2024.1"),
+            entry(t + 3, "session_started", "b1", "carol", "eclipse"),
+            entry(t + 4, "participant_joined", "b1", "dave", "Browser"),
+            entry(t + 5, "participant_joined", "b1", "erin", "Browser"),
+            entry(t + 6, "session_started", "n1", "zed", "eclipse"),
+        ])
+        yield self.store.insert_metrics_batch([snapshot("edge-a", DAY0 + 100, 9, 4,
+                                                        av_participants=2, av_calls=1)])
+        red = yield self.store.usage(days=2, teams=["red"])
+        self.assertEqual((red.unique_users, red.sessions, red.average_session_size,
+                          red.host_clients, red.join_clients, red.teams),
+                         (2, 2, 1.5, {"intellij": 1, "vscode": 1}, {"browser": 1},
+                          ("red",)))
+        self.assertEqual([(d.sessions, d.users, d.peak_users, d.peak_sessions,
+                           d.peak_in_calls) for d in red.days],
+                         [(0, 0, None, None, None), (2, 2, None, None, None)])
+        as_json = red.to_json()
+        self.assertEqual(as_json["teams"], ["red"])
+        self.assertNotIn("av", as_json)
+        self.assertEqual(as_json["days"][-1], {"start": DAY0, "sessions": 2, "users": 2})
+        both = yield self.store.usage(days=1, teams=["blue", "red"])
+        self.assertEqual((both.unique_users, both.sessions), (5, 3))
+        nobody = yield self.store.usage(days=1, teams=[])
+        self.assertEqual((nobody.unique_users, nobody.sessions, nobody.host_clients),
+                         (0, 0, {}))
+        everyone = yield self.store.usage(days=1)  # an administrator's: peaks and A/V
+        self.assertEqual((everyone.unique_users, everyone.sessions, everyone.teams,
+                          everyone.days[0].peak_users), (6, 4, None, 9))
+        self.assertEqual(everyone.to_json()["av"]["peakCalls"], 1)
+
+    @defer.inlineCallbacks
     def test_empty_database(self):
         report = yield self.store.usage(days=7)
         self.assertEqual((report.unique_users, report.sessions, report.average_session_size,

@@ -49,7 +49,8 @@ class LivePages(PageGroup):
             card("Connected", number(sum(1 for p in people if p.get("connected"))),
                  "connections"), class_="cards")
         return [tags.p(f"Team {', '.join(session.teams)}: ",
-                       tags.a("sessions", href="/dashboard/sessions"), " and ",
+                       tags.a("sessions", href="/dashboard/sessions"), ", ",
+                       tags.a("usage", href="/dashboard/usage"), " and ",
                        tags.a("audit log", href="/dashboard/audit"), ".", class_="summary",
                        id="team-scope"), cards]
 

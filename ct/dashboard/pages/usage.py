@@ -25,7 +25,10 @@ DAILY = [("Sessions started per day", "sessions", lambda d: d.sessions),
          ("People in sessions per day", "users", lambda d: d.users),
          ("Peak people in calls per day", "peak-in-calls", lambda d: d.peak_in_calls),
          ("Peak concurrent calls per day", "peak-calls", lambda d: d.peak_calls)]
+TEAM_DAILY = ("sessions", "users")  # what can be counted per team (from the audit log)
 NO_CALLS = "No calls recorded in this period."
+TEAM_OMITTED = ("Peak concurrent users and sessions and A/V use are left out: the edges "
+                "measure them for the whole server, not per team.")
 
 
 def av_section(av):
@@ -67,8 +70,12 @@ class UsagePages(PageGroup):
     @defer.inlineCallbacks
     def usage(self, request, session):
         days = requested_days(arg(request, "days"))
-        report = yield self.backend.usage(days)
+        teams = None if session.is_admin else tuple(session.teams)
+        report = yield self.backend.usage(days, teams)
         parts = []
+        if teams is not None:
+            parts.append(tags.p(f"Usage of the sessions of team {', '.join(teams)}. ",
+                                TEAM_OMITTED, class_="note", id="team-scope"))
         if self.backend.mode == "single-server":
             parts.append(tags.p(
                 "Single-server mode: these numbers come from this edge's memory, so they "
@@ -87,7 +94,9 @@ class UsagePages(PageGroup):
             ranges(tags.a(f"{n} days", href=f"/dashboard/usage?days={n}",
                           class_="active" if n == days else ""))
         charts = tags.div(class_="charts")
-        for label, _, get in DAILY:
+        for label, key, get in DAILY:
+            if teams is not None and key not in TEAM_DAILY:
+                continue
             points = [(d.start + DAY / 2, get(d)) for d in report.days]
             charts(line_chart(points, report.since, report.since + len(report.days) * DAY,
                               label))
@@ -96,7 +105,7 @@ class UsagePages(PageGroup):
                                   "Sessions"),
                   breakdown_table("Client used to join", report.join_clients,
                                   "join-clients", "Joins"),
-                  av_section(report.av),
+                  "" if teams is not None else av_section(report.av),
                   tags.p("Days are UTC. People are counted by the name they gave; a "
                          "session's size is how many different people hosted or joined it; "
                          "peak concurrent users (online: in sessions and team presence) and "
@@ -105,21 +114,24 @@ class UsagePages(PageGroup):
                          "Connections relayed: the share of the calls' peer connections that "
                          "went through a TURN relay, over the period, as the browsers "
                          "reported them. The same numbers as JSON: "
-                         "GET /api/v1/usage?days=N on the locator.", class_="hint")]
+                         "GET /api/v1/usage?days=N on the locator (a team viewer's API "
+                         "token gets its teams' numbers).", class_="hint")]
         return parts
 
     @staticmethod
     def _daily_table(report):
-        table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in (
-            "Day (UTC)", "Sessions", "People", "Peak concurrent users",
-            "Peak concurrent sessions", "Peak people in calls", "Peak calls")])),
-            class_="grid", id="usage-days")
+        heads = ["Day (UTC)", "Sessions", "People"]
+        if report.teams is None:
+            heads += ["Peak concurrent users", "Peak concurrent sessions",
+                      "Peak people in calls", "Peak calls"]
+        table = tags.table(tags.thead(tags.tr(*[tags.th(h) for h in heads])),
+                           class_="grid", id="usage-days")
         body = tags.tbody()
         for d in reversed(report.days):
-            body(tags.tr(tags.td(time.strftime("%Y-%m-%d", time.gmtime(d.start))),
-                         tags.td(str(d.sessions)), tags.td(str(d.users)),
-                         tags.td("–" if d.peak_users is None else str(d.peak_users)),
-                         tags.td("–" if d.peak_sessions is None else str(d.peak_sessions)),
-                         tags.td("–" if d.peak_in_calls is None else str(d.peak_in_calls)),
-                         tags.td("–" if d.peak_calls is None else str(d.peak_calls))))
+            row = tags.tr(tags.td(time.strftime("%Y-%m-%d", time.gmtime(d.start))),
+                          tags.td(str(d.sessions)), tags.td(str(d.users)))
+            if report.teams is None:
+                row(*[tags.td("–" if n is None else str(n)) for n in (
+                    d.peak_users, d.peak_sessions, d.peak_in_calls, d.peak_calls)])
+            body(row)
         return tags.details(tags.summary("Per day"), table(body))
