@@ -218,6 +218,8 @@ class ViewerRouteTableTests(_InMemory):
         self.assertNotIn('aria-label="Peak concurrent users per day"', body)
         self.assertNotIn("<th>Peak concurrent users</th>", body)
         self.assertNotIn('id="av-use"', body)
+        self.assertNotIn("Connections relayed", body)  # nor explained in the footnote
+        self.assertIn("Days are UTC", body)
         self.assertIn("vscode", body)
         self.assertNotIn("eclipse", body)  # blue's host client
         nav = body.split('class="nav"', 1)[1].split("</nav>", 1)[0]
@@ -231,6 +233,7 @@ class ViewerRouteTableTests(_InMemory):
         self.assertIn('aria-label="Peak concurrent users per day"', body)
         self.assertIn("<th>Peak concurrent users</th>", body)
         self.assertIn('id="av-use"', body)
+        self.assertIn("Connections relayed: the share", body)
         self.assertNotIn('id="team-scope"', body)
 
 

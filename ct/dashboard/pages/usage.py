@@ -106,17 +106,25 @@ class UsagePages(PageGroup):
                   breakdown_table("Client used to join", report.join_clients,
                                   "join-clients", "Joins"),
                   "" if teams is not None else av_section(report.av),
-                  tags.p("Days are UTC. People are counted by the name they gave; a "
-                         "session's size is how many different people hosted or joined it; "
-                         "peak concurrent users (online: in sessions and team presence) and "
+                  tags.p(*self._footnote(teams is not None), class_="hint")]
+        return parts
+
+    @staticmethod
+    def _footnote(team_scoped: bool):
+        """How the numbers are counted (without the whole-server figures a team viewer
+        does not get)."""
+        lines = ["Days are UTC. People are counted by the name they gave; a session's size "
+                 "is how many different people hosted or joined it. "]
+        if not team_scoped:
+            lines.append("Peak concurrent users (online: in sessions and team presence) and "
                          "sessions are per minute, summed over edges; so are people in calls "
                          "and calls (a call: two or more people of a session in its call). "
                          "Connections relayed: the share of the calls' peer connections that "
                          "went through a TURN relay, over the period, as the browsers "
-                         "reported them. The same numbers as JSON: "
-                         "GET /api/v1/usage?days=N on the locator (a team viewer's API "
-                         "token gets its teams' numbers).", class_="hint")]
-        return parts
+                         "reported them. ")
+        lines.append("The same numbers as JSON: GET /api/v1/usage?days=N on the locator "
+                     "(a team viewer's API token gets its teams' numbers).")
+        return lines
 
     @staticmethod
     def _daily_table(report):
