@@ -112,11 +112,13 @@ COMMON_SETTINGS = [
             "Accept self-signed certificates when calling other servers of the deployment.",
             SERVERS),
     Setting("CT_PROXY", "proxy", None, _proxy_setting(parse_proxy),
-            "Outbound HTTP proxy, `http://[user:password@]host:port`, for the calls this "
-            "server makes to other servers of the deployment (the edge's link to the "
-            "locator, the locator's health probes of edges): each is an HTTP CONNECT tunnel "
-            "(websockets and TLS inside it end to end). Unset or `none`: direct. The "
-            "password is masked in logs.", SERVERS),
+            "Outbound HTTP proxy, `http://[user:password@]host:port`, for every outbound "
+            "HTTP(S) call: the edge's link to the locator, the locator's health probes of "
+            "edges, the latency pings between locators, and the dashboard's calls to the "
+            "identity provider (`CT_SSO_*`: discovery, JWKS, token endpoint) on a locator "
+            "or a lone edge. Each is an HTTP CONNECT tunnel (websockets and TLS inside it "
+            "end to end). Not StatsD (`CT_METRICS_STATSD_*`, not HTTP). Unset or `none`: "
+            "direct. The password is masked in logs.", SERVERS),
     Setting("CT_NO_PROXY", "no-proxy", None, _proxy_setting(parse_no_proxy),
             "Destinations reached without `CT_PROXY`: comma-separated host names (a name "
             "also matches its subdomains; a leading dot is optional), IP addresses, CIDR "

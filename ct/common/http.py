@@ -1,4 +1,5 @@
-"""Small HTTP client helpers (health probes between servers of one deployment).
+"""Small HTTP client helpers: the ``Agent`` of every outbound HTTP(S) call of the servers
+(health probes, locator latency pings, the OpenID provider).
 
 With an :class:`~ct.common.proxy.OutboundProxy` (``CT_PROXY``), requests go through the
 proxy's ``CONNECT`` tunnel unless ``NO_PROXY`` names the destination.

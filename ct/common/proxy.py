@@ -1,11 +1,11 @@
 """Outbound HTTP proxy (``CT_PROXY``, ``NO_PROXY``): which calls go through it, and how.
 
-Every outbound connection a server opens to another server of the deployment (the edge's
-link to the locator, the locator's ``/health`` probes of edges) asks :class:`OutboundProxy`
-for its endpoint. Through the proxy, the connection is an HTTP ``CONNECT`` tunnel
-(:class:`TunnelEndpoint`), whatever the scheme: websockets and TLS run inside it end to end,
-the proxy sees only the host and port. ``NO_PROXY`` rules (:class:`NoProxy`) name the
-destinations reached directly.
+Every outbound HTTP(S) connection a server opens (the edge's link to the locator, the
+locator's ``/health`` probes of edges, the locators' latency pings of each other, the
+dashboard's calls to the OpenID provider) asks :class:`OutboundProxy` for its endpoint.
+Through the proxy, the connection is an HTTP ``CONNECT`` tunnel (:class:`TunnelEndpoint`),
+whatever the scheme: websockets and TLS run inside it end to end, the proxy sees only the
+host and port. ``NO_PROXY`` rules (:class:`NoProxy`) name the destinations reached directly.
 
 Parsing is pure; the endpoint is a thin adapter. Credentials in the proxy URL are sent as
 ``Proxy-Authorization: Basic`` and never shown: :class:`ProxyURL` prints them masked.

@@ -12,6 +12,7 @@ from twisted.logger import globalLogPublisher
 from ct.common.credentials import Credentials
 from ct.common.http import make_agent
 from ct.common.oidc import OidcClient
+from ct.common.proxy import OutboundProxy
 from ct.dashboard.app import Dashboard
 from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.backend import EdgeBackend, LocatorBackend
@@ -36,25 +37,29 @@ class LogCapture(service.Service):
         self.publisher.removeObserver(self.ring)
 
 
-def oidc_client(config: DashboardConfig, reactor) -> OidcClient | None:
-    """The identity provider's client when single sign-on is configured."""
+def oidc_client(config: DashboardConfig, reactor,
+                outbound: OutboundProxy | None = None) -> OidcClient | None:
+    """The identity provider's client when single sign-on is configured; its calls go
+    through ``outbound`` (``CT_PROXY``/``NO_PROXY``)."""
     if config.sso is None:
         return None
-    return OidcClient(config.sso, make_agent(reactor), reactor)
+    return OidcClient(config.sso, make_agent(reactor, outbound=outbound), reactor)
 
 
 def locator_dashboard(locator, credentials: Credentials, config: DashboardConfig, reactor,
                       server_log: ServerLog, throttle: LoginThrottle | None = None,
-                      tokens=None) -> Dashboard:
+                      tokens=None, outbound: OutboundProxy | None = None) -> Dashboard:
     """``throttle``: shared with the operator API, which takes the same credentials;
-    ``tokens``: the API tokens (:class:`~ct.storage.apitokens.ApiTokenStore`)."""
+    ``tokens``: the API tokens (:class:`~ct.storage.apitokens.ApiTokenStore`);
+    ``outbound``: the proxy for calls to the identity provider."""
     return Dashboard(LocatorBackend(locator, tokens), credentials, reactor, server_log, config,
-                     throttle=throttle, oidc=oidc_client(config, reactor))
+                     throttle=throttle, oidc=oidc_client(config, reactor, outbound))
 
 
 def edge_dashboard(edge, downloads, credentials: Credentials, config: DashboardConfig,
                    metrics_interval: float, integrations: Integrations, reactor,
-                   parent: service.MultiService, server_log: ServerLog) -> Dashboard:
+                   parent: service.MultiService, server_log: ServerLog,
+                   outbound: OutboundProxy | None = None) -> Dashboard:
     """Single-server: audit entries and metric history kept in memory by this edge, which
     samples its numbers every ``metrics_interval`` seconds (a timer child of ``parent``)."""
     audit = AuditRing()
@@ -70,4 +75,4 @@ def edge_dashboard(edge, downloads, credentials: Credentials, config: DashboardC
     timer.setServiceParent(parent)
     backend = EdgeBackend(edge, downloads, audit, history, integrations)
     return Dashboard(backend, credentials, reactor, server_log, config,
-                     oidc=oidc_client(config, reactor))
+                     oidc=oidc_client(config, reactor, outbound))

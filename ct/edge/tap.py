@@ -204,8 +204,9 @@ def makeService(options, reactor=None) -> EdgeDaemon:
             edge, top.downloads, credentials,
             DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
                                        server.sso, server.password_login,
-                                   server.host_tokens),
-            values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log)
+                                       server.host_tokens),
+            values["metrics_interval"], own_integrations, reactor, top, log_capture.server_log,
+            outbound=server.outbound)
         top.dashboard.mount(site.resource)
     log_capture.setServiceParent(top)
     EdgeRuntime(edge, values["drain_timeout"], reactor).setServiceParent(top)

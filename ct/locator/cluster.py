@@ -391,6 +391,7 @@ class Cluster:
         self._batch = Batch()
         self._flush_call = None
         self._warned_at: dict[str, float] = {}
+        self._unanswered: set[str] = set()  # peers whose last ping failed (logged once)
         self._loops = []
         for interval, fn in ((HEARTBEAT_INTERVAL, self.heartbeat),
                              (RESYNC_INTERVAL, self.resync),
@@ -467,6 +468,7 @@ class Cluster:
         for locator_id in sorted(went):
             self.peer_latency_ms.pop(locator_id, None)
             self._samples.pop(f"peer:{locator_id}", None)
+            self._unanswered.discard(locator_id)
             if locator_id in self.liveness.records:
                 _log.warn("locator {id} is dead (no heartbeat for {bound:g} s); edges linked "
                           "to it reconnect to another locator", id=locator_id,
@@ -556,12 +558,24 @@ class Cluster:
             if not url:
                 continue
             d = self.peer_ping(url)
-            d.addCallback(self._peer_answered, locator_id)
-            d.addErrback(lambda f, i=locator_id: self.peer_latency_ms.pop(i, None))
+            d.addCallbacks(self._peer_answered, self._peer_unanswered,
+                           callbackArgs=(locator_id,), errbackArgs=(locator_id, url))
             calls.append(d)
         return defer.DeferredList(calls)
 
+    def _peer_unanswered(self, failure, locator_id: str, url: str) -> None:
+        """No latency for this peer; the cause is logged once until it answers again
+        (through ``CT_PROXY``, it names the proxy)."""
+        self.peer_latency_ms.pop(locator_id, None)
+        if locator_id not in self._unanswered:
+            self._unanswered.add(locator_id)
+            _log.warn("locator {id} does not answer its latency ping at {url}: {why}",
+                      id=locator_id, url=url, why=_why(failure))
+
     def _peer_answered(self, ms: float, locator_id: str) -> None:
+        if locator_id in self._unanswered:
+            self._unanswered.discard(locator_id)
+            _log.info("locator {id} answers its latency ping again", id=locator_id)
         self.peer_latency_ms[locator_id] = ms = self._median(f"peer:{locator_id}", ms)
         if ms > LATENCY_WARNING_MS:
             self._slow(f"peer:{locator_id}", f"locator {locator_id} answers in {ms:.1f} ms")
@@ -641,6 +655,13 @@ def make_listener(reactor, cluster: Cluster) -> NotifyListener:
     _, kwargs = cluster.db.engine.connect_args()
     return NotifyListener(reactor, dict(kwargs), channel_name(cluster.db.config.pg_schema),
                           cluster.received, cluster.listener_connected, cluster._latency)
+
+
+def _why(failure) -> str:
+    """One line for a failed ping: the exception's message, else its type."""
+    message = failure.getErrorMessage()
+    name = failure.type.__name__ if failure.type is not None else "error"
+    return message if message and message != name else name
 
 
 def peer_pinger(reactor, agent, timeout: float = PEER_PING_TIMEOUT):

@@ -179,7 +179,8 @@ def makeService(options, reactor=None) -> LocatorRuntime:
     cluster = Cluster(reactor, db, ClusterStore(db, reactor), stable_locator_id(values["data_dir"]),
                       relay_url, __version__,
                       peer_ping=peer_pinger(reactor, make_agent(reactor, values["trust_all_certs"],
-                                                                timeout=2.0)))
+                                                                timeout=2.0,
+                                                                outbound=server.outbound)))
     directory = EdgeDirectory(reactor, dead_after=values["edge_dead_after"],
                               link_grace=values["link_grace"])
     reader = None
@@ -219,7 +220,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
                                    server.sso, server.password_login,
                                    server.host_tokens), reactor,
-        log_capture.server_log, throttle, tokens)
+        log_capture.server_log, throttle, tokens, outbound=server.outbound)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     regions_body = max(server.site.max_body, REGIONS_MAX_BODY)

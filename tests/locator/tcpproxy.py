@@ -41,13 +41,20 @@ class CuttableProxy:
                 client.close()
                 continue
             with self._lock:
+                # Decided under the lock that ``cut`` takes: a connection accepted while
+                # ``cut`` ran is either in its list of victims or refused here (never
+                # forwarded through the outage).
+                if self._cut or self._stopped:
+                    client.close()
+                    server.close()
+                    continue
                 self._open.update((client, server))
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        source.settimeout(None)
         try:
+            source.settimeout(None)  # (already closed when a cut came first)
             while True:
                 data = source.recv(65536)
                 if not data:
@@ -69,8 +76,8 @@ class CuttableProxy:
         sock.close()
 
     def cut(self) -> None:
-        self._cut = True
         with self._lock:
+            self._cut = True
             victims = list(self._open)
         for sock in victims:
             self._close(sock)
