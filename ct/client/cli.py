@@ -46,6 +46,8 @@ from ct.client.share import DirectoryShare, printable
 from ct.collab import tree
 from ct.collab.workspace import Policy
 
+PLACEMENT_ATTEMPTS = 3  # placements through the locator when edges refuse as they stop
+
 
 class _Input(LineReceiver):
     delimiter = b"\n"
@@ -113,16 +115,36 @@ def _say_link(client, args) -> None:
 
 
 @defer.inlineCallbacks
+def _hosted(reactor, args, prepare=lambda client: None):
+    """A hosted session, or one clear line and exit status 1. Placed by a locator, an edge
+    that is stopping (4017 ``shutting-down``) sends the host back to the locator, which
+    places it elsewhere (at most PLACEMENT_ATTEMPTS placements). ``prepare`` readies each
+    new client before it hosts."""
+    for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+        server = yield _placed_server(reactor, args)
+        client = SessionClient(reactor, server, args.name)
+        prepare(client)
+        handshake = client.host(title=args.title, host_token=read_token(args.host_token_file),
+                                guests_sign_in=args.guests_sign_in)
+        try:
+            yield handshake
+            return client
+        except SessionEnded as e:
+            if e.code != "shutting-down" or not args.locator or attempt == PLACEMENT_ATTEMPTS:
+                yield _or_exit(defer.fail(e), "host", client)
+            _say(f"* that edge is stopping ({e.message}); asking the locator again")
+        except (ConnectionError, ConnectError) as e:
+            yield _or_exit(defer.fail(e), "host", client)
+
+
+@defer.inlineCallbacks
 def host(reactor, args):
-    server = yield _placed_server(reactor, args)
-    client = SessionClient(reactor, server, args.name)
+    client = yield _hosted(reactor, args)
     client.on_frame = _show_frame(client)
 
-    @defer.inlineCallbacks
     def start():
-        yield client.host(title=args.title, host_token=read_token(args.host_token_file),
-                          guests_sign_in=args.guests_sign_in)
         _say_link(client, args)
+        return defer.succeed(None)
 
     yield _run_session(reactor, client, start)
 
@@ -271,13 +293,16 @@ def share(reactor, args):
         _say(f"*   not shared: {entry['path']} ({entry['reason']}, {entry['size']} bytes)")
     for path, why in scan.refused:
         _say(f"*   not shared: {path} ({why})")
-    server = yield _placed_server(reactor, args)
-    client = SessionClient(reactor, server, args.name)
-    workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)
-    workspace.load(scan)
-    client.on_frame = workspace.on_frame
-    yield _or_exit(client.host(title=args.title, host_token=read_token(args.host_token_file),
-                               guests_sign_in=args.guests_sign_in), "host", client)
+    shares = []
+
+    def prepare(client):
+        workspace = DirectoryShare(reactor, client, root, "host", policy=policy, say=_say)
+        workspace.load(scan)
+        client.on_frame = workspace.on_frame
+        shares.append(workspace)
+
+    client = yield _hosted(reactor, args, prepare)
+    workspace = shares[-1]
     _say_link(client, args)
     workspace.start()
     yield _run_workspace(reactor, client, workspace)

@@ -96,8 +96,8 @@ class LocatorBackend:
             "lag_ms": sum(lags) / len(lags) if lags else None,
             "sessions_hosted": sum(n for _, n in hosted),
             "downloads": _sum_downloads(i.stats.get("downloads") for i in live),
-            "edges": {s: states.count(s) for s in ("online", "suspended", "link-lost",
-                                                   "unavailable")},
+            "edges": {s: states.count(s) for s in ("online", "suspended", "draining",
+                                                   "link-lost", "unavailable")},
         }
 
     def history(self, since: float, until: float, bucket: float):

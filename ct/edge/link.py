@@ -121,6 +121,7 @@ class LocatorLink(service.Service):
         self._reporter.clock = reactor
         outbox.on_added = self.pump
         edge.relay.add_listener(self._session_event)
+        edge.drain_listeners.append(self._drain_started)
 
         urls = [websocket_url(u, "edge") for u in locator_url.split(",") if u.strip()]
         self.factory = factory = WebSocketClientFactory(urls[0], reactor=reactor)
@@ -165,7 +166,8 @@ class LocatorLink(service.Service):
             version=__version__, max_connections=self.max_connections,
             sessions=tuple(link.SessionInfo(s.id, s.team, s.created_at)
                            for s in relay.sessions.values() if not s.internal),
-            teams=tuple(sorted(self.edge.presence.teams))).to_json(self.secret))
+            teams=tuple(sorted(self.edge.presence.teams)),
+            draining=self.edge.draining).to_json(self.secret))
 
     def _received(self, proto, message):
         kind = message["type"]
@@ -295,6 +297,13 @@ class LocatorLink(service.Service):
             outbox=self.outbox.depth,
             sessions_hosted=snap["sessions_hosted_total"],
             downloads=self.downloads.counts() if self.downloads is not None else {}).to_json())
+
+    def _drain_started(self, draining: link.Draining) -> None:
+        """The edge is stopping: the locator places nothing here from now (a link made
+        later carries it in its registration)."""
+        if self.registered and self.proto is not None:
+            self.proto.send_json(draining.to_json())
+            _log.info("told the locator this edge is stopping: no new sessions come here")
 
     def _session_event(self, kind, session, participant, reason):
         if session.internal or not self.registered:

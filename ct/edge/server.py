@@ -23,7 +23,7 @@ from ct.edge.presence import PresenceHub
 from ct.edge.relay import Limits, Participant, Relay, Session
 from ct.protocol import errors
 from ct.protocol.errors import ProtocolError
-from ct.protocol.link import AuditRecord
+from ct.protocol.link import AuditRecord, Draining
 from ct.protocol.wire import MAX_TOKEN, field_str
 
 _log = Logger()
@@ -81,6 +81,8 @@ class Edge:
         self.probe = None  # set by the tap when self-probing is on
         self.outbox = None  # set by the tap with a locator link: its writes show in /health
         self._trusted_proxies = parse_networks(config.trusted_proxies, "trusted proxy")
+        self.draining: Draining | None = None  # stopping: see start_draining
+        self.drain_listeners: list[Callable[[Draining], None]] = []  # the locator link
 
     # -- read by the websocket adapters
     @property
@@ -116,6 +118,22 @@ class Edge:
     def after_handshake(self, conn, participant: Participant) -> None:
         for hook in self.handshake_hooks:
             hook(conn, participant)
+
+    def start_draining(self, timeout: float) -> Draining:
+        """The edge is stopping: refuse new sessions (``shutting-down``) from now; those
+        running are ended ``timeout`` s later. Listeners (the locator link, which tells the
+        locator to place nothing here) hear it once."""
+        if self.draining is None:
+            now = self.clock.seconds()
+            self.draining = Draining(now, now + max(0.0, timeout))
+            self.relay.draining = True
+            for listener in list(self.drain_listeners):
+                try:
+                    listener(self.draining)
+                except Exception:
+                    _log.failure("telling {listener!r} that the edge is draining",
+                                 listener=listener)
+        return self.draining
 
     # -- policies applied when a session is hosted
 
@@ -275,6 +293,8 @@ class Edge:
             ok, detail = self.outbox.health()
             body["checks"]["outbox"] = detail
             degraded = not ok
+        if self.draining is not None:  # still healthy: its sessions go on until then
+            body["draining"] = {"until": self.draining.until}
         if not healthy:
             body["status"] = "failing"
         elif degraded:

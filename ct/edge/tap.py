@@ -74,7 +74,7 @@ class EdgeRuntime(service.Service):
             return None
         _log.info("stopping: waiting up to {t:g} s for {n} sessions to end",
                   t=self.drain_timeout, n=len(relay.sessions))
-        relay.draining = True
+        self.edge.start_draining(self.drain_timeout)  # the locator link tells the locator
         from twisted.internet import task
 
         deadline = self.clock.seconds() + self.drain_timeout

@@ -4,6 +4,9 @@ States (see ``docs/locator.md``):
 
 * ``online``: the edge's link is up and it reported within ``dead_after`` seconds;
 * ``suspended``: online, but an operator suspended it (new sessions only as a last resort);
+* ``draining``: online, but the edge said it is stopping (``CT_DRAIN_TIMEOUT``): no new
+  sessions nor teams at all, joins to its sessions still go there; cleared when its link
+  goes (it stopped) or it registers again without draining;
 * ``link-lost``: the link dropped but the edge still answers ``/health`` (or has not yet
   been found dead); no new sessions, but joins to its sessions are still routed there for
   ``link_grace`` s;
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ct.locator.placement import EdgeSnapshot, EdgeState
+from ct.protocol.link import Draining
 
 HEALTH_FAILURES_FOR_DEAD = 2
 # A placement weighs in its edge's score (never its cap) until a report shows the hosted
@@ -50,6 +54,7 @@ class EdgeInfo:
     linked_at: float | None = None  # when the current link was made (shared epoch)
     seen_at: float = 0.0  # when the database row was last read (edges linked elsewhere)
     shared_report: float | None = None  # the row's report time (the owner's clock)
+    draining: Draining | None = None  # the edge is stopping (it said so over its link)
 
 
 class EdgeDirectory:
@@ -62,7 +67,8 @@ class EdgeDirectory:
     # -- link events
 
     def connected(self, edge_id: str, url: str, region: str, version: str, link,
-                  suspended: bool, max_connections: int = 0) -> EdgeInfo:
+                  suspended: bool, max_connections: int = 0,
+                  draining: Draining | None = None) -> EdgeInfo:
         now = self.clock.seconds()
         info = self.edges.get(edge_id)
         if info is None:
@@ -77,13 +83,23 @@ class EdgeDirectory:
         info.dead = False
         info.max_connections = max_connections
         info.owner = None
+        info.draining = draining
         return info
+
+    def set_draining(self, edge_id: str, draining: Draining | None) -> bool:
+        """The edge said it is stopping; returns whether that is news."""
+        info = self.edges.get(edge_id)
+        if info is None or info.draining == draining:
+            return False
+        info.draining = draining
+        return True
 
     def shared(self, row, owner_alive: bool) -> bool:
         """Merge what the database says of an edge another locator linked (a
         :class:`~ct.storage.cluster.SharedEdge`). ``owner_alive``: the row's locator is alive
         and made the link. An edge linked to this locator keeps its own view; only its
-        suspension can change here. Returns whether the suspension changed."""
+        suspension can change here. Returns whether the suspension changed. A drain the
+        owner recorded counts while that link lasts."""
         info = self.edges.get(row.edge_id)
         if info is None:
             info = self.edges[row.edge_id] = EdgeInfo(row.edge_id, row.url, row.region,
@@ -93,6 +109,7 @@ class EdgeDirectory:
         if info.link is not None:
             return changed
         info.url, info.region, info.version = row.url, row.region, row.version
+        info.draining = row.draining if owner_alive else None
         now = self.clock.seconds()
         info.seen_at = now
         if row.stats_at is not None and row.stats_at != info.shared_report:
@@ -157,6 +174,7 @@ class EdgeDirectory:
             return None  # an older link of an edge that already reconnected
         info.link_up = False
         info.link = None
+        info.draining = None  # a drained edge closes its link as it stops
         info.link_lost_at = self.clock.seconds()
         info.health_failures = 0
         info.last_probe = None
@@ -204,6 +222,8 @@ class EdgeDirectory:
             as_of = now if info.link_up else min(now, info.seen_at)
             if as_of - info.last_report > self.dead_after:
                 return EdgeState.UNAVAILABLE
+            if info.draining is not None:
+                return EdgeState.DRAINING
             return EdgeState.SUSPENDED if info.suspended else EdgeState.ONLINE
         if info.dead or info.link_lost_at is None or now - info.link_lost_at > self.link_grace:
             return EdgeState.UNAVAILABLE
@@ -226,6 +246,7 @@ class EdgeDirectory:
         return {"edge": info.edge_id, "url": info.url, "region": info.region,
                 "version": info.version, "state": self.state(info).value,
                 "suspended": info.suspended, "linkUp": info.link_up or info.owner is not None,
+                "drainingUntil": info.draining.until if info.draining is not None else None,
                 "locator": info.owner, "lastReport": info.last_report,
                 "lastSeenAgo": round(now - info.last_report, 3),
                 **{k: v for k, v in info.stats.items() if k != "type"}}

@@ -166,6 +166,8 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
             self._batch_in_hand = records.batch
             stored, rejected = yield locator.store_records(self.info, records)
             self.send_json(link.stored(records.batch, stored, rejected))
+        elif kind == link.DRAINING:
+            yield locator.edge_draining(self.info, link.Draining.from_json(message))
         elif kind == link.SESSION_UPDATE:
             yield locator.session_updated(self.info, link.SessionUpdate.from_json(message))
         elif kind == link.PING:

@@ -4,7 +4,8 @@ The locator feeds in what it knows of each edge (an :class:`EdgeSnapshot`) and t
 client's region; :func:`pick_edge` answers with the best edge. The rules, in order:
 
 1. Never an ``unavailable`` or ``link-lost`` edge (the locator cannot tell a hung edge
-   from a partitioned one), never a full one (reported ``connections >= max_connections``;
+   from a partitioned one), never a ``draining`` one (it is stopping and refuses new
+   sessions with ``shutting-down``), never a full one (reported ``connections >= max_connections``;
    placements not yet reported do not count towards the cap).
 2. Tiers: ``online`` edges first; ``suspended`` edges only when no online edge can
    take the session.
@@ -26,12 +27,17 @@ from typing import Iterable, Sequence
 class EdgeState(str, enum.Enum):
     ONLINE = "online"
     SUSPENDED = "suspended"
+    DRAINING = "draining"  # the edge said it is stopping: joins only
     LINK_LOST = "link-lost"
     UNAVAILABLE = "unavailable"
 
 
 _TIER = {EdgeState.ONLINE: 0, EdgeState.SUSPENDED: 1}  # states that take new sessions
-_KEEPS_ITS_OWN = frozenset({EdgeState.ONLINE, EdgeState.SUSPENDED, EdgeState.LINK_LOST})
+# A team's presence stays on its edge in these states (a draining edge is about to go:
+# the next lookup moves the team, so the team's new sessions can start).
+_KEEPS_ITS_TEAMS = frozenset({EdgeState.ONLINE, EdgeState.SUSPENDED, EdgeState.LINK_LOST})
+# Joins of an existing session go to its edge in these states (sessions do not move).
+_TAKES_JOINS = _KEEPS_ITS_TEAMS | {EdgeState.DRAINING}
 
 
 @dataclass(frozen=True)
@@ -155,10 +161,11 @@ def assign_team(current_edge_id: str | None, edges: Sequence[EdgeSnapshot],
                 weights: Weights = DEFAULT_WEIGHTS) -> Placement | None:
     """Where a team's presence lives: its current edge while that edge is available
     (online, suspended or link-lost within the grace period, even when full: presence
-    is not a session), otherwise the best edge as for a new session."""
+    is not a session), otherwise (also when it is draining) the best edge as for a new
+    session."""
     if current_edge_id is not None:
         for edge in edges:
-            if edge.edge_id == current_edge_id and edge.state in _KEEPS_ITS_OWN:
+            if edge.edge_id == current_edge_id and edge.state in _KEEPS_ITS_TEAMS:
                 in_region = client_region is None or edge.region == client_region
                 return Placement(edge.edge_id, edge.state, in_region, score(edge, weights))
     return pick_edge(edges, client_region, weights)
@@ -166,8 +173,9 @@ def assign_team(current_edge_id: str | None, edges: Sequence[EdgeSnapshot],
 
 def route_join(session_edge_id: str, edges: Iterable[EdgeSnapshot]) -> str | None:
     """The edge a joiner of an existing session goes to: the session's own edge unless
-    it is unavailable (sessions do not move; the host starts a new one)."""
+    it is unavailable (sessions do not move; the host starts a new one). A draining edge
+    still takes joins: its sessions go on until they end or its drain time is up."""
     for edge in edges:
         if edge.edge_id == session_edge_id:
-            return edge.edge_id if edge.state in _KEEPS_ITS_OWN else None
+            return edge.edge_id if edge.state in _TAKES_JOINS else None
     return None

@@ -517,10 +517,14 @@ class Locator:
         linked_at = None
         if self._shared:  # the others see the link (and place on the edge) from now
             linked_at = round(self.clock.seconds(), 3)
-            yield self.cluster.store.link_edge(edge_id, self.cluster.locator_id, linked_at)
+            yield self.cluster.store.link_edge(edge_id, self.cluster.locator_id, linked_at,
+                                               hello.draining)
         info = self.directory.connected(edge_id, hello.url, hello.region, hello.version,
-                                        link_protocol, edge.suspended, hello.max_connections)
+                                        link_protocol, edge.suspended, hello.max_connections,
+                                        hello.draining)
         info.linked_at = linked_at
+        if hello.draining is not None:  # relinked while stopping (its locator went away)
+            yield self._audit_draining(info, hello.draining)
         self._states[edge_id] = self.directory.state(info)
         self._announce(edges=[edge_id])
         _log.info("edge {edge} connected ({url}, region {region}, version {version}, "
@@ -540,6 +544,28 @@ class Locator:
                 d.addCallback(lambda _: self.cluster.store.set_hosted(info.edge_id, hosted))
             d.addCallback(lambda _: self._announce(edges=[info.edge_id]))
         return d
+
+    @defer.inlineCallbacks
+    def edge_draining(self, info: EdgeInfo, draining: link.Draining):
+        """The edge is stopping: place nothing there from now (the other locators too)."""
+        if not self.directory.set_draining(info.edge_id, draining):
+            return
+        self._states[info.edge_id] = self.directory.state(info)
+        _log.info("edge {edge} is stopping: no new sessions or teams go there, joins to its "
+                  "sessions still do for up to {left:.0f} s", edge=info.edge_id,
+                  left=max(0.0, draining.until - draining.since))
+        if self._shared and info.linked_at is not None:
+            yield self.cluster.store.set_draining(info.edge_id, self.cluster.locator_id,
+                                                  info.linked_at, draining)
+            self._announce(edges=[info.edge_id])
+        yield self._audit_draining(info, draining)
+
+    def _audit_draining(self, info: EdgeInfo, draining: link.Draining) -> defer.Deferred:
+        """One ``edge_draining`` entry per drain, whichever locators the edge tells."""
+        key = f"edge_draining\0{info.edge_id}\0{draining.since:.3f}".encode()
+        return self.audit("edge_draining", entry_id="d-" + hashlib.sha256(key).hexdigest()[:40],
+                          edge_id=info.edge_id,
+                          details={"until": draining.until, "since": draining.since})
 
     def edge_disconnected(self, info: EdgeInfo, link) -> None:
         if self.directory.disconnected(info.edge_id, link) is not None:
@@ -685,6 +711,7 @@ class Locator:
         states = [self.directory.state(i).value for i in self.directory.edges.values()]
         return {"edges": len(states), "edges_online": states.count("online"),
                 "edges_suspended": states.count("suspended"),
+                "edges_draining": states.count("draining"),
                 "edges_unavailable": states.count("unavailable"),
                 "placements": dict(self.placements),
                 "placement_failures_total": self.placement_failures,

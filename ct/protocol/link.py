@@ -44,6 +44,7 @@ REGISTER = "register"
 REPORT = "report"
 RECORDS = "records"  # an outbox batch, answered by stored or retry
 SESSION_UPDATE = "session-update"  # a session started or ended; not answered
+DRAINING = "draining"  # the edge is stopping: no new sessions there; not answered
 PING = "ping"
 SESSIONS = "sessions"  # answer to list-sessions
 DONE = "done"  # answer to remove-participant and end-session (and refusals)
@@ -151,6 +152,32 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Draining:
+    """The edge is stopping (SIGTERM with ``CT_DRAIN_TIMEOUT``): since ``since`` it refuses
+    new sessions (close 4017 ``shutting-down``) and ends those still running at ``until``
+    (both the edge's clock, epoch seconds). Sent once when the drain starts, and inside
+    ``register`` when a link is made while draining; the locator places nothing there."""
+
+    since: float
+    until: float
+
+    def fields(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": DRAINING, **self.fields()}
+
+    @classmethod
+    def from_json(cls, raw: Any, what: str = DRAINING) -> Draining:
+        raw = _object(raw, what)
+        since = _number(raw, "since", what, required=True)
+        until = _number(raw, "until", what, required=True)
+        if until < since:
+            raise bad(what, "'until' must not be before 'since'")
+        return cls(since, until)
+
+
+@dataclass(frozen=True, slots=True)
 class Register:
     """The first message of a link: who the edge is and what it runs now."""
 
@@ -161,12 +188,16 @@ class Register:
     max_connections: int = 0
     sessions: tuple[SessionInfo, ...] = ()
     teams: tuple[str, ...] = ()
+    draining: Draining | None = None  # the edge is stopping (a link made while draining)
 
     def to_json(self, secret: str) -> dict[str, Any]:
-        return {"type": REGISTER, "v": LINK_VERSION, "edge": self.edge, "secret": secret,
-                "url": self.url, "region": self.region, "version": self.version,
-                "maxConnections": self.max_connections,
-                "sessions": [s.to_json() for s in self.sessions], "teams": list(self.teams)}
+        out = {"type": REGISTER, "v": LINK_VERSION, "edge": self.edge, "secret": secret,
+               "url": self.url, "region": self.region, "version": self.version,
+               "maxConnections": self.max_connections,
+               "sessions": [s.to_json() for s in self.sessions], "teams": list(self.teams)}
+        if self.draining is not None:
+            out["draining"] = self.draining.fields()
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Register:
@@ -175,6 +206,7 @@ class Register:
         teams = _list(raw, "teams", what, MAX_REGISTER_TEAMS)
         if not all(isinstance(t, str) and 0 < len(t) <= MAX_NAME for t in teams):
             raise bad(what, f"each of 'teams' must be a string of 1 to {MAX_NAME} characters")
+        draining = raw.get("draining")
         return cls(
             edge=_text(raw, "edge", what, MAX_ID),
             url=_text(raw, "url", what, MAX_URL),
@@ -183,7 +215,9 @@ class Register:
             max_connections=_count(raw, "maxConnections", what, 2**31),
             sessions=tuple(SessionInfo.from_json(s) for s in
                            _list(raw, "sessions", what, MAX_REGISTER_SESSIONS)),
-            teams=tuple(teams))
+            teams=tuple(teams),
+            draining=None if draining is None else Draining.from_json(
+                draining, "register: 'draining'"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ct.protocol.link import Draining
 from ct.storage.database import Database
 from ct.storage.store import from_ms, to_ms
 
@@ -31,7 +32,8 @@ class LocatorRecord:
 
 @dataclass(frozen=True)
 class SharedEdge:
-    """One edge as the database has it: identity, last report, suspension and link holder."""
+    """One edge as the database has it: identity, last report, suspension, link holder and
+    whether it is stopping (``draining``, recorded by the link holder)."""
 
     edge_id: str
     url: str
@@ -48,6 +50,7 @@ class SharedEdge:
     owner: str | None  # the locator holding its link; None: the link was lost
     linked_at: float
     link_lost_at: float | None
+    draining: Draining | None = None
 
     def stats(self) -> dict:
         """The report fields placement reads (the names of ``link.Report.to_json``)."""
@@ -90,16 +93,29 @@ def remove_locator_txn(txn, locator_id, instance) -> None:
                 (locator_id, instance))
 
 
-def link_edge_txn(txn, edge_id, locator_id, now_ms) -> None:
+def link_edge_txn(txn, edge_id, locator_id, now_ms, draining_since_ms=None,
+                  draining_until_ms=None) -> None:
+    """A new link: the edge is draining only if its registration says so."""
     txn.execute(txn.engine.upsert(
-        "edge_links", ["edge_id", "locator_id", "linked_at", "link_lost_at"], ["edge_id"],
-        ["locator_id", "linked_at", "link_lost_at"]), (edge_id, locator_id, now_ms, None))
+        "edge_links", ["edge_id", "locator_id", "linked_at", "link_lost_at", "draining_since",
+                       "draining_until"], ["edge_id"],
+        ["locator_id", "linked_at", "link_lost_at", "draining_since", "draining_until"]),
+        (edge_id, locator_id, now_ms, None, draining_since_ms, draining_until_ms))
+
+
+def draining_txn(txn, edge_id, locator_id, linked_ms, since_ms, until_ms) -> bool:
+    """The edge of the link this locator made at ``linked_ms`` is stopping."""
+    txn.execute("UPDATE edge_links SET draining_since = ?, draining_until = ? "
+                "WHERE edge_id = ? AND locator_id = ? AND linked_at = ?",
+                (since_ms, until_ms, edge_id, locator_id, linked_ms))
+    return txn.rowcount > 0
 
 
 def unlink_edge_txn(txn, edge_id, locator_id, linked_ms, now_ms) -> bool:
     """The link this locator made at ``linked_ms`` dropped; a newer link (the edge already
     reconnected elsewhere) is left alone."""
-    txn.execute("UPDATE edge_links SET locator_id = NULL, link_lost_at = ? "
+    txn.execute("UPDATE edge_links SET locator_id = NULL, link_lost_at = ?, "
+                "draining_since = NULL, draining_until = NULL "
                 "WHERE edge_id = ? AND locator_id = ? AND linked_at = ?",
                 (now_ms, edge_id, locator_id, linked_ms))
     return txn.rowcount > 0
@@ -120,14 +136,16 @@ def shared_edges_txn(txn, edge_ids: Sequence[str] | None) -> list[SharedEdge]:
     txn.execute(
         "SELECT e.edge_id, e.public_url, e.region, e.version, e.suspended, e.stats_at, "
         "e.load_factor, e.lag_ms, e.connections, e.sessions, e.users, l.sessions_hosted, "
-        "l.locator_id, l.linked_at, l.link_lost_at "
+        "l.locator_id, l.linked_at, l.link_lost_at, l.draining_since, l.draining_until "
         f"FROM edges e JOIN edge_links l ON l.edge_id = e.edge_id{where} "
         "ORDER BY e.edge_id", args)
     return [SharedEdge(
         edge_id=r[0], url=r[1], region=r[2], version=r[3], suspended=bool(r[4]),
         stats_at=from_ms(r[5]), cpu=r[6], lag_ms=r[7], connections=int(r[8]),
         sessions=int(r[9]), users=int(r[10]), sessions_hosted=int(r[11] or 0), owner=r[12],
-        linked_at=from_ms(r[13]), link_lost_at=from_ms(r[14])) for r in txn.fetchall()]
+        linked_at=from_ms(r[13]), link_lost_at=from_ms(r[14]),
+        draining=None if r[15] is None else Draining(from_ms(r[15]), from_ms(r[16] or r[15])))
+        for r in txn.fetchall()]
 
 
 def notify_txn(txn, channel: str, payloads: Sequence[str]) -> None:
@@ -162,9 +180,18 @@ class ClusterStore:
         return self.db.runInteraction("remove_locator", remove_locator_txn, locator_id,
                                       instance)
 
-    def link_edge(self, edge_id: str, locator_id: str, at: float):
+    def link_edge(self, edge_id: str, locator_id: str, at: float,
+                  draining: Draining | None = None):
+        since, until = (None, None) if draining is None else (to_ms(draining.since),
+                                                              to_ms(draining.until))
         return self.db.runInteraction("link_edge", link_edge_txn, edge_id, locator_id,
-                                      to_ms(at))
+                                      to_ms(at), since, until)
+
+    def set_draining(self, edge_id: str, locator_id: str, linked_at: float,
+                     draining: Draining):
+        return self.db.runInteraction("edge_draining", draining_txn, edge_id, locator_id,
+                                      to_ms(linked_at), to_ms(draining.since),
+                                      to_ms(draining.until))
 
     def unlink_edge(self, edge_id: str, locator_id: str, linked_at: float):
         return self.db.runInteraction("unlink_edge", unlink_edge_txn, edge_id, locator_id,

@@ -33,7 +33,9 @@ class EdgePages(PageGroup):
                            "CT_LOCATOR and CT_EDGE_SECRET.", class_="note")]
         return [self._table(edges, session, actions=True),
                 tags.p("Suspended edges get no new sessions while another edge can take "
-                       "them; their running sessions go on.", class_="hint"),
+                       "them; their running sessions go on. Draining edges are stopping "
+                       "(CT_DRAIN_TIMEOUT): they get no new sessions at all, and end the "
+                       "sessions still running when their drain time is up.", class_="hint"),
                 *self._locators(getattr(self.backend, "locators", list)())]
 
     @staticmethod
@@ -76,7 +78,7 @@ class EdgePages(PageGroup):
             body(tags.tr(
                 tags.td(tags.strong(e["edge"]), tags.div(e.get("url") or "", class_="muted")),
                 tags.td(tags.span(state, class_=f"badge badge-{state}",
-                                  id=f"state-{e['edge']}")),
+                                  id=f"state-{e['edge']}", **self._state_title(e))),
                 tags.td(e.get("region") or "—"), tags.td(e.get("version") or "—"),
                 tags.td("—" if cpu is None else f"{float(cpu) * 100:.0f} %",
                         id=f"cpu-{e['edge']}", title="of one core, over the last report"),
@@ -87,6 +89,14 @@ class EdgePages(PageGroup):
                           else ()), class_="actions"),
                 id=f"edge-{e['edge']}"))
         return table(body)
+
+    def _state_title(self, edge) -> dict:
+        """A draining edge's badge says when its remaining sessions end."""
+        until = edge.get("drainingUntil")
+        if edge.get("state") != "draining" or until is None:
+            return {}
+        left = max(0.0, float(until) - self.clock.seconds())
+        return {"title": f"stopping: sessions still running end in {left:.0f} s"}
 
     @staticmethod
     def _log_link(edge) -> Tag:

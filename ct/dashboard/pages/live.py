@@ -86,7 +86,8 @@ class LivePages(PageGroup):
             e = now["edges"]
             parts.append(tags.p(
                 tags.a(f"{e['online']} edges online", href="/dashboard/edges"),
-                f", {e['suspended']} suspended, {e['link-lost']} with a lost link, "
+                f", {e['suspended']} suspended, {e.get('draining', 0)} stopping, "
+                f"{e['link-lost']} with a lost link, "
                 f"{e['unavailable']} unavailable.", class_="summary", id="edge-summary"))
         ranges = tags.div(tags.span("Charts for the last ", class_="muted"),
                           class_="ranges")
