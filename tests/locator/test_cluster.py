@@ -15,6 +15,7 @@ from ct.common.settings import SettingError
 from ct.locator.cluster import Batch, Liveness, channel_name, parse_payload
 from ct.locator.edges import EdgeDirectory
 from ct.locator.placement import EdgeState
+from ct.protocol.link import Draining
 from ct.storage.cluster import LocatorRecord, SharedEdge
 
 
@@ -176,6 +177,40 @@ class SharedDirectoryTests(unittest.TestCase):
         self.assertEqual((info.link, info.owner, self.state()),
                          (link, None, EdgeState.SUSPENDED))
 
+    def test_a_drain_recorded_by_the_link_holder_counts_while_its_link_lasts(self):
+        drain = Draining(100.0, 110.0)
+        self.directory.shared(row(draining=drain), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.DRAINING)
+        self.assertEqual(self.directory.describe(self.directory.edges["e1"])["drainingUntil"],
+                         110.0)
+        snap, = self.directory.snapshots()
+        self.assertFalse(snap.eligible)
+        # Its locator died (the row still says draining): link-lost, the drain forgotten.
+        self.clock.advance(1)
+        self.directory.shared(row(draining=drain), owner_alive=False)
+        self.assertEqual(self.state(), EdgeState.LINK_LOST)
+        self.assertIsNone(self.directory.edges["e1"].draining)
+        # Relinked elsewhere without draining (restarted): online again.
+        self.directory.shared(row(owner="C", linked_at=101.0, stats_at=101.0), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.ONLINE)
+
+    def test_an_edge_linked_here_drains_until_its_link_goes_or_it_registers_again(self):
+        link = object()
+        info = self.directory.connected("e1", "http://e1", "default", "1", link, True)
+        self.assertTrue(self.directory.set_draining("e1", Draining(100.0, 103.0)))
+        self.assertFalse(self.directory.set_draining("e1", Draining(100.0, 103.0)))  # no news
+        self.assertEqual(self.state(), EdgeState.DRAINING)  # before its suspension
+        # A row read meanwhile (another locator's view of it) changes nothing here.
+        self.directory.shared(row(owner="B"), owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.DRAINING)
+        self.directory.disconnected("e1", link)
+        self.assertEqual((info.draining, self.state()), (None, EdgeState.LINK_LOST))
+        self.directory.connected("e1", "http://e1", "default", "1", object(), False,
+                                 draining=Draining(100.0, 103.0))
+        self.assertEqual(self.state(), EdgeState.DRAINING)  # relinked while still stopping
+        self.directory.connected("e1", "http://e1", "default", "1", object(), False)
+        self.assertEqual(self.state(), EdgeState.ONLINE)  # started again
+
     def test_placements_reported_by_other_locators_weigh_until_hosted(self):
         self.directory.shared(row(sessions_hosted=1), owner_alive=True)
         for _ in range(3):
@@ -274,6 +309,30 @@ class _ClusterStoreSuite:
         shared, = yield self.cluster.shared_edges()
         self.assertEqual((shared.owner, shared.link_lost_at), (None, 1_000_000.0))
         self.assertEqual((yield self.cluster.shared_edges([])), [])
+
+    @defer.inlineCallbacks
+    def test_a_drain_is_shared_while_its_link_lasts(self):
+        yield self.store.register_edge("e1", "http://e1", "eu", "1")
+        yield self.cluster.link_edge("e1", "A", 999_000.5)
+        shared, = yield self.cluster.shared_edges(["e1"])
+        self.assertIsNone(shared.draining)
+        drain = Draining(999_001.25, 999_031.25)
+        # Only the holder of that very link records it.
+        self.assertFalse((yield self.cluster.set_draining("e1", "B", 999_000.5, drain)))
+        self.assertFalse((yield self.cluster.set_draining("e1", "A", 999_000.0, drain)))
+        self.assertTrue((yield self.cluster.set_draining("e1", "A", 999_000.5, drain)))
+        shared, = yield self.cluster.shared_edges(["e1"])
+        self.assertEqual(shared.draining, drain)
+        yield self.cluster.unlink_edge("e1", "A", 999_000.5)  # it stopped
+        shared, = yield self.cluster.shared_edges(["e1"])
+        self.assertIsNone(shared.draining)
+        # A link made while still draining says so; a new one without clears it.
+        yield self.cluster.link_edge("e1", "B", 999_002.0, drain)
+        shared, = yield self.cluster.shared_edges(["e1"])
+        self.assertEqual((shared.owner, shared.draining), ("B", drain))
+        yield self.cluster.link_edge("e1", "A", 999_003.0)
+        shared, = yield self.cluster.shared_edges(["e1"])
+        self.assertIsNone(shared.draining)
 
 
 class ClusterStoreSQLiteTests(_ClusterStoreSuite, unittest.TestCase):

@@ -24,8 +24,8 @@ from ct.locator.placement import (
 )
 from ct.protocol import link
 
-ON, SUSP, LOST, DOWN = (EdgeState.ONLINE, EdgeState.SUSPENDED, EdgeState.LINK_LOST,
-                        EdgeState.UNAVAILABLE)
+ON, SUSP, LOST, DOWN, DRAIN = (EdgeState.ONLINE, EdgeState.SUSPENDED, EdgeState.LINK_LOST,
+                               EdgeState.UNAVAILABLE, EdgeState.DRAINING)
 
 
 def edge(edge_id, region="eu", state=ON, **kw):
@@ -75,6 +75,16 @@ class PickTests(unittest.SynchronousTestCase):
         self.assertEqual(pick_edge([edge("a", state=SUSP), edge("b", state=DOWN)]).edge_id, "a")
         self.assertEqual(pick_edge([edge("a", state=SUSP), edge("b", cpu=1.0,
                                                                  lag_ms=9999)]).edge_id, "b")
+
+    def test_a_draining_edge_gets_no_new_session_even_as_a_last_resort(self):
+        # It refuses new hosts (shutting-down): unlike a suspended edge, never worth a try.
+        idle_draining = edge("a", state=DRAIN, cpu=0.0)
+        self.assertEqual(pick_edge([idle_draining, edge("b", cpu=1.0, lag_ms=9999)]).edge_id,
+                         "b")
+        self.assertEqual(pick_edge([idle_draining, edge("b", state=SUSP)]).edge_id, "b")
+        self.assertEqual(pick_edge([idle_draining, edge("b", "us")], "eu").edge_id, "b")
+        self.assertIsNone(pick_edge([idle_draining, edge("b", state=LOST)]))
+        self.assertEqual(rank([idle_draining]), [])
 
     def test_finding_28_link_lost_edge_gets_no_new_session(self):
         edges = [edge("a", state=LOST), edge("b", state=SUSP, cpu=1.0)]
@@ -203,6 +213,17 @@ class TeamAndJoinTests(unittest.SynchronousTestCase):
         self.assertEqual(assign_team(None, edges).edge_id, "c")
         self.assertIsNone(assign_team("a", [edge("a", state=DOWN)]))
 
+    def test_team_moves_off_a_draining_edge(self):
+        # Its new sessions could not start there; members still on it reconnect when it stops.
+        edges = [edge("a", state=DRAIN, cpu=0.0), edge("b", cpu=0.9)]
+        self.assertEqual(assign_team("a", edges).edge_id, "b")
+        self.assertEqual(assign_team("new", edges).edge_id, "b")
+        self.assertIsNone(assign_team("a", [edge("a", state=DRAIN)]))
+
+    def test_joins_still_reach_a_draining_edge(self):
+        # Its sessions go on until they end or the drain time is up.
+        self.assertEqual(route_join("a", [edge("a", state=DRAIN), edge("b")]), "a")
+
     def test_route_join(self):
         edges = [edge("a", state=LOST), edge("b", state=DOWN), edge("c", state=SUSP)]
         self.assertEqual(route_join("a", edges), "a")
@@ -241,7 +262,7 @@ class PlacementProperties(unittest.SynchronousTestCase):
             self.assertIsNone(p)
             return
         chosen = next(e for e in edges if e.edge_id == p.edge_id)
-        self.assertIn(chosen.state, (ON, SUSP))
+        self.assertIn(chosen.state, (ON, SUSP))  # never draining, link-lost, unavailable
         self.assertFalse(chosen.full)
 
     @settings(max_examples=300, deadline=None)
@@ -287,7 +308,7 @@ class PlacementProperties(unittest.SynchronousTestCase):
     def test_team_kept_while_its_edge_is_available(self, edges, region, current):
         p = assign_team(current, edges, region)
         mine = [e for e in edges if e.edge_id == current]
-        if mine and mine[0].state != DOWN:
+        if mine and mine[0].state not in (DOWN, DRAIN):
             self.assertEqual(p.edge_id, current)
         else:
             self.assertEqual(p, pick_edge(edges, region))

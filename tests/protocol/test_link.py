@@ -23,6 +23,7 @@ class RoundTripTests(unittest.SynchronousTestCase):
             (link.MetricRecord, link.MetricRecord("m2", 2.0, 0.5, 3, 1, 4, 9, 2, av_participants=3,
                                                   av_calls=1, av_relayed=2, av_direct=4)),
             (link.Records, link.Records(3, ({"id": "x"},), ())),
+            (link.Draining, link.Draining(1000.0, 1030.5)),
         ]
         for cls, value in cases:
             with self.subTest(value=value):
@@ -34,6 +35,15 @@ class RoundTripTests(unittest.SynchronousTestCase):
         wire = hello.to_json("secret")
         self.assertEqual((wire["type"], wire["v"], wire["secret"]), ("register", 1, "secret"))
         self.assertEqual(link.Register.from_json(wire), hello)
+
+    def test_a_register_made_while_draining_says_so(self):
+        hello = link.Register("e1", "http://e:1", "eu", "1.0",
+                              draining=link.Draining(1000.0, 1003.0))
+        wire = hello.to_json("secret")
+        self.assertEqual(wire["draining"], {"since": 1000.0, "until": 1003.0})
+        self.assertEqual(link.Register.from_json(wire), hello)
+        self.assertNotIn("draining", link.Register("e1", "u", "eu", "1").to_json("s"))
+        self.assertEqual(link.Draining(1.0, 2.0).to_json()["type"], link.DRAINING)
 
     def test_session_updates_are_not_record_batches(self):
         self.assertEqual(link.SessionUpdate("s1", ended=2.0).to_json()["type"], "session-update")
@@ -85,6 +95,18 @@ class RefusalTests(unittest.SynchronousTestCase):
             with self.subTest(batch=batch):
                 self.refused(link.Records, {"type": "records", "batch": batch})
         self.refused(link.Records, {"type": "records", "batch": 1, "audit": {}})
+
+    def test_a_drain_is_checked(self):
+        for raw in [{}, {"since": 1.0}, {"until": 2.0}, {"since": "now", "until": 2.0},
+                    {"since": 1.0, "until": math.inf}, {"since": -1.0, "until": 2.0},
+                    {"since": 5.0, "until": 2.0}, {"since": True, "until": 2.0}]:
+            with self.subTest(raw=raw):
+                self.refused(link.Draining, {"type": "draining", **raw})
+        wire = link.Register("e1", "u", "eu", "1").to_json("s")
+        for bad in ["yes", [], {"since": 1.0}]:
+            with self.subTest(register=bad):
+                self.assertIn("register: 'draining'",
+                              self.refused(link.Register, {**wire, "draining": bad}))
 
     def test_session_update_needs_a_session(self):
         self.refused(link.SessionUpdate, {"type": "session-update"})
