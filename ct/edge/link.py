@@ -35,6 +35,8 @@ from ct.protocol.wire import encode_control
 
 _log = Logger()
 
+CLOSE_TIMEOUT = 2.0  # stopping: the locator's answer to our close, at most
+
 
 class _LinkProtocol(WebSocketClientProtocol):
     def onOpen(self):
@@ -117,6 +119,7 @@ class LocatorLink(service.Service):
         self.downloads = None  # a DownloadCounter: per-client counts go into reports
         self.server_log = None  # a ServerLog: its recent lines answer the locator's log-lines
         self.config_listeners: list[Callable[[dict[str, Any]], None]] = [self._apply_advanced]
+        self._link_closed = None  # fires once the link closed (stopping)
         self._reporter = LoopingCall(self.report)
         self._reporter.clock = reactor
         outbox.on_added = self.pump
@@ -148,13 +151,21 @@ class LocatorLink(service.Service):
         self._reporter.start(self.report_interval, now=False)
 
     def stopService(self):
+        """Close the link with a websocket close (1000), so the locator knows
+        the edge stopped rather than lost it; cut after CLOSE_TIMEOUT s without an answer."""
         super().stopService()
         if self._reporter.running:
             self._reporter.stop()
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        return self.client.stopService()
+        closed = defer.succeed(None)
+        proto = self.proto
+        if proto is not None and proto.state == proto.STATE_OPEN:
+            closed = self._link_closed = defer.Deferred()
+            proto.sendClose(1000, "edge stopping")  # autobahn sends 1000 or 3000-4999
+            closed.addTimeout(CLOSE_TIMEOUT, self.reactor, onTimeoutCancel=lambda *_: None)
+        return closed.addCallback(lambda _: self.client.stopService())
 
     # -- connection life
 
@@ -277,11 +288,16 @@ class LocatorLink(service.Service):
     def _closed(self, proto, code, reason):
         if proto is not self.proto:
             return
+        waiting, self._link_closed = self._link_closed, None
+        if waiting is not None and not waiting.called:
+            waiting.callback(None)
         was = self.registered
         self.proto = None
         self.registered = False
         self.in_flight = None
-        if was:
+        if was and not self.running:
+            _log.info("link to the locator closed: the edge is stopping")
+        elif was:
             _log.warn("link to the locator lost ({code}); reconnecting, records wait in the "
                       "outbox", code=code)
 

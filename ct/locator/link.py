@@ -191,7 +191,7 @@ class EdgeLinkProtocol(WebSocketServerProtocol):
         self._closing = True
         self._cancel_deadline()
         if self.info is not None:
-            self.factory.locator.edge_disconnected(self.info, self)
+            self.factory.locator.edge_disconnected(self.info, self, clean=wasClean)
 
 
 class EdgeLinkFactory(WebSocketServerFactory):

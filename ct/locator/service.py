@@ -567,7 +567,8 @@ class Locator:
                           edge_id=info.edge_id,
                           details={"until": draining.until, "since": draining.since})
 
-    def edge_disconnected(self, info: EdgeInfo, link) -> None:
+    def edge_disconnected(self, info: EdgeInfo, link, clean: bool = False) -> None:
+        draining = info.draining if info.link is link else None
         if self.directory.disconnected(info.edge_id, link) is not None:
             if self._shared and info.linked_at is not None:
                 d = self.cluster.store.unlink_edge(info.edge_id, self.cluster.locator_id,
@@ -575,9 +576,13 @@ class Locator:
                 d.addCallback(lambda _: self._announce(edges=[info.edge_id]))
                 d.addErrback(lambda f: _log.debug("recording the link loss failed: {e}",
                                                   e=f.getErrorMessage()))
-            _log.warn("edge {edge}: link lost; no new sessions go there, joins still do for "
-                      "up to {grace} s while it answers /health", edge=info.edge_id,
-                      grace=self.directory.link_grace)
+            if draining is not None and clean:
+                _log.info("edge {edge} closed its link as it stopped after draining",
+                          edge=info.edge_id)
+            else:
+                _log.warn("edge {edge}: link lost; no new sessions go there, joins still do "
+                          "for up to {grace} s while it answers /health", edge=info.edge_id,
+                          grace=self.directory.link_grace)
             self.probe_lost_edges()
 
     def session_updated(self, info: EdgeInfo, update: link.SessionUpdate) -> defer.Deferred:

@@ -6,7 +6,8 @@
   then the edge is unavailable; its sessions go on, and on reconnect what it recorded
   meanwhile reaches the locator;
 * the older ``CT_LOGS_USER``/``CT_LOGS_PASSWORD`` as dashboard and operator credentials;
-* drain on stop: SIGTERM to a twistd edge with sessions.
+* drain on stop: SIGTERM to a twistd edge with sessions; under a locator, the edge says
+  so over its link and every placement made meanwhile goes to another edge.
 
 Bounds are those of docs/locator.md and docs/install.md, with slack for a loaded machine.
 """
@@ -25,6 +26,7 @@ from twisted.web.http_headers import Headers
 
 from ct.client.locator import LocatorRefused
 from ct.client.session import SessionClient
+from tests.dashboard.util import DashboardClient
 from tests.deployment.util import OPERATOR, Deployment
 from tests.edge.util import close_all, sleep
 from tests.locator.tcpproxy import CuttableProxy
@@ -340,3 +342,107 @@ class DrainOnStopTests(unittest.TestCase):
                             "AND session_id = ?", (host.session,))
         self.assertEqual(len(rows), 1, daemon.log()[-3000:])
         self.assertNotIn("edge-shutdown", rows[0][0])
+
+
+class DrainTellsTheLocatorTests(unittest.TestCase):
+    """Edge A of two stops with ``CT_DRAIN_TIMEOUT`` while it holds a session: it tells the
+    locator at once, which places nothing there while its session goes on (issue 13/15)."""
+
+    timeout = 180
+    DRAIN = 6.0
+    TOLD_BOUND = 2.0  # SIGTERM to "draining" in the locator's directory
+
+    @defer.inlineCallbacks
+    def test_placements_go_elsewhere_while_an_edge_drains_then_its_link_closes(self):
+        d = Deployment(self, locator_env={"CT_PLACEMENT_RATE": "0"})
+        d.start_locator()
+        d.start_edge("a", CT_DRAIN_TIMEOUT=str(self.DRAIN))
+        d.start_edge("b")
+        yield d.wait_online(["a", "b"])
+        clients = []
+        self.addCleanup(lambda: close_all(clients))
+        host = SessionClient(reactor, d.edge_urls["a"], "alice", auto_resume=False)
+        yield host.host()
+        clients.append(host)
+        guest = SessionClient.from_link(reactor, str(host.link), "bob", auto_resume=False)
+        yield guest.join_link()
+        clients.append(guest)
+        # Both edges take placements before (the check below could fail).
+        before = yield self.place(d, 6)
+        self.assertGreater(before.get("a", 0), 0, before)
+
+        daemon = d.edges["a"]
+        daemon.proc.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        yield d.wait_edges(lambda s: s.get("a") == "draining", timeout=self.TOLD_BOUND + SLACK)
+        told_after = time.monotonic() - stopped_at
+        self.assertLess(told_after, self.TOLD_BOUND + SLACK)
+
+        # Until the drain time is up: every placement goes to b, and so does a new team;
+        # a is draining in the directory, /health and the dashboard; its session goes on.
+        dashboard = DashboardClient(d.locator_url)
+        yield dashboard.login(*OPERATOR)
+        placed: dict[str, int] = {}
+        rounds = 0
+        while time.monotonic() - stopped_at < self.DRAIN - 1.0:
+            counts = yield self.place(d, 3)
+            for edge, n in counts.items():
+                placed[edge] = placed.get(edge, 0) + n
+            team = yield d.client().team_edge(f"team-{rounds}")
+            self.assertEqual(team["edge"], "b")
+            if rounds == 0:
+                # A host placed now really hosts on b.
+                answer = yield d.client().start_session()
+                other = SessionClient(reactor, answer["server"], "carol", auto_resume=False)
+                yield other.host()
+                clients.append(other)
+                self.assertEqual(answer["edge"], "b")
+                found = yield d.client().find_session(host.session)
+                self.assertEqual(found["edge"], "a")  # joins still go there
+                code, body = yield http_get(d.locator_url + "/health")
+                health = json.loads(body)
+                self.assertEqual((code, health["edges_draining"], health["edges_online"]),
+                                 (200, 1, 1))
+                page = yield dashboard.get("/dashboard/edges")
+                self.assertRegex(page.text, r'id="state-a"[^>]*>draining<')
+                self.assertRegex(page.text, r'id="state-b"[^>]*>online<')
+            host.send(f"still here {rounds}".encode())
+            frame = yield guest.next_frame(timeout=5)
+            self.assertEqual(frame.data, f"still here {rounds}".encode())
+            rounds += 1
+            yield sleep(0.3)
+        self.assertGreater(rounds, 2)
+        self.assertEqual(set(placed), {"b"}, placed)
+        states = yield edge_states(d)
+        self.assertEqual(states["a"]["state"], "draining")
+        self.assertIsNotNone(states["a"]["drainingUntil"])
+
+        # The drain time is up: the rest is ended, the edge stops and closes its link.
+        outcome = yield host.ended
+        self.assertIn("edge-shutdown", outcome.message)
+        self.assertGreater(time.monotonic() - stopped_at, self.DRAIN - 0.5)
+        status = yield wait_process_exit(daemon, 10)
+        self.assertEqual(status, -signal.SIGTERM)
+        yield d.wait_edges(lambda s: s.get("a") in ("link-lost", "unavailable"), timeout=10)
+        log = d.locator.log()
+        self.assertIn("edge a closed its link as it stopped after draining", log,
+                      daemon.log()[-3000:])
+        self.assertNotIn("edge a: link lost", log)
+        self.assertIn("told the locator this edge is stopping", daemon.log())
+        self.assertIn("link to the locator closed: the edge is stopping", daemon.log())
+        self.assertNotIn("Traceback", daemon.log())
+        rows = d.audit_rows("SELECT edge_id, details FROM audit_entries "
+                            "WHERE kind = 'edge_draining'")
+        self.assertEqual([r[0] for r in rows], ["a"])
+        self.assertIn("until", json.loads(rows[0][1]))
+        after = yield self.place(d, 3)
+        self.assertEqual(after, {"b": 3})
+
+    @staticmethod
+    @defer.inlineCallbacks
+    def place(d: Deployment, n: int):
+        counts: dict[str, int] = {}
+        for _ in range(n):
+            answer = yield d.client().start_session()
+            counts[answer["edge"]] = counts.get(answer["edge"], 0) + 1
+        return counts
