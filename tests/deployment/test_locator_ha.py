@@ -79,12 +79,13 @@ class LocatorCluster:
         headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else None
         return LocatorClient(reactor, url, headers=headers, timeout=10)
 
-    def start_edge(self, name: str, locator: str, region: str = "default") -> str:
+    def start_edge(self, name: str, locator: str, region: str = "default", **extra) -> str:
         env = {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1", "CT_EDGE_SECRET": EDGE_SECRET,
                "CT_PROBE_INTERVAL": "0", "CT_REPORT_INTERVAL": "0.5",
                "CT_METRICS_INTERVAL": "1", "CT_TEAM_SECRET": "ha-team-secret",
                "CT_LOCATOR": locator, "CT_REGION": region, "CT_EDGE_ID": name,
-               "CT_DATA_DIR": os.path.join(self.root, name)}
+               "CT_DATA_DIR": os.path.join(self.root, name),
+               **{k: str(v) for k, v in extra.items()}}
         self.edges[name] = Daemon("ctedge", env)
         self.edge_urls[name] = f"http://127.0.0.1:{self.edges[name].port('HTTP')}"
         return self.edge_urls[name]
