@@ -317,6 +317,45 @@ class DrainOnStopTests(unittest.TestCase):
         self.assertLess(time.monotonic() - stopped_at, self.EXIT_BOUND)
 
     @defer.inlineCallbacks
+    def test_ct_client_refused_by_a_stopping_edge_asks_the_locator_again(self):
+        # The race the drain message cannot close: the locator placed the host on edge a
+        # just before a began to drain. A real HTTP server stands in for that locator (its
+        # first answer a, then b); ct-client runs as users run it.
+        from twisted.web import resource, server
+
+        from tests.client.cliproc import CliProcess
+
+        draining = self.start_edge(self.DRAIN * 4)
+        yield self.session("alice")
+        draining.proc.send_signal(signal.SIGTERM)
+        draining.wait_for_log(r"stopping: waiting up to", timeout=5)
+        other = Daemon("ctedge", {"CT_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
+                                  "CT_PROBE_INTERVAL": "0", "CT_DATA_DIR": self.mktemp()})
+        self.addCleanup(other.stop)
+        answers = [("a", self.url), ("b", f"http://127.0.0.1:{other.port('HTTP')}")]
+        asked = []
+
+        class StaleLocator(resource.Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                asked.append(request.path)
+                edge, url = answers[min(len(asked), len(answers)) - 1]
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps({"edge": edge, "server": url, "region": "default",
+                                   "state": "online", "inRegion": True}).encode()
+
+        port = reactor.listenTCP(0, server.Site(StaleLocator()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        locator = f"http://127.0.0.1:{port.getHost().port}"
+        cli = CliProcess(self, "host", "--locator", locator, "--name", "erin")
+        yield cli.wait_line(r"that edge is stopping .*shutting-down|this edge is stopping")
+        yield cli.wait_line(r"placed this session on edge b")
+        yield cli.wait_line(r"hosting session \S+; join link")
+        self.assertEqual(asked, [b"/api/v1/sessions"] * 2)
+        cli.close_input()
+
+    @defer.inlineCallbacks
     def test_under_a_locator_the_link_stays_up_while_draining(self):
         d = Deployment(self)
         d.start_locator()
