@@ -29,6 +29,9 @@ HEALTH_FAILURES_FOR_DEAD = 2
 # A placement weighs in its edge's score (never its cap) until a report shows the hosted
 # session, at most this long: reports arrive every few seconds, placements in bursts.
 PENDING_PLACEMENT_SECONDS = 10.0
+# A drain in a shared row whose end passed this long ago is left over (a link made by a
+# locator of a version before drains were shared keeps the columns): not draining.
+STALE_DRAIN_SECONDS = 120.0
 
 
 @dataclass
@@ -109,7 +112,9 @@ class EdgeDirectory:
         if info.link is not None:
             return changed
         info.url, info.region, info.version = row.url, row.region, row.version
-        info.draining = row.draining if owner_alive else None
+        drain = row.draining
+        stale = drain is not None and self.clock.seconds() > drain.until + STALE_DRAIN_SECONDS
+        info.draining = drain if owner_alive and not stale else None
         now = self.clock.seconds()
         info.seen_at = now
         if row.stats_at is not None and row.stats_at != info.shared_report:

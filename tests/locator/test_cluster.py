@@ -193,6 +193,12 @@ class SharedDirectoryTests(unittest.TestCase):
         # Relinked elsewhere without draining (restarted): online again.
         self.directory.shared(row(owner="C", linked_at=101.0, stats_at=101.0), owner_alive=True)
         self.assertEqual(self.state(), EdgeState.ONLINE)
+        # A drain left over in the row (relinked by a locator that does not share drains)
+        # counts not once its end is long past.
+        self.clock.advance(300)
+        self.directory.shared(row(owner="C", linked_at=101.0, stats_at=401.0, draining=drain),
+                              owner_alive=True)
+        self.assertEqual(self.state(), EdgeState.ONLINE)
 
     def test_an_edge_linked_here_drains_until_its_link_goes_or_it_registers_again(self):
         link = object()
