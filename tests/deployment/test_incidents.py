@@ -282,6 +282,10 @@ class DrainOnStopTests(unittest.TestCase):
         with self.assertRaises(Exception) as caught:
             yield refused.host()
         self.assertIn("shutting-down", str(caught.exception))
+        code, body = yield http_get(self.url + "/health")  # still healthy, and says why
+        health = json.loads(body)
+        self.assertEqual((code, health["status"]), (200, "ok"))
+        self.assertGreater(health["draining"]["until"], time.time() + 1)
         alice.send(b"still here")
         frame = yield bob.next_frame(timeout=5)
         self.assertEqual(frame.data, b"still here")
