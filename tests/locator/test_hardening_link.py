@@ -326,6 +326,33 @@ class EdgeLinkOverSocketsTests(unittest.TestCase):
         self.assertEqual(factory.messages[-1]["stored"], 400)
 
     @defer.inlineCallbacks
+    def test_a_draining_message_is_checked_then_the_edge_drains(self):
+        @defer.inlineCallbacks
+        def registered(edge):
+            proto, factory = yield self.connect()
+            proto.sendMessage(json.dumps({**VALID_REGISTER, "edge": edge}).encode(), False)
+            deadline = time.monotonic() + 10
+            while not any(m.get("type") == "registered" for m in factory.messages):
+                self.assertLess(time.monotonic(), deadline, factory.messages)
+                yield sleep(0.05)
+            return proto, factory
+
+        proto, factory = yield registered("bad-drain")
+        proto.sendMessage(json.dumps({"type": "draining", "since": 10.0,
+                                      "until": 5.0}).encode(), False)
+        code = yield factory.closed.addTimeout(15, reactor)
+        self.assertEqual((code, factory.messages[-1]["code"]), (4000, "bad-message"))
+        self.assertIn("'until' must not be before 'since'", factory.messages[-1]["message"])
+        proto, factory = yield registered("good-drain")
+        now = time.time()
+        proto.sendMessage(json.dumps({"type": "draining", "since": now,
+                                      "until": now + 30}).encode(), False)
+        states = yield self.d.wait_edges(lambda s: s.get("good-drain") == "draining",
+                                         timeout=10)
+        self.assertNotEqual(states.get("bad-drain"), "draining")
+        self.assertFalse(factory.closed.called)
+
+    @defer.inlineCallbacks
     def test_finding_25_slow_big_message_is_not_silence_but_a_silent_link_is_dropped(self):
         proto, factory = yield self.connect(_SilentLinkClient)
         proto.sendMessage(json.dumps(VALID_REGISTER).encode(), False)
