@@ -1,4 +1,4 @@
-"""Schema 6: ``edge_links.draining_since``/``draining_until``, an edge that is stopping.
+"""Schema 7: ``edge_links.draining_since``/``draining_until``, an edge that is stopping.
 
 An edge stopping with ``CT_DRAIN_TIMEOUT`` tells the locator holding its link, which records
 it here so the other locators place nothing there either (``docs/locator.md``, "Drain on
