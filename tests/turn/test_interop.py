@@ -1,6 +1,7 @@
 """Issue 16, interop: the clients that found each problem, against the relay on real sockets.
 
-coturn's ``turnutils_uclient`` (UDP, TCP, TLS with ALPN) and the openssl CLI with ALPN.
+coturn's ``turnutils_uclient`` (UDP, TCP, TLS with ALPN), the openssl CLI with ALPN, a TLS
+reader of single records, and a raw STUN client against a ``ctturn`` process (foreign REALM).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import re
 import shutil
 import socket
 import ssl
+import sys
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from ct.turn import stun, tap
+from ct.turn import auth, stun, tap
 
-from .support import listen_on_loopback, make_server
-from .test_tap import self_signed
+from .support import error_code, listen_on_loopback, make_server, wait_until
+from .test_tap import ROOT, _Collect, free_port, self_signed
 
 UCLIENT = shutil.which("turnutils_uclient") or (
     "/usr/bin/turnutils_uclient" if os.path.exists("/usr/bin/turnutils_uclient") else None)
@@ -147,3 +149,70 @@ class UclientTests(RelayOnLoopback):
 
     def test_issue16_uclient_send_indications_tls_with_alpn(self):
         return self.uclient("-t", "-S", "-s", port=self.ports["tls"])
+
+
+def _foreign_realm_exchange(port: int, username: str, password: str) -> list:
+    """A raw STUN client on a real UDP socket: an unsigned Allocate (asked again while the
+    relay starts, 20 s at most), then the same Allocate signed with the key of the
+    relay's realm but naming another REALM, then named right. The three answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        transport = [(stun.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))]
+
+        def ask(attrs, key=None, tries=4):
+            tid = os.urandom(12)
+            data = stun.encode_message(stun.ALLOCATE, stun.REQUEST, tid, attrs, key=key)
+            for _ in range(tries):
+                sock.sendto(data, ("127.0.0.1", port))
+                try:
+                    while True:
+                        answer = stun.parse_message(sock.recv(2048))
+                        if answer.transaction_id == tid:
+                            return answer
+                except socket.timeout:
+                    continue
+            raise AssertionError(f"no answer from ctturn on udp {port}")
+
+        challenge = ask(transport, tries=40)
+        realm, nonce = challenge.get(stun.REALM), challenge.get(stun.NONCE)
+        key = stun.long_term_key(username, realm.decode(), password)
+        signed = [*transport, (stun.USERNAME, username.encode())]
+        foreign = ask([*signed, (stun.REALM, b"other.realm"), (stun.NONCE, nonce)], key)
+        right = ask([*signed, (stun.REALM, realm), (stun.NONCE, nonce)], key)
+        return [challenge, foreign, right]
+
+
+class ForeignRealmOverUdp(unittest.TestCase):
+    """A ``ctturn`` process (twistd) and a raw STUN client over UDP."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_issue16_foreign_realm_refused_by_ctturn_over_udp(self):
+        udp = free_port()
+        env = dict(os.environ, PYTHONPATH=ROOT, CT_TURN_SECRET=SECRET,
+                   CT_TURN_REALM="ct.test", CT_TURN_LISTEN_UDP=f"127.0.0.1:{udp}",
+                   CT_TURN_LISTEN_TCP="none", CT_TURN_LISTEN_TLS="none",
+                   CT_TURN_RELAY_ADDRESS="127.0.0.1", CT_TURN_RELAY_PORTS="50000-59999")
+        collector = _Collect()
+        process = reactor.spawnProcess(
+            collector, sys.executable,
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "ctturn"], env=env, path=ROOT)
+
+        def stop():
+            if process.pid is not None:
+                process.signalProcess("TERM")
+            return collector.ended
+        self.addCleanup(stop)
+        username, password = auth.rest_credentials(SECRET, "realm16", 600, reactor.seconds())
+        challenge, foreign, right = yield threads.deferToThread(
+            _foreign_realm_exchange, udp, username, password)
+        output = lambda: collector.output.decode(errors="replace")[-3000:]  # noqa: E731
+        self.assertEqual(error_code(challenge), 401, output())
+        self.assertEqual(challenge.get(stun.REALM), b"ct.test")
+        self.assertEqual(error_code(foreign), 401, output())
+        self.assertEqual(foreign.get(stun.REALM), b"ct.test")  # the relay names its own
+        self.assertEqual(right.cls, stun.SUCCESS, output())  # the credentials were valid
+        yield wait_until(reactor, lambda: b"401 foreign realm" in collector.output,
+                         timeout=10.0, step=0.1, message=output)
