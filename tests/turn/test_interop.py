@@ -208,7 +208,9 @@ class ForeignRealmOverUdp(unittest.TestCase):
         username, password = auth.rest_credentials(SECRET, "realm16", 600, reactor.seconds())
         challenge, foreign, right = yield threads.deferToThread(
             _foreign_realm_exchange, udp, username, password)
-        output = lambda: collector.output.decode(errors="replace")[-3000:]  # noqa: E731
+
+        def output():
+            return collector.output.decode(errors="replace")[-3000:]
         self.assertEqual(error_code(challenge), 401, output())
         self.assertEqual(challenge.get(stun.REALM), b"ct.test")
         self.assertEqual(error_code(foreign), 401, output())
