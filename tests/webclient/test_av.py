@@ -19,7 +19,8 @@ import pytest
 from tests.dashboard.browser import missing
 from tests.edge.test_audio_video import free_port
 from tests.tlsutil import write_self_signed
-from tests.webclient.support import AppPage, CapturingProxy, NodeHost, start_edge, wait_until
+from tests.webclient.support import (AppPage, ConnectionCapturingProxy, NodeHost, start_edge,
+                                     wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -272,13 +273,15 @@ class VisibilityTests(CallTestCase):
 
 class NetworkCutTests(CallTestCase):
     def test_a_cut_recovers_and_the_relay_carries_only_srtp(self):
-        """A's session channel and its TURN-over-TCP connection go through proxies; both are
-        cut for 5 s. The call comes back by itself; what A sent through the relay is SRTP."""
+        """A's session channel and its TURN-over-TCP connection (A's only path: relay only,
+        TCP only) go through proxies; both are cut for 5 s. During the cut A's page says it
+        is reconnecting, nothing is forwarded for A, and B receives nothing from A; then the
+        call comes back by itself. What A's relay connections carried is DTLS and SRTP."""
         daemon, url, turn_port = av_edge(self)
         host = NodeHost(self, url, FILES)
         edge_port = int(url.rsplit(":", 1)[1])
-        channel = CapturingProxy("127.0.0.1", edge_port)
-        relay = CapturingProxy("127.0.0.1", turn_port)
+        channel = ConnectionCapturingProxy("127.0.0.1", edge_port)
+        relay = ConnectionCapturingProxy("127.0.0.1", turn_port)
         for proxy in (channel, relay):
             self.addCleanup(proxy.stop)
         a, b = CallPage(self), CallPage(self)
@@ -288,20 +291,46 @@ class NetworkCutTests(CallTestCase):
         b.join_call("relay", "tcp")
         a.wait_inbound_audio(1, timeout=40)
         b.wait_inbound_audio(1, timeout=40)
+        ada = a.js("return window.ctApp.participant")
 
-        wait_until(lambda: len(rtp_packets(bytes(relay.upstream))) >= 200, 20,
+        def from_a() -> int:
+            return next(s for s in b.stats() if s["participant"] == ada)["audio"]["packets"]
+
+        wait_until(lambda: len(rtp_packets(relay_upstream(relay))) >= 200, 20,
                    "200 RTP packets from A through the relay")
-        assert_only_srtp(self, bytes(relay.upstream))
 
         channel.cut()
         relay.cut()
-        time.sleep(5)
+        cut_at = time.monotonic()
+        wait_until(lambda: a.js("const s = document.querySelector('#ct-status');"
+                                "return s.dataset.state === 'reconnecting'"
+                                " && s.textContent.startsWith('Reconnecting')"), 4,
+                   "A's page shows it is reconnecting")
+        time.sleep(max(0.0, cut_at + 1.5 - time.monotonic()))  # what was in flight, arrived
+        stalled, forwarded = from_a(), relay.forwarded() + channel.forwarded()
+        time.sleep(max(0.0, cut_at + 4.5 - time.monotonic()))
+        self.assertEqual(from_a(), stalled, "B still received A's audio during the cut")
+        self.assertEqual(relay.forwarded() + channel.forwarded(), forwarded,
+                         "bytes went through A's proxies during the cut")
+        self.assertEqual(a.status(), "reconnecting")
+        time.sleep(max(0.0, cut_at + 5 - time.monotonic()))
+        connections_before = len(relay.connections)
         channel.restore()
         relay.restore()
         a.wait_status("resumed", "connected", timeout=30)
         a.wait_inbound_audio(1, timeout=60)
         b.wait_inbound_audio(1, timeout=60)
+        wait_until(lambda: from_a() > stalled + 50, 20, "B receives A's audio again")
+        self.assertGreater(len(relay.connections), connections_before,
+                           "A did not connect to the relay again")
         a.screenshot("av-05-after-cut")
+        # Before and after the cut, the relay carried DTLS and SRTP for A, nothing else.
+        wait_until(lambda: len(rtp_packets(relay.connections[-1]["upstream"])) >= 100, 20,
+                   "RTP from A through the new relay connection")
+        for capture in relay.connections:
+            if capture["upstream"]:
+                assert_only_srtp(self, bytes(capture["upstream"]), minimum=0)
+        assert_only_srtp(self, relay_upstream(relay))
 
 
 def turn_tcp_payloads(stream: bytes) -> list[bytes]:
@@ -311,12 +340,13 @@ def turn_tcp_payloads(stream: bytes) -> list[bytes]:
     i = 0
     while i + 4 <= len(stream):
         first = stream[i]
+        length = int.from_bytes(stream[i + 2:i + 4], "big")
+        if i + (4 if first >= 0x40 else 20) + length > len(stream):
+            break  # the last frame, cut short by the end of the capture
         if 0x40 <= first <= 0x7F:  # ChannelData
-            length = int.from_bytes(stream[i + 2:i + 4], "big")
             out.append(stream[i + 4:i + 4 + length])
             i += 4 + length + (-length % 4)
         elif first < 0x40:  # STUN: 20-byte header, attributes
-            length = int.from_bytes(stream[i + 2:i + 4], "big")
             message_type = int.from_bytes(stream[i:i + 2], "big")
             if message_type == 0x0016:  # Send indication: take DATA (0x0013)
                 j = i + 20
@@ -332,26 +362,78 @@ def turn_tcp_payloads(stream: bytes) -> list[bytes]:
     return out
 
 
+def relay_upstream(proxy) -> bytes:
+    """Everything A sent on its TURN-over-TCP connections, the longest one (its parser
+    must not cross connections)."""
+    return max((bytes(c["upstream"]) for c in proxy.connections), key=len, default=b"")
+
+
 def rtp_packets(stream: bytes) -> list[bytes]:
     """The Opus RTP packets (payload type 111, Chromium's) in a TURN-over-TCP stream."""
     return [p for p in turn_tcp_payloads(stream)
             if len(p) > 40 and 128 <= p[0] <= 191 and p[1] & 0x7F == 111]
 
 
-def assert_only_srtp(case, stream: bytes) -> None:
-    """DTLS set the keys, and RTP payloads look encrypted: the Opus TOC byte (the first
-    payload byte, nearly constant in plaintext) takes many values."""
-    dtls = [p for p in turn_tcp_payloads(stream) if p and 20 <= p[0] <= 63]  # RFC 7983
-    rtp = rtp_packets(stream)
-    case.assertTrue(dtls, "no DTLS records through the relay")
-    case.assertGreater(len(rtp), 150, f"too few Opus RTP packets ({len(rtp)}) through the relay")
-    firsts = set()
-    for packet in rtp:
-        start = 12 + 4 * (packet[0] & 0x0F)
-        if packet[0] & 0x10:  # header extension
-            start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
-        firsts.add(packet[start])
+def rtp_payload(packet: bytes) -> bytes:
+    """An RTP packet's payload (after CSRCs and the header extension)."""
+    start = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:  # header extension
+        start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
+    return packet[start:]
+
+
+SRTP_TAGS = (10, 16)  # AES_CM_128_HMAC_SHA1_80's tag, AEAD_AES_128_GCM's
+OPUS_SILENCE = b"\xf8\xff\xfe"  # a plaintext Opus frame of silence (CELT, 20 ms, fullband)
+
+
+def classify(packet: bytes) -> str:
+    """What one relayed datagram is, by its first byte (RFC 7983) and, for RTP and RTCP
+    (version 2), by whether it can be SRTP/SRTCP: room for the authentication tag and,
+    for SRTCP, the E flag of the SRTCP index set (RFC 3711 / RFC 7714)."""
+    if not packet:
+        return "empty"
+    first = packet[0]
+    if first <= 3:
+        return "stun"
+    if 20 <= first <= 63:
+        return "dtls"
+    if first >> 6 != 2:
+        return "unknown"
+    if 192 <= packet[1] <= 223:  # RTCP packet types 192..223 (RFC 5761)
+        length = 4 * (int.from_bytes(packet[2:4], "big") + 1)  # the first RTCP packet's
+        # The E flag: before the tag with AES-CM (index, then tag), last with AES-GCM.
+        flagged = ((len(packet) >= 8 + 4 + 10 and packet[-14] & 0x80)
+                   or (len(packet) >= 8 + 16 + 4 and packet[-4] & 0x80))
+        return "srtcp" if flagged and length <= len(packet) - 14 else "rtcp"
+    header = len(packet) - len(rtp_payload(packet))
+    return "srtp" if len(packet) >= header + 1 + SRTP_TAGS[0] else "rtp"
+
+
+def assert_only_srtp(case, stream: bytes, minimum: int = 150) -> None:
+    """Every datagram A relayed is STUN, DTLS, SRTP or SRTCP, with at least ``minimum``
+    SRTP packets (an empty or tiny capture fails); the payloads look encrypted: the Opus
+    TOC byte (nearly constant in plaintext) takes many values and the fake microphone's
+    frames of silence (plaintext ``f8 ff fe``, identical from packet to packet) are absent."""
+    payloads = turn_tcp_payloads(stream)
+    kinds: dict[str, int] = {}
+    for packet in payloads:
+        kind = classify(packet)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    case.assertEqual(set(kinds) - {"stun", "dtls", "srtp", "srtcp"}, set(),
+                     f"relayed datagrams that are not STUN, DTLS, SRTP or SRTCP: {kinds}")
+    if not minimum:
+        return
+    case.assertGreater(kinds.get("dtls", 0), 0, f"no DTLS records through the relay: {kinds}")
+    case.assertGreaterEqual(kinds.get("srtp", 0), minimum, f"too few SRTP packets: {kinds}")
+    case.assertGreaterEqual(kinds.get("srtcp", 0), 3, f"too few SRTCP packets: {kinds}")
+    opus = [rtp_payload(p) for p in rtp_packets(stream)]
+    case.assertGreater(len(opus), minimum * 2 // 3, f"too few Opus packets ({len(opus)})")
+    firsts = {payload[0] for payload in opus}
     case.assertGreater(len(firsts), 64, f"RTP payloads look like plaintext Opus: {sorted(firsts)}")
+    case.assertEqual([p for p in opus if p.startswith(OPUS_SILENCE)], [],
+                     "plaintext Opus silence through the relay")
+    repeated = len(opus) - len(set(opus))
+    case.assertEqual(repeated, 0, f"{repeated} identical RTP payloads (plaintext repeats)")
 
 
 def metrics_text(url: str) -> str:
