@@ -78,6 +78,21 @@ class CallPage(AppPage):
             "const done = arguments[arguments.length - 1];"
             "window.ctApp.av.call.stats().then(done, (e) => done([{error: String(e)}]));")
 
+    @property
+    def participant(self) -> int:
+        return self.js("return window.ctApp.participant")
+
+    def from_peer(self, participant: int) -> dict:
+        """This page's stats of its connection with ``participant``."""
+        return next(s for s in self.stats() if s["participant"] == participant)
+
+    def member_row(self, participant: int, attribute: str) -> str | None:
+        """An attribute of ``participant``'s row in the call panel's member list."""
+        return self.js("const row = document.querySelector("
+                       "`.ct-av-member[data-participant=\"${arguments[0]}\"]`);"
+                       "return row ? row.getAttribute(arguments[1]) : null",
+                       participant, attribute)
+
     def peers_connected(self, count: int) -> bool:
         stats = self.stats()
         if len(stats) == count and all(s.get("connectionState") == "connected" for s in stats):
@@ -152,7 +167,66 @@ class MeshCallTests(CallTestCase):
         for page in (a, b):
             wait_until(lambda: len(page.stats()) == 1, 10, "the leaver's connection closed")
 
-    def test_a_screen_share_arrives_and_only_one_shares_at_a_time(self):
+    def test_a_screen_share_arrives_at_everyone_and_only_one_shares_at_a_time(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b, c = CallPage(self), CallPage(self), CallPage(self)
+        for page, name in ((a, "Ada"), (b, "Bob"), (c, "Cleo")):
+            page.join(host.link, name)
+            page.join_call()
+        for page in (a, b, c):
+            page.wait_inbound_audio(2)
+        ada = a.participant
+        a.browser.find("#ct-av-screen").click()
+        wait_until(lambda: a.js("return !!window.ctApp.av.call.screenStream"), 10, "A shares")
+        for page in (b, c):  # both others decode it and show it as a screen
+            wait_until(lambda: page.from_peer(ada)["video"]["framesDecoded"] > 5, 20,
+                       "screen frames decoded from A")
+            wait_until(lambda: page.js("return !!document.querySelector("
+                                       "'video[data-kind=screen]')"), 10, "the screen shown")
+            self.assertTrue(page.js("return document.querySelector('#ct-av-screen').disabled"))
+        b.screenshot("av-03-screen-share")
+        # One sharer at a time: C's button is disabled, and the call refuses a second share.
+        self.assertFalse(c.js("return window.ctApp.av.call.startScreen(new MediaStream())"))
+        a.browser.find("#ct-av-screen").click()  # stop
+        for page in (b, c):
+            wait_until(lambda: page.js("return window.ctApp.av.call.sharer === null"), 10,
+                       "share over")
+            self.assertFalse(page.js("return document.querySelector('#ct-av-screen').disabled"))
+
+        # The host stops a share: both others see it end.
+        a.browser.find("#ct-av-screen").click()
+        for page in (b, c):
+            wait_until(lambda: page.js("return window.ctApp.av.call.sharer") == ada, 10,
+                       "A shares again")
+        host.stop_screen(ada)
+        wait_until(lambda: a.js("return window.ctApp.av.call.screenStream") is None, 10,
+                   "the host stopped A's share")
+        for page in (b, c):
+            wait_until(lambda: page.js("return window.ctApp.av.call.sharer") is None, 10,
+                       "share over")
+        wait_until(lambda: "host stopped your screen share" in a.browser.text("#ct-toasts"), 5,
+                   "A told why")
+        c.browser.find("#ct-av-join").click()  # C leaves: the rest is between A and B
+
+        # The camera is off by default; turned on, B decodes it as a camera, not a screen.
+        self.assertFalse(a.js("return window.ctApp.av.call.cameraOn"))
+        wait_until(lambda: len(b.stats()) == 1, 10, "C's connection closed")
+        decoded = b.from_peer(ada)["video"]["framesDecoded"]
+        a.browser.find("#ct-av-camera").click()
+        wait_until(lambda: b.from_peer(ada)["video"]["framesDecoded"] > decoded + 10, 20,
+                   "camera frames decoded in B")
+        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=camera]')"), 10,
+                   "the camera shown in B")
+        # Muting is shown to the others.
+        a.browser.find("#ct-av-mute").click()
+        wait_until(lambda: b.js("return window.ctApp.av.call.members.get(arguments[0]).muted", ada),
+                   10, "A muted, as B sees it")
+
+
+class SpeakingTests(CallTestCase):
+    def test_the_others_see_who_speaks_and_not_when_muted(self):
+        """The fake microphone plays a tone: B's panel shows A speaking; muted, never."""
         _, url, _ = av_edge(self)
         host = NodeHost(self, url, FILES)
         a, b = CallPage(self), CallPage(self)
@@ -160,45 +234,20 @@ class MeshCallTests(CallTestCase):
         b.join(host.link, "Bob")
         a.join_call()
         b.join_call()
-        a.wait_inbound_audio(1)
-        a.browser.find("#ct-av-screen").click()
-        wait_until(lambda: a.js("return !!window.ctApp.av.call.screenStream"), 10, "A shares")
-        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > 0, 20,
-                   "screen frames decoded in B")
-        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=screen]')"), 10,
-                   "the screen shown in B")
-        self.assertTrue(b.js("return document.querySelector('#ct-av-screen').disabled"))
-        b.screenshot("av-03-screen-share")
-        a.browser.find("#ct-av-screen").click()  # stop
-        wait_until(lambda: b.js("return window.ctApp.av.call.sharer === null"), 10,
-                   "share over in B")
-        self.assertFalse(b.js("return document.querySelector('#ct-av-screen').disabled"))
-
-        # The host stops a share.
-        a.browser.find("#ct-av-screen").click()
-        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is not None, 10,
-                   "A shares again")
-        host.stop_screen(a.js("return window.ctApp.participant"))
-        wait_until(lambda: a.js("return window.ctApp.av.call.screenStream") is None, 10,
-                   "the host stopped A's share")
-        wait_until(lambda: b.js("return window.ctApp.av.call.sharer") is None, 10,
-                   "share over in B")
-        wait_until(lambda: "host stopped your screen share" in a.browser.text("#ct-toasts"), 5,
-                   "A told why")
-
-        # The camera is off by default; turned on, B decodes it as a camera, not a screen.
-        self.assertFalse(a.js("return window.ctApp.av.call.cameraOn"))
-        decoded = b.stats()[0]["video"]["framesDecoded"]
-        a.browser.find("#ct-av-camera").click()
-        wait_until(lambda: b.stats()[0]["video"]["framesDecoded"] > decoded + 10, 20,
-                   "camera frames decoded in B")
-        wait_until(lambda: b.js("return !!document.querySelector('video[data-kind=camera]')"), 10,
-                   "the camera shown in B")
-        # Muting is shown to the others.
+        b.wait_inbound_audio(1)
+        ada = a.participant
+        wait_until(lambda: b.member_row(ada, "data-speaking") == "true", 10, "A speaking, in B")
+        b.screenshot("av-08-speaking")
         a.browser.find("#ct-av-mute").click()
-        ada = a.js("return window.ctApp.participant")
-        wait_until(lambda: b.js("return window.ctApp.av.call.members.get(arguments[0]).muted", ada),
-                   10, "A muted, as B sees it")
+        wait_until(lambda: b.member_row(ada, "data-speaking") == "false", 5, "A quiet, in B")
+        deadline = time.monotonic() + 3  # several beeps of the fake tone, polled every 0.3 s
+        while time.monotonic() < deadline:
+            self.assertEqual(b.member_row(ada, "data-speaking"), "false", "muted A speaks")
+            time.sleep(0.1)
+        self.assertLess(b.from_peer(ada)["audio"]["audioLevel"], 0.02)  # comfort noise at most
+        a.browser.find("#ct-av-mute").click()
+        wait_until(lambda: b.member_row(ada, "data-speaking") == "true", 10,
+                   "A speaking again, in B")
 
 
 class RelayedCallTests(CallTestCase):
@@ -230,11 +279,112 @@ class RelayedCallTests(CallTestCase):
     def test_forced_relay_over_udp(self):
         self.relayed_call("udp")
 
+    def test_three_people_relayed_over_udp(self):
+        """The same three-person call as the direct one, forced through the bundled relay
+        over UDP: everyone hears both others through it."""
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        pages = [CallPage(self) for _ in range(3)]
+        for page, name in zip(pages, ("Ada", "Bob", "Cleo")):
+            page.join(host.link, name)
+            page.join_call("relay", "udp")
+        for page in pages:
+            stats = page.wait_inbound_audio(2, timeout=40)
+            self.assertEqual([(s["relayed"], s["relayProtocol"]) for s in stats],
+                             [(True, "udp")] * 2, stats)
+            self.assertEqual(len({s["participant"] for s in stats}), 2, stats)
+        wait_metrics(url, {"codetogether_av_calls": 1, "codetogether_av_participants_in_calls": 3,
+                           'codetogether_av_peer_connections{path="relayed"}': 6})
+        metrics = metrics_text(url)
+        # One allocation per peer connection and side (6 connections, 2 sides).
+        self.assertGreaterEqual(metric(metrics, "codetogether_turn_allocations_total"), 6, metrics)
+        self.assertGreater(metric(metrics, "codetogether_turn_relayed_bytes_total"), 20000, metrics)
+
     def test_forced_relay_over_tcp_only(self):
         self.relayed_call("tcp")
 
     def test_forced_relay_over_tls(self):
         self.relayed_call("tcp", tls=True)
+
+
+# Chromium's fake cameras: fake_device_0 (I420), _1 (Y16, a depth format WebRTC never
+# encodes: not a camera to switch to) and _2 (MJPEG). The fake microphones are 3 anyway.
+THREE_CAMERAS = tuple(f + "=device-count=3" if f == "--use-fake-device-for-media-stream" else f
+                      for f in MEDIA_FLAGS)
+
+
+def transceivers(page: CallPage) -> list:
+    """Diagnostics: each peer connection's transceivers and video counters, and warnings."""
+    return page.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1]; (async () => { const out = [];"
+        "for (const p of window.ctApp.av.call.peers.values()) {"
+        " const video = []; (await p.pc.getStats()).forEach((s) => {"
+        "  if (s.kind === 'video' && /bound-rtp/.test(s.type)) video.push([s.type, s.mid,"
+        "   s.framesDecoded ?? s.framesEncoded, s.packetsReceived ?? s.packetsSent]); });"
+        " out.push({signaling: p.pc.signalingState, video, t: p.pc.getTransceivers().map((t) =>"
+        "  [t.mid, t.direction, t.currentDirection, t.sender.track?.label,"
+        "   t.receiver.track.readyState, t.receiver.track.muted])}); }"
+        "done({peers: out, warnings: window.ctApp.av.warnings}); })()")
+
+
+class DeviceTests(CallTestCase):
+    def sent(self, page: CallPage, kind: str) -> list[str]:
+        """The labels of the ``kind`` tracks ``page`` sends, one per peer connection."""
+        return page.js("return [...window.ctApp.av.call.peers.values()].flatMap((p) =>"
+                       " p.pc.getSenders().filter((s) => s.track && s.track.kind === arguments[0]"
+                       " && s.track.readyState === 'live').map((s) => s.track.label))", kind)
+
+    def choose(self, page: CallPage, select: str, label: str) -> None:
+        """Picks the option named ``label`` in the ``select`` (as a person would)."""
+        from selenium.webdriver.support.ui import Select
+
+        wait_until(lambda: label in page.js("return [...document.querySelectorAll(arguments[0]"
+                                            " + ' option')].map((o) => o.textContent)", select),
+                   10, f"{label} offered in {select}")
+        page.js("document.querySelector('.ct-av-devices').open = true")
+        Select(page.browser.find(select)).select_by_visible_text(label)
+
+    def test_another_microphone_and_camera_are_sent_and_still_decoded(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        a, b = CallPage(self, THREE_CAMERAS), CallPage(self)
+        a.join(host.link, "Ada")
+        b.join(host.link, "Bob")
+        a.join_call()
+        b.join_call()
+        b.wait_inbound_audio(1)
+        ada = a.participant
+        self.assertEqual(self.sent(a, "audio"), ["Fake Default Audio Input"])
+
+        # Another microphone: the sender's track is the new device's, B still hears A.
+        self.choose(a, "#ct-av-mic", "Fake Audio Input 1")
+        wait_until(lambda: self.sent(a, "audio") == ["Fake Audio Input 1"], 10,
+                   "the chosen microphone sent")
+        b.wait_inbound_audio(1)
+
+        # The camera on, then another camera: B keeps decoding A's video.
+        a.browser.find("#ct-av-camera").click()
+        wait_until(lambda: self.sent(a, "video") == ["fake_device_0"], 10, "camera 0 sent")
+        wait_until(lambda: b.from_peer(ada)["video"]["framesDecoded"] > 10, 20,
+                   "camera 0 decoded in B")
+        transceivers_before = len(a.js("return [...window.ctApp.av.call.peers.values()][0]"
+                                       ".pc.getTransceivers()"))
+        self.choose(a, "#ct-av-cam", "fake_device_2")
+        wait_until(lambda: self.sent(a, "video") == ["fake_device_2"], 10, "camera 2 sent")
+        self.assertTrue(a.js("return window.ctApp.av.call.cameraOn"))
+        self.assertEqual(len(a.js("return [...window.ctApp.av.call.peers.values()][0]"
+                                  ".pc.getTransceivers()")), transceivers_before,
+                         "the switch renegotiated (a transceiver more)")
+        switched = b.from_peer(ada)["video"]["framesDecoded"]
+        try:
+            wait_until(lambda: b.from_peer(ada)["video"]["framesDecoded"] > switched + 30, 20,
+                       "B keeps decoding A's video after the switch")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: A {transceivers(a)}, B {transceivers(b)}") from None
+        wait_until(lambda: b.js("return document.querySelectorAll('video[data-kind=camera]')"
+                                ".length") == 1, 10, "one camera shown in B")
+        self.assertEqual(a.browser.text("#ct-av-message"), "")
+        a.screenshot("av-06-devices")
 
 
 class VisibilityTests(CallTestCase):
@@ -269,6 +419,36 @@ class VisibilityTests(CallTestCase):
         self.assertIn("refused the microphone", page.browser.text("#ct-av-message"))
         self.assertFalse(page.js("return window.ctApp.av.call.inCall"))
         page.screenshot("av-04-refused")
+
+    def test_a_refused_camera_and_a_refused_screen_share_are_said_clearly(self):
+        _, url, _ = av_edge(self)
+        host = NodeHost(self, url, FILES)
+        # No fake UI: the browser asks, and refuses every prompt, except the microphone this
+        # origin was granted (as a person who allowed only the microphone).
+        page = CallPage(self, flags=("--use-fake-device-for-media-stream",
+                                     "--deny-permission-prompts",
+                                     "--allow-loopback-in-peer-connection"))
+        page.join(host.link, "Ada")
+        page.driver.execute_cdp_cmd("Browser.grantPermissions",
+                                    {"origin": url, "permissions": ["audioCapture"]})
+        page.join_call()
+        page.browser.find("#ct-av-camera").click()
+        wait_until(lambda: page.browser.text("#ct-av-message"), 10, "a message")
+        self.assertIn("refused the camera", page.browser.text("#ct-av-message"))
+        self.assertFalse(page.js("return window.ctApp.av.call.cameraOn"))
+        self.assertTrue(page.js("return window.ctApp.av.call.inCall"))
+        page.screenshot("av-07-camera-refused")
+
+        # Headless Chromium cannot refuse only the screen (its picker never answers, and
+        # --use-fake-ui-for-media-stream=deny refuses everything), so the browser's refusal
+        # is reproduced: what that flag makes getDisplayMedia reject with.
+        page.js("window.ctApp.av.media = {getDisplayMedia: () => Promise.reject("
+                "new DOMException('Permission denied', 'NotAllowedError'))}")
+        page.browser.find("#ct-av-screen").click()
+        wait_until(lambda: "Screen sharing was cancelled or refused"
+                   in page.browser.text("#ct-av-message"), 10, "the screen message")
+        self.assertIsNone(page.js("return window.ctApp.av.call.screenStream"))
+        self.assertIsNone(page.js("return window.ctApp.av.call.sharer"))
 
 
 class NetworkCutTests(CallTestCase):
