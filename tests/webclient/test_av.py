@@ -507,10 +507,11 @@ class NetworkCutTests(CallTestCase):
         # Before and after the cut, the relay carried DTLS and SRTP for A, nothing else.
         wait_until(lambda: len(rtp_packets(relay.connections[-1]["upstream"])) >= 100, 20,
                    "RTP from A through the new relay connection")
-        for capture in relay.connections:
-            if capture["upstream"]:
-                assert_only_srtp(self, bytes(capture["upstream"]), minimum=0)
-        assert_only_srtp(self, relay_upstream(relay))
+        plaintext = plaintext_patterns(b)  # the same fake device, before encryption
+        self.assertIn(OPUS_SILENCE, plaintext, plaintext)
+        self.assertGreaterEqual(len(plaintext), 3, plaintext)
+        assert_only_srtp(self, [bytes(c["upstream"]) for c in relay.connections], minimum=300,
+                         plaintext=plaintext)
 
 
 def turn_tcp_payloads(stream: bytes) -> list[bytes]:
@@ -589,31 +590,97 @@ def classify(packet: bytes) -> str:
     return "srtp" if len(packet) >= header + 1 + SRTP_TAGS[0] else "rtp"
 
 
-def assert_only_srtp(case, stream: bytes, minimum: int = 150) -> None:
-    """Every datagram A relayed is STUN, DTLS, SRTP or SRTCP, with at least ``minimum``
-    SRTP packets (an empty or tiny capture fails); the payloads look encrypted: the Opus
-    TOC byte (nearly constant in plaintext) takes many values and the fake microphone's
-    frames of silence (plaintext ``f8 ff fe``, identical from packet to packet) are absent."""
-    payloads = turn_tcp_payloads(stream)
+PLAINTEXT_OPUS = """const done = arguments[arguments.length - 1]; (async () => {
+  const mic = await navigator.mediaDevices.getUserMedia({audio: true});
+  const a = new RTCPeerConnection({encodedInsertableStreams: true}), b = new RTCPeerConnection();
+  a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
+  const {readable, writable} = a.addTrack(mic.getAudioTracks()[0], mic).createEncodedStreams();
+  const frames = [];
+  readable.pipeThrough(new TransformStream({transform(frame, out) {
+    if (frames.length < 250) frames.push(Array.from(new Uint8Array(frame.data)));
+    out.enqueue(frame); }})).pipeTo(writable);
+  await a.setLocalDescription(); await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(); await a.setRemoteDescription(b.localDescription);
+  for (let i = 0; i < 150 && frames.length < 250; i++) await new Promise((r) => setTimeout(r, 100));
+  a.close(); b.close(); mic.getTracks().forEach((t) => t.stop()); done(frames);
+})().catch((e) => done(String(e)));"""
+
+
+def plaintext_patterns(page: CallPage) -> set[bytes]:
+    """What the fake microphone's Opus frames look like before SRTP: 250 frames from the
+    same device and encoder, taken before encryption (encoded insertable streams on a
+    loopback pair of connections in ``page``); the 4-byte beginnings that repeat."""
+    frames = page.driver.execute_async_script(PLAINTEXT_OPUS)
+    assert isinstance(frames, list) and len(frames) >= 200, frames
+    counts: dict[bytes, int] = {}
+    for frame in frames:
+        counts[bytes(frame[:4])] = counts.get(bytes(frame[:4]), 0) + 1
+    return {prefix for prefix, n in counts.items() if n >= 3}
+
+
+def assert_only_srtp(case, streams: list[bytes], minimum: int = 150,
+                     plaintext: set[bytes] = frozenset()) -> None:
+    """Every datagram A relayed (on the TURN-over-TCP connections ``streams``) is STUN,
+    DTLS, SRTP or SRTCP, with at least ``minimum`` SRTP packets (an empty or tiny capture
+    fails); the payloads look encrypted: the Opus TOC byte (nearly constant in plaintext)
+    takes many values, no payload begins like the fake microphone's repeating plaintext
+    frames (``plaintext``; silence is ``f8 ff fe``) and no payload repeats."""
+    payloads = [p for stream in streams for p in turn_tcp_payloads(stream)]
     kinds: dict[str, int] = {}
     for packet in payloads:
         kind = classify(packet)
         kinds[kind] = kinds.get(kind, 0) + 1
     case.assertEqual(set(kinds) - {"stun", "dtls", "srtp", "srtcp"}, set(),
                      f"relayed datagrams that are not STUN, DTLS, SRTP or SRTCP: {kinds}")
-    if not minimum:
-        return
     case.assertGreater(kinds.get("dtls", 0), 0, f"no DTLS records through the relay: {kinds}")
     case.assertGreaterEqual(kinds.get("srtp", 0), minimum, f"too few SRTP packets: {kinds}")
     case.assertGreaterEqual(kinds.get("srtcp", 0), 3, f"too few SRTCP packets: {kinds}")
-    opus = [rtp_payload(p) for p in rtp_packets(stream)]
+    opus = [rtp_payload(p) for stream in streams for p in rtp_packets(stream)]
     case.assertGreater(len(opus), minimum * 2 // 3, f"too few Opus packets ({len(opus)})")
     firsts = {payload[0] for payload in opus}
     case.assertGreater(len(firsts), 64, f"RTP payloads look like plaintext Opus: {sorted(firsts)}")
     case.assertEqual([p for p in opus if p.startswith(OPUS_SILENCE)], [],
                      "plaintext Opus silence through the relay")
+    # The plaintext repeats (silence, the steady tone): a clear capture would show it.
+    case.assertEqual([p[:4].hex() for p in opus if p[:4] in plaintext], [],
+                     "RTP payloads begin like the fake microphone's plaintext frames")
     repeated = len(opus) - len(set(opus))
     case.assertEqual(repeated, 0, f"{repeated} identical RTP payloads (plaintext repeats)")
+
+
+class CaptureCheckTests(unittest.TestCase):
+    """The capture check itself (pure logic): it passes ciphertext and fails plaintext."""
+
+    @staticmethod
+    def channel_data(packet: bytes) -> bytes:
+        return (b"\x40\x00" + len(packet).to_bytes(2, "big") + packet
+                + b"\0" * (-len(packet) % 4))
+
+    def stream(self, payloads) -> bytes:
+        import os
+
+        out = self.channel_data(bytes([22, 0xFE, 0xFD]) + os.urandom(60))  # a DTLS record
+        for seq, payload in enumerate(payloads):
+            header = bytes([0x80, 111]) + seq.to_bytes(2, "big") + os.urandom(8)
+            out += self.channel_data(header + payload + os.urandom(10))
+            if seq % 50 == 0:  # an SRTCP sender report: E flag set in the index
+                out += self.channel_data(bytes([0x80, 200, 0, 6]) + os.urandom(24)
+                                         + b"\x80\0\0\1" + os.urandom(10))
+        return out
+
+    def test_ciphertext_passes_and_plaintext_fails(self):
+        import os
+
+        assert_only_srtp(self, [self.stream(os.urandom(40) for _ in range(300))])
+        tone = bytes.fromhex("7807c979") + bytes(range(60))
+        with self.assertRaises(AssertionError):  # silence and a steady tone, in clear
+            assert_only_srtp(self, [self.stream([OPUS_SILENCE, tone] * 150)])
+        with self.assertRaises(AssertionError):  # too few packets
+            assert_only_srtp(self, [self.stream(os.urandom(40) for _ in range(20))])
+        with self.assertRaises(AssertionError):  # something that is not SRTP
+            assert_only_srtp(self, [self.stream(os.urandom(40) for _ in range(300))
+                                    + self.channel_data(b"\x05" * 40)])
 
 
 def metrics_text(url: str) -> str:
