@@ -128,11 +128,14 @@ class SharedSessionStore(SessionStore):
             return None
         if not self._lookups.take():
             return None  # a flood of made-up cookies: answered from memory
+        self._not_found(key, now)
+        return self.changed([key])
+
+    def _not_found(self, key: str, now: float) -> None:
         self._unknown[key] = now
         self._unknown.move_to_end(key)
         while len(self._unknown) > MAX_UNKNOWN:
             self._unknown.popitem(last=False)
-        return self.changed([key])
 
     # -- writes
 
@@ -278,6 +281,7 @@ class SharedSessionStore(SessionStore):
             confirmed = self._confirmed.get(key)
             if key in self._sessions and confirmed is not None and confirmed < started:
                 self._drop(key)  # logged out, evicted or expired elsewhere
+                self._not_found(key, now)
         for key in [k for k, v in self._ending.items() if v is not None and v < started]:
             del self._ending[key]  # every later read sees the deletion
 
