@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
+from twisted.web import resource
 
+from ct.common.credentials import Credentials
+from ct.dashboard.app import Dashboard
 from ct.dashboard.auth import SessionStore
+from ct.dashboard.backend import EdgeBackend
+from ct.dashboard.guard import DashboardConfig
+from ct.dashboard.logs import LogRing, ServerLog
+from ct.dashboard.memory import AuditRing, MetricHistory
 from ct.dashboard.shared_logins import (STORE_WAIT, UNKNOWN_FORGET, USED_FLUSH_INTERVAL,
                                         SharedSessionStore)
+from ct.edge.server import Edge
 from ct.storage.logins import login_key
+from tests.dashboard import test_in_memory as base
 
 T0 = 1_700_000_000.0
 
@@ -300,3 +310,66 @@ class MemoryStoreTests(unittest.TestCase):
         self.assertIsNone(store.lookup("y" * 43))  # nothing else to ask
         self.assertEqual(fired(store.end_key(s.key)), [None])
         self.assertIsNone(store.get(s.sid))
+
+
+class TwoDashboardsTests(unittest.TestCase):
+    """The guard of two dashboards on one table (StubTreq): a cookie made on A opens B's
+    pages before any notification arrives (one database look-up), and a log-out on B ends
+    it on A."""
+
+    request = base.DashboardInMemoryTests.request
+    post = base.DashboardInMemoryTests.post
+
+    def setUp(self):
+        self.l = Locators(2)
+        self.l.start()
+        self.addCleanup(self.l.stop)
+        self.clock = self.l.clock
+        self.sites = []
+        for store in self.l.stores:
+            edge = Edge(self.clock)
+            audit = AuditRing()
+            dashboard = Dashboard(EdgeBackend(edge, None, audit, MetricHistory(10.0)),
+                                  Credentials("ctuser", base.PASSWORD), self.clock,
+                                  ServerLog(LogRing()), DashboardConfig.for_server(base.BASE),
+                                  sessions=store)
+            root = resource.Resource()
+            dashboard.mount(root)
+            self.sites.append(StubTreq(root))
+        self.cookies = {}
+
+    def on(self, i):
+        self.http = self.sites[i]
+        return self
+
+    def test_a_cookie_from_another_locator_is_looked_up_once(self):
+        self.l.lost = True  # the notifications have not arrived
+        _, form = self.on(0).request("GET", "/dashboard/login")
+        response, _ = self.on(0).post("/dashboard/login", {
+            "csrf": base.CSRF_RE.search(form).group(1), "user": "ctuser",
+            "password": base.PASSWORD})
+        self.assertEqual(response.code, 303)
+        reads = self.l.table.calls.count("get")
+        response, page = self.on(1).request("GET", "/dashboard/advanced")
+        self.assertEqual(response.code, 200)
+        self.assertIn('id="who">ctuser<', page)
+        self.assertEqual(self.l.table.calls.count("get"), reads + 1)
+        token = base.CSRF_RE.search(page).group(1)
+        response, _ = self.on(1).post("/dashboard/advanced", {
+            "csrf": token, "min_client_version": "2024.2.0"})
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"location")),
+                         (303, [b"/dashboard/advanced"]))
+        self.assertEqual(self.l.table.calls.count("get"), reads + 1)  # known from now on
+        # Log out on B (notifications delivered again): A refuses the cookie at once.
+        self.l.lost = False
+        sid = self.cookies["ct_dashboard"]
+        response, _ = self.on(0).request("GET", "/dashboard")
+        self.assertEqual(response.code, 200)
+        response, _ = self.on(1).post("/dashboard/logout", {"csrf": token})
+        self.assertEqual(response.code, 303)
+        self.cookies["ct_dashboard"] = sid
+        for i in (0, 1):
+            response, _ = self.on(i).request("GET", "/dashboard")
+            self.assertEqual(response.code, 303)
+            self.assertTrue(response.headers.getRawHeaders(b"location")[0]
+                            .startswith(b"/dashboard/login"))
