@@ -4,9 +4,9 @@ Every locator writes a heartbeat row (``locators``) each :data:`HEARTBEAT_INTERV
 seconds; one whose heartbeat has not advanced for :data:`LOCATOR_DEAD_AFTER` seconds is
 dead. On PostgreSQL the locators share one truth: whatever one of them changes (an edge's
 link, report or suspension, the regions, the edge settings, a placement, a team's edge,
-a dashboard log-in or log-out) it announces with ``NOTIFY`` on one channel per schema; the others ``LISTEN`` on a
-dedicated txpostgres connection and re-query what the ids name (the adbapi pool does
-everything else). A full re-read every :data:`RESYNC_INTERVAL` seconds covers a
+a dashboard log-in or log-out) it announces with ``NOTIFY`` on one channel per schema;
+the others ``LISTEN`` on a dedicated txpostgres connection and re-query what the ids name
+(the adbapi pool does everything else). A full re-read every :data:`RESYNC_INTERVAL` seconds covers a
 notification lost while the listening connection was down. On SQLite and MySQL/MariaDB
 one locator runs: a second one is refused at start-up.
 
