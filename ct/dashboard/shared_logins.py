@@ -191,6 +191,9 @@ class SharedSessionStore(SessionStore):
         for session in list(self._unsaved.values()):
             self._save(session)
             calls.append(self._saving.get(session.key))
+        if not self._reading:  # deletions done: every later read sees them
+            for key in [k for k, v in self._ending.items() if v is not None]:
+                del self._ending[key]
         pending = [k for k, v in self._ending.items() if v is None]
         if pending:
             calls.append(self._delete(pending))

@@ -163,6 +163,8 @@ class SharedLoginTests(unittest.TestCase):
         for store in (self.a, self.b, self.c):
             self.assertIsNone(store.get(s.sid))
             self.assertIsNone(store.lookup(s.sid))  # known ended: no database look-up
+        self.l.clock.advance(USED_FLUSH_INTERVAL)
+        self.assertEqual(self.b._ending, {})  # what log-outs leave behind is bounded
 
     def test_a_lost_notification_is_covered_by_one_look_up_then_the_full_re_read(self):
         self.l.lost = True
