@@ -39,8 +39,6 @@ _log = Logger()
 DEBOUNCE = 0.06  # seconds between a change and the disk write / the update it causes
 WATCH_MASK = (inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
               | inotify.IN_DELETE | inotify.IN_CREATE | inotify.IN_ATTRIB)
-COLORS = ("#30bced", "#6eeb83", "#ffbc42", "#ee6352", "#9ac2c9", "#8acb88", "#1be7ff",
-          "#dbb6ee", "#f78154", "#4d9de0")
 UNSAFE = object()  # a path that may not be read or written (see tree.safe_target)
 
 
@@ -330,7 +328,7 @@ class DirectoryShare:
 
     def _local_state(self) -> dict[str, Any]:
         participant = self.client.participant or 0
-        color = COLORS[participant % len(COLORS)]
+        color = messages.color_for(participant)
         return {"user": {"name": self.client.name, "color": color, "colorLight": color + "33",
                          "participant": participant}, "file": None, "cursor": None}
 

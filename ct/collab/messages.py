@@ -24,6 +24,17 @@ CHUNK = 0x7F
 KIND_NAMES = {SYNC_STEP1: "sync-step1", SYNC_STEP2: "sync-step2", UPDATE: "update",
               AWARENESS: "awareness", POLICY: "policy", NOTICE: "notice", CHUNK: "chunk"}
 
+# A participant's colour in awareness: PALETTE[(participant - 1) % 8], the same on every
+# client (js/app/model.js holds the same list; tests/collab/test_messages.py compares them).
+PALETTE = ("#1a73e8", "#d93025", "#188038", "#e37400", "#9334e6", "#00838f", "#c2185b",
+           "#5f6368")
+
+
+def color_for(participant: int) -> str:
+    """The conventional colour of a participant id (the first for anything below 1)."""
+    return PALETTE[(participant - 1) % len(PALETTE) if participant > 0 else 0]
+
+
 SYNC_INITIAL = 0x01  # sync-step1 flag: "send me your state vector too"
 CHUNK_BYTES = 512 * 1024  # a message above this goes as chunks of at most this size
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one message, chunks joined

@@ -59,7 +59,8 @@ class Dashboard:
         self.backend = backend
         login = LoginGuard(credentials, clock, self._record_failure, "dashboard",
                            throttle=throttle)
-        self.guard = RequestGuard(sessions or SessionStore(clock), login, config)
+        self.guard = RequestGuard(sessions if sessions is not None else SessionStore(clock),
+                                  login, config)
         self.frame = Frame(self.guard, backend.mode)
         self.login = LoginPages(self.guard, backend)
         self.sso = SsoPages(self.guard, backend, oidc, self.login,

@@ -10,10 +10,12 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from ct.common.ratelimit import TokenBucket
 from ct.common.tokens import same_secret
+from ct.storage.logins import login_key
 
 _log = Logger()
 
@@ -29,7 +31,9 @@ TEAM_VIEWER = "team-viewer"
 @dataclass
 class LoginSession:
     """A logged-in browser. ``role``: ``admin`` (everything) or ``team-viewer`` (the
-    sessions and audit of ``teams``, nothing else); ``method``: ``password`` or ``sso``."""
+    sessions and audit of ``teams``, nothing else); ``method``: ``password`` or ``sso``.
+    ``sid`` (the cookie) is known only where the log-in was made; ``key`` (its hash)
+    names it everywhere, in the database too."""
 
     sid: str
     user: str
@@ -40,6 +44,11 @@ class LoginSession:
     role: str = ADMIN
     teams: tuple[str, ...] = ()
     method: str = "password"
+    key: str = ""
+
+    def __post_init__(self):
+        if not self.key:
+            self.key = login_key(self.sid)
 
     @property
     def is_admin(self) -> bool:
@@ -50,7 +59,11 @@ class LoginSession:
 
 
 class SessionStore:
-    """Logged-in browsers, by a random session id (the cookie); memory only."""
+    """Logged-in browsers, by the hash of a random session id (the cookie); memory only.
+
+    Subclasses share them (:class:`~ct.dashboard.shared_logins.SharedSessionStore`)
+    through the hooks ``_created``, ``_touched``, ``_dropped`` and ``_ended``.
+    """
 
     def __init__(self, clock, idle: float = SESSION_IDLE, lifetime: float = SESSION_LIFETIME,
                  token=secrets.token_urlsafe, max_sessions: int = MAX_SESSIONS):
@@ -59,7 +72,7 @@ class SessionStore:
         self.lifetime = lifetime
         self.max_sessions = max_sessions
         self._token = token
-        self._sessions: dict[str, LoginSession] = {}
+        self._sessions: dict[str, LoginSession] = {}  # by LoginSession.key
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -72,37 +85,74 @@ class SessionStore:
                method: str = "password") -> LoginSession:
         now = self.clock.seconds()
         self._expire(now)
-        while len(self._sessions) >= self.max_sessions:  # drop the least recently used
-            oldest = min(self._sessions.values(), key=lambda s: s.last_used)
-            del self._sessions[oldest.sid]
         session = LoginSession(self.token(), user, self.token(), now, now, role=role,
                                teams=tuple(teams), method=method)
-        self._sessions[session.sid] = session
+        self._add(session)
+        self._created(session)
         return session
+
+    def stored(self, session: LoginSession) -> defer.Deferred:
+        """Fires (never fails) once ``session`` is kept where other servers see it."""
+        return defer.succeed(None)
 
     def get(self, sid: str | None) -> LoginSession | None:
         """The live session of this id (its idle timer restarts), or None."""
         if not sid:
             return None
-        session = self._sessions.get(sid)
+        session = self._sessions.get(login_key(sid))
         if session is None:
             return None
         now = self.clock.seconds()
         if self._expired(session, now):
-            del self._sessions[sid]
+            self._drop(session.key)
             return None
         session.last_used = now
+        self._touched(session.key, now)
         return session
 
-    def end(self, sid: str | None) -> None:
-        self._sessions.pop(sid or "", None)
+    def lookup(self, sid: str | None) -> defer.Deferred | None:
+        """A Deferred when ``sid`` is unknown here but may be known elsewhere (fires once
+        it has been looked for), else None (:meth:`get` answers at once)."""
+        return None
+
+    def end(self, sid: str | None) -> defer.Deferred:
+        return self.end_key(login_key(sid or ""))
+
+    def end_key(self, key: str) -> defer.Deferred:
+        """Log out; fires (never fails) once the log-out is kept."""
+        self._drop(key)
+        return self._ended(key)
+
+    def _add(self, session: LoginSession) -> None:
+        while len(self._sessions) >= self.max_sessions:  # drop the least recently used
+            oldest = min(self._sessions.values(), key=lambda s: s.last_used)
+            self._drop(oldest.key)
+        self._sessions[session.key] = session
 
     def _expired(self, session: LoginSession, now: float) -> bool:
         return now - session.last_used > self.idle or now - session.created > self.lifetime
 
     def _expire(self, now: float) -> None:
-        for sid in [s.sid for s in self._sessions.values() if self._expired(s, now)]:
-            del self._sessions[sid]
+        for key in [s.key for s in self._sessions.values() if self._expired(s, now)]:
+            self._drop(key)
+
+    # -- hooks of a shared store
+
+    def _created(self, session: LoginSession) -> None:
+        pass
+
+    def _touched(self, key: str, now: float) -> None:
+        pass
+
+    def _dropped(self, key: str) -> None:
+        pass
+
+    def _drop(self, key: str) -> None:
+        if self._sessions.pop(key, None) is not None:
+            self._dropped(key)
+
+    def _ended(self, key: str) -> defer.Deferred:
+        return defer.succeed(None)
 
 
 @dataclass

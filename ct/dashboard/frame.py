@@ -103,6 +103,10 @@ class Frame:
              refresh: int | None = None, viewer: bool = False):
         """A logged-in GET page: ``produce(request, session)`` yields the body;
         ``viewer``: team viewers may see it (the producer filters by their teams)."""
+        return self.guard.resolved(request, lambda: self._page(request, active, title,
+                                                               produce, refresh, viewer))
+
+    def _page(self, request, active, title, produce, refresh, viewer):
         session = self.guard.current(request)
         if session is None:
             return to_login(request)
@@ -128,6 +132,10 @@ class Frame:
         """A logged-in, same-origin, CSRF-checked POST: ``perform(request, session)``
         (a message to flash, or a Deferred of one); then 303 to ``back``. Administrators
         only unless ``viewer``."""
+        return self.guard.resolved(request, lambda: self._action(request, perform, back,
+                                                                 viewer))
+
+    def _action(self, request, perform, back, viewer):
         session = self.guard.current(request)
         refusal = self.guard.refuse_post(request, session)
         if refusal is None:
@@ -150,6 +158,9 @@ class Frame:
 
     def download(self, request, produce: Callable, viewer: bool = False):
         """A logged-in GET answered by ``produce(request, session)`` itself (not a page)."""
+        return self.guard.resolved(request, lambda: self._download(request, produce, viewer))
+
+    def _download(self, request, produce, viewer):
         session = self.guard.current(request)
         if session is None:
             return refuse(request, 403, "not logged in")

@@ -4,7 +4,7 @@ its CSRF token, the client's address behind trusted proxies, and throttled log-i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
@@ -76,6 +76,15 @@ class RequestGuard:
         """The logged-in session named by the cookie, or None."""
         raw = request.getCookie(COOKIE)
         return self.sessions.get(raw.decode("ascii", "replace")) if raw else None
+
+    def resolved(self, request, then: Callable[[], Any]):
+        """``then()``, once the cookie's session is known here: a log-in made on another
+        locator a moment ago is looked for in the database first (once per cookie)."""
+        raw = request.getCookie(COOKIE)
+        pending = self.sessions.lookup(raw.decode("ascii", "replace")) if raw else None
+        if pending is None:
+            return then()
+        return pending.addCallback(lambda _: then())
 
     def same_origin(self, request) -> bool:
         """POSTs must come from our own pages: Origin (else Referer) names this host."""

@@ -14,7 +14,7 @@ from ct.common.http import make_agent
 from ct.common.oidc import OidcClient
 from ct.common.proxy import OutboundProxy
 from ct.dashboard.app import Dashboard
-from ct.dashboard.auth import LoginThrottle
+from ct.dashboard.auth import LoginThrottle, SessionStore
 from ct.dashboard.backend import EdgeBackend, LocatorBackend
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.logs import LogRing, ServerLog, log_file_from_argv
@@ -48,12 +48,15 @@ def oidc_client(config: DashboardConfig, reactor,
 
 def locator_dashboard(locator, credentials: Credentials, config: DashboardConfig, reactor,
                       server_log: ServerLog, throttle: LoginThrottle | None = None,
-                      tokens=None, outbound: OutboundProxy | None = None) -> Dashboard:
+                      tokens=None, outbound: OutboundProxy | None = None,
+                      sessions: SessionStore | None = None) -> Dashboard:
     """``throttle``: shared with the operator API, which takes the same credentials;
     ``tokens``: the API tokens (:class:`~ct.storage.apitokens.ApiTokenStore`);
-    ``outbound``: the proxy for calls to the identity provider."""
+    ``outbound``: the proxy for calls to the identity provider; ``sessions``: the log-ins
+    shared with other locators (None: in memory)."""
     return Dashboard(LocatorBackend(locator, tokens), credentials, reactor, server_log, config,
-                     throttle=throttle, oidc=oidc_client(config, reactor, outbound))
+                     throttle=throttle, sessions=sessions,
+                     oidc=oidc_client(config, reactor, outbound))
 
 
 def edge_dashboard(edge, downloads, credentials: Credentials, config: DashboardConfig,

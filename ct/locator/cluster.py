@@ -3,10 +3,10 @@
 Every locator writes a heartbeat row (``locators``) each :data:`HEARTBEAT_INTERVAL`
 seconds; one whose heartbeat has not advanced for :data:`LOCATOR_DEAD_AFTER` seconds is
 dead. On PostgreSQL the locators share one truth: whatever one of them changes (an edge's
-link, report or suspension, the regions, the edge settings, a placement, a team's edge)
-it announces with ``NOTIFY`` on one channel per schema; the others ``LISTEN`` on a
-dedicated txpostgres connection and re-query what the ids name (the adbapi pool does
-everything else). A full re-read every :data:`RESYNC_INTERVAL` seconds covers a
+link, report or suspension, the regions, the edge settings, a placement, a team's edge,
+a dashboard log-in or log-out) it announces with ``NOTIFY`` on one channel per schema;
+the others ``LISTEN`` on a dedicated txpostgres connection and re-query what the ids name
+(the adbapi pool does everything else). A full re-read every :data:`RESYNC_INTERVAL` seconds covers a
 notification lost while the listening connection was down. On SQLite and MySQL/MariaDB
 one locator runs: a second one is refused at start-up.
 
@@ -19,6 +19,7 @@ dashboard marks it.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 import uuid
@@ -67,16 +68,18 @@ class Batch:
         self.config: set[str] = set()
         self.placed: dict[str, int] = {}
         self.teams: dict[str, str] = {}
+        self.logins: set[str] = set()  # hashes of dashboard session ids
 
     def __bool__(self) -> bool:
-        return bool(self.edges or self.config or self.placed or self.teams)
+        return bool(self.edges or self.config or self.placed or self.teams or self.logins)
 
     def payloads(self, sender: str, limit: int = MAX_PAYLOAD) -> list[str]:
         """JSON payloads of at most ``limit`` bytes each, carrying every change."""
         items = ([("edges", e, None) for e in sorted(self.edges)]
                  + [("config", c, None) for c in sorted(self.config)]
                  + [("placed", e, n) for e, n in sorted(self.placed.items())]
-                 + [("teams", t, e) for t, e in sorted(self.teams.items())])
+                 + [("teams", t, e) for t, e in sorted(self.teams.items())]
+                 + [("logins", k, None) for k in sorted(self.logins)])
         out: list[str] = []
         current: dict[str, Any] = {"from": sender}
 
@@ -97,7 +100,7 @@ class Batch:
 def _with(message: dict[str, Any], kind: str, key: str, value) -> dict[str, Any]:
     message = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                for k, v in message.items()}
-    if kind in ("edges", "config"):
+    if kind in ("edges", "config", "logins"):
         message.setdefault(kind, []).append(key)
     else:
         message.setdefault(kind, {})[key] = value
@@ -122,7 +125,13 @@ def parse_payload(text: str) -> dict[str, Any] | None:
     teams = message.get("teams") or {}
     out["teams"] = ({k: v for k, v in teams.items() if isinstance(v, str)}
                     if isinstance(teams, dict) else {})
+    logins = message.get("logins") or []
+    out["logins"] = ([k for k in logins if isinstance(k, str) and _LOGIN_KEY.match(k)]
+                     if isinstance(logins, list) else [])
     return out
+
+
+_LOGIN_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Liveness:
@@ -363,7 +372,9 @@ class Cluster:
 
     ``handler`` (the :class:`~ct.locator.service.Locator`) gets ``shared_edges_changed(ids)``
     (None: all), ``shared_config_changed(keys)``, ``shared_placed(edge, n)`` and
-    ``shared_team(team, edge)``.
+    ``shared_team(team, edge)``; ``logins`` (the dashboard's
+    :class:`~ct.dashboard.shared_logins.SharedSessionStore`, or None) gets
+    ``changed(keys)`` (None: all).
     """
 
     def __init__(self, clock, db: Database, store: ClusterStore, locator_id: str,
@@ -381,6 +392,7 @@ class Cluster:
         self.shared = db.dialect == "postgres"
         self.liveness = Liveness(clock, dead_after)
         self.handler = None
+        self.logins = None
         self.listener: NotifyListener | None = None
         self.db_latency_ms: float | None = None  # median of the last LATENCY_SAMPLES
         self.peer_latency_ms: dict[str, float] = {}
@@ -583,12 +595,13 @@ class Cluster:
     # -- notifications
 
     def announce(self, edges=(), config=(), placed: str | None = None,
-                 team: tuple[str, str] | None = None) -> None:
+                 team: tuple[str, str] | None = None, logins=()) -> None:
         """Tell the other locators (PostgreSQL only; a no-op elsewhere)."""
         if not self.shared:
             return
         self._batch.edges.update(edges)
         self._batch.config.update(config)
+        self._batch.logins.update(logins)
         if placed is not None:
             self._batch.placed[placed] = self._batch.placed.get(placed, 0) + 1
         if team is not None:
@@ -616,10 +629,14 @@ class Cluster:
 
     def received(self, payload: str) -> None:
         message = parse_payload(payload)
-        if message is None or message["from"] == self.locator_id or self.handler is None:
+        if message is None or message["from"] == self.locator_id:
             return
         self.notifications_received += 1
+        if message["logins"] and self.logins is not None:
+            self.logins.changed(message["logins"])
         handler = self.handler
+        if handler is None:
+            return
         for edge_id, n in message["placed"].items():
             handler.shared_placed(edge_id, n)
         for team, edge_id in message["teams"].items():
@@ -631,18 +648,22 @@ class Cluster:
 
     def resync(self):
         """Re-read everything (the net under lost notifications)."""
-        if self.handler is not None and self.peers_ever():
-            self.handler.shared_edges_changed(None)
-            self.handler.shared_config_changed(None)
+        if self.peers_ever():
+            self._reread_all()
 
     def peers_ever(self) -> bool:
         return any(i != self.locator_id for i in self.liveness.records)
 
     def listener_connected(self) -> None:
         """(Re)listening: what was announced meanwhile is unknown, re-read it all."""
+        self._reread_all()
+
+    def _reread_all(self) -> None:
         if self.handler is not None:
             self.handler.shared_edges_changed(None)
             self.handler.shared_config_changed(None)
+        if self.logins is not None:
+            self.logins.changed(None)
 
 
 def _round(value: float | None) -> float | None:

@@ -30,6 +30,7 @@ from ct.common.settings import apply_time_zone, describe, make_options
 from ct.dashboard.auth import LoginThrottle
 from ct.dashboard.guard import DashboardConfig
 from ct.dashboard.setup import LogCapture, locator_dashboard
+from ct.dashboard.shared_logins import SharedSessionStore
 from ct.locator.api import LocatorAPI
 from ct.locator.cluster import Cluster, make_listener, peer_pinger
 from ct.locator.edges import EdgeDirectory
@@ -42,6 +43,7 @@ from ct.storage.apitokens import ApiTokenStore
 from ct.storage.cluster import ClusterStore
 from ct.storage.config import ConfigError, load_locator_config
 from ct.storage.database import Database
+from ct.storage.logins import LoginStore
 from ct.storage.migrations import prepare_database
 from ct.storage.store import LocatorStore
 from ct.webclient import redirect as join_redirect
@@ -82,6 +84,7 @@ class LocatorRuntime(service.MultiService):
         self.db = db
         self.locator = locator
         self.cluster = cluster
+        self.logins: SharedSessionStore | None = None  # dashboard log-ins, PostgreSQL
         self.metrics = MetricSet()
         self.metrics.add_source("locator", locator.snapshot, LOCATOR_METRICS)
         self.statsd = None  # StatsdPusher when CT_METRICS_STATSD_HOST is set
@@ -111,6 +114,8 @@ class LocatorRuntime(service.MultiService):
         yield self.locator.start()
         if cluster is not None and cluster.shared:
             yield self.locator.shared_edges_changed(None)
+        if self.logins is not None:
+            yield self.logins.start()
 
     def _ready(self, _):
         try:
@@ -137,6 +142,8 @@ class LocatorRuntime(service.MultiService):
     def stopService(self):
         self.locator.stop()
         d = defer.maybeDeferred(super().stopService)
+        if self.logins is not None and not self.failed:
+            d.addBoth(lambda result: self.logins.stop().addBoth(lambda _: result))
         if self.cluster is not None and not self.failed:
             d.addBoth(lambda result: self.cluster.stop().addBoth(lambda _: result))
 
@@ -197,6 +204,11 @@ def makeService(options, reactor=None) -> LocatorRuntime:
                                                      values["placement_burst"],
                                                      reactor.seconds),
                       cluster=cluster)
+    # Several locators on PostgreSQL share dashboard log-ins; elsewhere they stay in memory.
+    logins = (SharedSessionStore(reactor, LoginStore(db),
+                                 lambda keys: cluster.announce(logins=keys))
+              if cluster.shared else None)
+    cluster.logins = logins
     credentials = dashboard_credentials(server.dashboard_user, server.dashboard_password,
                                         values["data_dir"])
     throttle = LoginThrottle(reactor)  # one for the operator API and the dashboard
@@ -207,6 +219,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
                                    link_timeout=values["edge_link_timeout"],
                                    register_timeout=values["edge_register_timeout"])
     runtime = LocatorRuntime(reactor, db, locator, cluster)
+    runtime.logins = logins
     runtime.api = api
     metrics_page, runtime.statsd = setup_metrics(server.metrics, reactor, runtime.metrics,
                                                  runtime)
@@ -220,7 +233,7 @@ def makeService(options, reactor=None) -> LocatorRuntime:
         DashboardConfig.for_server(values["server_url"], values["trusted_proxies"],
                                    server.sso, server.password_login,
                                    server.host_tokens), reactor,
-        log_capture.server_log, throttle, tokens, outbound=server.outbound)
+        log_capture.server_log, throttle, tokens, outbound=server.outbound, sessions=logins)
     dashboard.mount(root)
     log_capture.setServiceParent(runtime)
     regions_body = max(server.site.max_body, REGIONS_MAX_BODY)

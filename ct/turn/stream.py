@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from ct.turn import stun
 
@@ -19,6 +20,24 @@ def select_alpn(connection, offered: Sequence[bytes]):
     """The TLS listener's ALPN choice: ``stun.turn`` when offered; for any other offer no
     protocol, and the handshake goes on (an empty answer would be a fatal alert)."""
     return TURN_ALPN if TURN_ALPN in offered else NO_OVERLAPPING_PROTOCOLS
+
+
+class RecordPerWriteTLSFactory(TLSMemoryBIOFactory):
+    """The relay's TLS: each ``transport.write`` (one STUN or ChannelData message) goes
+    out at once as its own TLS record.
+
+    Twisted's default TLS transport gathers the writes of a reactor turn into one record
+    at the next turn: two messages relayed in the same turn then arrive in one record, and
+    clients that read one message per record (coturn's ``turnutils_uclient``) lose one;
+    the next-turn flush also delays every message. Messages above 16 KiB (the record limit)
+    still span records."""
+
+    protocol = TLSMemoryBIOProtocol
+
+
+def tls_factory(context_factory, factory: Factory) -> RecordPerWriteTLSFactory:
+    """``factory`` behind the relay's TLS (listen on TCP with what this returns)."""
+    return RecordPerWriteTLSFactory(context_factory, False, factory)
 
 
 class TurnStreamProtocol(Protocol):

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -22,7 +22,7 @@ from ct.turn.metrics import TurnStats
 from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig, TurnServer
 from ct.turn.sockets import FAST_PATH, UdpServerSocket, UdpSockets
-from ct.turn.stream import TurnStreamFactory, select_alpn
+from ct.turn.stream import TurnStreamFactory, select_alpn, tls_factory
 from ct.turn.settings import split_host_port
 
 _log = Logger()
@@ -102,9 +102,7 @@ def _tls_context(cert: str, key: str):
     return options
 
 
-def _stream_endpoint(reactor, host: str, port: int, tls=None):
-    if tls is not None:
-        return SSL4ServerEndpoint(reactor, port, tls, interface=host)
+def _stream_endpoint(reactor, host: str, port: int):
     if ":" in host:
         return TCP6ServerEndpoint(reactor, port, interface=host)
     return TCP4ServerEndpoint(reactor, port, interface=host)
@@ -194,8 +192,8 @@ def make_turn_service(values: Mapping[str, Any], reactor) -> TurnService:
     if tls and cert and key:
         host, port = split_host_port(tls, 5349)
         StreamServerEndpointService(
-            _stream_endpoint(reactor, host.strip("[]"), port, _tls_context(cert, key)),
-            factory).setServiceParent(service)
+            _stream_endpoint(reactor, host.strip("[]"), port),
+            tls_factory(_tls_context(cert, key), factory)).setServiceParent(service)
         listening.append(f"tls {tls}")
     _log.info("turn: STUN/TURN relay on {listening}; relay ports {low}-{high} on {relay} "
               "announced as {external}; realm {realm}; UDP data path: {path}",

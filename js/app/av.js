@@ -141,6 +141,7 @@ export class AvPanel {
       const stream = await this.media.getUserMedia({ video: deviceId ? { deviceId: { exact: deviceId } } : true });
       this.call.setCamera(stream.getVideoTracks()[0]);
       this._say("");
+      this._listDevices(); // the cameras' names and ids, now that one is allowed
     } catch (error) {
       this._say(deviceProblem(error, "camera"));
     }
@@ -187,11 +188,18 @@ export class AvPanel {
     }
   }
 
+  /** Another camera while the camera is on: its track replaces the old one in the same
+   * senders (taking the camera off and on again would need a new transceiver each time). */
   async _camChosen() {
-    if (this.call.cameraOn) {
-      this.call.setCamera(null);
-      await this.toggleCamera();
+    if (!this.call.inCall || !this.call.cameraOn) return;
+    try {
+      const stream = await this.media.getUserMedia({ video: { deviceId: { exact: this.el.cam.value } } });
+      await this.call.replaceVideoTrack(stream.getVideoTracks()[0]);
+      this._say("");
+    } catch (error) {
+      this._say(deviceProblem(error, "camera"));
     }
+    this.render();
   }
 
   async _listDevices() {

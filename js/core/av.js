@@ -268,6 +268,21 @@ export class AvCall extends Emitter {
     }
   }
 
+  /** Replaces the camera track (another device) without renegotiation: the same senders
+   * carry it, so the others keep decoding. With the camera off, turns it on. */
+  async replaceVideoTrack(track) {
+    const old = this.localStream?.getVideoTracks()[0];
+    if (!old) return this.setCamera(track);
+    this.localStream.removeTrack(old);
+    this.localStream.addTrack(track);
+    for (const peer of this.peers.values()) {
+      const sender = peer.pc.getSenders().find((s) => s.track === old);
+      if (sender) await sender.replaceTrack(track);
+      else peer.pc.addTrack(track, this.localStream);
+    }
+    old.stop();
+  }
+
   /** Starts sharing `stream` (getDisplayMedia's); false when someone else shares. */
   startScreen(stream) {
     if (!this.inCall || (this.sharer !== null && this.sharer !== this.self)) return false;

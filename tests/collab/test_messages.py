@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import unittest
+from pathlib import Path
 
 from ct.collab import messages
 from ct.collab.messages import MessageError, Reassembler
@@ -98,3 +100,19 @@ class ChunkTests(unittest.TestCase):
         self.assertGreater(r.pending_bytes(), 0)
         r.forget(6)
         self.assertEqual(r.pending_bytes(), 0)
+
+
+class PaletteTests(unittest.TestCase):
+    def test_python_and_the_browser_colour_participants_alike(self):
+        model = (Path(__file__).resolve().parents[2] / "js" / "app" / "model.js").read_text()
+        found = re.search(r"export const PALETTE = \[([^\]]*)\]", model)
+        self.assertIsNotNone(found, "PALETTE not found in js/app/model.js")
+        self.assertEqual(tuple(re.findall(r'"(#[0-9a-f]{6})"', found.group(1))),
+                         messages.PALETTE)
+
+    def test_colour_for_a_participant(self):
+        self.assertEqual(messages.color_for(1), messages.PALETTE[0])
+        self.assertEqual(messages.color_for(2), messages.PALETTE[1])
+        self.assertEqual(messages.color_for(len(messages.PALETTE) + 1), messages.PALETTE[0])
+        self.assertEqual(messages.color_for(0), messages.PALETTE[0])
+        self.assertEqual(messages.color_for(-3), messages.PALETTE[0])

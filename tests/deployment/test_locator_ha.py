@@ -6,6 +6,7 @@ Real processes: three ``twistd ctlocator`` on a fresh PostgreSQL schema, real ed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -558,6 +559,97 @@ class SeveralLocatorsTests(unittest.TestCase):
               f"{stats.get('first_try_failures', 0)}")
         self.assertGreater(done[0], 100)
         self.assertLessEqual(stats.get("first_try_failures", 0), FIRST_TRY_FAILURES_ALLOWED)
+
+
+class SharedDashboardLoginTests(unittest.TestCase):
+    """A dashboard log-in made on one locator works on every locator, survives the death
+    of the locator that made it, and a log-out on one ends it on all (docs/locator.md)."""
+
+    timeout = 180
+
+    def setUp(self):
+        if shutil.which("haproxy") is None:
+            raise unittest.SkipTest("haproxy is not installed (make test installs it: "
+                                    "scripts/system-deps.sh)")
+
+    @defer.inlineCallbacks
+    def test_a_log_in_is_shared_survives_its_locator_and_a_log_out_ends_it_everywhere(self):
+        from tests.dashboard.util import DashboardClient
+
+        c = LocatorCluster(self)
+        for name in ("l1", "l2", "l3"):
+            c.start_locator(name)
+        via = c.start_proxy()
+
+        def browser(base, cookies):
+            client = DashboardClient(base)
+            client.cookies = cookies  # one browser's cookie jar, whichever server it asks
+            return client
+
+        def logged_in(page):
+            return page.code == 200 and f'id="who">{OPERATOR[0]}<' in page.text
+
+        # Password log-in on l1; the database holds the cookie's hash, not the cookie.
+        jar: dict[str, str] = {}
+        on = {name: browser(c.url(name), jar) for name in ("l1", "l2", "l3")}
+        yield on["l1"].login(*OPERATOR)
+        sid = jar["ct_dashboard"]
+        rows = c.query("SELECT login_key, user_name, role, method FROM dashboard_logins")
+        self.assertEqual(rows, [(hashlib.sha256(sid.encode()).hexdigest(), OPERATOR[0],
+                                 "admin", "password")])
+
+        # The same cookie on l2 at once: the logged-in page, and a CSRF-checked action.
+        page = yield on["l2"].get("/dashboard")
+        self.assertTrue(logged_in(page), page.text[:500])
+        done = yield on["l2"].action("/dashboard/regions", {"new_region": "eu",
+                                                            "new_cidrs": "10.0.0.0/8"},
+                                     page="/dashboard/regions")
+        self.assertEqual((done.code, done.location), (303, "/dashboard/regions"), done.text)
+        page = yield on["l2"].get("/dashboard/regions")
+        self.assertIn("Regions saved.", page.text)
+        self.assertIn("10.0.0.0/8", page.text)
+        refused = yield on["l2"].post("/dashboard/regions", {"csrf": "wrong"})
+        self.assertEqual(refused.code, 403)
+        page = yield on["l3"].get("/dashboard")
+        self.assertTrue(logged_in(page))
+
+        # Through HAProxy, stuck to l1 (its cookie); l1 is killed: still logged in.
+        proxied = browser(via, jar)
+        jar["ctlocator"] = "locator1"
+        page = yield proxied.get("/dashboard")
+        self.assertTrue(logged_in(page))
+        c.locators["l1"].kill()  # kill -9
+        for _ in range(4):
+            page = yield proxied.get("/dashboard")
+            self.assertTrue(logged_in(page), page.text[:500])
+        done = yield proxied.action("/dashboard/regions", {"new_region": "us",
+                                                           "new_cidrs": "10.1.0.0/16"},
+                                    page="/dashboard/regions")
+        self.assertEqual(done.code, 303, done.text)
+
+        # Log-out on l2: refused on l3 (and through HAProxy) within the bound.
+        current = yield on["l2"].get("/dashboard")
+        out = yield on["l2"].post("/dashboard/logout", {"csrf": current.csrf})
+        self.assertEqual(out.code, 303)
+        self.assertNotIn("ct_dashboard", jar)
+        stolen = {"ct_dashboard": sid}
+        started = time.monotonic()
+        while True:
+            page = yield browser(c.url("l3"), dict(stolen)).get("/dashboard")
+            if not logged_in(page):
+                break
+            self.assertLess(time.monotonic() - started, SHARED_BOUND,
+                            "the log-out did not reach l3 within the bound")
+            yield sleep(0.05)
+        print(f"\nlog-out on l2 refused on l3 after {time.monotonic() - started:.2f} s")
+        self.assertEqual(page.code, 303)
+        self.assertTrue(page.location.startswith("/dashboard/login"), page.location)
+        for base in (c.url("l2"), via):
+            page = yield browser(base, dict(stolen)).get("/dashboard")
+            self.assertFalse(logged_in(page), base)
+        self.assertEqual(c.query("SELECT COUNT(*) FROM dashboard_logins"), [(0,)])
+        for name in ("l2", "l3"):
+            self.assertNotIn("Traceback", c.locators[name].log())
 
 
 @defer.inlineCallbacks

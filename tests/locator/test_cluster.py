@@ -63,6 +63,19 @@ class PayloadTests(unittest.TestCase):
         self.assertEqual((message["edges"], message["placed"], message["teams"]),
                          (["e1"], {"e2": 2}, {}))
 
+    def test_log_ins_travel_as_hashes_only(self):
+        batch = Batch()
+        keys = {f"{i:064x}" for i in range(300)}
+        batch.logins.update(keys)
+        received = []
+        for p in batch.payloads("A", limit=2000):
+            received += parse_payload(p)["logins"]
+        self.assertEqual(sorted(received), sorted(keys))
+        message = parse_payload(json.dumps({"from": "B", "logins": [
+            "a" * 64, "A" * 64, "a" * 63, "session-id-in-clear", 7]}))
+        self.assertEqual(message["logins"], ["a" * 64])
+        self.assertEqual(parse_payload(json.dumps({"from": "B", "logins": "x"}))["logins"], [])
+
     def test_one_channel_per_schema(self):
         self.assertEqual(channel_name(None), "ct_locators")
         self.assertEqual(channel_name("ct_test_1"), "ct_locators_ct_test_1")

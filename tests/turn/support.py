@@ -12,7 +12,7 @@ from ct.turn.policy import PeerPolicy
 from ct.turn.server import TurnConfig
 from ct.turn.settings import TURN_SETTINGS
 from ct.turn.sockets import UdpServerSocket
-from ct.turn.stream import TurnStreamFactory
+from ct.turn.stream import TurnStreamFactory, tls_factory
 from ct.turn.tap import build_turn_server
 
 # An edge's parsed settings as far as TURN is concerned: every default.
@@ -70,8 +70,8 @@ def listen_on_loopback(test, server, reactor, tls=None) -> dict:
     listeners = {"tcp": lambda: reactor.listenTCP(0, TurnStreamFactory(server),
                                                   interface="127.0.0.1")}
     if tls is not None:
-        listeners["tls"] = lambda: reactor.listenSSL(0, TurnStreamFactory(server), tls,
-                                                     interface="127.0.0.1")
+        listeners["tls"] = lambda: reactor.listenTCP(
+            0, tls_factory(tls, TurnStreamFactory(server)), interface="127.0.0.1")
     for transport, listen in listeners.items():
         port = listen()
         test.addCleanup(port.stopListening)

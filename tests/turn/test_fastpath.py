@@ -429,11 +429,11 @@ class Rig:
     """A server on one path, its listener, an allocation with a channel and a permission,
     a client socket and two peers (one bound to channel 0x4000, one permitted only)."""
 
-    def __init__(self, test, fast_path):
-        self.reactor = SilentReactor()
+    def __init__(self, test, fast_path, reactor=None, **config):
+        self.reactor = SilentReactor() if reactor is None else reactor
         self.reactor.advance(1_700_000_000)
-        self.server = make_server(self.reactor, fast_path=fast_path, bandwidth=60_000,
-                                  unauthenticated_rate=0)
+        config = {"bandwidth": 60_000, "unauthenticated_rate": 0, **config}
+        self.server = make_server(self.reactor, fast_path=fast_path, **config)
         test.addCleanup(self.server.stop)
         self.udp = UdpServerSocket(self.server, "127.0.0.1", 0)
         test.addCleanup(self.udp.close)
@@ -601,6 +601,111 @@ class DifferentialFuzzTests(unittest.TestCase):
         self.assertGreater(stats.packets_to_client, 300)
         self.assertGreater(stats.dropped_packets, 1000)
         self.assertGreaterEqual(len(stats.refusals), 6)
+
+
+# ---------------------------------------------------------------- a lone datagram
+
+class ReaderReactor(Clock):
+    """Time and timers from a Clock; the readers the reactor would watch, recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.readers = []
+
+    def addReader(self, reader):
+        if reader not in self.readers:
+            self.readers.append(reader)
+
+    def removeReader(self, reader):
+        if reader in self.readers:
+            self.readers.remove(reader)
+
+
+class CountingFastPath:
+    """The fast path module, its ``serve_round`` calls counted."""
+
+    def __init__(self, module):
+        self.module = module
+        self.rounds = 0
+
+    def serve_round(self, *args):
+        self.rounds += 1
+        return self.module.serve_round(*args)
+
+
+class LoneDatagram:
+    """One message at a time (issue 16, the one-at-a-time Send/Data round trip): with a
+    batching hold configured, each hop of a lone Send indication and of its echo is relayed
+    in the reactor turn that found it, without a timer or a hold; on the fast path without
+    a call into Python's STUN handling and without polling again. ChannelData alike."""
+
+    def setUp(self):
+        if self.fast_path:
+            self.assertIsNotNone(FAST_PATH, BUILD_HINT)
+        self.reactor = ReaderReactor()
+        self.rig = Rig(self, self.fast_path, reactor=self.reactor, bandwidth=0, hold=0.05)
+        self.poller = self.rig.server.sockets.poller
+        self.assertEqual(self.reactor.readers, [self.poller])
+        if self.fast_path:
+            self.poller.fast = CountingFastPath(self.poller.fast)
+        self.python_stun = []
+        handle_stun = self.rig.server.handle_stun
+
+        def counted(data, *args):
+            self.python_stun.append(data[:2])
+            return handle_stun(data, *args)
+        self.rig.server.handle_stun = counted
+
+    def turn(self):
+        """One reactor turn: the poller's descriptor was readable."""
+        rounds = self.poller.fast.rounds if self.fast_path else 0
+        self.poller.doRead()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])  # no hold, no timed round
+        self.assertEqual(self.reactor.readers, [self.poller])
+        self.assertEqual(self.poller.holds, 0)
+        if self.fast_path:
+            self.assertEqual(self.poller.fast.rounds - rounds, 1)  # did not poll again
+
+    def round_trip(self, frame, peer_index):
+        rig = self.rig
+        peer = rig.peers[peer_index]
+        for n in range(3):
+            payload = b"lone %d" % n
+            rig.client.sendto(frame(peer.getsockname(), payload),
+                              ("127.0.0.1", rig.udp.port))
+            self.turn()
+            self.assertEqual(rig.drain(peer), [payload])  # already sent: this turn
+            peer.sendto(payload[::-1], rig.relay)
+            self.turn()
+            answers = rig.drain(rig.client)
+            self.assertEqual(len(answers), 1)
+            if answers[0][0] >= 0x40:
+                self.assertEqual(answers[0][4:], payload[::-1])
+            else:
+                message = stun.parse_message(answers[0])
+                self.assertEqual((message.method, message.cls), (stun.DATA, stun.INDICATION))
+                self.assertEqual(message.get(stun.DATA_ATTR), payload[::-1])
+
+    def test_issue16_lone_send_indication_relayed_in_its_turn(self):
+        def send(peer, payload):
+            tid = os.urandom(12)
+            return stun.encode_message(stun.SEND, stun.INDICATION, tid, [
+                (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(*peer, tid)),
+                (stun.DATA_ATTR, payload)], add_fingerprint=False)
+        self.round_trip(send, 1)
+        self.assertEqual(self.python_stun, [] if self.fast_path else [b"\x00\x16"] * 3)
+
+    def test_issue16_lone_channel_data_relayed_in_its_turn(self):
+        self.round_trip(lambda peer, payload: stun.encode_channel_data(0x4000, payload), 0)
+        self.assertEqual(self.python_stun, [])
+
+
+class FastLoneDatagramTests(LoneDatagram, unittest.TestCase):
+    fast_path = True
+
+
+class FallbackLoneDatagramTests(LoneDatagram, unittest.TestCase):
+    fast_path = False
 
 
 # ---------------------------------------------------------------- the suites on the fallback

@@ -23,7 +23,7 @@ from twisted.trial import unittest
 
 from ct.turn import auth, stun, tap
 from ct.turn.credentials import IceServerConfig, ice_servers
-from ct.turn.stream import TurnStreamFactory
+from ct.turn.stream import RecordPerWriteTLSFactory, TurnStreamFactory, tls_factory
 
 from .support import EDGE_DEFAULTS, make_server, wait_until
 
@@ -183,8 +183,11 @@ class OptionsTests(unittest.TestCase):
         udp = [s for s in service if isinstance(s, tap.UdpListenerService)][0].listening
         self.assertEqual(udp.sock.getsockname()[0], "127.0.0.1")
         self.assertEqual(memory.readers, [service.turn_server.sockets.poller])
-        self.assertEqual(sorted(p[0] for p in memory.tcpServers), [3478])
-        self.assertEqual(sorted(p[0] for p in memory.sslServers), [5349])
+        factories = {port: factory for port, factory, *_ in memory.tcpServers}
+        self.assertEqual(sorted(factories), [3478, 5349])
+        self.assertEqual(memory.sslServers, [])  # TLS: a record per message (stream.py)
+        self.assertIsInstance(factories[5349], RecordPerWriteTLSFactory)
+        self.assertIs(factories[5349].wrappedFactory, factories[3478])
         self.assertEqual(service.turn_server.advertised_host, "127.0.0.1")
         service.stopService()
         self.assertEqual(memory.readers, [])
@@ -251,8 +254,8 @@ class TlsTests(unittest.TestCase):
         server = make_server(reactor)
         server.start()
         self.addCleanup(server.stop)
-        port = reactor.listenSSL(0, TurnStreamFactory(server), tap._tls_context(cert, key),
-                                 interface="127.0.0.1")
+        port = reactor.listenTCP(0, tls_factory(tap._tls_context(cert, key),
+                                                TurnStreamFactory(server)), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         username, password = auth.rest_credentials("s3cret", "tls", 600, reactor.seconds())
         out, err, code = yield getProcessOutputAndValue(

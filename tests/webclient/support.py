@@ -487,3 +487,36 @@ def unmask_client_frames(stream: bytes) -> bytes:
         out += bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
         i = j + length
     return bytes(out)
+
+
+class ConnectionCapturingProxy(CuttableProxy):
+    """A cuttable proxy that keeps what it forwards per connection and direction
+    (``connections``: one ``{"upstream", "downstream"}`` pair of byte arrays per accepted
+    connection, in order), so a stream protocol can be parsed connection by connection
+    even after a cut made the client connect again."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.connections: list[dict[str, bytearray]] = []
+        self._capture_lock = threading.Lock()
+        self._by_socket: dict = {}  # client socket (kept, so never reused) -> its capture
+        super().__init__(target_host, target_port)
+
+    def forwarded(self) -> int:
+        """Bytes forwarded so far, both directions, every connection."""
+        with self._capture_lock:
+            return sum(len(c["upstream"]) + len(c["downstream"]) for c in self.connections)
+
+    def _pump(self, source, sink):
+        try:
+            from_target = source.getpeername()[1] == self.target[1]
+        except OSError:
+            return
+        client = sink if from_target else source
+        with self._capture_lock:
+            capture = self._by_socket.get(client)
+            if capture is None:
+                capture = {"upstream": bytearray(), "downstream": bytearray()}
+                self._by_socket[client] = capture
+                self.connections.append(capture)
+        direction = capture["downstream" if from_target else "upstream"]
+        super()._pump(source, _Recording(sink, direction, self._capture_lock))

@@ -92,17 +92,21 @@ class LoginPages:
                 message += f" Too many failures: try again in {verdict.retry_after:.0f} s."
             return self.form(request, message, 401)
         session = self.guard.sessions.create(user)
-        self.guard.set_cookie(request, COOKIE, session.sid)
-        self.guard.set_cookie(request, LOGIN_COOKIE, "", max_age=0)
         _log.info("dashboard: {user} logged in from {ip}", user=user, ip=ip)
         self.backend.record("dashboard_login", user, ip=ip, method="password",
                             role=session.role).addErrback(
             lambda f: _log.failure("dashboard: could not store an audit entry", f))
-        return see_other(request, safe_next(arg(request, "next")))
+
+        def answer(_):  # once every locator can find the log-in
+            self.guard.set_cookie(request, COOKIE, session.sid)
+            self.guard.set_cookie(request, LOGIN_COOKIE, "", max_age=0)
+            return see_other(request, safe_next(arg(request, "next")))
+
+        return self.guard.sessions.stored(session).addCallback(answer)
 
     def logout(self, request, session):
-        """An action: ends the session and clears its cookie."""
-        self.guard.sessions.end(session.sid)
+        """An action: ends the session (on every locator) and clears its cookie."""
+        ended = self.guard.sessions.end_key(session.key)
         self.guard.set_cookie(request, COOKIE, "", max_age=0)
-        return self.backend.record("dashboard_logout", session.user).addCallback(
-            lambda _: None)
+        return ended.addCallback(lambda _: self.backend.record(
+            "dashboard_logout", session.user)).addCallback(lambda _: None)

@@ -37,6 +37,9 @@ class OlderLogs:
 
     @app.route("/", methods=["GET"], strict_slashes=False)  # /logs and /logs/
     def logs(self, request):
+        return self.guard.resolved(request, lambda: self._logs(request))
+
+    def _logs(self, request):
         if self.guard.current(request) is not None:
             return see_other(request, "/dashboard/logs")
         given = basic_auth(request)

@@ -168,6 +168,7 @@ class SsoPages:
             return result
         session = self.guard.sessions.create(identity.name, identity.role, identity.teams,
                                              "sso")
+        yield self.guard.sessions.stored(session)  # every locator can find it
         self.guard.set_cookie(request, COOKIE, session.sid)
         self.guard.set_cookie(request, LOGIN_COOKIE, "", max_age=0)
         _log.info("dashboard: {user} ({role}) signed in through SSO from {ip}",

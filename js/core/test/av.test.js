@@ -187,6 +187,26 @@ test("screen sharing: one sharer; only the host can stop someone's share", () =>
   assert.equal(warnings.length, 1);
 });
 
+test("another camera replaces the track in the same senders, the old one stopped after", async () => {
+  const conn = new FakeConnection(2);
+  const call = new AvCall(conn, { RTCPeerConnection: FakePeerConnection });
+  call.join(fakeStream("mic"));
+  conn.signal(3, { type: "join" });
+  const first = fakeStream("cam0", ["video"]).getVideoTracks()[0];
+  call.setCamera(first);
+  const pc = call.peers.get(3).pc;
+  const sender = pc.senders.find((s) => s.track === first);
+  sender.replaceTrack = async (track) => { sender.track = track; };
+  const second = fakeStream("cam1", ["video"]).getVideoTracks()[0];
+  await call.replaceVideoTrack(second);
+  assert.equal(pc.senders.length, 2); // no sender more: no renegotiation
+  assert.equal(sender.track, second);
+  assert.equal(first.stopped, true);
+  assert.equal(second.stopped, false);
+  assert.deepEqual(call.localStream.getVideoTracks(), [second]);
+  assert.equal(call.cameraOn, true);
+});
+
 test("a mesh holds at most 6 people: a seventh is not connected", () => {
   const conn = new FakeConnection(2);
   const call = new AvCall(conn, { RTCPeerConnection: FakePeerConnection });
