@@ -22,7 +22,8 @@ from ct.storage.database import Database
 AUDIT_KINDS = frozenset({
     "session_started", "session_ended", "participant_joined", "participant_left",
     "participant_removed", "edge_registered", "edge_suspended", "edge_resumed",
-    "edge_draining", "edge_unavailable", "dashboard_login", "dashboard_login_failed", "config_changed",
+    "edge_draining", "edge_unavailable", "dashboard_login", "dashboard_login_failed",
+    "config_changed",
 })
 
 # Configuration keys the dashboard edits.
