@@ -20,6 +20,22 @@ EDGE_DEFAULTS = {**{s.key: s.default for s in TURN_SETTINGS},
                  "server_url": None, "tls_cert": None, "tls_key": None}
 
 
+class ReaderReactor(task.Clock):
+    """Time and timers from a ``Clock``; the readers the reactor would watch, recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.readers = []
+
+    def addReader(self, reader):
+        if reader not in self.readers:
+            self.readers.append(reader)
+
+    def removeReader(self, reader):
+        if reader in self.readers:
+            self.readers.remove(reader)
+
+
 class ClockedReactor:
     """Time from a ``Clock``, sockets from the real reactor."""
 

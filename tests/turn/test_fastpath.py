@@ -28,7 +28,8 @@ from ct.turn import stun
 from ct.turn.sockets import FAST_PATH, UdpServerSocket
 from tests.turn import test_interop, test_server
 
-from .support import ClockedReactor, ScriptedClient, error_code, make_server, wait_until
+from .support import (ClockedReactor, ReaderReactor, ScriptedClient, error_code, make_server,
+                      wait_until)
 
 BUILD_HINT = ("ct.turn._fastpath is not built: `python setup.py build_ext --inplace` (or "
               "`make setup`, which installs the project editable) builds it")
@@ -604,22 +605,6 @@ class DifferentialFuzzTests(unittest.TestCase):
 
 
 # ---------------------------------------------------------------- a lone datagram
-
-class ReaderReactor(Clock):
-    """Time and timers from a Clock; the readers the reactor would watch, recorded."""
-
-    def __init__(self):
-        super().__init__()
-        self.readers = []
-
-    def addReader(self, reader):
-        if reader not in self.readers:
-            self.readers.append(reader)
-
-    def removeReader(self, reader):
-        if reader in self.readers:
-            self.readers.remove(reader)
-
 
 class CountingFastPath:
     """The fast path module, its ``serve_round`` calls counted."""

@@ -6,32 +6,11 @@ from __future__ import annotations
 import select
 import socket
 
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from ct.turn.sockets import SocketPoller
 
-
-class RecordingReactor:
-    """Readers recorded, time and timers from a ``Clock``."""
-
-    def __init__(self):
-        self.clock = Clock()
-        self.readers = []
-
-    def seconds(self):
-        return self.clock.seconds()
-
-    def callLater(self, *args, **kwargs):
-        return self.clock.callLater(*args, **kwargs)
-
-    def addReader(self, reader):
-        if reader not in self.readers:
-            self.readers.append(reader)
-
-    def removeReader(self, reader):
-        if reader in self.readers:
-            self.readers.remove(reader)
+from .support import ReaderReactor
 
 
 class Reader:
@@ -54,7 +33,7 @@ class Reader:
 
 class SocketPollerTests(unittest.TestCase):
     def setUp(self):
-        self.reactor = RecordingReactor()
+        self.reactor = ReaderReactor()
         self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(self.sender.close)
 
@@ -75,12 +54,12 @@ class SocketPollerTests(unittest.TestCase):
         for data in (b"request", b"echo"):  # one stream's round trip: close together
             self.send(reader, data)
             poller.doRead()
-            self.reactor.clock.advance(0.0001)
+            self.reactor.advance(0.0001)
         self.assertEqual(self.reactor.readers, [poller])  # still waiting for readiness
         self.send(reader, b"next")
         poller.doRead()
         self.assertEqual((reader.received, poller.holds), ([b"request", b"echo", b"next"], 0))
-        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_busy_wakeup_holds_then_rounds_while_busy(self):
         poller = self.make(0.001)
@@ -95,13 +74,13 @@ class SocketPollerTests(unittest.TestCase):
         for data in (b"c", b"d", b"e"):
             self.send(readers[0], data)
         self.assertEqual(len(readers[0].received), 1)
-        self.reactor.clock.advance(0.001)  # the round serves what arrived meanwhile: busy
+        self.reactor.advance(0.001)  # the round serves what arrived meanwhile: busy
         self.assertEqual(readers[0].received, [b"a", b"c", b"d", b"e"])
-        self.assertEqual((self.reactor.readers, len(self.reactor.clock.getDelayedCalls())),
+        self.assertEqual((self.reactor.readers, len(self.reactor.getDelayedCalls())),
                          ([], 1))
-        self.reactor.clock.advance(0.001)  # an empty round: back to readiness
+        self.reactor.advance(0.001)  # an empty round: back to readiness
         self.assertEqual(self.reactor.readers, [poller])
-        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(poller.holds, 1)
 
     def test_no_hold_when_disabled(self):
@@ -123,7 +102,7 @@ class SocketPollerTests(unittest.TestCase):
         poller.doRead()
         self.assertEqual(poller.holds, 1)
         poller.remove(reader)
-        self.assertEqual(self.reactor.clock.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(self.reactor.readers, [])
         other = Reader(self)
         poller.add(other)  # watching again: back with the reactor at once
@@ -145,8 +124,8 @@ class SocketPollerTests(unittest.TestCase):
         self.assertEqual(poller.holds, 1)
         self.send(bad, b"y")
         self.send(good, b"z")
-        self.reactor.clock.advance(0.001)  # busy round, despite the failure
-        self.reactor.clock.advance(0.001)  # empty round
+        self.reactor.advance(0.001)  # busy round, despite the failure
+        self.reactor.advance(0.001)  # empty round
         self.assertEqual(good.received, [b"x", b"z"])
         self.assertEqual(self.reactor.readers, [poller])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -131,9 +131,8 @@ class CallTestCase(unittest.TestCase):
         if reason:
             self.skipTest(reason)
 
-
-class MeshCallTests(CallTestCase):
-    def test_two_then_three_participants_hear_each_other(self):
+    def ada_and_bob_in_a_call(self):
+        """A host sharing FILES on an A/V edge; Ada and Bob joined and in its call."""
         _, url, _ = av_edge(self)
         host = NodeHost(self, url, FILES)
         a, b = CallPage(self), CallPage(self)
@@ -141,6 +140,12 @@ class MeshCallTests(CallTestCase):
         b.join(host.link, "Bob")
         a.join_call()
         b.join_call()
+        return url, host, a, b
+
+
+class MeshCallTests(CallTestCase):
+    def test_two_then_three_participants_hear_each_other(self):
+        url, host, a, b = self.ada_and_bob_in_a_call()
         for page in (a, b):
             stats = page.wait_inbound_audio(1)
             self.assertFalse(stats[0]["relayed"], stats)  # loopback host candidates: direct
@@ -227,13 +232,7 @@ class MeshCallTests(CallTestCase):
 class SpeakingTests(CallTestCase):
     def test_the_others_see_who_speaks_and_not_when_muted(self):
         """The fake microphone plays a tone: B's panel shows A speaking; muted, never."""
-        _, url, _ = av_edge(self)
-        host = NodeHost(self, url, FILES)
-        a, b = CallPage(self), CallPage(self)
-        a.join(host.link, "Ada")
-        b.join(host.link, "Bob")
-        a.join_call()
-        b.join_call()
+        _, host, a, b = self.ada_and_bob_in_a_call()
         b.wait_inbound_audio(1)
         ada = a.participant
         wait_until(lambda: b.member_row(ada, "data-speaking") == "true", 10, "A speaking, in B")
