@@ -87,7 +87,9 @@ UCLIENT_STEPS = {  # name: uclient flags (-y: its clients relay to each other; -
     "udp_channel": [],
     "udp_send": ["-s"],
     "tcp_channel": ["-t"],
+    "tcp_send": ["-t", "-s"],
     "tls_channel": ["-t", "-S"],
+    "tls_send": ["-t", "-S", "-s"],
 }
 
 
