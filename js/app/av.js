@@ -276,7 +276,11 @@ export class AvPanel {
       this.call.report(stats);
     }
     const speaking = new Set();
-    for (const s of stats) if (s.audio && s.audio.audioLevel > SPEAKING_LEVEL) speaking.add(s.participant);
+    // Someone who said they muted never shows as speaking: what their receiver still plays
+    // out of its jitter buffer (or conceals) after the mute is not them speaking.
+    for (const s of stats) {
+      if (s.audio && s.audio.audioLevel > SPEAKING_LEVEL && !this.call.members.get(s.participant)?.muted) speaking.add(s.participant);
+    }
     // Our own level: the media-source of the microphone, in any peer connection's report.
     const first = this.call.peers.values().next().value;
     if (first && !this.call.muted) {

@@ -238,12 +238,17 @@ class SpeakingTests(CallTestCase):
         wait_until(lambda: b.member_row(ada, "data-speaking") == "true", 10, "A speaking, in B")
         b.screenshot("av-08-speaking")
         a.browser.find("#ct-av-mute").click()
+        wait_until(lambda: b.js("return window.ctApp.av.call.members.get(arguments[0]).muted",
+                                ada), 10, "A muted, as B sees it")
         wait_until(lambda: b.member_row(ada, "data-speaking") == "false", 5, "A quiet, in B")
         deadline = time.monotonic() + 3  # several beeps of the fake tone, polled every 0.3 s
         while time.monotonic() < deadline:
             self.assertEqual(b.member_row(ada, "data-speaking"), "false", "muted A speaks")
             time.sleep(0.1)
-        self.assertLess(b.from_peer(ada)["audio"]["audioLevel"], 0.02)  # comfort noise at most
+        # What B receives from muted A is silence (comfort noise at most), once B's jitter
+        # buffer has played out what was sent before the mute.
+        wait_until(lambda: b.from_peer(ada)["audio"]["audioLevel"] < 0.02, 10,
+                   "silence from muted A")
         a.browser.find("#ct-av-mute").click()
         wait_until(lambda: b.member_row(ada, "data-speaking") == "true", 10,
                    "A speaking again, in B")
