@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench", "turn"))
 
 from run import (  # noqa: E402  (bench/turn/run.py)
-    SECRET, cpu_seconds, free_port, start_coturn, start_ours, wait_for_stun)
+    SECRET, cpu_seconds, free_port, self_signed, start_coturn, start_ours, wait_for_stun)
 
 from ct.turn.credentials import rest_credentials  # noqa: E402
 from tests.dashboard.browser import Browser, missing  # noqa: E402
@@ -172,6 +172,7 @@ def main() -> None:
     server, url = serve_blank()
     results = []
     with tempfile.TemporaryDirectory(prefix="ct-bench-av-") as workdir:
+        self_signed(workdir)  # both relays listen for TLS too, as bench/turn starts them
         try:
             for calls in (int(c) for c in args.calls.split(",")):
                 for name, start in servers:
