@@ -727,8 +727,7 @@ class DirectoryShare:
             changes_of[path] = changes
             merged = textdiff.apply(doc, changes) if changes else doc
             if merged != text:  # guests' edits in it
-                proposals[path] = caps.Proposal(len(text.encode("utf-8")),
-                                                len(merged.encode("utf-8")))
+                proposals[path] = caps.Proposal(caps.text_bytes(text), caps.text_bytes(merged))
         outside = self.synced.total - sum(self.synced.sizes.get(p, 0) for p in proposals)
         refused = caps.refused_edits(proposals, outside, self.policy.max_file_bytes,
                                      self.policy.max_workspace_bytes)

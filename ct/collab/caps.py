@@ -14,6 +14,11 @@ TOO_LARGE = "too-large"
 WORKSPACE_FULL = "workspace-full"
 
 
+def text_bytes(text: str) -> int:
+    """A text's size as the caps count it: its UTF-8 bytes."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 class Proposal(NamedTuple):
     """One file's guests' edit: its size on disk and after the edit (UTF-8 bytes)."""
 
@@ -83,7 +88,7 @@ class SizedTexts(dict):
         self.total = 0
 
     def __setitem__(self, path: str, text: str) -> None:
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = text_bytes(text)
         self.total += size - self.sizes.get(path, 0)
         self.sizes[path] = size
         super().__setitem__(path, text)

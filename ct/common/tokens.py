@@ -18,6 +18,12 @@ def check_team_token(secret: str, team: str, token: str) -> bool:
     return hmac.compare_digest(team_token(secret, team).encode(), token.encode("utf-8"))
 
 
+def secret_hash(secret: str) -> str:
+    """What is stored of a bearer secret (API token, dashboard session id): its SHA-256,
+    hex (64 characters)."""
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
 def same_secret(given: str | bytes, expected: str | bytes) -> bool:
     """Constant-time comparison of two secrets."""
     if isinstance(given, str):

@@ -6,9 +6,9 @@ dead. On PostgreSQL the locators share one truth: whatever one of them changes (
 link, report or suspension, the regions, the edge settings, a placement, a team's edge,
 a dashboard log-in or log-out) it announces with ``NOTIFY`` on one channel per schema;
 the others ``LISTEN`` on a dedicated txpostgres connection and re-query what the ids name
-(the adbapi pool does everything else). A full re-read every :data:`RESYNC_INTERVAL` seconds covers a
-notification lost while the listening connection was down. On SQLite and MySQL/MariaDB
-one locator runs: a second one is refused at start-up.
+(the adbapi pool does everything else). A full re-read every :data:`RESYNC_INTERVAL`
+seconds covers a notification lost while the listening connection was down. On SQLite
+and MySQL/MariaDB one locator runs: a second one is refused at start-up.
 
 Latency: the listening connection's ``SELECT 1`` (locator↔database) and a GET of every
 live peer's ``/api/v1/locator/ping`` (locator↔locator) are measured continuously; above

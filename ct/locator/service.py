@@ -71,6 +71,13 @@ class RecentTeams:
             self._edges.popitem(last=False)
 
 
+def _shared_entry_id(prefix: str, kind: str, edge_id: str, at: float) -> str:
+    """The same audit entry id on every locator that records one event of an edge (the
+    store keeps an id once)."""
+    key = f"{kind}\0{edge_id}\0{at:.3f}".encode()
+    return prefix + hashlib.sha256(key).hexdigest()[:40]
+
+
 class LocatorError(Exception):
     """A client request the locator cannot satisfy; ``status`` is the HTTP status."""
 
@@ -357,8 +364,7 @@ class Locator:
         """Several locators flag the same edge: one audit entry per link of the edge."""
         if not self._shared or info.linked_at is None:
             return None
-        key = f"edge_unavailable\0{info.edge_id}\0{info.linked_at:.3f}".encode()
-        return "u-" + hashlib.sha256(key).hexdigest()[:40]
+        return _shared_entry_id("u-", "edge_unavailable", info.edge_id, info.linked_at)
 
     # ------------------------------------------------------------ administrator actions
 
@@ -562,9 +568,9 @@ class Locator:
 
     def _audit_draining(self, info: EdgeInfo, draining: link.Draining) -> defer.Deferred:
         """One ``edge_draining`` entry per drain, whichever locators the edge tells."""
-        key = f"edge_draining\0{info.edge_id}\0{draining.since:.3f}".encode()
-        return self.audit("edge_draining", entry_id="d-" + hashlib.sha256(key).hexdigest()[:40],
-                          edge_id=info.edge_id,
+        return self.audit("edge_draining", edge_id=info.edge_id,
+                          entry_id=_shared_entry_id("d-", "edge_draining", info.edge_id,
+                                                    draining.since),
                           details={"until": draining.until, "since": draining.since})
 
     def edge_disconnected(self, info: EdgeInfo, link, clean: bool = False) -> None:

@@ -8,7 +8,6 @@ like a dashboard session. Store functions are plain ``fn(txn)``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from ct.common.tokens import same_secret
+from ct.common.tokens import same_secret, secret_hash
 from ct.storage.store import from_ms, to_ms
 
 PREFIX = "ctk_"
@@ -42,10 +41,6 @@ class ApiToken:
         return self.revoked_at is not None
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
-
-
 def split_token(text: str) -> tuple[str, str] | None:
     """``(id, secret)`` of a well-formed token, or None."""
     match = _TOKEN.match(text.strip()) if isinstance(text, str) and len(text) < 100 else None
@@ -59,12 +54,12 @@ def _token(row) -> tuple[ApiToken, str]:
                     last_used_at=from_ms(row[8])), row[2]
 
 
-def create_txn(txn, token_id, name, secret_hash, role, teams, by, now_ms) -> bool:
+def create_txn(txn, token_id, name, hashed, role, teams, by, now_ms) -> bool:
     txn.execute("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
     if int(txn.fetchone()[0]) >= MAX_TOKENS:
         return False
     txn.execute(f"INSERT INTO api_tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (token_id, name, secret_hash, role, json.dumps(list(teams)), by, now_ms))
+                (token_id, name, hashed, role, json.dumps(list(teams)), by, now_ms))
     return True
 
 
@@ -110,7 +105,7 @@ class ApiTokenStore:
         token_id, secret = secrets.token_hex(8), self._token(32)  # 43 characters
         now_ms = to_ms(self.clock.seconds())
         made = yield self.db.runInteraction("create_api_token", create_txn, token_id, name,
-                                            _hash(secret), role, tuple(teams), by, now_ms)
+                                            secret_hash(secret), role, tuple(teams), by, now_ms)
         if not made:
             raise TooManyTokens(f"there are {MAX_TOKENS} live API tokens: revoke some first")
         token = ApiToken(token_id, name, role, tuple(teams), by, from_ms(now_ms))
@@ -124,10 +119,10 @@ class ApiTokenStore:
             return None
         found = yield self.db.runInteraction("get_api_token", get_txn, parts[0])
         if found is None:
-            same_secret(_hash(parts[1]), "0" * 64)  # the same work as a known id
+            same_secret(secret_hash(parts[1]), "0" * 64)  # the same work as a known id
             return None
-        token, secret_hash = found
-        if not same_secret(_hash(parts[1]), secret_hash) or token.revoked:
+        token, stored_hash = found
+        if not same_secret(secret_hash(parts[1]), stored_hash) or token.revoked:
             return None
         now = self.clock.seconds()
         if now - self._last_written.get(token.token_id, float("-inf")) >= self.USED_EVERY:

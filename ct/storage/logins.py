@@ -9,19 +9,19 @@ stored. Plain ``fn(txn)`` functions and :class:`LoginStore` running them, like
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ct.common.tokens import secret_hash
 from ct.storage.store import from_ms, to_ms
 
 _COLUMNS = "login_key, user_name, role, teams, method, csrf, created_at, last_used_at"
 
 
 def login_key(sid: str) -> str:
-    """What the database keeps of a session id: its SHA-256, hex (64 characters)."""
-    return hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()
+    """What the database keeps of a session id (:func:`~ct.common.tokens.secret_hash`)."""
+    return secret_hash(sid)
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,9 @@ def get_txn(txn, keys: Sequence[str] | None) -> list[LoginRow]:
 
 
 def delete_txn(txn, keys: Sequence[str]) -> None:
-    for key in keys:
-        txn.execute("DELETE FROM dashboard_logins WHERE login_key = ?", (key,))
+    if keys:
+        txn.execute("DELETE FROM dashboard_logins WHERE login_key IN ("
+                    + ", ".join("?" for _ in keys) + ")", list(keys))
 
 
 def touch_txn(txn, used: Sequence[tuple[str, int]]) -> None:

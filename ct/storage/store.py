@@ -440,15 +440,23 @@ def insert_audit_batch_txn(txn, rows: Sequence[tuple]) -> int:
     return txn.insert_ignore_many("audit_entries", _AUDIT_INSERT, rows, "entry_id")
 
 
+def _of_teams(teams: Sequence[str]) -> tuple[str, tuple]:
+    """The condition keeping audit entries of these teams' sessions (by the session
+    directory; a team viewer's audit and usage), and its arguments."""
+    marks = ", ".join("?" for _ in teams)
+    return (f"session_id IN (SELECT session_id FROM session_directory WHERE team IN "
+            f"({marks}))", tuple(teams))
+
+
 def query_audit_txn(txn, since_ms, until_ms, kinds, user, edge_id, session_id, after_seq,
                     limit, offset, teams=None) -> list[AuditEntry]:
     where, args = [], []
     if teams is not None:  # a team viewer: entries of its teams' sessions only
         if not teams:
             return []
-        where.append("session_id IN (SELECT session_id FROM session_directory WHERE team IN ("
-                     + ", ".join("?" for _ in teams) + "))")
-        args.extend(teams)
+        condition, team_args = _of_teams(teams)
+        where.append(condition)
+        args.extend(team_args)
     if since_ms is not None:
         where.append("at >= ?")
         args.append(since_ms)
@@ -481,16 +489,6 @@ _PEOPLE = ("kind IN (" + ", ".join(f"'{kind}'" for kind in USAGE_KINDS) + ") "
            "AND at >= ? AND at < ?")
 
 
-def _team_filter(teams: Sequence[str] | None) -> tuple[str, tuple]:
-    """An ``AND ...`` clause keeping audit entries of these teams' sessions (by the
-    session directory, as :func:`query_audit_txn` does), and its arguments."""
-    if teams is None:
-        return "", ()
-    marks = ", ".join("?" for _ in teams)
-    return (" AND session_id IN (SELECT session_id FROM session_directory WHERE team IN "
-            f"({marks}))", tuple(teams))
-
-
 def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int,
               teams: Sequence[str] | None = None) -> UsageCounts:
     """Every usage aggregate in SQL (the same statements on the three dialects).
@@ -499,7 +497,10 @@ def usage_txn(txn, since_ms: int, until_ms: int, slot_ms: int,
     A/V counts (per edge, not per team) are then left out."""
     if teams is not None and not teams:
         return UsageCounts(0, {}, {}, {}, {}, None, {}, {})
-    only, team_args = _team_filter(teams)
+    only, team_args = "", ()
+    if teams is not None:
+        condition, team_args = _of_teams(teams)
+        only = " AND " + condition
     day_ms = to_ms(DAY)
     day = txn.engine.int_div("at - ?", "?")
     window = (since_ms, until_ms)
