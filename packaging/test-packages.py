@@ -449,15 +449,16 @@ def get_health(service: Service, port: int, deadline_s: float = 60.0) -> dict:
                   + service.output()[-3000:])
 
 
-def wait_for_edge(locator: Service, port: int, deadline_s: float = 30.0) -> dict:
-    """The locator's /health once an edge is online (or the last answer)."""
+def wait_for_health(service: Service, port: int, wanted, deadline_s: float = 30.0,
+                    step_s: float = 1.0) -> dict:
+    """The service's /health once ``wanted(body)`` holds (or the last answer)."""
     deadline = time.monotonic() + deadline_s
     body = {}
     while time.monotonic() < deadline:
-        body = get_health(locator, port)
-        if body.get("edges_online", 0) >= 1:
+        body = get_health(service, port)
+        if wanted(body):
             break
-        time.sleep(1)
+        time.sleep(step_s)
     return body
 
 
@@ -566,7 +567,8 @@ def run_services(scratch: str, ports: dict[str, int]) -> None:
         body = get_health(services["ctedge"], ports["edge"])
         check(body.get("status") == "ok" and body.get("role") == "edge",
               "edge /health: status ok")
-        body = wait_for_edge(services["ctlocator"], ports["locator"])
+        body = wait_for_health(services["ctlocator"], ports["locator"],
+                               lambda b: b.get("edges_online", 0) >= 1)
         check(body.get("edges_online", 0) >= 1,
               f"the edge linked to the locator (edges_online={body.get('edges_online')})")
         host = WebSocket(ports["edge"], "/ws/session")
@@ -578,6 +580,15 @@ def run_services(scratch: str, ports: dict[str, int]) -> None:
         check(kind == "0x0101", f"TURN relay answered the Binding request ({kind})")
         for unit, service in services.items():
             check(service.alive(), f"{unit} still running")
+        # The edge stops first, its session still running: it tells the locator at once,
+        # which places nothing there while it drains (CT_DRAIN_TIMEOUT=2).
+        services["ctedge"].proc.send_signal(signal.SIGTERM)
+        body = wait_for_health(services["ctlocator"], ports["locator"],
+                               lambda b: b.get("edges_draining", 0) >= 1, 10, 0.1)
+        check(body.get("edges_draining") == 1,
+              f"the stopping edge told the locator it drains (edges_draining="
+              f"{body.get('edges_draining')})")
+        services["ctedge"].proc.wait(30)
     finally:
         codes = {unit: service.stop() for unit, service in services.items()}
     step("SIGTERM: clean exit, logs in the journal stream and the log file")
@@ -586,6 +597,9 @@ def run_services(scratch: str, ports: dict[str, int]) -> None:
     edge_log = open("/var/log/codetogether/edge.log").read()
     check("stopping: waiting up to 2 s for 1 sessions to end" in edge_log,
           "the edge drained for CT_DRAIN_TIMEOUT before ending the session")
+    locator_log = open("/var/log/codetogether/locator.log").read()
+    check(re.search(r"edge \S+ is stopping: no new sessions", locator_log) is not None,
+          "the locator logged that the edge is stopping")
     check(os.path.isfile("/var/lib/codetogether/edge/edge-id"),
           "the edge kept its id in CT_DATA_DIR/edge (writable under ProtectSystem=strict)")
     for unit, service in services.items():
